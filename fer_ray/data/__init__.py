@@ -1,0 +1,30 @@
+"""Ray Data readers. Every reader returns a ``ray.data.Dataset`` with :data:`SOURCE_COLUMNS`;
+:func:`fer_ray.data.decode.decode` is the one stage that turns them into model-ready faces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray.data
+
+from fer_ray.data.decode import SOURCE_COLUMNS, decode
+
+
+def read_labeled(source: str | Path, splits=None, **kwargs) -> ray.data.Dataset:
+    """Any labelled FER2013 copy: our Parquet, the Kaggle ``fer2013.csv``, or ``train/<emotion>/`` folders."""
+    from fer_ray.data import fer2013
+
+    s = str(source)
+    if s.endswith(".parquet"):
+        return fer2013.read_fer_parquet(s, splits=splits, **kwargs)
+    if s.endswith(".csv"):
+        return fer2013.read_fer_csv(s, splits=splits, **kwargs)
+    if s.startswith("s3://") or Path(s).is_dir():
+        return fer2013.read_image_folders(s, splits=splits, **kwargs)
+    raise FileNotFoundError(
+        f"no labelled FER2013 data at {s!r}: expected a .parquet file, a Kaggle fer2013.csv, "
+        "or a directory with train/<emotion>/*.jpg (and optionally test/<emotion>/)"
+    )
+
+
+__all__ = ["SOURCE_COLUMNS", "decode", "read_labeled"]

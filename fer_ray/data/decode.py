@@ -1,0 +1,54 @@
+"""The shared decode stage: encoded bytes (or CSV pixels) -> ``face`` uint8 (S, S) + ``error``.
+
+Every reader yields the same columns (see :data:`SOURCE_COLUMNS`); this stage runs
+inside ``map_batches`` so a bad file becomes a row with an ``error`` reason instead of
+a failed task, and the number of rows out always equals the number in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import ray.data
+
+from fer_ray.preprocess import ImageDecodeError, PreprocessConfig, decode_image, face_input
+
+# Columns every reader produces. ``image`` holds encoded bytes (None for the CSV, which
+# carries ``pixels`` instead); ``label`` is -1 and ``emotion`` None when unknown;
+# ``split`` is train/val/test (Training/PublicTest/PrivateTest) when known; ``error``
+# is set by readers that could not fetch the bytes (missing file, S3 error).
+SOURCE_COLUMNS = ("image", "label", "emotion", "split", "usage", "path")
+
+
+def decode_batch(batch: dict[str, np.ndarray], cfg: PreprocessConfig | None = None) -> dict[str, Any]:
+    """Decode one batch; rows that fail get a zero face and an ``error`` reason."""
+    cfg = cfg or PreprocessConfig()
+    s = cfg.image_size
+    n = len(batch["path"])
+    faces = np.zeros((n, s, s), dtype=np.uint8)
+    errors: list[str | None] = [None] * n
+    prior = batch.get("error")
+    images = batch.get("image")
+    pixels = batch.get("pixels")
+    for i in range(n):
+        if prior is not None and prior[i]:
+            errors[i] = str(prior[i])
+            continue
+        try:
+            if pixels is not None and pixels[i] is not None:
+                gray = np.asarray(pixels[i], dtype=np.uint8).reshape(s, s)
+            else:
+                gray = decode_image(images[i] if images is not None else None, cfg.max_pixels)
+            faces[i] = face_input(gray, None, cfg)
+        except (ImageDecodeError, ValueError) as e:
+            errors[i] = str(e)
+    out = {k: v for k, v in batch.items() if k not in ("image", "pixels", "error")}
+    out["face"] = faces
+    out["error"] = np.array(errors, dtype=object)
+    return out
+
+
+def decode(ds: ray.data.Dataset, cfg: PreprocessConfig | None = None, batch_size: int = 512) -> ray.data.Dataset:
+    """Add ``face`` and ``error`` columns to a reader's dataset and drop the encoded bytes."""
+    return ds.map_batches(decode_batch, fn_kwargs={"cfg": cfg or PreprocessConfig()}, batch_size=batch_size)

@@ -1,0 +1,35 @@
+"""Model registry: ``create_model(cfg)`` builds any registered model by name.
+
+Every model maps a normalized batch (B, 1, 48, 48) to a dict with ``logits`` (B, 7)
+and, for autoencoders, ``recon`` (B, 1, 48, 48), so losses and evaluation are shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from fer_ray.models.ae_cnn_attn import AECNNAttention
+from fer_ray.models.cnn_attn import CNNAttention
+from fer_ray.models.config import ModelConfig
+
+MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "ae_cnn_attn": AECNNAttention,
+    "cnn_attn": CNNAttention,
+}
+
+
+def create_model(cfg: ModelConfig | str) -> nn.Module:
+    if isinstance(cfg, str):
+        cfg = ModelConfig(name=cfg)
+    if cfg.name not in MODELS:
+        raise ValueError(f"unknown model {cfg.name!r}; registered: {sorted(MODELS)}")
+    return MODELS[cfg.name](cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["MODELS", "ModelConfig", "create_model", "count_parameters"]

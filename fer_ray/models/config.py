@@ -1,0 +1,45 @@
+"""The model config: everything needed to rebuild a model, stored in every artifact."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fer_ray.labels import NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "ae_cnn_attn"
+    num_classes: int = NUM_CLASSES
+    image_size: int = 48
+    # Autoencoder only: side of the latent map. The paper advises against squeezing
+    # below 24x24; 12 and 6 are there to measure that claim.
+    latent_size: int = 24
+    latent_channels: int = 32
+    widths: tuple[int, ...] = field(default=(32, 64, 128))
+    attention: str = "se"  # se | cbam | none
+    dropout: float = 0.3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if self.image_size % self.latent_size or self.image_size // self.latent_size not in (1, 2, 4, 8):
+            raise ValueError(
+                f"latent_size must be image_size / 2**k with k in 0..3 (e.g. 24, 12, 6 for 48), "
+                f"got {self.latent_size} for image_size {self.image_size}"
+            )
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"widths must be positive channel counts, got {self.widths}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.attention not in ("se", "cbam", "none"):
+            raise ValueError(f"attention must be one of se, cbam, none; got {self.attention!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})

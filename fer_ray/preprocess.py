@@ -1,0 +1,175 @@
+"""The one preprocessing path: encoded bytes -> grayscale -> (face crop) -> 48x48 -> normalized.
+
+Training, evaluation, batch scoring and Serve all call these functions, and every
+model artifact records the :class:`PreprocessConfig` it was trained with, because
+preprocessing drift between training and serving silently costs accuracy.
+
+The path is split in two on purpose:
+
+* :func:`decode_image` and :func:`face_input` run on CPU inside Ray Data tasks or a
+  Serve replica and produce small ``uint8`` arrays (cheap to ship between actors);
+* :func:`normalize` turns a ``uint8`` batch into the float tensor the model sees and
+  runs on whatever device the model is on.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+try:  # phone photos; optional so that a minimal install still imports
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_SUPPORTED = True
+except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
+    HEIF_SUPPORTED = False
+
+
+class ImageDecodeError(ValueError):
+    """An input that is not a decodable image; its message is the row's ``error`` reason."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Parameters of the shared preprocessing, saved inside every model artifact."""
+
+    image_size: int = 48  # FER2013 resolution; models are built for this input size
+    mean: float = 0.5  # applied to pixels scaled to [0, 1]
+    std: float = 0.5
+    max_pixels: int = 100_000_000  # larger images are rejected (decompression bombs)
+    max_bytes: int = 200_000_000  # larger files are not read at all
+    face_margin: float = 0.15  # fraction of the detected box added on each side, as FER crops are loose
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        if self.std <= 0:
+            raise ValueError(f"std must be > 0, got {self.std}")
+        if self.max_pixels <= 0 or self.max_bytes <= 0:
+            raise ValueError("max_pixels and max_bytes must be positive")
+        if not 0 <= self.face_margin <= 1:
+            raise ValueError(f"face_margin must be in [0, 1], got {self.face_margin}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def decode_image(data: bytes | None, max_pixels: int = PreprocessConfig.max_pixels) -> np.ndarray:
+    """Decode any supported encoded image to an upright ``uint8`` grayscale array (H, W).
+
+    Handles EXIF orientation, alpha (composited on white, as viewers show it),
+    palette, CMYK, 16-bit and HEIC inputs, and the first frame of animations.
+    Raises :class:`ImageDecodeError` with a human-readable reason for anything else.
+    """
+    if data is None or len(data) == 0:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageDecodeError(
+                    f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
+                    "(possible decompression bomb; raise max_pixels if it is genuine)"
+                )
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _to_gray(im)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"decompression bomb: {e}") from e
+    except UnidentifiedImageError as e:
+        raise ImageDecodeError(
+            f"not a recognised image format ({len(data):,} bytes; starts with {data[:8]!r})"
+        ) from e
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        # Pillow reports truncated or corrupt data as OSError/SyntaxError/ValueError.
+        raise ImageDecodeError(f"corrupt or truncated image: {type(e).__name__}: {e}") from e
+
+
+def _to_gray(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit (and 32-bit integer) grayscale: Pillow's convert("L") clips instead of scaling.
+        arr = np.asarray(im).astype(np.float32)
+        top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        return np.clip(arr * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
+    if mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return ((arr - lo) * scale).astype(np.uint8)
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    if mode == "CMYK":
+        im = im.convert("RGB")
+    if im.mode != "L":
+        im = im.convert("L")
+    return np.asarray(im, dtype=np.uint8)
+
+
+def face_input(
+    gray: np.ndarray,
+    box: tuple[int, int, int, int] | None = None,
+    cfg: PreprocessConfig | None = None,
+) -> np.ndarray:
+    """Crop a face (``box`` = x, y, w, h, widened by ``face_margin``) and resize to the model's size.
+
+    With ``box=None`` the whole image is the face: a non-square image is centre-cropped
+    to a square first so faces keep their proportions. Returns ``uint8`` (S, S).
+    """
+    cfg = cfg or PreprocessConfig()
+    h, w = gray.shape[:2]
+    if box is None:
+        side = min(h, w)
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        crop = gray[y0 : y0 + side, x0 : x0 + side]
+    else:
+        x, y, bw, bh = (int(v) for v in box)
+        mx, my = int(round(bw * cfg.face_margin)), int(round(bh * cfg.face_margin))
+        x0, y0 = max(0, x - mx), max(0, y - my)
+        x1, y1 = min(w, x + bw + mx), min(h, y + bh + my)
+        if x1 <= x0 or y1 <= y0:
+            raise ValueError(f"face box {box} lies outside the {w}x{h} image")
+        crop = gray[y0:y1, x0:x1]
+    s = cfg.image_size
+    if crop.shape == (s, s):
+        return np.ascontiguousarray(crop, dtype=np.uint8)
+    # Pillow's bilinear resize filters over the whole source footprint when shrinking (antialiased).
+    return np.asarray(Image.fromarray(crop).resize((s, s), Image.BILINEAR), dtype=np.uint8)
+
+
+def normalize(x: Any, cfg: PreprocessConfig | None = None) -> Any:
+    """``uint8`` batch (B, S, S) or (B, 1, S, S) -> float tensor (B, 1, S, S) for the model.
+
+    Accepts a numpy array or a torch tensor and keeps the tensor's device.
+    """
+    import torch
+
+    cfg = cfg or PreprocessConfig()
+    t = torch.as_tensor(x)
+    if t.ndim == 3:
+        t = t.unsqueeze(1)  # (B, S, S) -> (B, 1, S, S)
+    if t.ndim != 4 or t.shape[1] != 1:
+        raise ValueError(f"expected a batch of shape (B, S, S) or (B, 1, S, S), got {tuple(t.shape)}")
+    return (t.float() / 255.0 - cfg.mean) / cfg.std
+
+
+def preprocess_bytes(data: bytes, cfg: PreprocessConfig | None = None) -> np.ndarray:
+    """Encoded bytes of a face crop -> ``uint8`` (S, S): the whole-image path used by Serve and FER data."""
+    cfg = cfg or PreprocessConfig()
+    return face_input(decode_image(data, cfg.max_pixels), None, cfg)

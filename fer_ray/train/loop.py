@@ -1,0 +1,174 @@
+"""Plain PyTorch training and evaluation: nothing here knows about Ray.
+
+Batches are ``(faces, labels)`` with faces ``uint8`` (B, S, S) straight from the shared
+decode stage; :func:`fer_ray.preprocess.normalize` turns them into model input on the
+model's device, exactly as batch scoring and Serve do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fer_ray.preprocess import PreprocessConfig, normalize
+from fer_ray.train.augment import AugmentConfig, augment
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    label_smoothing: float = 0.1
+    recon_weight: float = 0.1
+    class_weights: tuple[float, ...] | None = None
+
+
+def compute_loss(
+    out: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, cfg: LossConfig, phase: str
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``phase="pretrain"`` trains reconstruction only; ``"joint"`` adds cross-entropy."""
+    parts: dict[str, torch.Tensor] = {}
+    total = torch.zeros((), device=x.device)
+    if "recon" in out:
+        parts["recon"] = F.mse_loss(out["recon"].float(), x.float())
+        total = total + (parts["recon"] if phase == "pretrain" else cfg.recon_weight * parts["recon"])
+    weight = torch.tensor(cfg.class_weights, device=x.device) if cfg.class_weights else None
+    parts["ce"] = F.cross_entropy(out["logits"].float(), y, weight=weight, label_smoothing=cfg.label_smoothing)
+    if phase != "pretrain":
+        total = total + parts["ce"]
+    return total, parts
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on GPUs that have it, fp16 elsewhere on CUDA; nothing on CPU."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@dataclass
+class EpochStats:
+    loss: float = 0.0
+    correct: int = 0
+    n: int = 0
+    recon: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, loss: float, recon: float, correct: int, n: int) -> None:
+        self.loss += loss * n
+        self.recon += recon * n
+        self.correct += correct
+        self.n += n
+
+    def reduce(self, reducer: Callable[[torch.Tensor], torch.Tensor] | None) -> EpochStats:
+        """Sum counts across workers (``reducer`` = all-reduce) so every rank reports the same numbers."""
+        if reducer is None:
+            return self
+        t = reducer(torch.tensor([self.loss, self.recon, float(self.correct), float(self.n)], dtype=torch.float64))
+        return EpochStats(float(t[0]), int(t[2]), int(t[3]), float(t[1]), self.seconds)
+
+    def as_metrics(self, prefix: str) -> dict[str, float]:
+        n = max(self.n, 1)
+        return {
+            f"{prefix}_loss": self.loss / n,
+            f"{prefix}_acc": self.correct / n,
+            f"{prefix}_recon": self.recon / n,
+            f"{prefix}_images": self.n,
+        }
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    *,
+    phase: str = "joint",
+    loss_cfg: LossConfig = LossConfig(),
+    aug_cfg: AugmentConfig | None = AugmentConfig(),
+    pre_cfg: PreprocessConfig = PreprocessConfig(),
+    step_scheduler: Callable[[], None] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    amp: bool = False,
+    generator: torch.Generator | None = None,
+) -> EpochStats:
+    model.train()
+    stats = EpochStats()
+    t0 = time.perf_counter()
+    for faces, y in batches:
+        x = normalize(faces.to(device, non_blocking=True), pre_cfg)  # (B, 1, S, S)
+        y = y.to(device, non_blocking=True).long()
+        if aug_cfg is not None:
+            x = augment(x, aug_cfg, generator)
+        with autocast(device, amp):
+            out = model(x)
+            loss, parts = compute_loss(out, x, y, loss_cfg, phase)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if step_scheduler is not None:
+            step_scheduler()
+        with torch.no_grad():
+            correct = int((out["logits"].argmax(1) == y).sum())
+        stats.add(float(loss), float(parts.get("recon", 0.0)), correct, len(y))
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, batches: Iterable[Batch], device: torch.device, pre_cfg: PreprocessConfig = PreprocessConfig()
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Logits and labels for every batch, plus the mean reconstruction MSE (0 without a decoder)."""
+    model.eval()
+    logits, labels, recon_sum, n = [], [], 0.0, 0
+    for faces, y in batches:
+        x = normalize(faces.to(device), pre_cfg)
+        out = model(x)
+        logits.append(out["logits"].float().cpu())
+        labels.append(y.cpu())
+        if "recon" in out:
+            recon_sum += float(F.mse_loss(out["recon"].float(), x, reduction="sum")) / x[0].numel()
+        n += len(y)
+    if not logits:
+        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64), 0.0
+    return torch.cat(logits).numpy(), torch.cat(labels).long().numpy(), recon_sum / max(n, 1)
+
+
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    device: torch.device,
+    loss_cfg: LossConfig = LossConfig(),
+    pre_cfg: PreprocessConfig = PreprocessConfig(),
+) -> EpochStats:
+    """Loss (plain cross-entropy, no smoothing, so it is comparable across runs) and accuracy."""
+    t0 = time.perf_counter()
+    logits, labels, recon = predict(model, batches, device, pre_cfg)
+    stats = EpochStats()
+    if len(labels):
+        lt, yt = torch.from_numpy(logits), torch.from_numpy(labels)
+        ce = float(F.cross_entropy(lt, yt))
+        stats.add(ce, recon, int((lt.argmax(1) == yt).sum()), len(yt))
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def class_weights(counts: np.ndarray) -> tuple[float, ...]:
+    """Inverse-square-root frequency weights, normalized to mean 1 (helps the rare ``disgust``)."""
+    counts = np.maximum(np.asarray(counts, dtype=np.float64), 1)
+    w = 1 / np.sqrt(counts)
+    return tuple(float(v) for v in w / w.mean())

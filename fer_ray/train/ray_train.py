@@ -1,0 +1,330 @@
+"""Ray Train (V2) around the plain loop in :mod:`fer_ray.train.loop`: data shards, DDP,
+per-epoch reports and checkpoints, resume, fault tolerance and export."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+import ray.data
+import ray.train
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from fer_ray.artifact import save_artifact
+from fer_ray.config import fer2013_parquet, save_json
+from fer_ray.data import decode, read_labeled
+from fer_ray.data.sources import fingerprint
+from fer_ray.labels import NUM_CLASSES
+from fer_ray.models import create_model
+from fer_ray.runtime import init_ray
+from fer_ray.train.config import TrainConfig
+from fer_ray.train.loop import LossConfig, class_weights, evaluate, train_one_epoch
+
+logger = logging.getLogger(__name__)
+STATE = "state.pt"
+
+
+# ---------------------------------------------------------------- driver side: data
+def _assign_val(batch: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """Move a seeded, order-independent share of ``train`` to ``val`` (hash of the path)."""
+    def is_val(path: str) -> bool:
+        h = hashlib.sha256(f"{seed}:{path}".encode()).digest()
+        return int.from_bytes(h[:8], "big") / 2**64 < fraction
+
+    mask = (batch["split"] == "train") & batch["path"].map(is_val)
+    batch.loc[mask, "split"] = "val"
+    return batch
+
+
+def _only(batch: pd.DataFrame, split: str) -> pd.DataFrame:
+    return batch[(batch["split"] == split) & batch["error"].isna()][["face", "label"]]
+
+
+@dataclass
+class TrainingData:
+    train: ray.data.Dataset
+    val: ray.data.Dataset
+    counts: dict[str, Any]  # per split/class counts and decode errors, saved with the run
+
+
+def training_data(cfg: TrainConfig) -> TrainingData:
+    """Train and validation datasets; the test split is never read here."""
+    source = cfg.data or fer2013_parquet()
+    if source is None:
+        raise FileNotFoundError(
+            "no training data: pass --data (FER2013 .parquet, fer2013.csv or train/<emotion>/ folders) "
+            "or set FER_RAY_DATA to a directory holding fer2013/fer2013.parquet"
+        )
+    ds = decode(read_labeled(source, splits=("train", "val")), cfg.preprocess)
+    ds = ds.materialize()
+    labels = ds.select_columns(["label", "split", "error"]).to_pandas()
+    if not (labels["split"] == "val").any():
+        ds = ds.map_batches(
+            _assign_val, fn_kwargs={"fraction": cfg.val_fraction, "seed": cfg.seed}, batch_format="pandas"
+        ).materialize()
+        labels = ds.select_columns(["label", "split", "error"]).to_pandas()
+    bad = labels["error"].notna()
+    if bad.any():
+        logger.warning("%d training rows failed to decode and are left out: %s", bad.sum(),
+                       labels.loc[bad, "error"].value_counts().head(5).to_dict())
+    good = labels[~bad]
+    counts = {
+        split: np.bincount(good.loc[good["split"] == split, "label"], minlength=NUM_CLASSES).tolist()
+        for split in ("train", "val")
+    }
+    counts["decode_errors"] = int(bad.sum())
+    counts["source"] = str(source)
+    splits = {}
+    for split in ("train", "val"):
+        part = ds.map_batches(_only, fn_kwargs={"split": split}, batch_format="pandas")
+        if cfg.limit:
+            part = part.limit(cfg.limit)
+            counts[split] = None  # exact counts unknown after the cap; recounted below
+        splits[split] = part.materialize()
+    if cfg.limit:
+        for split in ("train", "val"):
+            lab = splits[split].select_columns(["label"]).to_pandas()["label"]
+            counts[split] = np.bincount(lab, minlength=NUM_CLASSES).tolist()
+    if sum(counts["train"]) == 0 or sum(counts["val"]) == 0:
+        raise ValueError(f"{source}: need rows in both train and val, got {counts}")
+    return TrainingData(splits["train"], splits["val"], counts)
+
+
+# ---------------------------------------------------------------- worker side
+def _torch_batches(it, batch_size: int, shuffle: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for b in it.iter_torch_batches(
+        batch_size=batch_size,
+        local_shuffle_buffer_size=shuffle or None,
+        local_shuffle_seed=seed if shuffle else None,
+        dtypes={"face": torch.uint8, "label": torch.int64},
+    ):
+        yield b["face"], b["label"]
+
+
+def _crash_midway(batches, after: int, marker: Path):
+    """Fault drill: exit the worker process abruptly once, after ``after`` batches."""
+    for i, b in enumerate(batches):
+        if i == after and not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("crashed once\n")
+            os._exit(1)
+        yield b
+
+
+def _build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on BN and biases
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _build_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
+    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    total = max(warmup + 1, cfg.total_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker; resumes from ``ray.train.get_checkpoint()`` when present."""
+    cfg = TrainConfig.from_dict(config["train"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    local_world = ctx.get_local_world_size()
+    # Ray pins OMP_NUM_THREADS to the worker's (possibly fractional) CPU share; use the cores instead.
+    torch.set_num_threads(cfg.torch_threads or max(1, (os.cpu_count() or 1) // local_world))
+    device = ray.train.torch.get_device()
+    _seed_everything(cfg.seed)
+
+    model = create_model(cfg.model)
+    has_decoder = bool(getattr(model, "autoencoder_parameters", lambda: [])())
+    model = ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"find_unused_parameters": has_decoder}
+    )
+    optimizer = _build_optimizer(model, cfg)
+    per_worker = max(1, cfg.batch_size // world)
+    steps_per_epoch = max(1, math.ceil(config["n_train"] / cfg.batch_size))
+    scheduler = _build_scheduler(optimizer, cfg, steps_per_epoch)
+    amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
+    loss_cfg = LossConfig(
+        cfg.label_smoothing, cfg.recon_weight, class_weights(config["counts"]["train"]) if cfg.class_weighting else None
+    )
+
+    start_epoch, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE, map_location=device, weights_only=False)
+        getattr(model, "module", model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+        torch.set_rng_state(state["rng"]["torch"])
+        logger.info("resumed at epoch %d from %s", start_epoch, checkpoint.path)
+
+    reducer = None
+    if world > 1:
+        import torch.distributed as dist
+
+        def reducer(t: torch.Tensor) -> torch.Tensor:
+            t = t.to(device)
+            dist.all_reduce(t)
+            return t.cpu()
+
+    train_it, val_it = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    for epoch in range(start_epoch, cfg.total_epochs):
+        phase = cfg.phase(epoch)
+        epoch_seed = cfg.seed * 100_003 + epoch * 101 + rank
+        gen = torch.Generator().manual_seed(epoch_seed)
+        batches = _torch_batches(train_it, per_worker, cfg.shuffle_buffer, epoch_seed)
+        if cfg.crash_once_at_epoch == epoch and rank == 0:
+            marker = Path(config["run_dir"]) / ".crashed_once"
+            batches = _crash_midway(batches, max(1, config["n_train"] // per_worker // world // 2), marker)
+        step = scheduler.step if cfg.scheduler == "cosine" else None
+        tr = train_one_epoch(
+            model, batches, optimizer, device, phase=phase, loss_cfg=loss_cfg, aug_cfg=cfg.augment,
+            pre_cfg=cfg.preprocess, step_scheduler=step, scaler=scaler, amp=amp, generator=gen,
+        )
+        seconds = tr.seconds
+        tr = tr.reduce(reducer)
+        va = evaluate(model, _torch_batches(val_it, per_worker, 0, 0), device, loss_cfg, cfg.preprocess)
+        va = va.reduce(reducer)
+        if cfg.scheduler == "plateau" and phase == "joint":
+            scheduler.step(va.correct / max(va.n, 1))
+        metrics = {
+            "epoch": epoch,
+            "phase": phase,
+            **tr.as_metrics("train"),
+            **va.as_metrics("val"),
+            "lr": optimizer.param_groups[0]["lr"],
+            "epoch_s": seconds,
+            "images_per_s": tr.n / max(seconds, 1e-9),
+        }
+        if phase == "pretrain":
+            metrics["val_acc"] = 0.0  # the classifier is untrained: never select a pretraining checkpoint
+        history.append(metrics)
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = None
+            if rank == 0:
+                torch.save(
+                    {
+                        "model": getattr(model, "module", model).state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict() if scaler is not None else None,
+                        "epoch": epoch,
+                        "history": history,
+                        "rng": {"torch": torch.get_rng_state()},
+                        "train_config": config["train"],
+                    },
+                    Path(d) / STATE,
+                )
+                ckpt = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+# ---------------------------------------------------------------- driver side: fit + export
+@dataclass
+class TrainResult:
+    run_dir: Path
+    artifact_dir: Path | None
+    best_metrics: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    counts: dict[str, Any]
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export the best checkpoint."""
+    init_ray(cfg.ray)
+    storage = Path(cfg.storage_path).resolve()
+    run_dir = storage / cfg.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = training_data(cfg)
+    save_json({"train_config": cfg.to_dict(), "counts": data.counts}, run_dir / "train_config.json")
+    logger.info("train/val class counts: %s", {k: data.counts[k] for k in ("train", "val")})
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "train": cfg.to_dict(),
+            "n_train": sum(data.counts["train"]),
+            "counts": data.counts,
+            "run_dir": str(run_dir),
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            name=cfg.run_name,
+            storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.keep_checkpoints,
+                checkpoint_score_attribute="val_acc",
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
+        datasets={"train": data.train, "val": data.val},
+    )
+    result = trainer.fit()
+    best = result.get_best_checkpoint(metric="val_acc", mode="max") or result.checkpoint
+    if best is None:
+        return TrainResult(run_dir, None, None, [], data.counts)
+    with best.as_directory() as d:
+        state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=False)
+    history = _load_history(result.checkpoint) or state["history"]
+    best_metrics = state["history"][-1]
+    model = create_model(cfg.model)
+    model.load_state_dict(state["model"])
+    artifact_dir = save_artifact(
+        model,
+        cfg.model,
+        run_dir / "artifact",
+        preprocess=cfg.preprocess,
+        metrics={"best": best_metrics, "history": history, "counts": data.counts},
+        train_config=cfg.to_dict(),
+        data_fingerprint=fingerprint(data.counts["source"]),
+    )
+    (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    return TrainResult(run_dir, artifact_dir, best_metrics, history, data.counts)
+
+
+def _load_history(checkpoint) -> list[dict[str, Any]] | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE, map_location="cpu", weights_only=False)["history"]
