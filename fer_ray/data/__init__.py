@@ -8,6 +8,7 @@ from pathlib import Path
 import ray.data
 
 from fer_ray.data.decode import SOURCE_COLUMNS, decode
+from fer_ray.data.sources import S3Settings, read_images
 
 
 def read_labeled(source: str | Path, splits=None, **kwargs) -> ray.data.Dataset:
@@ -27,4 +28,4 @@ def read_labeled(source: str | Path, splits=None, **kwargs) -> ray.data.Dataset:
     )
 
 
-__all__ = ["SOURCE_COLUMNS", "decode", "read_labeled"]
+__all__ = ["SOURCE_COLUMNS", "S3Settings", "decode", "read_images", "read_labeled"]
