@@ -1,16 +1,39 @@
-"""Readers for FER2013 in the formats it circulates in; each yields :data:`SOURCE_COLUMNS`."""
+"""Readers for FER2013 in the formats it circulates in; each yields :data:`SOURCE_COLUMNS`.
+
+* :func:`read_fer_parquet`: our Parquet copy (``../shared/data/fer2013``);
+* :func:`read_fer_csv`: Kaggle's ``fer2013.csv`` (``emotion,pixels,Usage``);
+* :func:`read_image_folders`: the ``train/<emotion>/*.jpg``, ``test/<emotion>/*.jpg``
+  layout of the paper and of most Kaggle copies, local or on S3.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import ray.data
 
-from fer_ray.labels import USAGE_TO_SPLIT
+from fer_ray.data.sources import S3Settings, dataset_from_listing, is_s3_uri, list_images_and_settings
+from fer_ray.labels import EMOTIONS, USAGE_TO_SPLIT, label_of
+from fer_ray.preprocess import PreprocessConfig
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+# Split folder names of the image-folder layout (compared case-insensitively).
+FOLDER_SPLITS: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "validation": "val",
+    "test": "test",
+}
+FER_SIZE = 48  # the CSV stores 48x48 images as 2,304 space-separated grey levels
+CSV_CHUNK_ROWS = 2048
 
 
 def _check_splits(splits: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -56,3 +79,176 @@ def read_fer_parquet(
         **read_kwargs,
     )
     return ds.map_batches(_parquet_batch, fn_kwargs={"splits": splits}, batch_format="pandas")
+
+
+# -- Kaggle fer2013.csv -------------------------------------------------------------------------
+
+
+def _parse_pixels(text: Any) -> np.ndarray:
+    """``"70 80 82 ..."`` -> ``uint8`` (48, 48); ``ValueError`` with a reason when malformed."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("malformed pixels: empty")
+    try:
+        values = np.array(text.split(), dtype=np.int64)
+    except ValueError as e:
+        raise ValueError(f"malformed pixels: not space-separated integers ({e})") from None
+    n = FER_SIZE * FER_SIZE
+    if values.size != n:
+        raise ValueError(f"malformed pixels: {values.size} values, expected {n} ({FER_SIZE}x{FER_SIZE})")
+    if values.min() < 0 or values.max() > 255:
+        raise ValueError(f"malformed pixels: values must be 0..255, got {values.min()}..{values.max()}")
+    return values.astype(np.uint8).reshape(FER_SIZE, FER_SIZE)
+
+
+def _parse_label(text: str) -> int:
+    try:
+        label = int(text)
+    except ValueError:
+        label = -1
+    if not 0 <= label < len(EMOTIONS):
+        raise ValueError(f"malformed emotion {text!r}: expected an integer label 0..{len(EMOTIONS) - 1}")
+    return label
+
+
+def _csv_batch(batch: pd.DataFrame) -> pd.DataFrame:
+    n = len(batch)
+    pixels = np.zeros((n, FER_SIZE, FER_SIZE), dtype=np.uint8)
+    labels = np.full(n, -1, dtype=np.int64)
+    emotions: list[str | None] = [None] * n
+    errors: list[str | None] = [None] * n
+    for i, (text, emotion) in enumerate(zip(batch["pixels"], batch["emotion"], strict=True)):
+        try:
+            if emotion:  # test-only CSVs have no emotion column
+                labels[i] = _parse_label(emotion)
+                emotions[i] = EMOTIONS[labels[i]]
+            pixels[i] = _parse_pixels(text)
+        except ValueError as e:
+            errors[i] = str(e)
+    usage = [u or None for u in batch["usage"]]
+    return pd.DataFrame(
+        {
+            "image": pd.Series([None] * n, dtype=object),
+            "label": labels,
+            "emotion": pd.Series(emotions, dtype=object),
+            "split": pd.Series([USAGE_TO_SPLIT.get(u) if u else None for u in usage], dtype=object),
+            "usage": pd.Series(usage, dtype=object),
+            "path": batch["path"].to_numpy(dtype=object),
+            "pixels": list(pixels),
+            "error": pd.Series(errors, dtype=object),
+        }
+    )
+
+
+def read_fer_csv(path: str, splits: Iterable[str] | None = None, chunk_rows: int = CSV_CHUNK_ROWS) -> ray.data.Dataset:
+    """Kaggle's ``fer2013.csv`` (``emotion,pixels,Usage``; also its ``train.csv``/``test.csv`` subsets).
+
+    Instead of encoded ``image`` bytes (None here) each row carries ``pixels``, ``uint8``
+    (48, 48), which :func:`fer_ray.data.decode.decode` reads directly. ``split`` maps
+    Usage as in :data:`fer_ray.labels.USAGE_TO_SPLIT`; ``path`` is ``<csv>#row=<i>`` with
+    ``i`` the 0-based data row. A malformed row keeps zero pixels and an ``error`` reason.
+
+    The driver reads the text in chunks; the 2,304 numbers per row are parsed in Ray tasks.
+    """
+    splits = _check_splits(splits)
+    try:
+        reader = pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_rows)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no FER2013 CSV at {path!r}; pass the path of Kaggle's fer2013.csv") from None
+    blocks = []
+    start = 0
+    with reader:
+        for chunk in reader:
+            cols = {c.strip().lower(): c for c in chunk.columns}
+            if "pixels" not in cols:
+                raise ValueError(
+                    f"{path!r} is not a FER2013 CSV: no 'pixels' column (columns: {list(chunk.columns)}); "
+                    "expected the Kaggle header emotion,pixels,Usage"
+                )
+            n = len(chunk)
+            empty = pd.Series([""] * n, index=chunk.index)
+            block = pd.DataFrame(
+                {
+                    "emotion": chunk[cols["emotion"]].str.strip() if "emotion" in cols else empty,
+                    "pixels": chunk[cols["pixels"]],
+                    "usage": chunk[cols["usage"]].str.strip() if "usage" in cols else empty,
+                    "path": [f"{path}#row={i}" for i in range(start, start + n)],
+                }
+            )
+            start += n
+            if splits is not None:  # filter on the driver: cheap, and no task sees an empty block
+                block = block[block["usage"].map(USAGE_TO_SPLIT).isin(splits)]
+            if len(block):
+                blocks.append(block.reset_index(drop=True))
+    if not blocks:
+        raise ValueError(f"{path!r} has no data rows" + (f" in splits {list(splits)}" if splits else ""))
+    ds = ray.data.from_pandas(blocks)
+    return ds.map_batches(_csv_batch, batch_format="pandas", batch_size=None, udf_modifying_row_count=False)
+
+
+# -- train/<emotion>/*.jpg folders ----------------------------------------------------------------
+
+
+def _folder_fields(rel: str, root: str) -> tuple[str, str | None, int, str]:
+    """``(split, usage, label, emotion)`` of a file from its path relative to the dataset root."""
+    parts = rel.split("/")
+    if len(parts) < 3:
+        raise ValueError(
+            f"{root}/{rel} is not in <split>/<emotion>/<file>; pass the directory that holds "
+            f"train/ and test/ (expected split folders {sorted(FOLDER_SPLITS)})"
+        )
+    split = FOLDER_SPLITS.get(parts[0].lower())
+    if split is None:
+        raise ValueError(
+            f"unknown split folder {parts[0]!r} in {root}; expected one of {sorted(FOLDER_SPLITS)} "
+            "(pass the directory that holds train/ and test/, not a class folder)"
+        )
+    try:
+        label = label_of(parts[1])
+    except ValueError as e:
+        raise ValueError(f"unknown class folder {parts[0]}/{parts[1]} in {root}: {e}") from None
+    name = parts[-1]
+    usage: str | None = None
+    if split == "train":
+        usage = "Training"
+    elif name.startswith("PublicTest_"):
+        usage = "PublicTest"
+    elif name.startswith("PrivateTest_") and split == "test":
+        usage = "PrivateTest"
+    if split == "test" and usage == "PublicTest":
+        split = "val"  # Kaggle copies keep PublicTest inside test/; it is our validation split
+    return split, usage, label, EMOTIONS[label]
+
+
+def read_image_folders(
+    root: str,
+    splits: Iterable[str] | None = None,
+    settings: S3Settings | None = None,
+    max_bytes: int = PreprocessConfig.max_bytes,
+) -> ray.data.Dataset:
+    """FER2013 as image folders: ``root/{train,test,val|validation}/<emotion>/*.jpg``, local or ``s3://``.
+
+    Class folders may use aliases (``surprised``, ``anger``; see :func:`fer_ray.labels.label_of`);
+    an unknown folder raises ``ValueError`` naming it. In ``test/``, ``PublicTest_*`` files
+    become split ``val`` and ``PrivateTest_*`` split ``test`` with their ``usage``; other
+    test files are ``test`` with unknown usage. Columns as :func:`fer_ray.data.sources.read_images`.
+    """
+    splits = _check_splits(splits)
+    root = str(root).rstrip("/")
+    listing, settings = list_images_and_settings([root], settings)
+    base = root if is_s3_uri(root) else os.path.abspath(os.path.expanduser(root))
+    fields = []
+    for p in listing["path"]:
+        rel = p[len(base) :].lstrip("/") if p.startswith(base) else p
+        fields.append(_folder_fields(rel, root))
+    split, usage, label, emotion = (list(c) for c in zip(*fields, strict=True)) if fields else ([], [], [], [])
+    listing = listing.assign(
+        split=pd.Series(split, dtype=object),
+        usage=pd.Series(usage, dtype=object),
+        label=np.asarray(label, dtype=np.int64),
+        emotion=pd.Series(emotion, dtype=object),
+    )
+    if splits is not None:
+        listing = listing[listing["split"].isin(splits)].reset_index(drop=True)
+    counts = listing.groupby("split").size().to_dict()
+    logger.info("image folders %s: %s", root, counts)
+    return dataset_from_listing(listing, settings, max_bytes)

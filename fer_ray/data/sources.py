@@ -155,7 +155,8 @@ def _split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _is_s3(path: str) -> bool:
+def is_s3_uri(path: str) -> bool:
+    """True for ``s3://bucket/...``."""
     return path.startswith("s3://")
 
 
@@ -178,7 +179,7 @@ def resolve_filesystem(uri: str, settings: S3Settings | None = None) -> tuple[pa
     """
     uri = str(uri)
     _check_scheme(uri)
-    if _is_s3(uri):
+    if is_s3_uri(uri):
         bucket, key = _split_s3(uri)
         return (settings or S3Settings.from_env()).filesystem(), f"{bucket}/{key}".rstrip("/")
     return pafs.LocalFileSystem(), _local(uri)
@@ -248,7 +249,7 @@ class _Lister:
     def add_input(self, item: str) -> None:
         item = str(item)
         _check_scheme(item)
-        if _is_s3(item):
+        if is_s3_uri(item):
             self._add_s3_input(item)
         else:
             self._add_local_input(item)
@@ -402,7 +403,7 @@ class _Lister:
     def _add_listed(self, entry: str, list_file: str) -> None:
         """A path named in a list file: kept whatever its extension; a missing one is an error row."""
         _check_scheme(entry)
-        if _is_s3(entry):
+        if is_s3_uri(entry):
             bucket, key = _split_s3(entry)
             try:
                 head = self._head_s3(bucket, key) if key else None
@@ -415,7 +416,7 @@ class _Lister:
             return
         if not os.path.isabs(os.path.expanduser(entry)) and not entry.startswith("file://"):
             # Relative entries are relative to the list file, so a list travels with its images.
-            if _is_s3(list_file):
+            if is_s3_uri(list_file):
                 base = list_file.rpartition("/")[0]
                 self._add_listed(f"{base}/{entry}", list_file)
                 return
@@ -455,11 +456,14 @@ def list_images(inputs: Sequence[str] | str, settings: S3Settings | None = None)
     A missing entry of a list file becomes a row with ``error="not found: <path>"``; a
     missing top-level input raises ``FileNotFoundError``. Duplicate paths are listed once.
     """
-    return _list(inputs, settings)[0]
+    return list_images_and_settings(inputs, settings)[0]
 
 
-def _list(inputs: Sequence[str] | str, settings: S3Settings | None) -> tuple[pd.DataFrame, S3Settings | None]:
-    """:func:`list_images` plus the S3 settings it resolved (``None`` when nothing was on S3)."""
+def list_images_and_settings(
+    inputs: Sequence[str] | str, settings: S3Settings | None = None
+) -> tuple[pd.DataFrame, S3Settings | None]:
+    """:func:`list_images` plus the S3 settings it used: ``settings``, else those resolved from the
+    environment when an input was on S3, else ``None``. Pass them on to :func:`fetch_bytes`."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     inputs = [str(i) for i in inputs]
@@ -494,7 +498,7 @@ def _too_big(size: int, max_bytes: int) -> _FetchError:
 def _fetch_one(path: str, size: int | None, settings: S3Settings | None, max_bytes: int) -> bytes:
     if size is not None and size > max_bytes:
         raise _too_big(size, max_bytes)
-    if _is_s3(path):
+    if is_s3_uri(path):
         bucket, key = _split_s3(path)
         try:
             body = _client(settings or S3Settings.from_env()).get_object(Bucket=bucket, Key=key)["Body"]
@@ -606,7 +610,7 @@ def read_images(
     :meth:`S3Settings.from_env` on the driver when any input is on S3.
     """
     # The settings resolved while listing go to the tasks, so workers never consult their own environment.
-    listing, settings = _list(inputs, settings)
+    listing, settings = list_images_and_settings(inputs, settings)
     logger.info("listed %d files (%d with errors)", len(listing), int(listing["error"].notna().sum()))
     return dataset_from_listing(listing, settings, max_bytes)
 
