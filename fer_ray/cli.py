@@ -21,6 +21,8 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("ray")
     g.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")
     g.add_argument(
-        "--ray-cpus", type=int, default=None,
+        "--ray-cpus",
+        type=int,
+        default=None,
         help="logical CPUs of a locally started Ray (default: 2x cores, leaving room for Ray Data next to workers)",
     )

@@ -1,7 +1,7 @@
 """Train a FER model with Ray Train; rerun the same command to resume.
 
-    python jobs/train.py --model ae_cnn_attn --epochs 30 --workers 1 --run-name ae
-    ray job submit --working-dir . -- python jobs/train.py --data s3://bucket/fer2013.parquet ...
+python jobs/train.py --model ae_cnn_attn --epochs 30 --workers 1 --run-name ae
+ray job submit --working-dir . -- python jobs/train.py --data s3://bucket/fer2013.parquet ...
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ae_cnn_attn", choices=sorted(MODELS))
-    p.add_argument("--data", default=None, help="FER2013 .parquet / fer2013.csv / image-folder root (default: data root)")
+    p.add_argument(
+        "--data", default=None, help="FER2013 .parquet / fer2013.csv / image-folder root (default: data root)"
+    )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -57,17 +59,38 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     model = ModelConfig(
-        name=a.model, latent_size=a.latent_size, latent_channels=a.latent_channels,
-        widths=tuple(int(w) for w in a.widths.split(",")), attention=a.attention, dropout=a.dropout,
+        name=a.model,
+        latent_size=a.latent_size,
+        latent_channels=a.latent_channels,
+        widths=tuple(int(w) for w in a.widths.split(",")),
+        attention=a.attention,
+        dropout=a.dropout,
     )
     return replace(
-        TrainConfig(), model=model, data=a.data, epochs=a.epochs, pretrain_epochs=a.pretrain_epochs,
-        batch_size=a.batch_size, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay,
-        scheduler=a.scheduler, label_smoothing=a.label_smoothing, recon_weight=a.recon_weight,
-        class_weighting=a.class_weighting, augment=None if a.no_augment else TrainConfig().augment,
-        limit=a.limit, workers=a.workers, use_gpu=a.use_gpu, cpus_per_worker=a.cpus_per_worker,
-        torch_threads=a.torch_threads, run_name=a.run_name or a.model, storage_path=a.storage_path,
-        keep_checkpoints=a.keep_checkpoints, max_failures=a.max_failures, seed=a.seed,
+        TrainConfig(),
+        model=model,
+        data=a.data,
+        epochs=a.epochs,
+        pretrain_epochs=a.pretrain_epochs,
+        batch_size=a.batch_size,
+        optimizer=a.optimizer,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        scheduler=a.scheduler,
+        label_smoothing=a.label_smoothing,
+        recon_weight=a.recon_weight,
+        class_weighting=a.class_weighting,
+        augment=None if a.no_augment else TrainConfig().augment,
+        limit=a.limit,
+        workers=a.workers,
+        use_gpu=a.use_gpu,
+        cpus_per_worker=a.cpus_per_worker,
+        torch_threads=a.torch_threads,
+        run_name=a.run_name or a.model,
+        storage_path=a.storage_path,
+        keep_checkpoints=a.keep_checkpoints,
+        max_failures=a.max_failures,
+        seed=a.seed,
         ray=RayConfig(address=a.address, num_cpus=a.ray_cpus),
     )
 
@@ -78,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     from fer_ray.train.ray_train import train
 
     res = train(cfg)
-    print(json.dumps({"run_dir": str(res.run_dir), "artifact": str(res.artifact_dir), "best": res.best_metrics}, indent=2))
+    print(
+        json.dumps({"run_dir": str(res.run_dir), "artifact": str(res.artifact_dir), "best": res.best_metrics}, indent=2)
+    )
     return 0
 
 

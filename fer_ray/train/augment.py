@@ -36,9 +36,7 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
     flip = torch.where(rand(b) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b, device=dev)
     tx, ty = ((rand(b) * 2 - 1) * 2 * cfg.shift for _ in range(2))  # grid units span 2 per side
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack(
-        [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
-    )  # (B, 2, 3)
+    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)  # (B, 2, 3)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     # Border padding: a shifted face shows extended edges, not a black frame the test set never has.
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -123,7 +123,7 @@ def train_one_epoch(
             step_scheduler()
         with torch.no_grad():
             correct = int((out["logits"].argmax(1) == y).sum())
-        stats.add(float(loss), float(parts.get("recon", 0.0)), correct, len(y))
+        stats.add(float(loss.detach()), float(parts.get("recon", torch.zeros(())).detach()), correct, len(y))
     stats.seconds = time.perf_counter() - t0
     return stats
 

@@ -41,6 +41,7 @@ STATE = "state.pt"
 # ---------------------------------------------------------------- driver side: data
 def _assign_val(batch: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
     """Move a seeded, order-independent share of ``train`` to ``val`` (hash of the path)."""
+
     def is_val(path: str) -> bool:
         h = hashlib.sha256(f"{seed}:{path}".encode()).digest()
         return int.from_bytes(h[:8], "big") / 2**64 < fraction
@@ -61,46 +62,50 @@ class TrainingData:
     counts: dict[str, Any]  # per split/class counts and decode errors, saved with the run
 
 
+def _decoded(source: str, split: str, cfg: TrainConfig) -> ray.data.Dataset:
+    ds = read_labeled(source, splits=(split,))
+    if cfg.limit:
+        ds = ds.limit(cfg.limit)  # before decoding, so smoke runs do not decode the full data
+    return decode(ds, cfg.preprocess).materialize()
+
+
 def training_data(cfg: TrainConfig) -> TrainingData:
-    """Train and validation datasets; the test split is never read here."""
+    """Decoded train and validation datasets; the test split is never read here.
+
+    Validation is the source's own val split (FER2013 PublicTest) or, for sources
+    without one (image folders), a seeded ``val_fraction`` of train.
+    """
     source = cfg.data or fer2013_parquet()
     if source is None:
         raise FileNotFoundError(
             "no training data: pass --data (FER2013 .parquet, fer2013.csv or train/<emotion>/ folders) "
             "or set FER_RAY_DATA to a directory holding fer2013/fer2013.parquet"
         )
-    ds = decode(read_labeled(source, splits=("train", "val")), cfg.preprocess)
-    ds = ds.materialize()
-    labels = ds.select_columns(["label", "split", "error"]).to_pandas()
-    if not (labels["split"] == "val").any():
-        ds = ds.map_batches(
+    source = str(source)
+    train, val = _decoded(source, "train", cfg), _decoded(source, "val", cfg)
+    if val.count() == 0:
+        train = train.map_batches(
             _assign_val, fn_kwargs={"fraction": cfg.val_fraction, "seed": cfg.seed}, batch_format="pandas"
         ).materialize()
-        labels = ds.select_columns(["label", "split", "error"]).to_pandas()
-    bad = labels["error"].notna()
-    if bad.any():
-        logger.warning("%d training rows failed to decode and are left out: %s", bad.sum(),
-                       labels.loc[bad, "error"].value_counts().head(5).to_dict())
-    good = labels[~bad]
-    counts = {
-        split: np.bincount(good.loc[good["split"] == split, "label"], minlength=NUM_CLASSES).tolist()
-        for split in ("train", "val")
-    }
-    counts["decode_errors"] = int(bad.sum())
-    counts["source"] = str(source)
+        val = train
+    counts: dict[str, Any] = {"source": source, "decode_errors": {}}
     splits = {}
-    for split in ("train", "val"):
-        part = ds.map_batches(_only, fn_kwargs={"split": split}, batch_format="pandas")
-        if cfg.limit:
-            part = part.limit(cfg.limit)
-            counts[split] = None  # exact counts unknown after the cap; recounted below
-        splits[split] = part.materialize()
-    if cfg.limit:
-        for split in ("train", "val"):
-            lab = splits[split].select_columns(["label"]).to_pandas()["label"]
-            counts[split] = np.bincount(lab, minlength=NUM_CLASSES).tolist()
+    for split, ds in (("train", train), ("val", val)):
+        meta = ds.select_columns(["label", "split", "error"]).to_pandas()
+        meta = meta[meta["split"] == split]
+        bad = meta["error"].notna()
+        if bad.any():
+            logger.warning(
+                "%d %s rows failed to decode and are left out: %s",
+                bad.sum(),
+                split,
+                meta.loc[bad, "error"].value_counts().head(5).to_dict(),
+            )
+        counts[split] = np.bincount(meta.loc[~bad, "label"], minlength=NUM_CLASSES).tolist()
+        counts["decode_errors"][split] = int(bad.sum())
+        splits[split] = ds.map_batches(_only, fn_kwargs={"split": split}, batch_format="pandas").materialize()
     if sum(counts["train"]) == 0 or sum(counts["val"]) == 0:
-        raise ValueError(f"{source}: need rows in both train and val, got {counts}")
+        raise ValueError(f"{source}: need decodable rows in both train and val, got {counts}")
     return TrainingData(splits["train"], splits["val"], counts)
 
 
@@ -168,9 +173,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     model = create_model(cfg.model)
     has_decoder = bool(getattr(model, "autoencoder_parameters", lambda: [])())
-    model = ray.train.torch.prepare_model(
-        model, parallel_strategy_kwargs={"find_unused_parameters": has_decoder}
-    )
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": has_decoder})
     optimizer = _build_optimizer(model, cfg)
     per_worker = max(1, cfg.batch_size // world)
     steps_per_epoch = max(1, math.ceil(config["n_train"] / cfg.batch_size))
@@ -215,8 +218,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             batches = _crash_midway(batches, max(1, config["n_train"] // per_worker // world // 2), marker)
         step = scheduler.step if cfg.scheduler == "cosine" else None
         tr = train_one_epoch(
-            model, batches, optimizer, device, phase=phase, loss_cfg=loss_cfg, aug_cfg=cfg.augment,
-            pre_cfg=cfg.preprocess, step_scheduler=step, scaler=scaler, amp=amp, generator=gen,
+            model,
+            batches,
+            optimizer,
+            device,
+            phase=phase,
+            loss_cfg=loss_cfg,
+            aug_cfg=cfg.augment,
+            pre_cfg=cfg.preprocess,
+            step_scheduler=step,
+            scaler=scaler,
+            amp=amp,
+            generator=gen,
         )
         seconds = tr.seconds
         tr = tr.reduce(reducer)
