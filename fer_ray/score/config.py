@@ -1,0 +1,107 @@
+"""The batch-scoring config: one frozen dataclass, saved (without secrets) next to every report."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fer_ray.data.sources import S3Settings
+from fer_ray.runtime import RayConfig
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """OpenCV Haar-cascade face detection (the frontal-face cascade shipped in the opencv wheel)."""
+
+    scale_factor: float = 1.1  # image pyramid step; smaller finds more faces, slower
+    min_neighbors: int = 5  # overlapping detections needed to keep a box; higher = fewer false positives
+    min_face: int = 32  # smallest face side to look for, in original-image pixels
+    max_side: int = 1024  # detect on a copy downscaled to at most this side (boxes mapped back)
+    crop_max_side: int = 64  # images no larger than this per side are taken as face crops (FER2013 is 48x48)
+    max_faces: int = 100  # keep the largest N boxes of an image (guards against pathological false positives)
+
+    def __post_init__(self) -> None:
+        if not self.scale_factor > 1.0:
+            raise ValueError(f"scale_factor must be > 1 (e.g. 1.1), got {self.scale_factor}")
+        if self.min_neighbors < 0:
+            raise ValueError(f"min_neighbors must be >= 0, got {self.min_neighbors}")
+        if self.min_face < 1:
+            raise ValueError(f"min_face must be >= 1 pixel, got {self.min_face}")
+        if self.max_side < 64:
+            raise ValueError(f"max_side must be >= 64 pixels, got {self.max_side}")
+        if self.crop_max_side < 0:
+            raise ValueError(f"crop_max_side must be >= 0 (0 disables), got {self.crop_max_side}")
+        if self.max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Everything a scoring run needs; ``python jobs/score.py --help`` maps flags onto these fields.
+
+    Rerunning with the same ``out`` skips inputs whose (path, size, mtime) already has rows
+    there; ``overwrite=True`` deletes this job's earlier results under ``out`` first.
+    """
+
+    inputs: tuple[str, ...]
+    out: str
+    model: str | None = None  # artifact directory; None = the model shipped in the package
+    whole_image: bool = False  # every input is already a face crop: skip detection
+    detect: DetectConfig = field(default_factory=DetectConfig)
+
+    # Scale. The CPU stage (read, decode, detect, crop) runs as Ray tasks of `images_per_task`
+    # images each; inference runs on a fixed pool of `actors` actors, `batch_size` faces per call.
+    images_per_task: int = 32
+    cpus_per_task: float = 1.0
+    max_cpu_tasks: int | None = None  # cap on concurrent CPU tasks; None lets Ray Data decide
+    task_retries: int = 3  # a CPU task whose worker died (e.g. out of memory) is retried
+    actors: int = 1
+    batch_size: int = 256
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    torch_threads: int = 1  # per actor; the CPU stage uses the other cores
+    rows_per_file: int | None = None  # None: one Parquet file per inference call; set to write fewer, larger files
+
+    # Limits; None takes the model artifact's preprocessing limits.
+    max_pixels: int | None = None
+    max_bytes: int | None = None
+
+    overwrite: bool = False
+    save_crops: str | None = None  # opt-in: write every 48x48 model-input crop as PNG here (face pixels!)
+    s3: S3Settings | None = None  # None: resolved from the environment on the driver when S3 is used
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(str(i) for i in self.inputs)
+        object.__setattr__(self, "inputs", inputs)
+        if not inputs:
+            raise ValueError("no inputs: pass at least one directory, file, glob, list file or s3://bucket/prefix")
+        if not self.out:
+            raise ValueError("out is required: a local directory or s3://bucket/prefix for the Parquet report")
+        for name in ("images_per_task", "actors", "batch_size", "torch_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.cpus_per_task <= 0 or self.cpus_per_actor < 0:
+            raise ValueError("cpus_per_task must be > 0 and cpus_per_actor >= 0")
+        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
+            raise ValueError(f"gpus_per_actor must be >= 0, got {self.gpus_per_actor}")
+        if self.max_cpu_tasks is not None and self.max_cpu_tasks < 1:
+            raise ValueError(f"max_cpu_tasks must be >= 1 or None, got {self.max_cpu_tasks}")
+        if self.task_retries < 0:
+            raise ValueError(f"task_retries must be >= 0, got {self.task_retries}")
+        if self.rows_per_file is not None and self.rows_per_file < 1:
+            raise ValueError(f"rows_per_file must be >= 1 or None, got {self.rows_per_file}")
+        for name in ("max_pixels", "max_bytes"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be positive or None (the model's limit), got {v}")
+        if self.save_crops and self.save_crops.rstrip("/") == self.out.rstrip("/"):
+            raise ValueError("save_crops must not be the output directory; pick a separate directory")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with S3 credentials left out (the report directory may be shared)."""
+        d = asdict(self)
+        d["inputs"] = list(self.inputs)
+        if self.s3 is not None:
+            d["s3"] = {"endpoint_url": self.s3.endpoint_url, "region": self.s3.region}
+        return d

@@ -1,0 +1,379 @@
+"""Batch scoring with Ray Data: photo collections (local or S3) -> one Parquet row per face.
+
+Stages (the dataset is streamed end to end; nothing but counts comes back to the driver)::
+
+    list_images (driver, metadata only; already-scored inputs dropped here)
+      -> map_batches(prepare_images)   CPU tasks: fetch bytes, decode_image, detect faces,
+                                       face_input crops (uint8 48x48), one row per face
+      -> map_batches(FacePredictor)    actor pool: load_artifact once, predict_proba in batches
+      -> write_parquet(OUT/scores)     part files named after the run
+
+Every input yields at least one row (``ok``, ``no_face`` or ``error`` with a reason), so
+images in == image rows out. All rows of one image come out of the same ``prepare_images``
+call, and Ray Data hands whole blocks to the actors and the writer, so they land in the
+same part file; that is what makes a killed run safe to resume (see :mod:`fer_ray.score.store`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import math
+import os
+import posixpath
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from fer_ray.artifact import META, WEIGHTS, Artifact, load_artifact
+from fer_ray.data.sources import S3Settings, fetch_bytes, is_s3_uri, list_images_and_settings, resolve_filesystem
+from fer_ray.labels import EMOTIONS
+from fer_ray.preprocess import ImageDecodeError, PreprocessConfig, decode_image, face_input
+from fer_ray.runtime import init_ray
+from fer_ray.score.config import DetectConfig, ScoreConfig
+from fer_ray.score.faces import detect_faces, is_face_crop
+from fer_ray.score.store import CONFIG_FILE, RUNS_DIR, SCORES_DIR, OutputStore, key_hash
+
+logger = logging.getLogger(__name__)
+
+PROB_COLUMNS = tuple(f"p_{e}" for e in EMOTIONS)
+STATUSES = ("ok", "no_face", "error")
+
+# Rows between the CPU stage and the actors: the report columns known before inference plus the crop.
+_PREPARED_FIELDS = [
+    ("path", pa.string()),
+    ("size", pa.int64()),
+    ("mtime", pa.float64()),
+    ("face_index", pa.int32()),  # 0..faces-1; null on no_face/error rows
+    ("faces", pa.int32()),  # faces found in the image (0 on no_face/error rows)
+    ("x", pa.int32()),
+    ("y", pa.int32()),
+    ("w", pa.int32()),
+    ("h", pa.int32()),
+    ("image_width", pa.int32()),
+    ("image_height", pa.int32()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+]
+PREPARED_SCHEMA = pa.schema([*_PREPARED_FIELDS, ("face", pa.binary())])  # face: uint8 (S, S) bytes
+
+# One schema for every part file, so files written by different runs always read back as one table.
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("face_index", pa.int32()),
+        ("x", pa.int32()),
+        ("y", pa.int32()),
+        ("w", pa.int32()),
+        ("h", pa.int32()),
+        ("image_width", pa.int32()),
+        ("image_height", pa.int32()),
+        *[(c, pa.float32()) for c in PROB_COLUMNS],
+        ("emotion", pa.string()),
+        ("confidence", pa.float32()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("faces", pa.int32()),
+        ("model_name", pa.string()),
+        ("model_id", pa.string()),
+        ("weights_sha256", pa.string()),
+        ("scored_at", pa.timestamp("ms", tz="UTC")),
+        ("run_id", pa.string()),
+        ("size", pa.int64()),
+        ("mtime", pa.float64()),
+    ]
+)
+
+
+# -- CPU stage --------------------------------------------------------------------------------
+def _crop_name(path: str, index: int) -> str:
+    stem = os.path.splitext(path.rstrip("/").rpartition("/")[2])[0][:60] or "image"
+    return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}-face{index}.png"
+
+
+def _save_crop(crop: np.ndarray, fs, root: str, name: str) -> None:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, format="PNG")
+    with fs.open_output_stream(posixpath.join(root, name)) as f:
+        f.write(buf.getvalue())
+
+
+def prepare_images(
+    batch: pd.DataFrame,
+    settings: S3Settings | None = None,
+    preprocess: PreprocessConfig | None = None,
+    detect: DetectConfig | None = None,
+    whole_image: bool = False,
+    save_crops: str | None = None,
+) -> pa.Table:
+    """Listing rows (path, size, mtime, error) -> :data:`PREPARED_SCHEMA` rows, one per face.
+
+    Runs inside Ray tasks. Each file is read just before it is decoded, so a task holds
+    one file's bytes at a time. Any per-file failure becomes an ``error`` row.
+    """
+    pp = preprocess or PreprocessConfig()
+    detect = detect or DetectConfig()
+    cols: dict[str, list[Any]] = {name: [] for name in PREPARED_SCHEMA.names}
+
+    def emit(base: dict[str, Any], **values: Any) -> None:
+        row = {**base, **values}
+        for name in cols:
+            cols[name].append(row.get(name))
+
+    if save_crops:
+        crop_fs, crop_root = resolve_filesystem(save_crops, settings)
+        crop_fs.create_dir(crop_root, recursive=True)
+    listing = batch[["path", "size", "mtime", "error"]]
+    for i in range(len(listing)):
+        fetched = fetch_bytes(listing.iloc[i : i + 1], settings, pp.max_bytes).iloc[0]
+        mtime = fetched["mtime"]
+        base = {
+            "path": str(fetched["path"]),
+            "size": int(fetched["size"]),
+            "mtime": None if mtime is None or math.isnan(mtime) else float(mtime),
+            "faces": 0,
+        }
+        if fetched["error"] is not None:
+            emit(base, status="error", error=str(fetched["error"]))
+            continue
+        try:
+            gray = decode_image(fetched["image"], pp.max_pixels)
+            del fetched
+            h, w = gray.shape
+            base.update(image_width=w, image_height=h)
+            boxes: list[tuple[int, int, int, int] | None]
+            if whole_image or is_face_crop(gray, detect):
+                boxes = [None]
+            else:
+                boxes = list(detect_faces(gray, detect))
+            crops = [face_input(gray, box, pp) for box in boxes]
+        except ImageDecodeError as e:
+            emit(base, status="error", error=str(e))
+            continue
+        except Exception as e:  # one strange file must never fail the task (and the job)
+            logger.warning("scoring %s failed: %s", base["path"], e, exc_info=True)
+            emit(base, status="error", error=f"cannot process image: {type(e).__name__}: {e}")
+            continue
+        if not boxes:
+            emit(base, status="no_face")
+            continue
+        for k, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
+            x, y, bw, bh = box if box is not None else (0, 0, w, h)  # whole image = the face
+            emit(base, faces=len(boxes), face_index=k, x=x, y=y, w=bw, h=bh, status="ok", face=crop.tobytes())
+            if save_crops:
+                _save_crop(crop, crop_fs, crop_root, _crop_name(base["path"], k))
+    return pa.table({f.name: pa.array(cols[f.name], f.type) for f in PREPARED_SCHEMA}, schema=PREPARED_SCHEMA)
+
+
+# -- inference stage ------------------------------------------------------------------------------
+def artifact_files(path: str | os.PathLike) -> dict[str, bytes]:
+    """The two files :func:`load_artifact` reads, shipped to the actors so that they need no shared disk."""
+    return {name: (Path(path) / name).read_bytes() for name in (META, WEIGHTS)}
+
+
+class FacePredictor:
+    """Ray Data actor: loads the model artifact once, then scores batches of face rows.
+
+    Input: :data:`PREPARED_SCHEMA` Arrow batches; output: :data:`OUTPUT_SCHEMA`.
+    """
+
+    def __init__(self, files: dict[str, bytes], run_id: str, device: str = "cpu", torch_threads: int = 1):
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        self._dir = tempfile.mkdtemp(prefix="fer_ray_model_")
+        for name, data in files.items():
+            Path(self._dir, name).write_bytes(data)
+        self.device = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
+        self.artifact: Artifact = load_artifact(self._dir, self.device)
+        self.run_id = run_id
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        n = batch.num_rows
+        ok = np.asarray(batch.column("status").to_pylist(), dtype=object) == "ok"
+        s = self.artifact.preprocess.image_size
+        probs = np.zeros((n, len(EMOTIONS)), dtype=np.float32)
+        if ok.any():
+            crops = batch.column("face").filter(pa.array(ok)).to_pylist()
+            # A writable copy: torch warns on (and must not alias) read-only buffers.
+            faces = np.frombuffer(b"".join(crops), dtype=np.uint8).reshape(-1, s, s).copy()  # (B, S, S)
+            probs[ok] = self.artifact.predict_proba(faces, self.device)
+        top = probs.argmax(1)
+        out = {name: batch.column(name) for name in PREPARED_SCHEMA.names if name != "face"}
+        for k, name in enumerate(PROB_COLUMNS):
+            out[name] = pa.array(probs[:, k], pa.float32(), mask=~ok)
+        out["emotion"] = pa.array([EMOTIONS[j] if o else None for j, o in zip(top, ok, strict=True)], pa.string())
+        out["confidence"] = pa.array(probs.max(1), pa.float32(), mask=~ok) if n else pa.array([], pa.float32())
+        meta = self.artifact.meta
+        out["model_name"] = pa.array([self.artifact.model_config.name] * n, pa.string())
+        out["model_id"] = pa.array([self.artifact.model_id] * n, pa.string())
+        out["weights_sha256"] = pa.array([meta.get("weights_sha256")] * n, pa.string())
+        now = dt.datetime.now(dt.timezone.utc)
+        out["scored_at"] = pa.array([now] * n, pa.timestamp("ms", tz="UTC"))
+        out["run_id"] = pa.array([self.run_id] * n, pa.string())
+        return pa.table({f.name: out[f.name] for f in OUTPUT_SCHEMA}, schema=OUTPUT_SCHEMA)
+
+
+# -- driver ---------------------------------------------------------------------------------------
+class _PartFilenames:
+    """``part-<run_id>-<write_uuid>-<task>``: a run's files are recognisable and never overwrite another's."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        return f"part-{self.run_id}-{write_uuid}-{task_index:06d}"
+
+
+@dataclass
+class ScoreResult:
+    out: str
+    run: dict[str, Any]  # this run's record (also at OUT/runs/<run_id>.json)
+    summary: dict[str, Any]  # OUT/summary.json
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def _uses_s3(cfg: ScoreConfig) -> bool:
+    return any(is_s3_uri(p) for p in (*cfg.inputs, cfg.out, cfg.save_crops or ""))
+
+
+def _gpus_per_actor(cfg: ScoreConfig) -> float:
+    if cfg.gpus_per_actor is not None:
+        return cfg.gpus_per_actor
+    import ray
+
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
+def build_dataset(
+    todo: pd.DataFrame,
+    cfg: ScoreConfig,
+    preprocess: PreprocessConfig,
+    files: dict[str, bytes],
+    run_id: str,
+    settings: S3Settings | None,
+):
+    """The lazy Ray Dataset of output rows for the listing rows in ``todo`` (nothing runs until written)."""
+    import ray.data
+
+    step = cfg.images_per_task
+    # One block per CPU task; blocks are metadata only (path, size, mtime, error).
+    blocks = [pa.Table.from_pandas(todo.iloc[i : i + step], preserve_index=False) for i in range(0, len(todo), step)]
+    gpus = _gpus_per_actor(cfg)
+    ds = ray.data.from_arrow(blocks)
+    ds = ds.map_batches(
+        prepare_images,
+        batch_format="pandas",
+        batch_size=None,  # a whole listing block per call
+        fn_kwargs={
+            "settings": settings,
+            "preprocess": preprocess,
+            "detect": cfg.detect,
+            "whole_image": cfg.whole_image,
+            "save_crops": cfg.save_crops,
+        },
+        compute=ray.data.TaskPoolStrategy(size=cfg.max_cpu_tasks),
+        num_cpus=cfg.cpus_per_task,
+        # Retrying a task whose worker died also makes these remote args differ from the
+        # actors', which keeps Ray Data from fusing this stage into the (small) actor pool.
+        max_retries=cfg.task_retries,
+    )
+    return ds.map_batches(
+        FacePredictor,
+        batch_format="pyarrow",
+        batch_size=cfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+        fn_constructor_kwargs={
+            "files": files,
+            "run_id": run_id,
+            "device": "cuda" if gpus > 0 else "cpu",
+            "torch_threads": cfg.torch_threads,
+        },
+        num_cpus=cfg.cpus_per_actor,
+        num_gpus=gpus,
+    )
+
+
+def score(cfg: ScoreConfig) -> ScoreResult:
+    """Score every input of ``cfg`` not yet in ``cfg.out``; write the Parquet rows, summary.json and report.html."""
+    from fer_ray.score.report import write_report
+
+    started = time.time()
+    run_id = new_run_id()
+    artifact = load_artifact(cfg.model)  # fails fast, before Ray starts, on a wrong --model
+    preprocess = dataclasses.replace(
+        artifact.preprocess,
+        max_pixels=cfg.max_pixels or artifact.preprocess.max_pixels,
+        max_bytes=cfg.max_bytes or artifact.preprocess.max_bytes,
+    )
+    settings = cfg.s3 or (S3Settings.from_env() if _uses_s3(cfg) else None)
+    init_ray(cfg.ray)
+
+    listing, _ = list_images_and_settings(cfg.inputs, settings)
+    n_list_errors = int(listing["error"].notna().sum())
+    logger.info("listed %d inputs (%d could not be listed and become error rows)", len(listing), n_list_errors)
+    store = OutputStore(cfg.out, settings)
+    if cfg.overwrite:
+        store.clear()
+    scan = store.scan()
+    todo = listing[~np.isin(key_hash(listing), scan.done)].reset_index(drop=True)
+    skipped = len(listing) - len(todo)
+    logger.info(
+        "%s: %d rows in %d part files; %d of %d inputs already scored, %d to score with %s",
+        store.uri,
+        scan.rows,
+        scan.files,
+        skipped,
+        len(listing),
+        len(todo),
+        artifact.model_id,
+    )
+
+    pipeline_s = 0.0
+    if len(todo):
+        t0 = time.time()
+        ds = build_dataset(todo, cfg, preprocess, artifact_files(artifact.path), run_id, settings)
+        ds.write_parquet(
+            store.path(SCORES_DIR),
+            filesystem=store.fs,
+            filename_provider=_PartFilenames(run_id),
+            min_rows_per_file=cfg.rows_per_file,
+        )
+        pipeline_s = time.time() - t0
+        logger.info("scored %d images in %.1f s (%.2f images/s)", len(todo), pipeline_s, len(todo) / pipeline_s)
+
+    elapsed = time.time() - started
+    run = {
+        "run_id": run_id,
+        "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+        "elapsed_s": round(elapsed, 3),
+        "pipeline_s": round(pipeline_s, 3),
+        "images_listed": len(listing),
+        "images_skipped": skipped,
+        "images_scored": len(todo),
+        "images_per_s": round(len(todo) / elapsed, 3) if len(todo) else 0.0,
+        "removed_part_files": [{"file": f, "reason": r} for f, r in scan.removed],
+        "model_id": artifact.model_id,
+        "model_path": str(artifact.path),
+    }
+    store.write_json(posixpath.join(RUNS_DIR, f"{run_id}.json"), run)
+    store.write_json(CONFIG_FILE, {"run_id": run_id, "score": cfg.to_dict(), "preprocess": preprocess.to_dict()})
+    store.write_inputs(listing)
+    summary = write_report(store, listing=listing, run=run)
+    return ScoreResult(out=store.uri, run=run, summary=summary)

@@ -1,0 +1,361 @@
+"""Summaries of a scoring job's output: ``summary.json``, a self-contained ``report.html`` and a terminal table.
+
+The summary is aggregated part file by part file, reading only the small columns, so
+the report costs the same memory for ten thousand images as for ten million rows
+(apart from one 8-byte hash per image for the exactly-once check). It holds counts,
+boxes and scores only, never face pixels.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import logging
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fer_ray.data.sources import S3Settings
+from fer_ray.labels import EMOTIONS
+from fer_ray.score.store import REPORT_FILE, SUMMARY_FILE, OutputStore, key_hash
+
+logger = logging.getLogger(__name__)
+
+_COLUMNS = ["path", "size", "mtime", "face_index", "faces", "status", "error", "emotion", "confidence", "model_id"]
+_HIST_BINS = 20
+_MAX_FOLDERS = 30
+_MAX_ERROR_EXAMPLES = 100
+TOP_LEVEL = "(top level)"
+
+# Error messages carry per-file detail; these prefixes group them into reasons for the tables.
+STATUSES = ("ok", "no_face", "error")
+_REASONS = (
+    ("empty file", "empty file (0 bytes)"),
+    ("not a recognised image format", "not an image / unsupported format"),
+    ("corrupt or truncated", "corrupt or truncated image"),
+    ("decompression bomb", "too many pixels (decompression bomb)"),
+    ("pixels, over the limit", "too many pixels (decompression bomb)"),
+    ("bytes, over the limit", "file too large (max_bytes)"),
+    ("not found", "file not found"),
+    ("permission denied", "permission denied"),
+    ("S3 error", "S3 read error"),
+    ("cannot read", "read error"),
+    ("cannot list directory", "unreadable directory"),
+    ("is a directory", "is a directory"),
+    ("cannot process image", "processing failed"),
+)
+
+
+def error_reason(message: str | None) -> str:
+    """Group an ``error`` message into a short reason (the file-specific detail stripped)."""
+    msg = (message or "").strip()
+    for prefix, reason in _REASONS:
+        if prefix in msg:
+            return reason
+    return msg.split(":")[0][:80] or "unknown"
+
+
+def _image_rows(df: pd.DataFrame) -> np.ndarray:
+    fi = pd.to_numeric(df["face_index"])
+    return (fi.isna() | (fi == 0)).to_numpy()
+
+
+def _folders(dir_counts: Counter) -> dict[str, str]:
+    """Each directory -> its top-level folder below the deepest directory common to all."""
+    parts = {d: d.split("/") for d in dir_counts}
+    common: list[str] | None = None
+    for p in parts.values():
+        if common is None:
+            common = list(p)
+            continue
+        n = 0
+        while n < min(len(common), len(p)) and common[n] == p[n]:
+            n += 1
+        common = common[:n]
+    depth = len(common or [])
+    return {d: (p[depth] if len(p) > depth else TOP_LEVEL) for d, p in parts.items()}
+
+
+def summarize(
+    store: OutputStore, listing: pd.DataFrame | None = None, run: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Aggregate every part file of ``store``; counts cover the inputs of ``listing`` (default: the last run's)."""
+    if listing is None:
+        listing = store.read_inputs()
+    if run is None:
+        run = store.latest_run()
+    listed = np.unique(key_hash(listing)) if listing is not None else None
+
+    rows = faces = other_rows = 0
+    rows_by_status: Counter = Counter()
+    images_by_status: Counter = Counter()
+    emotions: Counter = Counter()
+    per_dir_emotions: Counter = Counter()
+    per_dir_images: Counter = Counter()
+    faces_per_image: Counter = Counter()
+    reasons: Counter = Counter()
+    models: Counter = Counter()
+    examples: list[dict[str, str]] = []
+    hist = np.zeros(_HIST_BINS, dtype=np.int64)
+    conf_sum = 0.0
+    image_hashes: list[np.ndarray] = []
+    parts = store.part_files()
+    for part in parts:
+        df = store.read_part(part, _COLUMNS).to_pandas()
+        h = key_hash(df)
+        if listed is not None:
+            keep = np.isin(h, listed)
+            other_rows += int((~keep).sum())
+            df, h = df[keep], h[keep]
+        if df.empty:
+            continue
+        rows += len(df)
+        is_image = _image_rows(df)
+        image_hashes.append(h[is_image])
+        images = df[is_image]
+        status = df["status"].astype(str)
+        rows_by_status.update(status.value_counts().to_dict())
+        img_status = images["status"].astype(str)
+        images_by_status.update(img_status.value_counts().to_dict())
+        faces_per_image.update(pd.to_numeric(images["faces"]).fillna(0).astype(int).value_counts().to_dict())
+        dirs = images["path"].astype(str).str.rpartition("/")[0]
+        per_dir_images.update(dirs.value_counts().to_dict())
+        ok = df[status == "ok"]
+        faces += len(ok)
+        emotions.update(ok["emotion"].value_counts().to_dict())
+        ok_dirs = ok["path"].astype(str).str.rpartition("/")[0]
+        per_dir_emotions.update(Counter(zip(ok_dirs, ok["emotion"], strict=True)))
+        conf = pd.to_numeric(ok["confidence"]).dropna().to_numpy(dtype=np.float64)
+        hist += np.histogram(conf, bins=_HIST_BINS, range=(0.0, 1.0))[0]
+        conf_sum += float(conf.sum())
+        models.update(df["model_id"].value_counts().to_dict())
+        errs = df[status == "error"]
+        reasons.update(errs["error"].map(error_reason).value_counts().to_dict())
+        for path, err in zip(errs["path"], errs["error"], strict=True):
+            if len(examples) < _MAX_ERROR_EXAMPLES:
+                examples.append({"path": str(path), "error": str(err), "reason": error_reason(err)})
+
+    hashes = np.concatenate(image_hashes) if image_hashes else np.zeros(0, dtype=np.uint64)
+    uniq, counts = np.unique(hashes, return_counts=True)
+    duplicates = int((counts > 1).sum())
+    images_in = int(len(listed)) if listed is not None else int(len(uniq))
+    image_rows_out = int(len(uniq))
+
+    folder_of = _folders(per_dir_images)
+    by_folder_images: Counter = Counter()
+    for d, n in per_dir_images.items():
+        by_folder_images[folder_of[d]] += n
+    top_folders = [f for f, _ in by_folder_images.most_common(_MAX_FOLDERS)]
+    by_folder: dict[str, dict[str, int]] = {f: dict.fromkeys(EMOTIONS, 0) for f in top_folders}
+    for (d, emotion), n in per_dir_emotions.items():
+        f = folder_of.get(d, TOP_LEVEL)
+        if f in by_folder:
+            by_folder[f][emotion] = by_folder[f].get(emotion, 0) + int(n)
+
+    run = run or {}
+    summary: dict[str, Any] = {
+        "out": store.uri,
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "complete": bool(image_rows_out == images_in and duplicates == 0),
+        "images_in": images_in,
+        "image_rows_out": image_rows_out,
+        "duplicate_images": duplicates,
+        "rows": rows,
+        "faces": faces,
+        "images_by_status": {s: int(images_by_status.get(s, 0)) for s in ("ok", "no_face", "error")},
+        "rows_by_status": {s: int(rows_by_status.get(s, 0)) for s in ("ok", "no_face", "error")},
+        "emotions": {e: int(emotions.get(e, 0)) for e in EMOTIONS},
+        "emotions_by_folder": by_folder,
+        "images_by_folder": {f: int(by_folder_images[f]) for f in top_folders},
+        "mean_confidence": round(conf_sum / faces, 4) if faces else None,
+        "confidence_histogram": {
+            "edges": [round(float(e), 3) for e in np.linspace(0, 1, _HIST_BINS + 1)],
+            "counts": hist.tolist(),
+        },
+        "faces_per_image": {str(k): int(v) for k, v in sorted(faces_per_image.items())},
+        "errors_by_reason": dict(reasons.most_common()),
+        "error_examples": examples,
+        "models": dict(models),
+        "model_id": next(iter(models)) if len(models) == 1 else sorted(models) or run.get("model_id"),
+        "part_files": len(parts),
+        "rows_not_in_inputs": other_rows,
+        "elapsed_s": run.get("elapsed_s"),
+        "images_per_s": run.get("images_per_s"),
+        "last_run": run,
+    }
+    if not summary["complete"]:
+        logger.warning(
+            "report incomplete: %d inputs, %d with rows, %d scored more than once",
+            images_in,
+            image_rows_out,
+            duplicates,
+        )
+    return summary
+
+
+# -- rendering ----------------------------------------------------------------------------------
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figures(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    figs: list[tuple[str, str]] = []
+    counts = [summary["emotions"][e] for e in EMOTIONS]
+    total = max(1, sum(counts))
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    bars = ax.bar(range(len(EMOTIONS)), counts, color="tab:blue", tick_label=list(EMOTIONS))
+    for b, c in zip(bars, counts, strict=True):
+        ax.annotate(f"{100 * c / total:.0f}%", (b.get_x() + b.get_width() / 2, c), ha="center", va="bottom", size=8)
+    ax.set_ylabel("faces")
+    ax.set_title(f"Emotion of {summary['faces']:,} faces (top class)")
+    figs.append(("Emotion distribution", _png(fig)))
+
+    by_folder = summary["emotions_by_folder"]
+    if by_folder:
+        names = list(by_folder)[::-1]
+        fig, ax = plt.subplots(figsize=(7, 0.6 + 0.35 * len(names)))
+        left = np.zeros(len(names))
+        cmap = plt.get_cmap("tab10")
+        for k, e in enumerate(EMOTIONS):
+            vals = np.array([by_folder[f].get(e, 0) for f in names], dtype=float)
+            sums = np.array([max(1, sum(by_folder[f].values())) for f in names], dtype=float)
+            ax.barh(names, vals / sums, left=left, color=cmap(k), label=e)
+            left += vals / sums
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of faces")
+        ax.legend(ncol=4, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(names) < 4 else -0.1))
+        ax.set_title("Emotion distribution per top-level folder")
+        figs.append(("Per folder", _png(fig)))
+
+    ch = summary["confidence_histogram"]
+    edges = np.array(ch["edges"])
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    ax.bar(edges[:-1], ch["counts"], width=np.diff(edges), align="edge", color="tab:green", edgecolor="white")
+    ax.set_xlabel("confidence (probability of the top class)")
+    ax.set_ylabel("faces")
+    ax.set_title("Confidence")
+    figs.append(("Confidence histogram", _png(fig)))
+
+    fpi = {int(k): v for k, v in summary["faces_per_image"].items()}
+    if fpi:
+        xs = list(range(0, max(fpi) + 1))
+        fig, ax = plt.subplots(figsize=(7, 2.8))
+        ax.bar(xs, [fpi.get(x, 0) for x in xs], color="tab:orange")
+        ax.set_xticks(xs)
+        ax.set_xlabel("faces found in the image (0 = no face or error)")
+        ax.set_ylabel("images")
+        ax.set_title("Faces per image")
+        figs.append(("Faces per image", _png(fig)))
+    return figs
+
+
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(summary: dict[str, Any]) -> str:
+    """A self-contained HTML page (plots embedded as base64 PNG); no face pixels, no external resources."""
+    s = summary
+    run = s.get("last_run") or {}
+    overview = [
+        ("output", s["out"]),
+        ("model", s["model_id"]),
+        ("images in / image rows out", f"{s['images_in']:,} / {s['image_rows_out']:,}"),
+        ("complete (every input exactly once)", "yes" if s["complete"] else "NO"),
+        ("faces", f"{s['faces']:,}"),
+        ("images: ok / no face / error", " / ".join(f"{s['images_by_status'][k]:,}" for k in STATUSES)),
+        ("mean confidence", s["mean_confidence"] if s["mean_confidence"] is not None else "-"),
+        (
+            "last run",
+            f"{run.get('run_id', '-')}: {run.get('images_scored', 0):,} scored, "
+            f"{run.get('images_skipped', 0):,} already done, {run.get('elapsed_s', 0)} s "
+            f"({run.get('images_per_s', 0)} images/s)",
+        ),
+        ("rows in OUT not among these inputs", f"{s['rows_not_in_inputs']:,}"),
+    ]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>fer_ray scoring report</title>",
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.2em .6em;"
+        "text-align:left;font-size:.9em}th{background:#f3f3f3}img{max-width:100%}</style></head><body>",
+        "<h1>Facial emotion scoring report</h1>",
+        "<p>Boxes and scores only: this report holds no face pixels. "
+        "Rows: <code>scores/*.parquet</code> (one per face, one per image without a face or with an error).</p>",
+        _table(overview, ("", "")),
+        "<h2>Emotions</h2>",
+        _table([(e, f"{n:,}") for e, n in s["emotions"].items()], ("emotion", "faces")),
+    ]
+    for title, png in _figures(s):
+        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
+    parts.append("<h2>Errors</h2>")
+    if s["errors_by_reason"]:
+        parts.append(_table(list(s["errors_by_reason"].items()), ("reason", "images")))
+        shown = s["error_examples"]
+        parts.append(f"<p>First {len(shown)} error rows:</p>")
+        parts.append(_table([(e["path"], e["error"]) for e in shown], ("path", "error")))
+    else:
+        parts.append("<p>No errors.</p>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """A short plain-text summary for the terminal."""
+    s = summary
+    faces = max(1, s["faces"])
+    emo = "  ".join(f"{e} {n} ({100 * n / faces:.0f}%)" for e, n in s["emotions"].items() if n)
+    st = s["images_by_status"]
+    lines = [
+        f"{'output':<10} {s['out']}",
+        f"{'model':<10} {s['model_id']}",
+        f"{'images':<10} {s['images_in']:,} in, {s['image_rows_out']:,} with rows out  "
+        f"complete: {'yes' if s['complete'] else 'NO'}",
+        f"{'status':<10} ok {st['ok']:,}  no_face {st['no_face']:,}  error {st['error']:,}",
+        f"{'faces':<10} {s['faces']:,}",
+        f"{'emotions':<10} {emo or '-'}",
+    ]
+    if s["errors_by_reason"]:
+        lines.append(f"{'errors':<10} " + "  ".join(f"{r}: {n}" for r, n in s["errors_by_reason"].items()))
+    run = s.get("last_run") or {}
+    if run:
+        lines.append(
+            f"{'this run':<10} {run.get('images_scored', 0):,} scored, {run.get('images_skipped', 0):,} skipped "
+            f"(already in OUT), {run.get('elapsed_s', 0)} s, {run.get('images_per_s', 0)} images/s"
+        )
+    return "\n".join(lines)
+
+
+def write_report(
+    out: str | OutputStore,
+    settings: S3Settings | None = None,
+    listing: pd.DataFrame | None = None,
+    run: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """(Re)build ``summary.json`` and ``report.html`` in ``out`` from its part files; returns the summary."""
+    store = out if isinstance(out, OutputStore) else OutputStore(out, settings)
+    if not store.part_files() and store.read_inputs() is None:
+        raise FileNotFoundError(
+            f"{store.uri} holds no fer_ray scoring output (no scores/part-*.parquet); "
+            "run `python jobs/score.py INPUT... --out OUT` first"
+        )
+    summary = summarize(store, listing, run)
+    store.write_json(SUMMARY_FILE, summary)
+    store.write_bytes(REPORT_FILE, render_html(summary).encode())
+    logger.info("wrote %s and %s", store.uri_of(SUMMARY_FILE), store.uri_of(REPORT_FILE))
+    return summary
