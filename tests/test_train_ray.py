@@ -26,9 +26,20 @@ def tiny_parquet(tmp_path_factory):
 
 def _cfg(tmp_path, data, **kw) -> TrainConfig:
     base = dict(
-        model=SMALL, data=str(data), epochs=2, pretrain_epochs=0, batch_size=32, lr=3e-3, warmup_epochs=0.5,
-        augment=None, storage_path=str(tmp_path / "runs"), run_name="t", workers=1, torch_threads=1,
-        ray=RayConfig(), shuffle_buffer=256,
+        model=SMALL,
+        data=str(data),
+        epochs=2,
+        pretrain_epochs=0,
+        batch_size=32,
+        lr=3e-3,
+        warmup_epochs=0.5,
+        augment=None,
+        storage_path=str(tmp_path / "runs"),
+        run_name="t",
+        workers=1,
+        torch_threads=1,
+        ray=RayConfig(),
+        shuffle_buffer=256,
     )
     base.update(kw)
     return TrainConfig(**base)

@@ -1,0 +1,126 @@
+"""`ray job submit` of the real CLIs to a real cluster started with `ray start --head`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fer_fixtures import write_tiny_fer_parquet
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill_cluster(temp_dir: str) -> None:
+    """Stop only the processes of this test's cluster (`ray stop` would stop every Ray on the machine)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if temp_dir.encode() in cmd:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def head_cluster():
+    temp_dir = tempfile.mkdtemp(prefix="/tmp/rj")  # short: Ray's unix sockets live under it
+    dash = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [
+        RAY,
+        "start",
+        "--head",
+        "--num-cpus=4",
+        f"--port={_free_port()}",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        f"--ray-client-server-port={_free_port()}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+        "--include-dashboard=true",
+        # Explicit free ports: the defaults collide with any other Ray on the machine (e.g. the tests' own).
+        *(
+            f"--{name}-port={_free_port()}"
+            for name in (
+                "dashboard-agent-listen",
+                "dashboard-agent-grpc",
+                "runtime-env-agent",
+                "metrics-export",
+                "node-manager",
+                "object-manager",
+            )
+        ),
+    ]
+    subprocess.run(cmd, check=True, env=env, timeout=180, capture_output=True)
+    try:
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        _kill_cluster(temp_dir)
+
+
+def test_submit_train_job(head_cluster, tmp_path):
+    address, env = head_cluster
+    data = write_tiny_fer_parquet(tmp_path / "tiny.parquet", n_per_class=6)
+    storage = tmp_path / "runs"
+    job = [
+        RAY,
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(REPO),
+        "--",
+        sys.executable,
+        "jobs/train.py",
+        "--data",
+        str(data),
+        "--epochs",
+        "1",
+        "--pretrain-epochs",
+        "0",
+        "--widths",
+        "16,32",
+        "--latent-channels",
+        "16",
+        "--batch-size",
+        "32",
+        "--no-augment",
+        "--storage-path",
+        str(storage),
+        "--run-name",
+        "job",
+    ]
+    deadline = time.monotonic() + 120
+    while True:  # the dashboard agent that accepts jobs comes up some seconds after `ray start` returns
+        out = subprocess.run(job, env=env, timeout=600, capture_output=True, text=True)
+        if "No available agent" not in out.stderr + out.stdout or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "succeeded" in out.stdout
+    meta = json.loads((storage / "job" / "artifact" / "artifact.json").read_text())
+    assert meta["metrics"]["history"][0]["train_images"] == 42  # 6 per class, all of train
