@@ -191,16 +191,16 @@ def read_fer_csv(path: str, splits: Iterable[str] | None = None, chunk_rows: int
 def _folder_fields(rel: str, root: str) -> tuple[str, str | None, int, str]:
     """``(split, usage, label, emotion)`` of a file from its path relative to the dataset root."""
     parts = rel.split("/")
+    split = FOLDER_SPLITS.get(parts[0].lower()) if len(parts) > 1 else None
+    if len(parts) > 1 and split is None:
+        raise ValueError(
+            f"unknown split folder {parts[0]!r} in {root}; expected one of {sorted(FOLDER_SPLITS)} "
+            "(pass the directory that holds train/ and test/, not a class folder)"
+        )
     if len(parts) < 3:
         raise ValueError(
             f"{root}/{rel} is not in <split>/<emotion>/<file>; pass the directory that holds "
             f"train/ and test/ (expected split folders {sorted(FOLDER_SPLITS)})"
-        )
-    split = FOLDER_SPLITS.get(parts[0].lower())
-    if split is None:
-        raise ValueError(
-            f"unknown split folder {parts[0]!r} in {root}; expected one of {sorted(FOLDER_SPLITS)} "
-            "(pass the directory that holds train/ and test/, not a class folder)"
         )
     try:
         label = label_of(parts[1])

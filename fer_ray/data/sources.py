@@ -20,6 +20,7 @@ import io
 import logging
 import math
 import os
+import posixpath
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -417,8 +418,9 @@ class _Lister:
         if not os.path.isabs(os.path.expanduser(entry)) and not entry.startswith("file://"):
             # Relative entries are relative to the list file, so a list travels with its images.
             if is_s3_uri(list_file):
-                base = list_file.rpartition("/")[0]
-                self._add_listed(f"{base}/{entry}", list_file)
+                bucket, key = _split_s3(list_file)
+                key = posixpath.normpath(posixpath.join(posixpath.dirname(key), entry))
+                self._add_listed(f"s3://{bucket}/{key.lstrip('/')}", list_file)
                 return
             entry = os.path.join(os.path.dirname(_local(list_file)), entry)
         path = _local(entry)
