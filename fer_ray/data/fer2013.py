@@ -8,16 +8,23 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 import ray.data
 
-from fer_ray.data.sources import S3Settings, dataset_from_listing, is_s3_uri, list_images_and_settings
+from fer_ray.data.sources import (
+    S3Settings,
+    dataset_from_listing,
+    is_s3_uri,
+    list_images_and_settings,
+    resolve_filesystem,
+)
 from fer_ray.labels import EMOTIONS, USAGE_TO_SPLIT, label_of
 from fer_ray.preprocess import PreprocessConfig
 
@@ -139,7 +146,20 @@ def _csv_batch(batch: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def read_fer_csv(path: str, splits: Iterable[str] | None = None, chunk_rows: int = CSV_CHUNK_ROWS) -> ray.data.Dataset:
+def open_text(path: str, settings: S3Settings | None = None) -> IO[str]:
+    """Open a local or ``s3://`` text file for reading (the caller closes it)."""
+    if is_s3_uri(path):
+        fs, p = resolve_filesystem(path, settings)
+        return io.TextIOWrapper(fs.open_input_stream(p), encoding="utf-8")
+    return open(os.path.expanduser(path), encoding="utf-8")
+
+
+def read_fer_csv(
+    path: str,
+    splits: Iterable[str] | None = None,
+    chunk_rows: int = CSV_CHUNK_ROWS,
+    settings: S3Settings | None = None,
+) -> ray.data.Dataset:
     """Kaggle's ``fer2013.csv`` (``emotion,pixels,Usage``; also its ``train.csv``/``test.csv`` subsets).
 
     Instead of encoded ``image`` bytes (None here) each row carries ``pixels``, ``uint8``
@@ -148,15 +168,16 @@ def read_fer_csv(path: str, splits: Iterable[str] | None = None, chunk_rows: int
     ``i`` the 0-based data row. A malformed row keeps zero pixels and an ``error`` reason.
 
     The driver reads the text in chunks; the 2,304 numbers per row are parsed in Ray tasks.
+    ``path`` may be local or ``s3://`` (``settings=None``: :meth:`S3Settings.from_env`).
     """
     splits = _check_splits(splits)
     try:
-        reader = pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunk_rows)
+        f = open_text(path, settings)
     except FileNotFoundError:
         raise FileNotFoundError(f"no FER2013 CSV at {path!r}; pass the path of Kaggle's fer2013.csv") from None
     blocks = []
     start = 0
-    with reader:
+    with f, pd.read_csv(f, dtype=str, keep_default_na=False, chunksize=chunk_rows) as reader:
         for chunk in reader:
             cols = {c.strip().lower(): c for c in chunk.columns}
             if "pixels" not in cols:
