@@ -23,7 +23,7 @@ class RayConfig:
     address: str | None = None
     num_cpus: int | None = None
     num_gpus: int | None = None
-    include_dashboard: bool = False
+    include_dashboard: bool | None = None  # Ray decides; Ray Train V2 queries actor state through it
 
     def __post_init__(self) -> None:
         if self.num_cpus is not None and self.num_cpus < 1:
