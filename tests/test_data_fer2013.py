@@ -144,9 +144,13 @@ def test_read_fer_csv_errors(tmp_path):
         read_fer_csv(str(tmp_path / "missing.csv"))
 
 
-def test_read_fer_parquet_with_the_real_schema(ray_local, tmp_path):
-    usages = ["Training", "Training", "PublicTest", "PrivateTest"]
-    labels = [0, 3, 5, 6]
+PARQUET_USAGES = ["Training", "Training", "PublicTest", "PrivateTest"]
+PARQUET_LABELS = [0, 3, 5, 6]
+
+
+def write_fer_parquet(path: Path) -> Path:
+    """4 rows with the schema of ``../shared/data/fer2013/fer2013.parquet``."""
+    labels, usages = PARQUET_LABELS, PARQUET_USAGES
     table = pa.table(
         {
             "image": pa.array([jpeg(grey_level(x)) for x in labels], pa.binary()),
@@ -161,8 +165,13 @@ def test_read_fer_parquet_with_the_real_schema(ray_local, tmp_path):
             "csv_index_ambiguous": [False, False, True, False],
         }
     )
-    path = tmp_path / "fer2013.parquet"
     pq.write_table(table, path)
+    return path
+
+
+def test_read_fer_parquet_with_the_real_schema(ray_local, tmp_path):
+    labels, usages = PARQUET_LABELS, PARQUET_USAGES
+    path = write_fer_parquet(tmp_path / "fer2013.parquet")
     rows = decode(read_fer_parquet(str(path))).to_pandas().sort_values("label")
     assert str(rows["label"].dtype).startswith("int64") and rows["label"].tolist() == labels  # int8 on disk
     assert rows["split"].tolist() == ["train", "train", "val", "test"]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fer_ray.data import decode
+from fer_ray.data import decode, read_labeled
 from fer_ray.data.fer2013 import read_image_folders
 from fer_ray.data.sources import (
     IMAGE_SCHEMA,
@@ -21,7 +21,7 @@ from fer_ray.data.sources import (
     read_images,
     resolve_filesystem,
 )
-from tests.test_data_fer2013 import basename, check_folder_rows, write_fer_folders
+from tests.test_data_fer2013 import PARQUET_LABELS, basename, check_folder_rows, write_fer_folders, write_fer_parquet
 from tests.test_preprocess import png_header
 
 BUCKET = "fer-bucket"
@@ -44,6 +44,8 @@ def write_tree(root: Path) -> dict[str, bytes]:
         "sub/f.gif": encode("GIF", 60),
         "notes.txt": b"not an image",  # skipped when listing a directory
         "sub/.DS_Store": b"\0\0\0\1Bud1",
+        "._a.jpg": b"\0\5\26\7 macOS resource fork",  # dot files are skipped too
+        ".thumbs/a.jpg": encode("JPEG", 10),
     }
     for rel, data in files.items():
         p = root / rel
@@ -212,6 +214,7 @@ def bucket(ray_local, s3_server, tmp_path_factory):
         "photos/sub/": b"",  # a "folder" placeholder object, as consoles create
         "lists/batch.txt": b"../photos/a.jpg\nmissing.jpg\ns3://%s/photos/notes.txt\n" % BUCKET.encode(),
     }
+    objects["parquet/fer2013.parquet"] = write_fer_parquet(tmp_path_factory.mktemp("pq") / "f.parquet").read_bytes()
     root = write_fer_folders(tmp_path_factory.mktemp("fer"))
     for p in root.rglob("*.jpg"):
         objects[f"fer/{p.relative_to(root).as_posix()}"] = p.read_bytes()
@@ -266,3 +269,9 @@ def test_read_images_from_s3(bucket):
 def test_read_image_folders_from_s3(bucket):
     rows = decode(read_image_folders(f"s3://{BUCKET}/fer", settings=S3Settings.from_env())).drop_columns(["face"])
     check_folder_rows(rows.to_pandas())
+
+
+def test_read_fer_parquet_from_s3(bucket):
+    # Ray's read_parquet alone would ignore AWS_ENDPOINT_URL and go to AWS; the reader passes the endpoint.
+    ds = read_labeled(f"s3://{BUCKET}/parquet/fer2013.parquet")
+    assert sorted(ds.select_columns(["label"]).to_pandas()["label"].tolist()) == PARQUET_LABELS

@@ -70,15 +70,23 @@ def _parquet_batch(batch: pd.DataFrame, splits: tuple[str, ...] | None) -> pd.Da
 
 
 def read_fer_parquet(
-    path: str, splits: Iterable[str] | None = None, filesystem=None, **read_kwargs
+    path: str,
+    splits: Iterable[str] | None = None,
+    filesystem=None,
+    settings: S3Settings | None = None,
+    **read_kwargs,
 ) -> ray.data.Dataset:
-    """Our FER2013 Parquet (see ``../shared/data/fer2013/README.md``).
+    """Our FER2013 Parquet (see ``../shared/data/fer2013/README.md``), local or ``s3://``.
 
     ``split`` follows the Kaggle CSV convention: Training -> train, PublicTest -> val
     (model selection), PrivateTest -> test (headline). ``usage`` keeps the original
     name so the paper's 7,178-image "test" (PublicTest + PrivateTest) can be rebuilt.
+    An ``s3://`` path without ``filesystem`` uses ``settings`` (default
+    :meth:`S3Settings.from_env`), because pyarrow alone ignores ``AWS_ENDPOINT_URL``.
     """
     splits = _check_splits(splits)
+    if filesystem is None and is_s3_uri(str(path)):
+        filesystem, path = resolve_filesystem(str(path), settings)
     ds = ray.data.read_parquet(
         path,
         columns=["image", "label", "emotion", "usage", "source_name"],

@@ -194,6 +194,11 @@ def _is_image_name(path: str) -> bool:
     return _ext(path) in IMAGE_EXTENSIONS
 
 
+def _is_hidden(rel: str) -> bool:
+    """Dot files and folders (``.DS_Store``, macOS ``._x.jpg`` resource forks, ``.git/``) inside a listing."""
+    return any(part.startswith(".") for part in rel.split("/") if part)
+
+
 def _s3_error_code(e: Exception) -> str:
     response = getattr(e, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
@@ -263,7 +268,7 @@ class _Lister:
             for m in matches:
                 if os.path.isdir(m):
                     continue  # "dir/**" also matches every directory; the files below are matched too
-                if _is_image_name(m):
+                if _is_image_name(m) and not os.path.basename(m).startswith("."):
                     self._add_local_file(m)
             if len(self.rows) == before:
                 raise FileNotFoundError(
@@ -319,7 +324,7 @@ class _Lister:
         n_objects = 0
         for obj in self._list_s3(bucket, prefix, uri):
             n_objects += 1
-            if _is_image_name(obj["Key"]):
+            if _is_image_name(obj["Key"]) and not _is_hidden(obj["Key"][len(prefix) :]):
                 self._add_s3_object(bucket, obj)
         if len(self.rows) == n_before:
             if n_objects:
@@ -391,9 +396,9 @@ class _Lister:
             self.rows.append((e.filename or root, 0, None, f"cannot list directory: {e.strerror or e}"))
 
         for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
-            dirnames.sort()
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
-                if _is_image_name(name):
+                if _is_image_name(name) and not name.startswith("."):
                     self._add_local_file(os.path.join(dirpath, name))
 
     # -- list files --------------------------------------------------------------------------
@@ -453,8 +458,9 @@ def list_images(inputs: Sequence[str] | str, settings: S3Settings | None = None)
     Each input may be a local directory (recursive) or file, a glob (``photos/**/*.jpg``),
     ``s3://bucket/prefix`` (recursive) or one S3 object, or a list file (``.txt`` one path
     per line, ``.csv``/``.parquet`` with a ``path`` column; relative entries are relative
-    to the list file). Directories, prefixes and globs keep only :data:`IMAGE_EXTENSIONS`;
-    a file named explicitly is kept whatever its extension, so decoding reports it.
+    to the list file). Directories, prefixes and globs keep only :data:`IMAGE_EXTENSIONS`
+    and skip dot files and folders (``.DS_Store``, macOS ``._*`` forks); a file named
+    explicitly is kept whatever its name, so decoding reports what is wrong with it.
     A missing entry of a list file becomes a row with ``error="not found: <path>"``; a
     missing top-level input raises ``FileNotFoundError``. Duplicate paths are listed once.
     """
