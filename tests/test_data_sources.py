@@ -247,6 +247,9 @@ def test_missing_bucket_and_prefix(bucket, s3_server):
         list_images(["s3://no-such-bucket/x"], s)
     with pytest.raises(FileNotFoundError, match=rf"nothing at 's3://{BUCKET}/nope/'.*no object or prefix"):
         list_images([f"s3://{BUCKET}/nope/"], s)
+    closed_port = S3Settings(endpoint_url="http://127.0.0.1:9", access_key="k", secret_key="s")
+    with pytest.raises(ConnectionError, match="cannot reach S3 at endpoint http://127.0.0.1:9"):
+        list_images([f"s3://{BUCKET}/photos"], closed_port)
 
 
 def test_read_images_from_s3(bucket):

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 import numpy as np
@@ -304,7 +304,8 @@ class _Lister:
             regex = _glob_regex(key)
             n_before = len(self.rows)
             for obj in self._list_s3(bucket, prefix + "/" if prefix else "", uri):
-                if regex.match(obj["Key"]) and _is_image_name(obj["Key"]):
+                name = posixpath.basename(obj["Key"])
+                if regex.match(obj["Key"]) and _is_image_name(name) and not name.startswith("."):
                     self._add_s3_object(bucket, obj)
             if len(self.rows) == n_before:
                 raise FileNotFoundError(
@@ -345,11 +346,27 @@ class _Lister:
             code = _s3_error_code(e)
             if code in ("404", "NoSuchKey", "NotFound"):
                 return None
-            if code in ("NoSuchBucket",):
-                self._raise_no_bucket(bucket, f"s3://{bucket}/{key}")
-            raise
+            self._raise_s3(e, bucket, f"s3://{bucket}/{key}")
 
-    def _raise_no_bucket(self, bucket: str, uri: str) -> None:
+    def _raise_s3(self, e: Exception, bucket: str, uri: str) -> NoReturn:
+        """Re-raise an S3 listing failure as an error that says what to check."""
+        code = _s3_error_code(e)
+        if code == "NoSuchBucket":
+            self._raise_no_bucket(bucket, uri)
+        if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise PermissionError(
+                f"S3 refused access to {uri!r}{self._where()} ({code}); check the credentials "
+                "(AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and the bucket policy"
+            ) from e
+        from botocore.exceptions import BotoCoreError
+
+        if isinstance(e, BotoCoreError):  # no S3 answer at all: endpoint unreachable, DNS, TLS, credentials
+            raise ConnectionError(
+                f"cannot reach S3{self._where()} for {uri!r}: {e}; check AWS_ENDPOINT_URL(_S3) and the network"
+            ) from e
+        raise e
+
+    def _raise_no_bucket(self, bucket: str, uri: str) -> NoReturn:
         raise FileNotFoundError(
             f"S3 bucket {bucket!r} does not exist{self._where()} (input {uri!r}); check the bucket name, "
             "and AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 if you use S3-compatible storage"
@@ -363,9 +380,7 @@ class _Lister:
                     if not obj["Key"].endswith("/"):  # "folder" placeholder objects
                         yield obj
         except Exception as e:
-            if _s3_error_code(e) == "NoSuchBucket":
-                self._raise_no_bucket(bucket, uri)
-            raise
+            self._raise_s3(e, bucket, uri)
 
     def _add_s3_object(self, bucket: str, obj: dict) -> None:
         self.rows.append((f"s3://{bucket}/{obj['Key']}", int(obj["Size"]), obj["LastModified"].timestamp(), None))
@@ -415,6 +430,9 @@ class _Lister:
                 head = self._head_s3(bucket, key) if key else None
             except FileNotFoundError:
                 head = None
+            except PermissionError:  # S3 answers 403 for a missing key when listing is not allowed
+                self.rows.append((entry, 0, None, f"permission denied: {entry}"))
+                return
             if head is None:
                 self.rows.append((entry, 0, None, f"not found: {entry}"))
             else:
