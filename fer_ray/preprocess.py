@@ -31,6 +31,21 @@ except ImportError:  # pragma: no cover - pillow-heif is a declared dependency
     HEIF_SUPPORTED = False
 
 
+_SIGNATURES = {b"%PDF": "a PDF document", b"PK\x03\x04": "a ZIP archive (or .docx/.xlsx)", b"\x1f\x8b": "a gzip file"}
+
+
+def _what_is(data: bytes) -> str:
+    """A guess at what a non-image is, for the error row: users often point jobs at the wrong files."""
+    for magic, name in _SIGNATURES.items():
+        if data.startswith(magic):
+            return name
+    try:
+        data[:512].decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "unknown binary data"
+
+
 class ImageDecodeError(ValueError):
     """An input that is not a decodable image; its message is the row's ``error`` reason."""
 
@@ -89,7 +104,9 @@ def decode_image(data: bytes | None, max_pixels: int = PreprocessConfig.max_pixe
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageDecodeError(f"decompression bomb: {e}") from e
+        raise ImageDecodeError(
+            f"decompression bomb: {e} (over Pillow's Image.MAX_IMAGE_PIXELS; raise it and max_pixels if genuine)"
+        ) from e
     except UnidentifiedImageError as e:
         raise ImageDecodeError(f"not a recognised image format ({len(data):,} bytes; starts with {data[:8]!r})") from e
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:

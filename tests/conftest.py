@@ -48,8 +48,11 @@ def s3_server():
     Yields the endpoint URL. Credentials are dummies set only in this process's
     environment, so no request can be signed for a real account.
     """
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per S3 request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
