@@ -108,7 +108,10 @@ def decode_image(data: bytes | None, max_pixels: int = PreprocessConfig.max_pixe
             f"decompression bomb: {e} (over Pillow's Image.MAX_IMAGE_PIXELS; raise it and max_pixels if genuine)"
         ) from e
     except UnidentifiedImageError as e:
-        raise ImageDecodeError(f"not a recognised image format ({len(data):,} bytes; starts with {data[:8]!r})") from e
+        raise ImageDecodeError(
+            f"not a recognised image format: looks like {_what_is(data)} "
+            f"({len(data):,} bytes; starts with {data[:8]!r})"
+        ) from e
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         # Pillow reports truncated or corrupt data as OSError/SyntaxError/ValueError.
         raise ImageDecodeError(f"corrupt or truncated image: {type(e).__name__}: {e}") from e
