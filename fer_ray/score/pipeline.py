@@ -28,13 +28,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from fer_ray.artifact import META, WEIGHTS, Artifact, load_artifact
 from fer_ray.data.sources import S3Settings, fetch_bytes, is_s3_uri, list_images_and_settings, resolve_filesystem
 from fer_ray.labels import EMOTIONS
 from fer_ray.preprocess import ImageDecodeError, PreprocessConfig, decode_image, face_input
@@ -42,6 +41,12 @@ from fer_ray.runtime import init_ray
 from fer_ray.score.config import DetectConfig, ScoreConfig
 from fer_ray.score.faces import detect_faces, is_face_crop
 from fer_ray.score.store import CONFIG_FILE, RUNS_DIR, SCORES_DIR, OutputStore, key_hash
+
+if TYPE_CHECKING:
+    from fer_ray.artifact import Artifact
+
+# fer_ray.artifact (and with it torch) is imported only where a model is loaded, so that the
+# CPU-stage workers, which unpickle this module, start without paying for torch.
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +148,7 @@ def prepare_images(
         base = {
             "path": str(fetched["path"]),
             "size": int(fetched["size"]),
-            "mtime": None if mtime is None or math.isnan(mtime) else float(mtime),
+            "mtime": None if pd.isna(mtime) else float(mtime),
             "faces": 0,
         }
         if fetched["error"] is not None:
@@ -181,6 +186,8 @@ def prepare_images(
 # -- inference stage ------------------------------------------------------------------------------
 def artifact_files(path: str | os.PathLike) -> dict[str, bytes]:
     """The two files :func:`load_artifact` reads, shipped to the actors so that they need no shared disk."""
+    from fer_ray.artifact import META, WEIGHTS
+
     return {name: (Path(path) / name).read_bytes() for name in (META, WEIGHTS)}
 
 
@@ -192,6 +199,8 @@ class FacePredictor:
 
     def __init__(self, files: dict[str, bytes], run_id: str, device: str = "cpu", torch_threads: int = 1):
         import torch
+
+        from fer_ray.artifact import load_artifact
 
         torch.set_num_threads(torch_threads)
         self._dir = tempfile.mkdtemp(prefix="fer_ray_model_")
@@ -272,7 +281,9 @@ def build_dataset(
     """The lazy Ray Dataset of output rows for the listing rows in ``todo`` (nothing runs until written)."""
     import ray.data
 
-    step = cfg.images_per_task
+    # Small collections are split over every CPU; large ones go images_per_task at a time.
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    step = max(1, min(cfg.images_per_task, math.ceil(len(todo) / cpus)))
     # One block per CPU task; blocks are metadata only (path, size, mtime, error).
     blocks = [pa.Table.from_pandas(todo.iloc[i : i + step], preserve_index=False) for i in range(0, len(todo), step)]
     gpus = _gpus_per_actor(cfg)
@@ -312,6 +323,7 @@ def build_dataset(
 
 def score(cfg: ScoreConfig) -> ScoreResult:
     """Score every input of ``cfg`` not yet in ``cfg.out``; write the Parquet rows, summary.json and report.html."""
+    from fer_ray.artifact import load_artifact
     from fer_ray.score.report import write_report
 
     started = time.time()

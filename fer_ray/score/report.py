@@ -64,6 +64,10 @@ def _image_rows(df: pd.DataFrame) -> np.ndarray:
     return (fi.isna() | (fi == 0)).to_numpy()
 
 
+def _dirnames(paths: pd.Series) -> pd.Series:
+    return paths.astype(str).map(lambda p: p.rpartition("/")[0])
+
+
 def _folders(dir_counts: Counter) -> dict[str, str]:
     """Each directory -> its top-level folder below the deepest directory common to all."""
     parts = {d: d.split("/") for d in dir_counts}
@@ -122,12 +126,12 @@ def summarize(
         img_status = images["status"].astype(str)
         images_by_status.update(img_status.value_counts().to_dict())
         faces_per_image.update(pd.to_numeric(images["faces"]).fillna(0).astype(int).value_counts().to_dict())
-        dirs = images["path"].astype(str).str.rpartition("/")[0]
+        dirs = _dirnames(images["path"])
         per_dir_images.update(dirs.value_counts().to_dict())
         ok = df[status == "ok"]
         faces += len(ok)
         emotions.update(ok["emotion"].value_counts().to_dict())
-        ok_dirs = ok["path"].astype(str).str.rpartition("/")[0]
+        ok_dirs = _dirnames(ok["path"])
         per_dir_emotions.update(Counter(zip(ok_dirs, ok["emotion"], strict=True)))
         conf = pd.to_numeric(ok["confidence"]).dropna().to_numpy(dtype=np.float64)
         hist += np.histogram(conf, bins=_HIST_BINS, range=(0.0, 1.0))[0]
@@ -155,6 +159,7 @@ def summarize(
         f = folder_of.get(d, TOP_LEVEL)
         if f in by_folder:
             by_folder[f][emotion] = by_folder[f].get(emotion, 0) + int(n)
+    by_folder = {f: counts for f, counts in by_folder.items() if sum(counts.values())}  # folders with faces
 
     run = run or {}
     summary: dict[str, Any] = {
