@@ -130,6 +130,7 @@ def pick_fer_crops(fer_parquet: Path) -> dict[str, tuple[str, bytes]]:
 
 
 # name -> (size, boxes as (x, y, side), face emotions, format, orientation, save kwargs)
+# fmt: off
 PHOTOS = {
     "photos/group_of_three.jpg": ((1200, 700), [(120, 180, 170), (520, 150, 200), (900, 220, 150)],
                                   ["happy", "neutral", "surprise"], "JPEG", None, {"quality": 85}),
@@ -143,6 +144,7 @@ PHOTOS = {
     "photos/phone_photo.heic": ((1000, 750), [(150, 200, 220), (600, 260, 210)],
                                 ["fear", "happy"], "HEIF", None, {"quality": 60}),
 }
+# fmt: on
 
 
 def compose_samples(crops: dict[str, Image.Image], out: Path) -> dict[str, dict]:
