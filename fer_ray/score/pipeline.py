@@ -26,6 +26,7 @@ import posixpath
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 PROB_COLUMNS = tuple(f"p_{e}" for e in EMOTIONS)
 STATUSES = ("ok", "no_face", "error")
+FETCH_BUDGET_BYTES = 64 << 20  # bytes of files one CPU task holds at a time
 
 # Rows between the CPU stage and the actors: the report columns known before inference plus the crop.
 _PREPARED_FIELDS = [
@@ -126,8 +128,9 @@ def prepare_images(
 ) -> pa.Table:
     """Listing rows (path, size, mtime, error) -> :data:`PREPARED_SCHEMA` rows, one per face.
 
-    Runs inside Ray tasks. Each file is read just before it is decoded, so a task holds
-    one file's bytes at a time. Any per-file failure becomes an ``error`` row.
+    Runs inside Ray tasks. Files are read a few at a time (at most ``FETCH_BUDGET_BYTES``
+    by their listed sizes, or one), so a task never holds a whole block of big photos.
+    Any per-file failure becomes an ``error`` row.
     """
     pp = preprocess or PreprocessConfig()
     detect = detect or DetectConfig()
@@ -141,46 +144,69 @@ def prepare_images(
     if save_crops:
         crop_fs, crop_root = resolve_filesystem(save_crops, settings)
         crop_fs.create_dir(crop_root, recursive=True)
-    listing = batch[["path", "size", "mtime", "error"]]
-    for i in range(len(listing)):
-        fetched = fetch_bytes(listing.iloc[i : i + 1], settings, pp.max_bytes).iloc[0]
-        mtime = fetched["mtime"]
-        base = {
-            "path": str(fetched["path"]),
-            "size": int(fetched["size"]),
-            "mtime": None if pd.isna(mtime) else float(mtime),
-            "faces": 0,
-        }
-        if fetched["error"] is not None:
-            emit(base, status="error", error=str(fetched["error"]))
-            continue
-        try:
-            gray = decode_image(fetched["image"], pp.max_pixels)
-            del fetched
-            h, w = gray.shape
-            base.update(image_width=w, image_height=h)
-            boxes: list[tuple[int, int, int, int] | None]
-            if whole_image or is_face_crop(gray, detect):
-                boxes = [None]
-            else:
-                boxes = list(detect_faces(gray, detect))
-            crops = [face_input(gray, box, pp) for box in boxes]
-        except ImageDecodeError as e:
-            emit(base, status="error", error=str(e))
-            continue
-        except Exception as e:  # one strange file must never fail the task (and the job)
-            logger.warning("scoring %s failed: %s", base["path"], e, exc_info=True)
-            emit(base, status="error", error=f"cannot process image: {type(e).__name__}: {e}")
-            continue
-        if not boxes:
-            emit(base, status="no_face")
-            continue
-        for k, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
-            x, y, bw, bh = box if box is not None else (0, 0, w, h)  # whole image = the face
-            emit(base, faces=len(boxes), face_index=k, x=x, y=y, w=bw, h=bh, status="ok", face=crop.tobytes())
-            if save_crops:
-                _save_crop(crop, crop_fs, crop_root, _crop_name(base["path"], k))
+    listing = batch[["path", "size", "mtime", "error"]].reset_index(drop=True)
+    for chunk in _fetch_chunks(listing["size"].tolist(), FETCH_BUDGET_BYTES):
+        fetched = fetch_bytes(listing.iloc[chunk], settings, pp.max_bytes)
+        records = zip(*(fetched[c].tolist() for c in ("path", "size", "mtime", "error", "image")), strict=True)
+        del fetched
+        for path, size, mtime, error, image in records:
+            base = {"path": str(path), "size": int(size), "mtime": None if pd.isna(mtime) else float(mtime), "faces": 0}
+            if error is not None:
+                emit(base, status="error", error=str(error))
+                continue
+            crops_to = (crop_fs, crop_root) if save_crops else None
+            _prepare_one(image, base, emit, pp, detect, whole_image, crops_to)
     return pa.table({f.name: pa.array(cols[f.name], f.type) for f in PREPARED_SCHEMA}, schema=PREPARED_SCHEMA)
+
+
+def _fetch_chunks(sizes: list[int], budget: int) -> list[slice]:
+    """Consecutive slices whose listed sizes add up to at most ``budget`` (a bigger file gets a slice alone)."""
+    chunks, start, total = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and total + size > budget:
+            chunks.append(slice(start, i))
+            start, total = i, 0
+        total += size
+    if start < len(sizes):
+        chunks.append(slice(start, len(sizes)))
+    return chunks
+
+
+def _prepare_one(
+    image: bytes | None,
+    base: dict[str, Any],
+    emit: Callable[..., None],
+    pp: PreprocessConfig,
+    detect: DetectConfig,
+    whole_image: bool,
+    crops_to: tuple[Any, str] | None,
+) -> None:
+    """Decode one file, find its faces and emit its rows (an ``error`` row on any failure)."""
+    try:
+        gray = decode_image(image, pp.max_pixels)
+        h, w = gray.shape
+        base.update(image_width=w, image_height=h)
+        boxes: list[tuple[int, int, int, int] | None]
+        if whole_image or is_face_crop(gray, detect):
+            boxes = [None]
+        else:
+            boxes = list(detect_faces(gray, detect))
+        crops = [face_input(gray, box, pp) for box in boxes]
+    except ImageDecodeError as e:
+        emit(base, status="error", error=str(e))
+        return
+    except Exception as e:  # one strange file must never fail the task (and the job)
+        logger.warning("scoring %s failed: %s", base["path"], e, exc_info=True)
+        emit(base, status="error", error=f"cannot process image: {type(e).__name__}: {e}")
+        return
+    if not boxes:
+        emit(base, status="no_face")
+        return
+    for k, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
+        x, y, bw, bh = box if box is not None else (0, 0, w, h)  # whole image = the face
+        emit(base, faces=len(boxes), face_index=k, x=x, y=y, w=bw, h=bh, status="ok", face=crop.tobytes())
+        if crops_to:
+            _save_crop(crop, *crops_to, _crop_name(base["path"], k))
 
 
 # -- inference stage ------------------------------------------------------------------------------

@@ -1,0 +1,309 @@
+"""Batch-scoring throughput: the Ray Data job vs a plain loop vs the model alone, and its memory at scale.
+
+Inputs are generated from the FER2013 Parquet into --work: 48x48 face crops (scored whole)
+and 640x480 "photos" with 1-3 upscaled FER faces each (faces detected). On the same
+machine, cores and model it measures
+
+(a) the Ray Data job (fer_ray.score.score: list -> decode/detect/crop tasks -> actor-pool inference -> Parquet),
+(b) a plain single-process loop doing the same read -> decode_image -> detect_faces -> face_input -> forward,
+(c) the model forward alone on pre-decoded uint8 crops,
+
+and prints images/s with the ratios (a)/(b) on photos and (a)/(c) on crops. --memory then
+scores --memory-sizes images (a list file of symlinks that repeat the crops) and records the
+peak summed PSS of the process tree (driver, raylet, workers; shared pages counted once),
+which should not grow with the collection.
+
+python benchmarks/score_throughput.py --n 2000 --memory                 # -> benchmarks/results/score_throughput.json
+python benchmarks/score_throughput.py --n 40 --memory --memory-sizes 200,1000 --out /tmp/score.json  # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without install
+
+import numpy as np  # noqa: E402
+
+from fer_ray.cli import add_ray_args, setup  # noqa: E402
+from fer_ray.config import fer2013_parquet  # noqa: E402
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "score_throughput.json"
+PHOTO_SIZE = (640, 480)
+
+
+# -- memory of the process tree (/proc; no psutil in the venv) -----------------------------------------
+def _tree_pss(root: int) -> int:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+        except (OSError, StopIteration):
+            pass
+        stack.extend(children.get(pid, ()))
+    return total
+
+
+class PeakMemory:
+    """Peak summed PSS of this process and its descendants while the ``with`` block runs."""
+
+    def __init__(self, interval_s: float = 0.25):
+        self.interval_s, self.peak, self.start = interval_s, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, _tree_pss(os.getpid()))
+            if self._stop.wait(self.interval_s):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self.start = _tree_pss(os.getpid())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- inputs --------------------------------------------------------------------------------------------
+def _samples_module():
+    spec = importlib.util.spec_from_file_location("make_samples", ROOT / "examples" / "make_samples.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_inputs(work: Path, fer: Path, n_crops: int, n_photos: int, seed: int = 0) -> tuple[Path, Path]:
+    """Write ``n_crops`` FER crops and ``n_photos`` composed photos under ``work`` (kept for reruns)."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    crops_dir, photos_dir = work / "crops", work / "photos"
+    manifest = work / "inputs.json"
+    want = {"crops": n_crops, "photos": n_photos, "seed": seed}
+    if manifest.exists() and json.loads(manifest.read_text()) == want:
+        return crops_dir, photos_dir
+    for d in (crops_dir, photos_dir):
+        d.mkdir(parents=True, exist_ok=True)
+        for old in d.iterdir():
+            old.unlink()
+    n_faces = n_crops + 3 * n_photos
+    images = pq.read_table(fer, columns=["image"]).column("image").slice(0, n_faces).to_pylist()
+    if len(images) < n_crops + 3 * n_photos:
+        raise SystemExit(f"{fer} has {len(images)} images; ask for fewer (--n)")
+    for i in range(n_crops):
+        (crops_dir / f"{i:06d}.jpg").write_bytes(images[i])
+
+    samples, rng = _samples_module(), np.random.default_rng(seed)
+    backgrounds = [samples.background(*PHOTO_SIZE, seed=k) for k in range(8)]
+    faces = iter(images[n_crops:])
+    for i in range(n_photos):
+        canvas = backgrounds[i % len(backgrounds)].copy()
+        k = int(rng.integers(1, 4))
+        side = int(rng.integers(130, 171))
+        for j in range(k):  # k faces side by side, at random heights
+            x, y = 30 + j * (PHOTO_SIZE[0] - 60) // k, int(rng.integers(40, PHOTO_SIZE[1] - side - 40))
+            samples.paste_face(canvas, Image.open(io.BytesIO(next(faces))), (x, y, side, side))
+        canvas.save(photos_dir / f"{i:06d}.jpg", quality=85)
+    manifest.write_text(json.dumps(want))
+    return crops_dir, photos_dir
+
+
+# -- (a) the Ray Data job, (b) the plain loop, (c) the forward pass alone ---------------------------
+def run_ray_job(inputs: list[str], out: Path, a: argparse.Namespace, ray_cfg) -> dict:
+    from fer_ray.score import ScoreConfig, score
+
+    cfg = ScoreConfig(
+        inputs=tuple(inputs), out=str(out), model=a.model, overwrite=True, actors=a.actors,
+        batch_size=a.batch_size, torch_threads=a.torch_threads, ray=ray_cfg,
+    )  # fmt: skip
+    res = score(cfg)
+    if not res.summary["complete"]:
+        raise SystemExit(f"scoring {inputs} was incomplete: {res.summary}")
+    n = res.run["images_scored"]
+    return {
+        "images": n,
+        "faces": res.summary["faces"],
+        "seconds": res.run["pipeline_s"],
+        "end_to_end_s": res.run["elapsed_s"],
+        "images_per_s": round(n / res.run["pipeline_s"], 2),
+    }
+
+
+def run_plain_loop(files: list[Path], art, batch_size: int) -> dict:
+    """One process: the scoring job's own functions in a for loop, forward passes in batches."""
+    from fer_ray.preprocess import decode_image, face_input
+    from fer_ray.score.config import DetectConfig
+    from fer_ray.score.faces import detect_faces, is_face_crop
+
+    detect, pending, faces = DetectConfig(), [], 0
+    t0 = time.perf_counter()
+    for f in files:
+        gray = decode_image(f.read_bytes(), art.preprocess.max_pixels)
+        boxes = [None] if is_face_crop(gray, detect) else detect_faces(gray, detect)
+        pending.extend(face_input(gray, box, art.preprocess) for box in boxes)
+        if len(pending) >= batch_size:
+            faces += len(art.predict_proba(np.stack(pending)))
+            pending = []
+    if pending:
+        faces += len(art.predict_proba(np.stack(pending)))
+    seconds = time.perf_counter() - t0
+    ips = round(len(files) / seconds, 2)
+    return {"images": len(files), "faces": faces, "seconds": round(seconds, 3), "images_per_s": ips}
+
+
+def run_forward_only(files: list[Path], art, batch_size: int) -> dict:
+    """The model alone: crops decoded beforehand (not timed), then predict_proba in batches."""
+    from fer_ray.preprocess import decode_image, face_input
+
+    crops = np.stack([face_input(decode_image(f.read_bytes()), None, art.preprocess) for f in files])  # (N, S, S)
+    art.predict_proba(crops[:batch_size])  # warm-up
+    t0 = time.perf_counter()
+    for start in range(0, len(crops), batch_size):
+        art.predict_proba(crops[start : start + batch_size])
+    seconds = time.perf_counter() - t0
+    return {"images": len(files), "seconds": round(seconds, 3), "images_per_s": round(len(files) / seconds, 2)}
+
+
+def run_memory(work: Path, crops: list[Path], sizes: list[int], a: argparse.Namespace, ray_cfg) -> list[dict]:
+    """Score ``sizes`` images each (symlinks repeating the crops, named in a list file); peak PSS per run."""
+    out = []
+    links = work / "links"
+    links.mkdir(exist_ok=True)
+    for i in range(max(sizes)):
+        link = links / f"{i:07d}.jpg"
+        if not link.is_symlink():
+            link.symlink_to(crops[i % len(crops)])
+    for size in sizes:
+        listing = work / f"list_{size}.txt"
+        listing.write_text("".join(f"{links / f'{i:07d}.jpg'}\n" for i in range(size)))
+        with PeakMemory() as mem:
+            r = run_ray_job([str(listing)], work / f"out_memory_{size}", a, ray_cfg)
+        r.update(peak_tree_pss_mb=round(mem.peak / 2**20, 1), tree_pss_before_mb=round(mem.start / 2**20, 1))
+        print(f"memory : {size:,} images, peak {r['peak_tree_pss_mb']:,.0f} MB (before {r['tree_pss_before_mb']:,.0f})")
+        out.append(r)
+    return out
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=2000, help="images per comparison, half crops and half photos")
+    p.add_argument("--data", default=None, help="FER2013 Parquet (default: the shared copy)")
+    p.add_argument("--model", default=None, help="artifact directory (default: the shipped model)")
+    p.add_argument("--work", default="out/bench_score", help="generated inputs and outputs go here")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--actors", type=int, default=1)
+    p.add_argument("--torch-threads", type=int, default=1, help="per actor in (a)")
+    p.add_argument("--memory", action="store_true", help="also measure peak memory at --memory-sizes")
+    p.add_argument("--memory-sizes", default="10000,50000")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON result path")
+    add_ray_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup()
+    a = get_args_parser().parse_args(argv)
+    data = a.data or fer2013_parquet()
+    if data is None:
+        sys.exit("no FER2013 Parquet found: pass --data or set FER_RAY_DATA (see ../shared/data/fer2013/README.md)")
+    if a.n < 2:
+        sys.exit(f"--n must be >= 2, got {a.n}")
+    import ray
+    import torch
+
+    from fer_ray.artifact import load_artifact
+    from fer_ray.runtime import RayConfig, init_ray
+
+    work = Path(a.work)
+    n_crops, n_photos = a.n // 2, a.n - a.n // 2
+    t0 = time.perf_counter()
+    crops_dir, photos_dir = make_inputs(work, Path(data), n_crops, n_photos)
+    print(f"inputs : {n_crops:,} crops + {n_photos:,} photos in {work} ({time.perf_counter() - t0:.0f} s)")
+    crops, photos = sorted(crops_dir.glob("*.jpg")), sorted(photos_dir.glob("*.jpg"))
+    art = load_artifact(a.model)
+
+    # (b) and (c) first, before Ray's processes compete for the cores; they may use every core.
+    torch.set_num_threads(os.cpu_count() or 1)
+    plain_photos = run_plain_loop(photos, art, a.batch_size)
+    print(f"plain  : photos {plain_photos['images_per_s']:,.1f} images/s")
+    forward = run_forward_only(crops, art, a.batch_size)
+    print(f"forward: crops {forward['images_per_s']:,.0f} images/s (model alone)")
+
+    ray_cfg = RayConfig(address=a.address, num_cpus=a.ray_cpus)
+    t0 = time.perf_counter()
+    init_ray(ray_cfg)
+    startup = time.perf_counter() - t0
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    job_photos = run_ray_job([str(photos_dir)], work / "out_photos", a, ray_cfg)
+    print(f"ray    : photos {job_photos['images_per_s']:,.1f} images/s")
+    job_crops = run_ray_job([str(crops_dir)], work / "out_crops", a, ray_cfg)
+    print(f"ray    : crops {job_crops['images_per_s']:,.1f} images/s")
+    memory = run_memory(work, crops, [int(s) for s in a.memory_sizes.split(",")], a, ray_cfg) if a.memory else []
+
+    result = {
+        "benchmark": "batch scoring: Ray Data job vs plain loop vs model forward",
+        "command": " ".join(["python benchmarks/score_throughput.py", *(argv if argv is not None else sys.argv[1:])]),
+        "valid_for_comparison": a.n >= 2000,  # smaller runs only check that the benchmark works
+        "model_id": art.model_id,
+        "n": {"crops": len(crops), "photos": len(photos)},
+        "photos": {
+            "ray_data_job": job_photos,
+            "plain_loop": plain_photos,
+            "job_over_plain": round(job_photos["images_per_s"] / plain_photos["images_per_s"], 3),
+        },
+        "crops": {
+            "ray_data_job": job_crops,
+            "forward_only": forward,
+            "job_over_forward": round(job_crops["images_per_s"] / forward["images_per_s"], 3),
+        },
+        "memory": memory,
+        "settings": {"batch_size": a.batch_size, "actors": a.actors, "torch_threads_per_actor": a.torch_threads,
+                     "torch_threads_plain": os.cpu_count(), "ray_startup_s_not_counted": round(startup, 1)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "ray_cpus": ray.cluster_resources().get("CPU"),
+            "loadavg_at_end": os.getloadavg(),
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+            "torch": torch.__version__,
+        },
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }  # fmt: skip
+    print(
+        f"photos: job/plain = {result['photos']['job_over_plain']:.2f}x; "
+        f"crops: job/forward = {result['crops']['job_over_forward']:.3f}x"
+    )
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
