@@ -370,6 +370,15 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     if cfg.overwrite:
         store.clear()
     scan = store.scan()
+    previous = store.latest_run() if scan.files else None
+    if previous and previous.get("model_id") != artifact.model_id:
+        logger.warning(
+            "%s holds rows scored by %s; inputs already there are not rescored with %s "
+            "(rerun with --overwrite, or pick a new --out, to score everything with this model)",
+            store.uri,
+            previous.get("model_id"),
+            artifact.model_id,
+        )
     todo = listing[~np.isin(key_hash(listing), scan.done)].reset_index(drop=True)
     skipped = len(listing) - len(todo)
     logger.info(

@@ -231,18 +231,19 @@ def _figures(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
     by_folder = summary["emotions_by_folder"]
     if by_folder:
-        names = list(by_folder)[::-1]
-        fig, ax = plt.subplots(figsize=(7, 0.6 + 0.35 * len(names)))
+        names = list(by_folder)[::-1]  # largest folder on top
+        totals = np.array([max(1, sum(by_folder[f].values())) for f in names], dtype=float)
+        labels = [f"{f} ({int(sum(by_folder[f].values())):,})" for f in names]
+        fig, ax = plt.subplots(figsize=(7, 0.8 + 0.35 * len(names)))
         left = np.zeros(len(names))
         cmap = plt.get_cmap("tab10")
         for k, e in enumerate(EMOTIONS):
-            vals = np.array([by_folder[f].get(e, 0) for f in names], dtype=float)
-            sums = np.array([max(1, sum(by_folder[f].values())) for f in names], dtype=float)
-            ax.barh(names, vals / sums, left=left, color=cmap(k), label=e)
-            left += vals / sums
+            share = np.array([by_folder[f].get(e, 0) for f in names], dtype=float) / totals
+            ax.barh(labels, share, left=left, color=cmap(k), label=e)
+            left += share
         ax.set_xlim(0, 1)
-        ax.set_xlabel("share of faces")
-        ax.legend(ncol=4, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(names) < 4 else -0.1))
+        ax.set_xlabel("share of the folder's faces (faces in brackets)")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         ax.set_title("Emotion distribution per top-level folder")
         figs.append(("Per folder", _png(fig)))
 
