@@ -13,91 +13,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from fer_ray.cli import add_ray_args, setup
-from fer_ray.config import replace
-from fer_ray.models import MODELS, ModelConfig
-from fer_ray.runtime import RayConfig
-from fer_ray.train.config import TrainConfig
+from fer_ray.cli import add_train_args, setup, train_config_from_args
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="ae_cnn_attn", choices=sorted(MODELS))
-    p.add_argument(
-        "--data", default=None, help="FER2013 .parquet / fer2013.csv / image-folder root (default: data root)"
-    )
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--optimizer", default=d.optimizer, choices=["adamw", "sgd"])
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--scheduler", default=d.scheduler, choices=["cosine", "plateau"])
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--recon-weight", type=float, default=d.recon_weight)
-    p.add_argument("--class-weighting", action="store_true")
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--latent-size", type=int, default=ModelConfig.latent_size, help="24, 12 or 6")
-    p.add_argument("--latent-channels", type=int, default=ModelConfig.latent_channels)
-    p.add_argument("--widths", default=",".join(map(str, ModelConfig().widths)))
-    p.add_argument("--attention", default=ModelConfig.attention, choices=["se", "cbam", "none"])
-    p.add_argument("--dropout", type=float, default=ModelConfig.dropout)
-    p.add_argument("--limit", type=int, default=None, help="rows per split (smoke tests only)")
-    p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--use-gpu", action="store_true")
-    p.add_argument("--cpus-per-worker", type=float, default=d.cpus_per_worker)
-    p.add_argument("--torch-threads", type=int, default=d.torch_threads)
-    p.add_argument("--run-name", default=None, help="default: the model name")
-    p.add_argument("--storage-path", default=d.storage_path, help="local dir or s3:// (shared storage on multi-node)")
-    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
-    p.add_argument("--max-failures", type=int, default=d.max_failures)
-    p.add_argument("--seed", type=int, default=d.seed)
-    add_ray_args(p)
-    return p
-
-
-def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    model = ModelConfig(
-        name=a.model,
-        latent_size=a.latent_size,
-        latent_channels=a.latent_channels,
-        widths=tuple(int(w) for w in a.widths.split(",")),
-        attention=a.attention,
-        dropout=a.dropout,
-    )
-    return replace(
-        TrainConfig(),
-        model=model,
-        data=a.data,
-        epochs=a.epochs,
-        pretrain_epochs=a.pretrain_epochs,
-        batch_size=a.batch_size,
-        optimizer=a.optimizer,
-        lr=a.lr,
-        weight_decay=a.weight_decay,
-        scheduler=a.scheduler,
-        label_smoothing=a.label_smoothing,
-        recon_weight=a.recon_weight,
-        class_weighting=a.class_weighting,
-        augment=None if a.no_augment else TrainConfig().augment,
-        limit=a.limit,
-        workers=a.workers,
-        use_gpu=a.use_gpu,
-        cpus_per_worker=a.cpus_per_worker,
-        torch_threads=a.torch_threads,
-        run_name=a.run_name or a.model,
-        storage_path=a.storage_path,
-        keep_checkpoints=a.keep_checkpoints,
-        max_failures=a.max_failures,
-        seed=a.seed,
-        ray=RayConfig(address=a.address, num_cpus=a.ray_cpus),
-    )
+    return add_train_args(p)
 
 
 def main(argv: list[str] | None = None) -> int:
     setup()
-    cfg = config_from_args(get_args_parser().parse_args(argv))
+    cfg = train_config_from_args(get_args_parser().parse_args(argv))
     from fer_ray.train.ray_train import train
 
     res = train(cfg)

@@ -27,7 +27,7 @@ from ray.train.torch import TorchTrainer
 from fer_ray.artifact import save_artifact
 from fer_ray.config import fer2013_parquet, save_json
 from fer_ray.data import decode, read_labeled
-from fer_ray.data.sources import fingerprint
+from fer_ray.data.sources import S3Settings, fingerprint
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.models import create_model
 from fer_ray.runtime import init_ray
@@ -279,16 +279,28 @@ class TrainResult:
     counts: dict[str, Any]
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export the best checkpoint."""
-    init_ray(cfg.ray)
+def run_dirs(cfg: TrainConfig) -> tuple[str, Path]:
+    """(Ray Train storage path, local run dir for configs/history/artifact).
+
+    Checkpoints go to ``storage_path`` (local, or ``s3://``/NFS shared by all nodes on a
+    cluster); the exported artifact and JSON bookkeeping always land on the driver's disk,
+    under ``storage_path/run_name`` when it is local, else under ``./runs/run_name``.
+    """
+    if "://" in cfg.storage_path:
+        return cfg.storage_path.rstrip("/"), Path("runs").resolve() / cfg.run_name
     storage = Path(cfg.storage_path).resolve()
-    run_dir = storage / cfg.run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data = training_data(cfg)
-    save_json({"train_config": cfg.to_dict(), "counts": data.counts}, run_dir / "train_config.json")
-    logger.info("train/val class counts: %s", {k: data.counts[k] for k in ("train", "val")})
-    trainer = TorchTrainer(
+    return str(storage), storage / cfg.run_name
+
+
+def build_trainer(
+    cfg: TrainConfig, data: TrainingData, run_dir: Path, storage: str, callbacks: list | None = None
+) -> TorchTrainer:
+    """The TorchTrainer for one run; Tune trials add ``TuneReportCallback`` through ``callbacks``."""
+    filesystem = None
+    if storage.startswith("s3://"):
+        # Ray would resolve s3:// itself and ignore AWS_ENDPOINT_URL: hand it the configured endpoint.
+        filesystem, storage = S3Settings.from_env().filesystem(), storage[len("s3://") :]
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "train": cfg.to_dict(),
@@ -303,17 +315,22 @@ def train(cfg: TrainConfig) -> TrainResult:
         ),
         run_config=RunConfig(
             name=cfg.run_name,
-            storage_path=str(storage),
+            storage_path=storage,
+            storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.keep_checkpoints,
                 checkpoint_score_attribute="val_acc",
                 checkpoint_score_order="max",
             ),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
+            callbacks=callbacks or None,
         ),
         datasets={"train": data.train, "val": data.val},
     )
-    result = trainer.fit()
+
+
+def export_best(result, cfg: TrainConfig, data: TrainingData, run_dir: Path) -> TrainResult:
+    """Write the best checkpoint (by validation accuracy) as a model artifact under ``run_dir/artifact``."""
     best = result.get_best_checkpoint(metric="val_acc", mode="max") or result.checkpoint
     if best is None:
         return TrainResult(run_dir, None, None, [], data.counts)
@@ -334,6 +351,17 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
     (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     return TrainResult(run_dir, artifact_dir, best_metrics, history, data.counts)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export the best checkpoint."""
+    init_ray(cfg.ray)
+    storage, run_dir = run_dirs(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = training_data(cfg)
+    save_json({"train_config": cfg.to_dict(), "counts": data.counts}, run_dir / "train_config.json")
+    logger.info("train/val class counts: %s", {k: data.counts[k] for k in ("train", "val")})
+    return export_best(build_trainer(cfg, data, run_dir, storage).fit(), cfg, data, run_dir)
 
 
 def _load_history(checkpoint) -> list[dict[str, Any]] | None:
