@@ -37,7 +37,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def _rows(out: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(Path(out) / "scores")
+    return pd.read_parquet(Path(out) / "rows")
 
 
 def _rel(df: pd.DataFrame, root: Path) -> pd.DataFrame:
@@ -119,7 +119,7 @@ def test_bundled_samples_local_folder(ray_local, tmp_path, model_dir):
     assert prob_columns_sum_to_one(df)
     art = load_artifact(model_dir)
     assert (df["model_id"] == art.model_id).all() and (df["weights_sha256"] == art.meta["weights_sha256"]).all()
-    assert list(pq.read_table(out / "scores").schema.names) == OUTPUT_SCHEMA.names
+    assert list(pq.read_table(out / "rows").schema.names) == OUTPUT_SCHEMA.names
 
     s = json.loads((out / "summary.json").read_text())
     n_faces = sum(e["faces"] for e in exp.values())
@@ -196,9 +196,9 @@ def test_resume_incremental_and_half_written_part_file(ray_local, tmp_path, mode
     assert_exactly_once(df)
     assert r2.summary["complete"] and r2.summary["images_in"] == 6
 
-    parts = sorted((out / "scores").glob("part-*.parquet"))
+    parts = sorted((out / "rows").glob("part-*.parquet"))
     r3 = score(cfg)  # nothing new: no pipeline, no new files
-    assert r3.run["images_scored"] == 0 and sorted((out / "scores").glob("part-*.parquet")) == parts
+    assert r3.run["images_scored"] == 0 and sorted((out / "rows").glob("part-*.parquet")) == parts
 
     # A run killed while writing leaves a part file without its footer: the next run deletes it
     # and scores exactly the images whose rows it held.
@@ -211,7 +211,7 @@ def test_resume_incremental_and_half_written_part_file(ray_local, tmp_path, mode
     df = _rows(out)
     assert df["path"].nunique() == 6 and len(df) == 9
     assert_exactly_once(df)
-    assert pq.read_table(out / "scores").schema.equals(OUTPUT_SCHEMA)  # files of three runs read as one table
+    assert pq.read_table(out / "rows").schema.equals(OUTPUT_SCHEMA)  # files of three runs read as one table
 
 
 def test_bad_inputs_become_error_rows(ray_local, tmp_path, model_dir):
@@ -230,7 +230,7 @@ def test_bad_inputs_become_error_rows(ray_local, tmp_path, model_dir):
     cfg = ScoreConfig(inputs=(str(d / "list.txt"),), out=str(tmp_path / "out"), model=str(model_dir),
                       max_pixels=1_000_000, max_bytes=50_000)  # fmt: skip
     res = score(cfg)
-    table = pq.read_table(tmp_path / "out" / "scores")
+    table = pq.read_table(tmp_path / "out" / "rows")
     assert table.schema.equals(OUTPUT_SCHEMA)
     df = table.to_pandas()
     df.index = df["path"].map(lambda p: Path(p).name)
@@ -271,7 +271,7 @@ def test_s3_in_and_out(ray_local, s3_server, tmp_path, model_dir):
     assert res.summary["faces"] == 3 + 2 + 1 + 2
 
     fs = settings.filesystem()
-    df = pq.read_table("fer-out/reports/run/scores", filesystem=fs).to_pandas()
+    df = pq.read_table("fer-out/reports/run/rows", filesystem=fs).to_pandas()
     assert_exactly_once(df)
     by_path = df.groupby("path")["status"].first()
     assert by_path["s3://fer-in/more/broken.jpg"] == "error" and by_path["s3://fer-in/gone.jpg"] == "error"

@@ -6,7 +6,7 @@ Stages (the dataset is streamed end to end; nothing but counts comes back to the
       -> map_batches(prepare_images)   CPU tasks: fetch bytes, decode_image, detect faces,
                                        face_input crops (uint8 48x48), one row per face
       -> map_batches(FacePredictor)    actor pool: load_artifact once, predict_proba in batches
-      -> write_parquet(OUT/scores)     part files named after the run
+      -> write_parquet(OUT/rows)       part files named after the run
 
 Every input yields at least one row (``ok``, ``no_face`` or ``error`` with a reason), so
 images in == image rows out. All rows of one image come out of the same ``prepare_images``
@@ -41,7 +41,7 @@ from fer_ray.preprocess import ImageDecodeError, PreprocessConfig, decode_image,
 from fer_ray.runtime import init_ray
 from fer_ray.score.config import DetectConfig, ScoreConfig
 from fer_ray.score.faces import detect_faces, is_face_crop
-from fer_ray.score.store import CONFIG_FILE, RUNS_DIR, SCORES_DIR, OutputStore, key_hash
+from fer_ray.score.store import CONFIG_FILE, ROWS_DIR, RUNS_DIR, OutputStore, key_hash
 
 if TYPE_CHECKING:
     from fer_ray.artifact import Artifact
@@ -397,7 +397,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
         t0 = time.time()
         ds = build_dataset(todo, cfg, preprocess, artifact_files(artifact.path), run_id, settings)
         ds.write_parquet(
-            store.path(SCORES_DIR),
+            store.path(ROWS_DIR),
             filesystem=store.fs,
             filename_provider=_PartFilenames(run_id),
             min_rows_per_file=cfg.rows_per_file,

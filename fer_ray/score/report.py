@@ -302,7 +302,7 @@ def render_html(summary: dict[str, Any]) -> str:
         "text-align:left;font-size:.9em}th{background:#f3f3f3}img{max-width:100%}</style></head><body>",
         "<h1>Facial emotion scoring report</h1>",
         "<p>Boxes and scores only: this report holds no face pixels. "
-        "Rows: <code>scores/*.parquet</code> (one per face, one per image without a face or with an error).</p>",
+        "Rows: <code>rows/*.parquet</code> (one per face, one per image without a face or with an error).</p>",
         _table(overview, ("", "")),
         "<h2>Emotions</h2>",
         _table([(e, f"{n:,}") for e, n in s["emotions"].items()], ("emotion", "faces")),
@@ -357,7 +357,7 @@ def write_report(
     store = out if isinstance(out, OutputStore) else OutputStore(out, settings)
     if not store.part_files() and store.read_inputs() is None:
         raise FileNotFoundError(
-            f"{store.uri} holds no fer_ray scoring output (no scores/part-*.parquet); "
+            f"{store.uri} holds no fer_ray scoring output (no rows/part-*.parquet); "
             "run `python jobs/score.py INPUT... --out OUT` first"
         )
     summary = summarize(store, listing, run)

@@ -2,10 +2,10 @@
 
 Layout of ``OUT``::
 
-    scores/part-<run_id>-<write_uuid>-<task>-0.parquet   one row per face (or per image without one)
-    inputs.parquet                                       the last run's listing: the report's denominator
-    summary.json, report.html, config.json               written at the end of every run
-    runs/<run_id>.json                                   one record per run (counts, timings)
+    rows/part-<run_id>-<write_uuid>-<task>-0.parquet   one row per face (or per image without one)
+    inputs.parquet                                     the last run's listing: the report's denominator
+    summary.json, report.html, config.json             written at the end of every run
+    runs/<run_id>.json                                 one record per run (counts, timings)
 
 Every run writes new part files (its ``run_id`` is in their names) and never rewrites
 old ones. An input is *done* when its key (path, size, mtime) has a complete set of rows
@@ -32,7 +32,7 @@ from fer_ray.data.sources import S3Settings, resolve_filesystem
 
 logger = logging.getLogger(__name__)
 
-SCORES_DIR = "scores"
+ROWS_DIR = "rows"
 RUNS_DIR = "runs"
 INPUTS_FILE = "inputs.parquet"
 SUMMARY_FILE = "summary.json"
@@ -118,7 +118,7 @@ class OutputStore:
     # -- part files --------------------------------------------------------------------------
     def part_files(self) -> list[str]:
         """Paths (inside :attr:`fs`) of this job's Parquet part files, sorted."""
-        selector = pafs.FileSelector(self.path(SCORES_DIR), allow_not_found=True)
+        selector = pafs.FileSelector(self.path(ROWS_DIR), allow_not_found=True)
         infos = self.fs.get_file_info(selector)
         return sorted(
             i.path
@@ -150,7 +150,7 @@ class OutputStore:
         if missing:
             raise ValueError(
                 f"{path} is named like a fer_ray part file but lacks columns {missing}; "
-                f"move it out of {self.uri_of(SCORES_DIR)} or rerun with --overwrite"
+                f"move it out of {self.uri_of(ROWS_DIR)} or rerun with --overwrite"
             )
         try:
             return self.read_part(path, _SCAN_COLUMNS).to_pandas()
