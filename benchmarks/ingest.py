@@ -15,94 +15,23 @@ cluster (--address / RAY_ADDRESS) only the driver is measured, which the JSON re
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from common import PeakMemory, machine_info, write_result  # noqa: E402
 
 from fer_ray.cli import add_ray_args, setup  # noqa: E402
 from fer_ray.config import fer2013_parquet  # noqa: E402
 from fer_ray.preprocess import PreprocessConfig, normalize, preprocess_bytes  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "ingest.json"
-
-
-# -- memory of the process tree (no psutil in the venv: /proc directly) ------------------------------
-
-
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name field may contain spaces
-        children.setdefault(ppid, []).append(int(entry))
-    return children
-
-
-def _pss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:  # kernels without smaps_rollup: RSS (over-counts shared pages)
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0
-
-
-def tree_memory(root: int | None = None) -> int:
-    """Summed PSS in bytes of ``root`` (default: this process) and all its descendants."""
-    root = root or os.getpid()
-    children = _children_map()
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        total += _pss_bytes(pid)
-        stack.extend(children.get(pid, ()))
-    return total
-
-
-class PeakMemory:
-    """Samples :func:`tree_memory` in a background thread while the ``with`` block runs."""
-
-    def __init__(self, interval_s: float = 0.2):
-        self.interval_s = interval_s
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            self.peak = max(self.peak, tree_memory())
-            if self._stop.wait(self.interval_s):
-                return
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, tree_memory())
 
 
 # -- the two paths -------------------------------------------------------------------------------------
@@ -208,23 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         "ray": rayd,
         "ray_over_plain": round(ratio, 3),
         "memory_scope": "driver only (joined an existing cluster)" if joined else "process tree (PSS)",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "ray_cpus": ray.cluster_resources().get("CPU"),
-            "loadavg_at_end": os.getloadavg(),
-            "python": platform.python_version(),
-            "ray": ray.__version__,
-        },
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine_info(),
     }
     print(
         f"ray/plain = {ratio:.2f}x; peak memory plain {plain['peak_memory_mb']:,.0f} MB, "
         f"ray {rayd['peak_memory_mb']:,.0f} MB ({result['memory_scope']}); Ray start-up {startup:.1f} s not counted"
     )
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, a.out)
     return 0
 
 

@@ -11,9 +11,7 @@ python benchmarks/train_throughput.py --images 1024 --epochs 2 --out /tmp/train.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,7 +25,7 @@ import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
-from ingest import PeakMemory  # noqa: E402
+from common import PeakMemory, machine_info, write_result  # noqa: E402
 
 from fer_ray.cli import setup  # noqa: E402
 from fer_ray.config import fer2013_parquet  # noqa: E402
@@ -133,16 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     bare_ips = res["bare"]["images_per_s"]
     res["ratio_ray_1w_vs_bare"] = res["ray_1w"]["images_per_s"] / bare_ips
     res["ratio_ray_2w_vs_bare"] = res["ray_2w"]["images_per_s"] / bare_ips
+    res["machine"] = machine_info(torch=torch.__version__)
     res["config"] = {
         "images": a.images,
         "epochs": a.epochs,
         "model": a.model,
         "batch_size": a.batch_size,
-        "cores": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(),
     }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"bare loop      {bare_ips:8.1f} images/s  peak {res['bare']['peak_memory_mb']:.0f} MB")
     for w in (1, 2):
         r = res[f"ray_{w}w"]
@@ -152,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"ratio Ray 1 worker / bare = {res['ratio_ray_1w_vs_bare']:.2f}; "
-        f"2 workers / bare = {res['ratio_ray_2w_vs_bare']:.2f}  -> {a.out}"
+        f"2 workers / bare = {res['ratio_ray_2w_vs_bare']:.2f}"
     )
+    write_result(res, a.out)
     return 0
 
 

@@ -1,0 +1,104 @@
+"""What every benchmark shares: peak memory of the process tree, machine facts, the JSON result file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+# -- memory of the process tree (no psutil in the venv: /proc directly) ------------------------------
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name field may contain spaces
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def _pss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:  # kernels without smaps_rollup: RSS (over-counts shared pages)
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def tree_memory(root: int | None = None) -> int:
+    """Summed PSS in bytes of ``root`` (default: this process) and all its descendants."""
+    root = root or os.getpid()
+    children = _children_map()
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += _pss_bytes(pid)
+        stack.extend(children.get(pid, ()))
+    return total
+
+
+class PeakMemory:
+    """Samples :func:`tree_memory` in a background thread while the ``with`` block runs."""
+
+    def __init__(self, interval_s: float = 0.2):
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, tree_memory())
+            if self._stop.wait(self.interval_s):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_memory())
+
+
+def machine_info(**extra: Any) -> dict[str, Any]:
+    """Facts that make a figure comparable: cores, load while it ran, versions."""
+    import ray
+
+    info = {
+        "cpus": os.cpu_count(),
+        "ray_cpus": ray.cluster_resources().get("CPU") if ray.is_initialized() else None,
+        "loadavg_at_end": os.getloadavg(),
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        **extra,
+    }
+    return info
+
+
+def write_result(result: dict[str, Any], out: str | os.PathLike) -> Path:
+    result.setdefault("date", time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
