@@ -307,17 +307,20 @@ def build_dataset(
     """The lazy Ray Dataset of output rows for the listing rows in ``todo`` (nothing runs until written)."""
     import ray.data
 
-    # Small collections are split over every CPU; large ones go images_per_task at a time.
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    step = max(1, min(cfg.images_per_task, math.ceil(len(todo) / cpus)))
-    # One block per CPU task; blocks are metadata only (path, size, mtime, error).
-    blocks = [pa.Table.from_pandas(todo.iloc[i : i + step], preserve_index=False) for i in range(0, len(todo), step)]
+    # The listing becomes blocks of metadata (path, size, mtime, error), one CPU task each: a small
+    # collection is spread over every CPU; a large one gets ~4 blocks per CPU of at most 1,024 rows,
+    # so the driver does not put millions of tiny objects, and each task calls
+    # prepare_images on images_per_task rows at a time.
+    n, cpus = len(todo), max(1, int(ray.cluster_resources().get("CPU", 1)))
+    step = min(1024, max(min(cfg.images_per_task, math.ceil(n / cpus)), math.ceil(n / (4 * cpus))))
+    blocks = [pa.Table.from_pandas(todo.iloc[i : i + step], preserve_index=False) for i in range(0, n, step)]
     gpus = _gpus_per_actor(cfg)
     ds = ray.data.from_arrow(blocks)
     ds = ds.map_batches(
         prepare_images,
         batch_format="pandas",
-        batch_size=None,  # a whole listing block per call
+        # An int batch size also bundles blocks up to it: use it only when blocks are larger.
+        batch_size=cfg.images_per_task if step > cfg.images_per_task else None,
         fn_kwargs={
             "settings": settings,
             "preprocess": preprocess,
