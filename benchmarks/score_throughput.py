@@ -10,7 +10,7 @@ machine, cores and model it measures
 
 and prints images/s with the ratios (a)/(b) on photos and (a)/(c) on crops. --memory then
 scores --memory-sizes images (a list file of symlinks that repeat the crops) and records the
-peak summed PSS of the process tree (driver, raylet, workers; shared pages counted once),
+peak summed PSS of the process tree (driver, raylet, workers; shared pages counted once; see common.py),
 which should not grow with the collection.
 
 python benchmarks/score_throughput.py --n 2000 --memory                 # -> benchmarks/results/score_throughput.json
@@ -24,69 +24,22 @@ import importlib.util
 import io
 import json
 import os
-import platform
 import sys
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without install
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from common import PeakMemory, machine_info, tree_memory, write_result  # noqa: E402
 
 from fer_ray.cli import add_ray_args, setup  # noqa: E402
 from fer_ray.config import fer2013_parquet  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "score_throughput.json"
 PHOTO_SIZE = (640, 480)
-
-
-# -- memory of the process tree (/proc; no psutil in the venv) -----------------------------------------
-def _tree_pss(root: int) -> int:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
-        except (OSError, StopIteration):
-            pass
-        stack.extend(children.get(pid, ()))
-    return total
-
-
-class PeakMemory:
-    """Peak summed PSS of this process and its descendants while the ``with`` block runs."""
-
-    def __init__(self, interval_s: float = 0.25):
-        self.interval_s, self.peak, self.start = interval_s, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            self.peak = max(self.peak, _tree_pss(os.getpid()))
-            if self._stop.wait(self.interval_s):
-                return
-
-    def __enter__(self) -> PeakMemory:
-        self.start = _tree_pss(os.getpid())
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # -- inputs --------------------------------------------------------------------------------------------
@@ -201,9 +154,10 @@ def run_memory(work: Path, crops: list[Path], sizes: list[int], a: argparse.Name
     for size in sizes:
         listing = work / f"list_{size}.txt"
         listing.write_text("".join(f"{links / f'{i:07d}.jpg'}\n" for i in range(size)))
+        before = tree_memory()
         with PeakMemory() as mem:
             r = run_ray_job([str(listing)], work / f"out_memory_{size}", a, ray_cfg)
-        r.update(peak_tree_pss_mb=round(mem.peak / 2**20, 1), tree_pss_before_mb=round(mem.start / 2**20, 1))
+        r.update(peak_tree_pss_mb=round(mem.peak / 2**20, 1), tree_pss_before_mb=round(before / 2**20, 1))
         print(f"memory : {size:,} images, peak {r['peak_tree_pss_mb']:,.0f} MB (before {r['tree_pss_before_mb']:,.0f})")
         out.append(r)
     return out
@@ -284,24 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         "memory": memory,
         "settings": {"batch_size": a.batch_size, "actors": a.actors, "torch_threads_per_actor": a.torch_threads,
                      "torch_threads_plain": os.cpu_count(), "ray_startup_s_not_counted": round(startup, 1)},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "ray_cpus": ray.cluster_resources().get("CPU"),
-            "loadavg_at_end": os.getloadavg(),
-            "python": platform.python_version(),
-            "ray": ray.__version__,
-            "torch": torch.__version__,
-        },
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine_info(torch=torch.__version__),
     }  # fmt: skip
     print(
         f"photos: job/plain = {result['photos']['job_over_plain']:.2f}x; "
         f"crops: job/forward = {result['crops']['job_over_forward']:.3f}x"
     )
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, a.out)
     return 0
 
 
