@@ -4,8 +4,25 @@ from fer_ray.score import ScoreConfig, score
 result = score(ScoreConfig(inputs=("photos/",), out="out/photos"))
 """
 
+import importlib
+
 from fer_ray.score.config import DetectConfig, ScoreConfig
-from fer_ray.score.pipeline import OUTPUT_SCHEMA, ScoreResult, score
-from fer_ray.score.report import format_table, write_report
+
+# Serve replicas import score.config and score.faces only: keep pandas, pyarrow and Ray Data
+# (pipeline, report) out of that import path, loaded on first use instead.
+_LAZY = {
+    "OUTPUT_SCHEMA": "pipeline",
+    "ScoreResult": "pipeline",
+    "score": "pipeline",
+    "format_table": "report",
+    "write_report": "report",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"fer_ray.score.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["DetectConfig", "OUTPUT_SCHEMA", "ScoreConfig", "ScoreResult", "format_table", "score", "write_report"]
