@@ -44,9 +44,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from fer_ray.preprocess import ImageDecodeError, PreprocessConfig, decode_image, face_input
+from fer_ray.preprocess import ImageDecodeError, PreprocessConfig, decode_image
 from fer_ray.score.config import DetectConfig
-from fer_ray.score.faces import Box, detect_faces, is_face_crop
+from fer_ray.score.faces import Box, find_faces
 
 # No `from __future__ import annotations`: FastAPI must see real classes (Request) in the route signatures.
 # fer_ray.artifact (and with it torch) is imported only inside the model replica: importing this
@@ -320,14 +320,8 @@ def prepare_faces(
     """
     gray = decode_image(data, preprocess.max_pixels)
     h, w = gray.shape
-    boxes: list[Box | None]
-    if whole_image or is_face_crop(gray, detect):
-        boxes = [None]
-    else:
-        with lock:  # one shared CascadeClassifier per process; OpenCV does not promise it is thread-safe
-            boxes = list(detect_faces(gray, detect))
+    boxes, crops = find_faces(gray, detect, preprocess, whole_image, lock)  # lock: one cascade per process
     s = preprocess.image_size
-    crops = [face_input(gray, box, preprocess) for box in boxes]
     faces = np.stack(crops) if crops else np.zeros((0, s, s), dtype=np.uint8)  # (N, S, S)
     return (w, h), boxes, faces
 

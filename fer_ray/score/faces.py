@@ -9,11 +9,14 @@ boxes are mapped back to original-image coordinates. Crops then go through
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
 
 import numpy as np
 
+from fer_ray.preprocess import PreprocessConfig, face_input
 from fer_ray.score.config import DetectConfig
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
@@ -76,3 +79,25 @@ def detect_faces(gray: np.ndarray, cfg: DetectConfig | None = None) -> list[Box]
     if len(boxes) > cfg.max_faces:
         boxes = sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)[: cfg.max_faces]
     return sorted(boxes, key=lambda b: (b[0], b[1]))
+
+
+def find_faces(
+    gray: np.ndarray,
+    detect: DetectConfig,
+    preprocess: PreprocessConfig,
+    whole_image: bool = False,
+    lock: threading.Lock | None = None,
+) -> tuple[list[Box | None], list[np.ndarray]]:
+    """Boxes (``None``: the whole image is the face) and their ``uint8`` model-input crops.
+
+    The one place that chooses between detection and whole-image scoring, shared by batch
+    scoring and Serve so the two cannot drift. ``lock`` guards the shared cascade where
+    threads share it (OpenCV does not promise ``detectMultiScale`` is thread-safe).
+    """
+    boxes: list[Box | None]
+    if whole_image or is_face_crop(gray, detect):
+        boxes = [None]
+    else:
+        with lock or contextlib.nullcontext():
+            boxes = list(detect_faces(gray, detect))
+    return boxes, [face_input(gray, box, preprocess) for box in boxes]

@@ -37,10 +37,10 @@ import pyarrow as pa
 
 from fer_ray.data.sources import S3Settings, fetch_bytes, is_s3_uri, list_images_and_settings, resolve_filesystem
 from fer_ray.labels import EMOTIONS
-from fer_ray.preprocess import ImageDecodeError, PreprocessConfig, decode_image, face_input
+from fer_ray.preprocess import ImageDecodeError, PreprocessConfig, decode_image
 from fer_ray.runtime import init_ray
 from fer_ray.score.config import DetectConfig, ScoreConfig
-from fer_ray.score.faces import detect_faces, is_face_crop
+from fer_ray.score.faces import find_faces
 from fer_ray.score.store import CONFIG_FILE, ROWS_DIR, RUNS_DIR, OutputStore, key_hash
 
 if TYPE_CHECKING:
@@ -186,12 +186,7 @@ def _prepare_one(
         gray = decode_image(image, pp.max_pixels)
         h, w = gray.shape
         base.update(image_width=w, image_height=h)
-        boxes: list[tuple[int, int, int, int] | None]
-        if whole_image or is_face_crop(gray, detect):
-            boxes = [None]
-        else:
-            boxes = list(detect_faces(gray, detect))
-        crops = [face_input(gray, box, pp) for box in boxes]
+        boxes, crops = find_faces(gray, detect, pp, whole_image)
     except ImageDecodeError as e:
         emit(base, status="error", error=str(e))
         return
