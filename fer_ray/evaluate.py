@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -40,7 +41,8 @@ def test_predictions(artifact: Artifact, source: str, batch_size: int = 512) -> 
     ds = decode(read_labeled(source, splits=("val", "test")), artifact.preprocess)
     probs, labels, usage, errors = [], [], [], 0
     for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        ok = np.array([e is None for e in b["error"]], dtype=bool)
+        ok = pd.isna(b["error"])  # an all-null column arrives as NaN, not None
+
         errors += int((~ok).sum())
         probs.append(artifact.predict_proba(b["face"][ok]))
         labels.append(b["label"][ok].astype(np.int64))

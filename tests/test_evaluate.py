@@ -1,0 +1,34 @@
+"""The paper's evaluation tables on a tiny labelled set with PublicTest and PrivateTest rows."""
+
+import json
+
+import numpy as np
+
+from fer_ray.artifact import load_artifact, save_artifact
+from fer_ray.evaluate import EvalConfig, confusion, evaluate_all, per_class
+from fer_ray.models import ModelConfig, create_model
+from tests.fer_fixtures import write_tiny_fer_parquet
+
+
+def test_per_class_metrics():
+    cm = confusion(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]))
+    assert cm[0, 0] == 1 and cm[0, 1] == 1 and cm[1, 1] == 2
+    pc = per_class(cm)
+    assert pc["angry"]["precision"] == 1.0 and pc["angry"]["recall"] == 0.5
+    assert np.isclose(pc["disgust"]["precision"], 2 / 3) and pc["fear"]["support"] == 0
+
+
+def test_evaluate_all_writes_tables(ray_local, tmp_path):
+    data = write_tiny_fer_parquet(
+        tmp_path / "d.parquet", n_per_class=3, splits=("Training", "PublicTest", "PrivateTest")
+    )
+    cfg = ModelConfig(widths=(16, 32), latent_channels=16)
+    art = load_artifact(save_artifact(create_model(cfg), cfg, tmp_path / "m", metrics={"history": []}))
+    (r,) = evaluate_all([art], str(data), tmp_path / "eval", EvalConfig(iterations=3, sample_size=10))
+    assert r["private_test"]["n"] == 21 and r["public_test"]["n"] == 21 and r["paper_test_7178"]["n"] == 42
+    acc = r["private_test"]["accuracy"]
+    assert 0 <= acc <= 1 and np.asarray(r["private_test"]["confusion"]).sum() == 21
+    assert len(r["table4_private"]["per_iteration"]) == 3
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())[0]["model"] == "ae_cnn_attn"
+    assert "PrivateTest acc" in (tmp_path / "eval" / "evaluation.md").read_text()
+    assert (tmp_path / "eval" / "ae_cnn_attn_confusion_private.png").stat().st_size > 0
