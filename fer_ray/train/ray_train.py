@@ -172,8 +172,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     _seed_everything(cfg.seed)
 
     model = create_model(cfg.model)
-    has_decoder = bool(getattr(model, "autoencoder_parameters", lambda: [])())
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": has_decoder})
+    # Only reconstruction pre-training leaves parameters (the classifier) without gradients;
+    # DDP's search for them costs a graph traversal per step, so ask for it only then.
+    pretraining = cfg.total_epochs > cfg.epochs
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": pretraining})
     optimizer = _build_optimizer(model, cfg)
     per_worker = max(1, cfg.batch_size // world)
     steps_per_epoch = max(1, math.ceil(config["n_train"] / cfg.batch_size))
