@@ -145,7 +145,7 @@ def run_forward_only(files: list[Path], art, batch_size: int) -> dict:
 def run_memory(work: Path, crops: list[Path], sizes: list[int], a: argparse.Namespace, ray_cfg) -> list[dict]:
     """Score ``sizes`` images each (symlinks repeating the crops, named in a list file); peak PSS per run."""
     out = []
-    links = work / "links"
+    links = (work / "links").resolve()  # list files resolve relative entries against their own folder
     links.mkdir(exist_ok=True)
     for i in range(max(sizes)):
         link = links / f"{i:07d}.jpg"
