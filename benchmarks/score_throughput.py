@@ -149,8 +149,10 @@ def run_memory(work: Path, crops: list[Path], sizes: list[int], a: argparse.Name
     links.mkdir(exist_ok=True)
     for i in range(max(sizes)):
         link = links / f"{i:07d}.jpg"
+        if link.is_symlink() and not link.exists():  # dangling: made from a relative target
+            link.unlink()
         if not link.is_symlink():
-            link.symlink_to(crops[i % len(crops)])
+            link.symlink_to(crops[i % len(crops)].resolve())
     for size in sizes:
         listing = work / f"list_{size}.txt"
         listing.write_text("".join(f"{links / f'{i:07d}.jpg'}\n" for i in range(size)))
