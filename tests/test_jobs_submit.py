@@ -43,6 +43,16 @@ def _kill_cluster(temp_dir: str) -> None:
                 pass
 
 
+def _submit(job: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while the dashboard agent that accepts jobs is still coming up."""
+    deadline = time.monotonic() + 120
+    while True:
+        out = subprocess.run(job, env=env, timeout=600, capture_output=True, text=True)
+        if "No available agent" not in out.stderr + out.stdout or time.monotonic() > deadline:
+            return out
+        time.sleep(2)
+
+
 @pytest.fixture(scope="module")
 def head_cluster():
     temp_dir = tempfile.mkdtemp(prefix="/tmp/rj")  # short: Ray's unix sockets live under it
@@ -114,13 +124,27 @@ def test_submit_train_job(head_cluster, tmp_path):
         "--run-name",
         "job",
     ]
-    deadline = time.monotonic() + 120
-    while True:  # the dashboard agent that accepts jobs comes up some seconds after `ray start` returns
-        out = subprocess.run(job, env=env, timeout=600, capture_output=True, text=True)
-        if "No available agent" not in out.stderr + out.stdout or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+    out = _submit(job, env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "succeeded" in out.stdout
     meta = json.loads((storage / "job" / "artifact" / "artifact.json").read_text())
     assert meta["metrics"]["history"][0]["train_images"] == 42  # 6 per class, all of train
+
+
+def test_submit_score_job(head_cluster, tmp_path):
+    from fer_ray.artifact import save_artifact
+    from fer_ray.models import ModelConfig, create_model
+
+    address, env = head_cluster
+    cfg = ModelConfig(widths=(16, 32), latent_channels=16)
+    model = save_artifact(create_model(cfg), cfg, tmp_path / "model")
+    out = tmp_path / "report"
+    job = [
+        RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+        sys.executable, "jobs/score.py", str(REPO / "examples" / "images" / "crops"), "--whole-image",
+        "--model", str(model), "--out", str(out),
+    ]  # fmt: skip
+    res = _submit(job, env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["images_in"] == summary["image_rows_out"] == 7
