@@ -102,3 +102,20 @@ def write_result(result: dict[str, Any], out: str | os.PathLike) -> Path:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def fer2013_or_exit(path: str | None = None) -> Path:
+    """The FER2013 Parquet a benchmark reads: ``--data``, else the data root's copy, else a clear exit."""
+    import sys
+
+    from fer_ray.config import fer2013_parquet
+
+    data = path or fer2013_parquet()
+    if data is None:
+        sys.exit("no FER2013 Parquet found: pass --data or set FER_RAY_DATA (see ../shared/data/fer2013/README.md)")
+    return Path(data)
+
+
+def repo_relative(path: str | os.PathLike) -> str:
+    """A path as results record it: relative to the repository root, so no machine path is committed."""
+    return os.path.relpath(Path(path).resolve(), Path(__file__).resolve().parent.parent)

@@ -4,7 +4,7 @@ Both paths run the one preprocessing path (fer_ray.preprocess via fer_ray.data.d
 same rows; the result is rows/s for each, their ratio, and the peak memory of each.
 
 python benchmarks/ingest.py                    # full FER2013 (35,887 rows) -> benchmarks/results/ingest.json
-python benchmarks/ingest.py --limit 2000 --out /tmp/ingest.json   # smoke test
+python benchmarks/ingest.py --limit 2000 --out out/ingest_smoke.json   # smoke test
 
 Peak memory is the summed PSS (proportional set size, so shared pages such as Ray's object
 store are counted once) of this process and all its descendants, sampled every 0.2 s; a
@@ -25,10 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from common import PeakMemory, machine_info, write_result  # noqa: E402
+from common import PeakMemory, fer2013_or_exit, machine_info, repo_relative, write_result  # noqa: E402
 
 from fer_ray.cli import add_ray_args, setup  # noqa: E402
-from fer_ray.config import fer2013_parquet  # noqa: E402
 from fer_ray.preprocess import PreprocessConfig, normalize, preprocess_bytes  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "ingest.json"
@@ -95,9 +94,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     setup()
     a = get_args_parser().parse_args(argv)
-    data = a.data or fer2013_parquet()
-    if data is None:
-        sys.exit("no FER2013 Parquet found: pass --data or set FER_RAY_DATA (see ../shared/data/fer2013/README.md)")
+    data = fer2013_or_exit(a.data)
     if a.limit is not None and a.limit < 1:
         sys.exit(f"--limit must be >= 1, got {a.limit}")
     cfg = PreprocessConfig()
@@ -130,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "ingest: FER2013 Parquet -> normalized float tensors",
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "data": str(data),
+        "data": repo_relative(data),
         "limit": a.limit,
         "batch_size": a.batch_size,
         "plain": plain,

@@ -14,7 +14,7 @@ peak summed PSS of the process tree (driver, raylet, workers; shared pages count
 which should not grow with the collection.
 
 python benchmarks/score_throughput.py --n 2000 --memory                 # -> benchmarks/results/score_throughput.json
-python benchmarks/score_throughput.py --n 40 --memory --memory-sizes 200,1000 --out /tmp/score.json  # smoke test
+python benchmarks/score_throughput.py --n 40 --memory --memory-sizes 200,1000 --out out/score_smoke.json  # smoke test
 """
 
 from __future__ import annotations
@@ -33,10 +33,9 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without install
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from common import PeakMemory, machine_info, tree_memory, write_result  # noqa: E402
+from common import PeakMemory, fer2013_or_exit, machine_info, tree_memory, write_result  # noqa: E402
 
 from fer_ray.cli import add_ray_args, setup  # noqa: E402
-from fer_ray.config import fer2013_parquet  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "score_throughput.json"
 PHOTO_SIZE = (640, 480)
@@ -184,9 +183,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     setup()
     a = get_args_parser().parse_args(argv)
-    data = a.data or fer2013_parquet()
-    if data is None:
-        sys.exit("no FER2013 Parquet found: pass --data or set FER_RAY_DATA (see ../shared/data/fer2013/README.md)")
+    data = fer2013_or_exit(a.data)
     if a.n < 2:
         sys.exit(f"--n must be >= 2, got {a.n}")
     import ray

@@ -5,7 +5,7 @@ training phase of each epoch only (the first epoch of each path is a warm-up and
 the Ray figures also report wall time including cluster and worker start-up.
 
 python benchmarks/train_throughput.py                       # 4096 FER2013 train images, 3 epochs
-python benchmarks/train_throughput.py --images 1024 --epochs 2 --out /tmp/train.json   # smoke test
+python benchmarks/train_throughput.py --images 1024 --epochs 2 --out out/train_smoke.json   # smoke test
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
-from common import PeakMemory, machine_info, write_result  # noqa: E402
+from common import PeakMemory, fer2013_or_exit, machine_info, write_result  # noqa: E402
 
 from fer_ray.cli import setup  # noqa: E402
-from fer_ray.config import fer2013_parquet  # noqa: E402
 from fer_ray.models import ModelConfig, create_model  # noqa: E402
 from fer_ray.preprocess import PreprocessConfig, preprocess_bytes  # noqa: E402
 from fer_ray.runtime import RayConfig  # noqa: E402
@@ -108,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = p.parse_args(argv)
-    src = fer2013_parquet()
-    if src is None:
-        p.error("FER2013 Parquet not found (set FER_RAY_DATA)")
+    src = fer2013_or_exit()
     cfg = TrainConfig(
         model=ModelConfig(name=a.model),
         epochs=a.epochs,
