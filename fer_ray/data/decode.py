@@ -32,7 +32,8 @@ def decode_batch(batch: dict[str, np.ndarray], cfg: PreprocessConfig | None = No
     images = batch.get("image")
     pixels = batch.get("pixels")
     for i in range(n):
-        if prior is not None and prior[i]:
+        # A null error may arrive as None or, from an all-null column, as NaN: only a string is a reason.
+        if prior is not None and isinstance(prior[i], str) and prior[i]:
             errors[i] = str(prior[i])
             continue
         try:
