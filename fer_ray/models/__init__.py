@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from fer_ray.models.ae_cnn_attn import AECNNAttention
@@ -25,7 +26,9 @@ def create_model(cfg: ModelConfig | str) -> nn.Module:
         cfg = ModelConfig(name=cfg)
     if cfg.name not in MODELS:
         raise ValueError(f"unknown model {cfg.name!r}; registered: {sorted(MODELS)}")
-    return MODELS[cfg.name](cfg)
+    # NHWC weights (and NHWC inputs, see the models' forward): oneDNN's CPU convolutions
+    # train ~1.6x faster this way on the 2-core machine, and GPUs prefer it for AMP too.
+    return MODELS[cfg.name](cfg).to(memory_format=torch.channels_last)
 
 
 def count_parameters(model: nn.Module) -> int:

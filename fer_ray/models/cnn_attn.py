@@ -21,6 +21,7 @@ class CNNAttention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = x.contiguous(memory_format=torch.channels_last)
         return {"logits": self.classifier(self.stem(x))}  # (B, K)
 
     def autoencoder_parameters(self):
