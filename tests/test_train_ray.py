@@ -91,3 +91,23 @@ def test_crashed_worker_restarts_from_checkpoint(ray_local, tmp_path, tiny_parqu
     assert [h["epoch"] for h in res.history] == [0, 1, 2]
     saved = json.loads((res.run_dir / "history.json").read_text())
     assert [h["epoch"] for h in saved] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("metrics", "expected"),
+    [
+        # equal accuracy: the lower validation loss wins, whatever the epoch order
+        ([(5, 0.58, 1.10), (7, 0.58, 1.05), (6, 0.57, 0.90)], 7),
+        ([(7, 0.58, 1.10), (5, 0.58, 1.05)], 5),
+        # equal accuracy and loss: the later epoch wins
+        ([(5, 0.58, 1.0), (7, 0.58, 1.0)], 7),
+        # accuracy first
+        ([(2, 0.60, 1.5), (9, 0.59, 0.8)], 2),
+    ],
+)
+def test_select_checkpoint_breaks_ties(metrics, expected):
+    from fer_ray.train.ray_train import select_checkpoint
+
+    candidates = [(f"ckpt{e}", {"epoch": e, "val_acc": a, "val_loss": loss}) for e, a, loss in metrics]
+    assert select_checkpoint(candidates) == f"ckpt{expected}"
+    assert select_checkpoint([]) is None

@@ -331,9 +331,21 @@ def build_trainer(
     )
 
 
+def select_checkpoint(candidates: list[tuple[Any, dict[str, Any]]]):
+    """The kept checkpoint with the best validation accuracy; ties go to the lower
+    validation loss, then the later epoch (Ray's own ranking keeps the earliest)."""
+    if not candidates:
+        return None
+    ckpt, _ = max(
+        candidates,
+        key=lambda cm: (cm[1].get("val_acc", 0.0), -cm[1].get("val_loss", math.inf), cm[1].get("epoch", -1)),
+    )
+    return ckpt
+
+
 def export_best(result, cfg: TrainConfig, data: TrainingData, run_dir: Path) -> TrainResult:
     """Write the best checkpoint (by validation accuracy) as a model artifact under ``run_dir/artifact``."""
-    best = result.get_best_checkpoint(metric="val_acc", mode="max") or result.checkpoint
+    best = select_checkpoint(result.best_checkpoints or []) or result.checkpoint
     if best is None:
         return TrainResult(run_dir, None, None, [], data.counts)
     with best.as_directory() as d:
