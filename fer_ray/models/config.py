@@ -17,7 +17,10 @@ class ModelConfig:
     # below 24x24; 12 and 6 are there to measure that claim.
     latent_size: int = 24
     latent_channels: int = 32
-    widths: tuple[int, ...] = field(default=(32, 64, 128))
+    # One stage per width, each halving the map until it is 3x3. The last stage runs at 3x3,
+    # so its 256 channels add 0.9M parameters (1.23M in all) for 20% more compute
+    # (48.8M vs 40.9M multiply-adds per face with the 24x24 latent).
+    widths: tuple[int, ...] = field(default=(32, 64, 128, 256))
     attention: str = "se"  # se | cbam | none
     dropout: float = 0.3
 
