@@ -1,6 +1,7 @@
 """Train a FER model with Ray Train; rerun the same command to resume.
 
 python jobs/train.py --model ae_cnn_attn --epochs 30 --workers 1 --run-name ae
+python jobs/train.py --run-name ae --export-only      # artifact from the best checkpoint so far
 ray job submit --working-dir . -- python jobs/train.py --data s3://bucket/fer2013.parquet ...
 """
 
@@ -18,15 +19,22 @@ from fer_ray.cli import add_train_args, setup, train_config_from_args
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    return add_train_args(p)
+    add_train_args(p)
+    p.add_argument(
+        "--export-only",
+        action="store_true",
+        help="export the best checkpoint of the existing run (--storage-path/--run-name), e.g. one stopped midway",
+    )
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     setup()
-    cfg = train_config_from_args(get_args_parser().parse_args(argv))
-    from fer_ray.train.ray_train import train
+    args = get_args_parser().parse_args(argv)
+    cfg = train_config_from_args(args)
+    from fer_ray.train.ray_train import export_run, train
 
-    res = train(cfg)
+    res = export_run(cfg.storage_path, cfg.run_name) if args.export_only else train(cfg)
     print(
         json.dumps({"run_dir": str(res.run_dir), "artifact": str(res.artifact_dir), "best": res.best_metrics}, indent=2)
     )

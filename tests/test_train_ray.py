@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from fer_ray.artifact import load_artifact
 from fer_ray.models import ModelConfig
 from fer_ray.runtime import RayConfig
 from fer_ray.train.config import TrainConfig
-from fer_ray.train.ray_train import STATE, train
+from fer_ray.train.ray_train import STATE, export_run, train
 from tests.fer_fixtures import write_tiny_fer_parquet
 
 pytestmark = pytest.mark.slow
@@ -82,6 +83,14 @@ def test_stop_then_rerun_resumes(ray_local, tmp_path, tiny_parquet):
     assert second.history[0] == first.history[0]  # epoch 0 was not redone
     epoch, steps = _adam_steps(second.run_dir)
     assert epoch == 1 and steps == 2 * steps_after_1
+    # `jobs/train.py --export-only`: the same artifact again, from the run dir alone.
+    trained = load_artifact(second.artifact_dir)
+    shutil.rmtree(second.artifact_dir)
+    exported = export_run(str(tmp_path / "runs"), "t")
+    assert exported.history == second.history
+    again = load_artifact(exported.artifact_dir)
+    assert again.meta["weights_sha256"] == trained.meta["weights_sha256"]
+    assert again.model_config == trained.model_config
 
 
 def test_crashed_worker_restarts_from_checkpoint(ray_local, tmp_path, tiny_parquet):

@@ -23,6 +23,7 @@ import ray.train
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.train.v2.api.result import Result as RunResult
 
 from fer_ray.artifact import save_artifact
 from fer_ray.config import fer2013_parquet, save_json
@@ -343,11 +344,11 @@ def select_checkpoint(candidates: list[tuple[Any, dict[str, Any]]]):
     return ckpt
 
 
-def export_best(result, cfg: TrainConfig, data: TrainingData, run_dir: Path) -> TrainResult:
+def export_best(result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path) -> TrainResult:
     """Write the best checkpoint (by validation accuracy) as a model artifact under ``run_dir/artifact``."""
     best = select_checkpoint(result.best_checkpoints or []) or result.checkpoint
     if best is None:
-        return TrainResult(run_dir, None, None, [], data.counts)
+        return TrainResult(run_dir, None, None, [], counts)
     with best.as_directory() as d:
         state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=False)
     history = _load_history(result.checkpoint) or state["history"]
@@ -359,12 +360,12 @@ def export_best(result, cfg: TrainConfig, data: TrainingData, run_dir: Path) -> 
         cfg.model,
         run_dir / "artifact",
         preprocess=cfg.preprocess,
-        metrics={"best": best_metrics, "history": history, "counts": data.counts},
+        metrics={"best": best_metrics, "history": history, "counts": counts},
         train_config=cfg.to_dict(),
-        data_fingerprint=fingerprint(data.counts["source"]),
+        data_fingerprint=fingerprint(counts["source"]),
     )
     (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-    return TrainResult(run_dir, artifact_dir, best_metrics, history, data.counts)
+    return TrainResult(run_dir, artifact_dir, best_metrics, history, counts)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -375,7 +376,25 @@ def train(cfg: TrainConfig) -> TrainResult:
     data = training_data(cfg)
     save_json({"train_config": cfg.to_dict(), "counts": data.counts}, run_dir / "train_config.json")
     logger.info("train/val class counts: %s", {k: data.counts[k] for k in ("train", "val")})
-    return export_best(build_trainer(cfg, data, run_dir, storage).fit(), cfg, data, run_dir)
+    return export_best(build_trainer(cfg, data, run_dir, storage).fit(), cfg, data.counts, run_dir)
+
+
+def export_run(storage_path: str, run_name: str) -> TrainResult:
+    """Export the best checkpoint of an existing run, finished or stopped midway, without training.
+
+    The run's own saved config rebuilds the model, so only where the run lives is needed;
+    no Ray cluster is started.
+    """
+    storage, run_dir = run_dirs(TrainConfig(storage_path=storage_path, run_name=run_name))
+    saved_path = run_dir / "train_config.json"
+    if not saved_path.exists():
+        raise FileNotFoundError(f"{saved_path} not found: is {run_name!r} a run under {storage_path!r}?")
+    saved = json.loads(saved_path.read_text())
+    filesystem = None
+    if storage.startswith("s3://"):
+        filesystem, storage = S3Settings.from_env().filesystem(), storage[len("s3://") :]
+    result = RunResult.from_path(f"{storage}/{run_name}", storage_filesystem=filesystem)
+    return export_best(result, TrainConfig.from_dict(saved["train_config"]), saved["counts"], run_dir)
 
 
 def _load_history(checkpoint) -> list[dict[str, Any]] | None:
