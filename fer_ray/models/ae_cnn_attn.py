@@ -42,7 +42,8 @@ class AECNNAttention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        z = self.encoder(x.contiguous(memory_format=torch.channels_last))  # (B, latent_channels, latent_size, latent_size)
+        x = x.contiguous(memory_format=torch.channels_last)
+        z = self.encoder(x)  # (B, latent_channels, latent_size, latent_size)
         return {"logits": self.classifier(z), "recon": self.decoder(z)}  # (B, K), (B, 1, S, S)
 
     def autoencoder_parameters(self):
