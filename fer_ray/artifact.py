@@ -45,6 +45,10 @@ class Artifact:
     labels: tuple[str, ...]
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    # Average the probabilities of the face and its mirror image. Expressions are mirror
+    # symmetric and the model trained on flipped faces, so this is in distribution; it
+    # costs a second forward pass and is recorded in artifact.json ("inference").
+    flip_tta: bool = False
 
     @property
     def model_id(self) -> str:
@@ -52,13 +56,24 @@ class Artifact:
         return f"{self.model_config.name}@{self.meta.get('weights_sha256', 'unsaved')[:12]}"
 
     @torch.no_grad()
-    def predict_proba(self, faces: np.ndarray | torch.Tensor, device: str | torch.device | None = None) -> np.ndarray:
-        """``uint8`` faces (B, S, S) from :func:`fer_ray.preprocess.face_input` -> probabilities (B, K)."""
+    def predict_proba(
+        self,
+        faces: np.ndarray | torch.Tensor,
+        device: str | torch.device | None = None,
+        flip_tta: bool | None = None,
+    ) -> np.ndarray:
+        """``uint8`` faces (B, S, S) from :func:`fer_ray.preprocess.face_input` -> probabilities (B, K).
+
+        ``flip_tta`` overrides the artifact's own setting (evaluation reports both).
+        """
         device = torch.device(device) if device else next(self.model.parameters()).device
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        x = normalize(torch.as_tensor(np.asarray(faces)).to(device), self.preprocess)
-        return torch.softmax(self.model(x)["logits"].float(), 1).cpu().numpy()
+        x = normalize(torch.as_tensor(np.asarray(faces)).to(device), self.preprocess)  # (B, 1, S, S)
+        probs = torch.softmax(self.model(x)["logits"].float(), 1)
+        if self.flip_tta if flip_tta is None else flip_tta:
+            probs = (probs + torch.softmax(self.model(x.flip(-1))["logits"].float(), 1)) / 2
+        return probs.cpu().numpy()
 
 
 def save_artifact(
@@ -70,6 +85,7 @@ def save_artifact(
     metrics: dict[str, Any] | None = None,
     train_config: dict[str, Any] | None = None,
     data_fingerprint: str | None = None,
+    flip_tta: bool = False,
 ) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,6 +97,7 @@ def save_artifact(
         "model_config": model_config.to_dict(),
         "labels": list(EMOTIONS),
         "preprocess": (preprocess or PreprocessConfig()).to_dict(),
+        "inference": {"flip_tta": bool(flip_tta)},
         "metrics": metrics or {},
         "train_config": train_config or {},
         "data_fingerprint": data_fingerprint,
@@ -111,4 +128,5 @@ def load_artifact(path: str | os.PathLike | None = None, device: str | torch.dev
     model = create_model(cfg)
     model.load_state_dict(torch.load(p / WEIGHTS, map_location="cpu", weights_only=True))
     model.to(device).eval()
-    return Artifact(model, cfg, PreprocessConfig.from_dict(meta["preprocess"]), labels, meta, p)
+    flip_tta = bool(meta.get("inference", {}).get("flip_tta", False))  # absent in older artifacts
+    return Artifact(model, cfg, PreprocessConfig.from_dict(meta["preprocess"]), labels, meta, p, flip_tta)

@@ -9,7 +9,7 @@ import torch
 from fer_ray.artifact import META, load_artifact, save_artifact
 from fer_ray.labels import EMOTIONS
 from fer_ray.models import ModelConfig, create_model
-from fer_ray.preprocess import PreprocessConfig
+from fer_ray.preprocess import PreprocessConfig, normalize
 
 
 @pytest.mark.parametrize("name", ["ae_cnn_attn", "cnn_attn"])
@@ -38,3 +38,28 @@ def test_missing_or_mismatched_artifact(tmp_path):
     (path / META).write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="label map"):
         load_artifact(path)
+
+
+def test_flip_tta_averages_the_mirror_image(tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig(widths=(16, 32), latent_channels=16)
+    model = create_model(cfg).eval()
+    with torch.no_grad():
+        model.classifier.head[-1].weight.normal_(0, 50)  # untrained logits are near-uniform: spread them
+    art = load_artifact(save_artifact(model, cfg, tmp_path / "tta", flip_tta=True))
+    assert art.flip_tta and art.meta["inference"] == {"flip_tta": True}
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    x = normalize(faces, art.preprocess)
+    with torch.no_grad():
+        want = (torch.softmax(model(x)["logits"], 1) + torch.softmax(model(x.flip(-1))["logits"], 1)) / 2
+    assert np.allclose(art.predict_proba(faces), want.numpy(), atol=1e-5)
+    single = art.predict_proba(faces, flip_tta=False)
+    assert not np.allclose(single, want.numpy(), atol=1e-5)
+    # a mirror-symmetric face gets the same answer either way
+    sym = np.concatenate([faces[:, :, :24], faces[:, :, :24][:, :, ::-1]], axis=2)
+    assert np.allclose(art.predict_proba(sym), art.predict_proba(sym, flip_tta=False), atol=1e-5)
+    # artifacts written before the setting existed load without it
+    meta = json.loads((art.path / META).read_text())
+    del meta["inference"]
+    (art.path / META).write_text(json.dumps(meta))
+    assert load_artifact(art.path).flip_tta is False

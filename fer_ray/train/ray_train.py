@@ -363,6 +363,8 @@ def export_best(result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path)
         metrics={"best": best_metrics, "history": history, "counts": counts},
         train_config=cfg.to_dict(),
         data_fingerprint=fingerprint(counts["source"]),
+        # mirror-image test-time augmentation only for models that trained on mirrored faces
+        flip_tta=cfg.augment is not None and cfg.augment.flip,
     )
     (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     return TrainResult(run_dir, artifact_dir, best_metrics, history, counts)
