@@ -206,8 +206,29 @@ def evaluate_all(
         write_plots(r, art.meta.get("metrics", {}).get("history", []), out, tag)
         results.append(r)
     (out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "evaluation.md").write_text(markdown_table(results))
+    md = markdown_table(results)
+    for art in artifacts:
+        md += history_table(art.model_config.name, art.meta.get("metrics", {}).get("history", []))
+    (out / "evaluation.md").write_text(md)
     return results
+
+
+def history_table(name: str, history: list[dict[str, Any]]) -> str:
+    """Per-epoch training log as recorded in the artifact: what the README and issue notes quote."""
+    if not history:
+        return ""
+    lines = [
+        f"\nTraining history of {name} (val = PublicTest):\n",
+        "| epoch | phase | train loss | train acc | val loss | val acc | lr | seconds | images/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for h in history:
+        val_acc = "-" if h.get("phase") == "pretrain" else f"{h['val_acc']:.2%}"
+        lines.append(
+            f"| {h['epoch']} | {h.get('phase', '')} | {h['train_loss']:.3f} | {h['train_acc']:.2%} "
+            f"| {h['val_loss']:.3f} | {val_acc} | {h['lr']:.2e} | {h['epoch_s']:.0f} | {h['images_per_s']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def external_photos(artifact: Artifact, folder: str | Path) -> list[dict[str, Any]]:

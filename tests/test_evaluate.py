@@ -23,7 +23,14 @@ def test_evaluate_all_writes_tables(ray_local, tmp_path):
         tmp_path / "d.parquet", n_per_class=3, splits=("Training", "PublicTest", "PrivateTest")
     )
     cfg = ModelConfig(widths=(16, 32), latent_channels=16)
-    art = load_artifact(save_artifact(create_model(cfg), cfg, tmp_path / "m", metrics={"history": []}, flip_tta=True))
+    history = [
+        {"epoch": e, "phase": "joint", "train_loss": 1.5, "train_acc": 0.4, "val_loss": 1.4, "val_acc": 0.45,
+         "lr": 1e-3, "epoch_s": 12.0, "images_per_s": 100.0}
+        for e in range(2)
+    ]  # fmt: skip
+    art = load_artifact(
+        save_artifact(create_model(cfg), cfg, tmp_path / "m", metrics={"history": history}, flip_tta=True)
+    )
     (r,) = evaluate_all([art], str(data), tmp_path / "eval", EvalConfig(iterations=3, sample_size=10))
     assert r["private_test"]["n"] == 21 and r["public_test"]["n"] == 21 and r["paper_test_7178"]["n"] == 42
     acc = r["private_test"]["accuracy"]
@@ -31,5 +38,7 @@ def test_evaluate_all_writes_tables(ray_local, tmp_path):
     assert len(r["table4_private"]["per_iteration"]) == 3
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())[0]["model"] == "ae_cnn_attn"
     assert r["flip_tta"] is True and 0 <= r["private_test_accuracy_no_tta"] <= 1
-    assert "PrivateTest acc without TTA" in (tmp_path / "eval" / "evaluation.md").read_text()
+    md = (tmp_path / "eval" / "evaluation.md").read_text()
+    assert "PrivateTest acc without TTA" in md
+    assert "| 1 | joint | 1.500 | 40.00% | 1.400 | 45.00% |" in md  # the per-epoch history table
     assert (tmp_path / "eval" / "ae_cnn_attn_confusion_private.png").stat().st_size > 0
