@@ -55,7 +55,9 @@ def _submit(job: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def head_cluster():
-    temp_dir = tempfile.mkdtemp(prefix="/tmp/rj")  # short: Ray's unix sockets live under it
+    # Ray's unix sockets live under it and their paths must stay short (~107 bytes), so a long
+    # $TMPDIR will not do; FER_RAY_TEST_SHORT_TMP picks another short directory.
+    temp_dir = tempfile.mkdtemp(prefix="rj", dir=os.environ.get("FER_RAY_TEST_SHORT_TMP", "/tmp"))
     dash = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [
