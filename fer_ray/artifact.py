@@ -64,16 +64,38 @@ class Artifact:
     ) -> np.ndarray:
         """``uint8`` faces (B, S, S) from :func:`fer_ray.preprocess.face_input` -> probabilities (B, K).
 
-        ``flip_tta`` overrides the artifact's own setting (evaluation reports both).
+        ``flip_tta`` overrides the artifact's own setting.
         """
-        device = torch.device(device) if device else next(self.model.parameters()).device
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        x = normalize(torch.as_tensor(np.asarray(faces)).to(device), self.preprocess)  # (B, 1, S, S)
-        probs = torch.softmax(self.model(x)["logits"].float(), 1)
+        x = self._input(faces, device)
+        probs = self._softmax(x)
         if self.flip_tta if flip_tta is None else flip_tta:
-            probs = (probs + torch.softmax(self.model(x.flip(-1))["logits"].float(), 1)) / 2
+            probs = self._with_mirror(probs, x)
         return probs.cpu().numpy()
+
+    @torch.no_grad()
+    def predict_proba_both(
+        self, faces: np.ndarray | torch.Tensor, device: str | torch.device | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(single-pass, flip-TTA) probabilities from two forward passes: evaluation reports both."""
+        if len(faces) == 0:
+            empty = np.zeros((0, len(self.labels)), dtype=np.float32)
+            return empty, empty
+        x = self._input(faces, device)
+        single = self._softmax(x)
+        return single.cpu().numpy(), self._with_mirror(single, x).cpu().numpy()
+
+    def _input(self, faces: np.ndarray | torch.Tensor, device: str | torch.device | None) -> torch.Tensor:
+        device = torch.device(device) if device else next(self.model.parameters()).device
+        return normalize(torch.as_tensor(np.asarray(faces)).to(device), self.preprocess)  # (B, 1, S, S)
+
+    def _softmax(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x)["logits"].float(), 1)
+
+    def _with_mirror(self, probs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Flip TTA: the mean of the face's and its mirror image's probabilities."""
+        return (probs + self._softmax(x.flip(-1))) / 2
 
 
 def save_artifact(

@@ -12,6 +12,7 @@ T = TypeVar("T")
 
 DATA_ROOT_ENV = "FER_RAY_DATA"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PARQUET = "fer2013/fer2013.parquet"  # under the data root
 
 
 def default_data_root() -> Path | None:
@@ -32,7 +33,7 @@ def fer2013_parquet() -> Path | None:
     root = default_data_root()
     if root is None:
         return None
-    p = root / "fer2013" / "fer2013.parquet"
+    p = root / DEFAULT_PARQUET
     return p if p.is_file() else None
 
 

@@ -44,8 +44,10 @@ def test_predictions(artifact: Artifact, source: str, batch_size: int = 512) -> 
         ok = pd.isna(b["error"])  # an all-null column arrives as NaN, not None
 
         errors += int((~ok).sum())
-        probs.append(artifact.predict_proba(b["face"][ok]))
-        plain.append(artifact.predict_proba(b["face"][ok], flip_tta=False) if artifact.flip_tta else probs[-1])
+        faces = b["face"][ok]
+        single, tta = artifact.predict_proba_both(faces) if artifact.flip_tta else (artifact.predict_proba(faces),) * 2
+        probs.append(tta)
+        plain.append(single)
         labels.append(b["label"][ok].astype(np.int64))
         usage.append(np.asarray(b["usage"][ok], dtype=object))
     if errors:

@@ -55,6 +55,8 @@ def test_flip_tta_averages_the_mirror_image(tmp_path):
     assert np.allclose(art.predict_proba(faces), want.numpy(), atol=1e-5)
     single = art.predict_proba(faces, flip_tta=False)
     assert not np.allclose(single, want.numpy(), atol=1e-5)
+    both = art.predict_proba_both(faces)  # evaluation's two-pass path gives the same two answers
+    assert np.allclose(both[0], single, atol=1e-6) and np.allclose(both[1], want.numpy(), atol=1e-5)
     # a mirror-symmetric face gets the same answer either way
     sym = np.concatenate([faces[:, :, :24], faces[:, :, :24][:, :, ::-1]], axis=2)
     assert np.allclose(art.predict_proba(sym), art.predict_proba(sym, flip_tta=False), atol=1e-5)

@@ -28,7 +28,7 @@ def tiny_parquet(tmp_path_factory):
 def _cfg(tmp_path, data, **kw) -> TrainConfig:
     base = dict(
         model=SMALL,
-        data=str(data),
+        data=None if data is None else str(data),
         epochs=2,
         pretrain_epochs=0,
         batch_size=32,
@@ -63,6 +63,22 @@ def test_two_workers_loss_falls(ray_local, tmp_path, tiny_parquet, request):
     art = load_artifact(res.artifact_dir)
     assert art.meta["metrics"]["best"]["val_acc"] == max(h["val_acc"] for h in res.history)
     assert art.meta["data_fingerprint"].startswith("sha256:")
+    assert art.meta["metrics"]["counts"]["source"] == str(data)  # as the user gave it
+
+
+def test_default_source_is_named_by_the_data_root(ray_local, tmp_path, tiny_parquet, monkeypatch):
+    """Artifacts travel: the default data is recorded relative to the data root, not this machine's path."""
+    from fer_ray.data.sources import fingerprint
+    from fer_ray.train.ray_train import training_data
+
+    root = tmp_path / "root"
+    (root / "fer2013").mkdir(parents=True)
+    shutil.copy(tiny_parquet, root / "fer2013" / "fer2013.parquet")
+    monkeypatch.setenv("FER_RAY_DATA", str(root))
+    counts = training_data(_cfg(tmp_path, None)).counts
+    assert counts["source"] == "<data root>/fer2013/fer2013.parquet"
+    assert str(tmp_path) not in json.dumps(counts)
+    assert counts["fingerprint"] == fingerprint(tiny_parquet)  # the bytes, wherever they live
 
 
 def _adam_steps(run_dir) -> tuple[int, int]:

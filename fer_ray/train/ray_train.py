@@ -26,7 +26,7 @@ from ray.train.torch import TorchTrainer
 from ray.train.v2.api.result import Result as RunResult
 
 from fer_ray.artifact import save_artifact
-from fer_ray.config import fer2013_parquet, save_json
+from fer_ray.config import DEFAULT_PARQUET, fer2013_parquet, save_json
 from fer_ray.data import decode, read_labeled
 from fer_ray.data.sources import S3Settings, fingerprint
 from fer_ray.labels import NUM_CLASSES
@@ -83,13 +83,16 @@ def training_data(cfg: TrainConfig) -> TrainingData:
             "or set FER_RAY_DATA to a directory holding fer2013/fer2013.parquet"
         )
     source = str(source)
+    # Artifacts ship to other machines: name the source as the user gave it (or relative to the data
+    # root), not by this machine's absolute path; the fingerprint identifies the bytes.
+    shown = str(cfg.data) if cfg.data else f"<data root>/{DEFAULT_PARQUET}"
     train, val = _decoded(source, "train", cfg), _decoded(source, "val", cfg)
     if val.count() == 0:
         train = train.map_batches(
             _assign_val, fn_kwargs={"fraction": cfg.val_fraction, "seed": cfg.seed}, batch_format="pandas"
         ).materialize()
         val = train
-    counts: dict[str, Any] = {"source": source, "decode_errors": {}}
+    counts: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "decode_errors": {}}
     splits = {}
     for split, ds in (("train", train), ("val", val)):
         meta = ds.select_columns(["label", "split", "error"]).to_pandas()
@@ -362,7 +365,8 @@ def export_best(result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path)
         preprocess=cfg.preprocess,
         metrics={"best": best_metrics, "history": history, "counts": counts},
         train_config=cfg.to_dict(),
-        data_fingerprint=fingerprint(counts["source"]),
+        # runs saved before counts carried the fingerprint hash their (then absolute) source
+        data_fingerprint=counts.get("fingerprint") or fingerprint(counts["source"]),
         # mirror-image test-time augmentation only for models that trained on mirrored faces
         flip_tta=cfg.augment is not None and cfg.augment.flip,
     )
