@@ -9,7 +9,8 @@ python benchmarks/ingest.py --limit 2000 --out out/ingest_smoke.json   # smoke t
 Peak memory is the summed PSS (proportional set size, so shared pages such as Ray's object
 store are counted once) of this process and all its descendants, sampled every 0.2 s; a
 locally started Ray (raylet, workers) descends from this process. When joining an existing
-cluster (--address / RAY_ADDRESS) only the driver is measured, which the JSON records.
+cluster (--address / RAY_ADDRESS) only the driver is measured, which the JSON records. Each
+path runs twice: timed without the sampler, then sampled for memory (see common.timed_then_measured).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from common import PeakMemory, fer2013_or_exit, machine_info, repo_relative, write_result  # noqa: E402
+from common import fer2013_or_exit, machine_info, repo_relative, timed_then_measured, write_result  # noqa: E402
 
 from fer_ray.cli import add_ray_args, setup  # noqa: E402
 from fer_ray.preprocess import PreprocessConfig, normalize, preprocess_bytes  # noqa: E402
@@ -100,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = PreprocessConfig()
 
     # The plain loop runs first, before Ray exists, so its memory is this process alone.
-    with PeakMemory() as mem:
-        plain = run_plain(str(data), a.limit, a.batch_size, cfg)
-    plain["peak_memory_mb"] = round(mem.peak / 2**20, 1)
+    plain = timed_then_measured(lambda: run_plain(str(data), a.limit, a.batch_size, cfg))
     plain["maxrss_self_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(f"plain  : {plain['rows']:,} rows in {plain['seconds']:.1f} s = {plain['rows_per_s']:,.0f} rows/s")
 
@@ -115,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     startup = time.perf_counter() - t0
     joined = bool(a.address or os.environ.get("RAY_ADDRESS"))
     ray.data.DataContext.get_current().enable_progress_bars = False
-    with PeakMemory() as mem:
-        rayd = run_ray(str(data), a.limit, a.batch_size, cfg)
-    rayd["peak_memory_mb"] = round(mem.peak / 2**20, 1)
+    rayd = timed_then_measured(lambda: run_ray(str(data), a.limit, a.batch_size, cfg))
     rayd["startup_s"] = round(startup, 1)
     print(f"ray    : {rayd['rows']:,} rows in {rayd['seconds']:.1f} s = {rayd['rows_per_s']:,.0f} rows/s")
     if rayd["rows"] != plain["rows"]:
