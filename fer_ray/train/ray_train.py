@@ -26,7 +26,7 @@ from ray.train.torch import TorchTrainer
 from ray.train.v2.api.result import Result as RunResult
 
 from fer_ray.artifact import save_artifact
-from fer_ray.config import DEFAULT_PARQUET, fer2013_parquet, save_json
+from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, fer2013_parquet, save_json
 from fer_ray.data import decode, read_labeled
 from fer_ray.data.sources import S3Settings, fingerprint
 from fer_ray.labels import NUM_CLASSES
@@ -80,7 +80,7 @@ def training_data(cfg: TrainConfig) -> TrainingData:
     if source is None:
         raise FileNotFoundError(
             "no training data: pass --data (FER2013 .parquet, fer2013.csv or train/<emotion>/ folders) "
-            "or set FER_RAY_DATA to a directory holding fer2013/fer2013.parquet"
+            f"or set {DATA_ROOT_ENV} to a directory holding {DEFAULT_PARQUET}"
         )
     source = str(source)
     # Artifacts ship to other machines: name the source as the user gave it (or relative to the data
