@@ -31,7 +31,7 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
 def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags of jobs/train.py, shared with jobs/tune.py (whose sweep overrides some per trial)."""
     from fer_ray.models import MODELS, ModelConfig
-    from fer_ray.train.config import TrainConfig
+    from fer_ray.train.config import SCHEDULERS, TrainConfig
 
     d = TrainConfig()
     p.add_argument("--model", default="ae_cnn_attn", choices=sorted(MODELS))
@@ -44,7 +44,8 @@ def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default=d.optimizer, choices=["adamw", "sgd"])
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--scheduler", default=d.scheduler, choices=["cosine", "plateau"])
+    p.add_argument("--scheduler", default=d.scheduler, choices=list(SCHEDULERS))
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="warm-up of cosine/onecycle")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--recon-weight", type=float, default=d.recon_weight)
     p.add_argument("--class-weighting", action="store_true")
@@ -55,6 +56,12 @@ def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--attention", default=ModelConfig.attention, choices=["se", "cbam", "none"])
     p.add_argument("--dropout", type=float, default=ModelConfig.dropout)
     p.add_argument("--limit", type=int, default=None, help="rows per split (smoke tests only)")
+    p.add_argument(
+        "--backend",
+        default=d.backend,
+        choices=["ray", "plain"],
+        help="ray: Ray Train; plain: the same recipe in one process without Ray (a GPU box, a laptop)",
+    )
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--cpus-per-worker", type=float, default=d.cpus_per_worker)
@@ -75,6 +82,7 @@ def train_config_from_args(a: argparse.Namespace):
     from fer_ray.runtime import RayConfig
     from fer_ray.train.config import TrainConfig
 
+    d = TrainConfig()
     model = ModelConfig(
         name=a.model,
         latent_size=a.latent_size,
@@ -94,11 +102,13 @@ def train_config_from_args(a: argparse.Namespace):
         lr=a.lr,
         weight_decay=a.weight_decay,
         scheduler=a.scheduler,
+        warmup_epochs=a.warmup_epochs,
         label_smoothing=a.label_smoothing,
         recon_weight=a.recon_weight,
         class_weighting=a.class_weighting,
         augment=None if a.no_augment else TrainConfig().augment,
         limit=a.limit,
+        backend=getattr(a, "backend", d.backend),
         workers=a.workers,
         use_gpu=a.use_gpu,
         cpus_per_worker=a.cpus_per_worker,

@@ -2,6 +2,7 @@
 
 python jobs/train.py --model ae_cnn_attn --epochs 30 --workers 1 --run-name ae
 python jobs/train.py --run-name ae --export-only      # artifact from the best checkpoint so far
+python jobs/train.py --backend plain --use-gpu ...    # same recipe without Ray, on one device
 ray job submit --working-dir . -- python jobs/train.py --data s3://bucket/fer2013.parquet ...
 """
 
@@ -32,13 +33,24 @@ def main(argv: list[str] | None = None) -> int:
     setup()
     args = get_args_parser().parse_args(argv)
     cfg = train_config_from_args(args)
-    from fer_ray.train.ray_train import export_run, train
+    if cfg.backend == "plain" or (args.export_only and _is_plain_run(cfg)):
+        from fer_ray.train.plain import export_plain, run_dir_of, train_plain
 
-    res = export_run(cfg.storage_path, cfg.run_name) if args.export_only else train(cfg)
+        res = export_plain(run_dir_of(cfg)) if args.export_only else train_plain(cfg)
+    else:
+        from fer_ray.train.ray_train import export_run, train
+
+        res = export_run(cfg.storage_path, cfg.run_name) if args.export_only else train(cfg)
     print(
         json.dumps({"run_dir": str(res.run_dir), "artifact": str(res.artifact_dir), "best": res.best_metrics}, indent=2)
     )
     return 0
+
+
+def _is_plain_run(cfg) -> bool:
+    from fer_ray.train.plain import is_plain_run, run_dir_of
+
+    return "://" not in cfg.storage_path and is_plain_run(run_dir_of(cfg))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import ray.data
+from typing import TYPE_CHECKING
 
 from fer_ray.data.decode import SOURCE_COLUMNS, decode
 from fer_ray.data.sources import S3Settings, read_images
+
+if TYPE_CHECKING:  # importing fer_ray.data must not need Ray (plain-PyTorch training runs without it)
+    import ray.data
 
 
 def read_labeled(source: str | Path, splits=None, **kwargs) -> ray.data.Dataset:

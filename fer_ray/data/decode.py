@@ -7,12 +7,14 @@ a failed task, and the number of rows out always equals the number in.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import ray.data
 
 from fer_ray.preprocess import ImageDecodeError, PreprocessConfig, decode_image, face_input
+
+if TYPE_CHECKING:  # Ray is imported where it is used: plain-PyTorch training decodes without it
+    import ray.data
 
 # Columns every reader produces. ``image`` holds encoded bytes (None for the CSV, which
 # carries ``pixels`` instead); ``label`` is -1 and ``emotion`` None when unknown;

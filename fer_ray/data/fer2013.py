@@ -12,11 +12,10 @@ import io
 import logging
 import os
 from collections.abc import Iterable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import ray.data
 
 from fer_ray.data.sources import (
     S3Settings,
@@ -27,6 +26,9 @@ from fer_ray.data.sources import (
 )
 from fer_ray.labels import EMOTIONS, USAGE_TO_SPLIT, label_of
 from fer_ray.preprocess import PreprocessConfig
+
+if TYPE_CHECKING:  # Ray is imported where it is used: plain-PyTorch training reads without it
+    import ray.data
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,11 @@ def _check_splits(splits: Iterable[str] | None) -> tuple[str, ...] | None:
     return splits
 
 
-def _parquet_batch(batch: pd.DataFrame, splits: tuple[str, ...] | None) -> pd.DataFrame:
+PARQUET_COLUMNS = ("image", "label", "emotion", "usage", "source_name")  # what the readers take from our Parquet
+
+
+def parquet_rows(batch: pd.DataFrame, splits: tuple[str, ...] | None) -> pd.DataFrame:
+    """Our Parquet's columns as :data:`SOURCE_COLUMNS` (with Ray Data or, for plain training, without)."""
     out = pd.DataFrame(
         {
             "image": batch["image"],
@@ -87,13 +93,15 @@ def read_fer_parquet(
     splits = _check_splits(splits)
     if filesystem is None and is_s3_uri(str(path)):
         filesystem, path = resolve_filesystem(str(path), settings)
+    import ray.data
+
     ds = ray.data.read_parquet(
         path,
-        columns=["image", "label", "emotion", "usage", "source_name"],
+        columns=list(PARQUET_COLUMNS),
         filesystem=filesystem,
         **read_kwargs,
     )
-    return ds.map_batches(_parquet_batch, fn_kwargs={"splits": splits}, batch_format="pandas")
+    return ds.map_batches(parquet_rows, fn_kwargs={"splits": splits}, batch_format="pandas")
 
 
 # -- Kaggle fer2013.csv -------------------------------------------------------------------------
@@ -210,6 +218,8 @@ def read_fer_csv(
                 blocks.append(block.reset_index(drop=True))
     if not blocks:
         raise ValueError(f"{path!r} has no data rows" + (f" in splits {list(splits)}" if splits else ""))
+    import ray.data
+
     ds = ray.data.from_pandas(blocks)
     return ds.map_batches(_csv_batch, batch_format="pandas", batch_size=None, udf_modifying_row_count=False)
 

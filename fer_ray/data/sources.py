@@ -25,16 +25,18 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
-import ray.data
 
 from fer_ray.preprocess import PreprocessConfig
+
+if TYPE_CHECKING:  # Ray is imported where it is used: plain-PyTorch training reads without it
+    import ray.data
 
 logger = logging.getLogger(__name__)
 
@@ -613,6 +615,8 @@ def dataset_from_listing(
         pa.Table.from_pandas(df.iloc[i : i + step], schema=IMAGE_SCHEMA, preserve_index=False)
         for i in range(0, max(len(df), 1), step)
     ]
+    import ray.data
+
     ds = ray.data.from_arrow(tables)
     return ds.map_batches(
         _fetch_table,

@@ -10,6 +10,8 @@ from fer_ray.preprocess import PreprocessConfig
 from fer_ray.runtime import RayConfig
 from fer_ray.train.augment import AugmentConfig
 
+SCHEDULERS = ("cosine", "onecycle", "plateau")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -32,14 +34,17 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     momentum: float = 0.9
-    scheduler: str = "cosine"  # cosine (with warmup) | plateau (on val accuracy)
-    warmup_epochs: float = 1.0
+    scheduler: str = "cosine"  # cosine (linear warmup) | onecycle (cosine warmup from lr/25) | plateau (val acc)
+    warmup_epochs: float = 1.0  # of the step-wise schedules; OneCycle's usual 15% of 30 epochs is 4.5
     label_smoothing: float = 0.1
     class_weighting: bool = False
     recon_weight: float = 0.1
     seed: int = 0
 
-    # Scale. cpus_per_worker may be fractional: on small machines, leave CPUs for Ray Data.
+    # Scale. backend "ray" runs Ray Train (workers, shards, cluster storage); "plain" runs the same
+    # recipe in this process without Ray (one device: a GPU box or a laptop), see fer_ray.train.plain.
+    backend: str = "ray"
+    # cpus_per_worker may be fractional: on small machines, leave CPUs for Ray Data.
     workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
@@ -62,10 +67,12 @@ class TrainConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.batch_size < self.workers:
             raise ValueError(f"batch_size ({self.batch_size}) must be >= workers ({self.workers})")
+        if self.backend not in ("ray", "plain"):
+            raise ValueError(f"backend must be ray or plain, got {self.backend!r}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
-        if self.scheduler not in ("cosine", "plateau"):
-            raise ValueError(f"scheduler must be cosine or plateau, got {self.scheduler!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}; got {self.scheduler!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.cpus_per_worker <= 0:

@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import os
-import random
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,18 +24,29 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.train.v2.api.result import Result as RunResult
 
-from fer_ray.artifact import save_artifact
-from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, fer2013_parquet, save_json
+from fer_ray.config import save_json
 from fer_ray.data import decode, read_labeled
 from fer_ray.data.sources import S3Settings, fingerprint
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.models import create_model
 from fer_ray.runtime import init_ray
 from fer_ray.train.config import TrainConfig
-from fer_ray.train.loop import LossConfig, class_weights, evaluate, train_one_epoch
+from fer_ray.train.recipe import (
+    STATE,
+    build_optimizer,
+    build_scheduler,
+    checkpoint_state,
+    epoch_seed,
+    export_state,
+    loss_config,
+    resolve_source,
+    restore_state,
+    run_epoch,
+    seed_everything,
+    select_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
-STATE = "state.pt"
 
 
 # ---------------------------------------------------------------- driver side: data
@@ -76,16 +86,7 @@ def training_data(cfg: TrainConfig) -> TrainingData:
     Validation is the source's own val split (FER2013 PublicTest) or, for sources
     without one (image folders), a seeded ``val_fraction`` of train.
     """
-    source = cfg.data or fer2013_parquet()
-    if source is None:
-        raise FileNotFoundError(
-            "no training data: pass --data (FER2013 .parquet, fer2013.csv or train/<emotion>/ folders) "
-            f"or set {DATA_ROOT_ENV} to a directory holding {DEFAULT_PARQUET}"
-        )
-    source = str(source)
-    # Artifacts ship to other machines: name the source as the user gave it (or relative to the data
-    # root), not by this machine's absolute path; the fingerprint identifies the bytes.
-    shown = str(cfg.data) if cfg.data else f"<data root>/{DEFAULT_PARQUET}"
+    source, shown = resolve_source(cfg)
     train, val = _decoded(source, "train", cfg), _decoded(source, "val", cfg)
     if val.count() == 0:
         train = train.map_batches(
@@ -134,36 +135,6 @@ def _crash_midway(batches, after: int, marker: Path):
         yield b
 
 
-def _build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on BN and biases
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def _build_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
-    if cfg.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
-    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
-    total = max(warmup + 1, cfg.total_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker; resumes from ``ray.train.get_checkpoint()`` when present."""
     cfg = TrainConfig.from_dict(config["train"])
@@ -173,35 +144,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Ray pins OMP_NUM_THREADS to the worker's (possibly fractional) CPU share; use the cores instead.
     torch.set_num_threads(cfg.torch_threads or max(1, (os.cpu_count() or 1) // local_world))
     device = ray.train.torch.get_device()
-    _seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
 
     model = create_model(cfg.model)
     # Only reconstruction pre-training leaves parameters (the classifier) without gradients;
     # DDP's search for them costs a graph traversal per step, so ask for it only then.
     pretraining = cfg.total_epochs > cfg.epochs
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": pretraining})
-    optimizer = _build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg)
     per_worker = max(1, cfg.batch_size // world)
     steps_per_epoch = max(1, math.ceil(config["n_train"] / cfg.batch_size))
-    scheduler = _build_scheduler(optimizer, cfg, steps_per_epoch)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
-    loss_cfg = LossConfig(
-        cfg.label_smoothing, cfg.recon_weight, class_weights(config["counts"]["train"]) if cfg.class_weighting else None
-    )
+    loss_cfg = loss_config(cfg, config["counts"])
 
     start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / STATE, map_location=device, weights_only=False)
-        getattr(model, "module", model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
-        torch.set_rng_state(state["rng"]["torch"])
+        start_epoch, history = restore_state(state, model, optimizer, scheduler, scaler)
         logger.info("resumed at epoch %d from %s", start_epoch, checkpoint.path)
 
     reducer = None
@@ -215,62 +178,31 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     train_it, val_it = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     for epoch in range(start_epoch, cfg.total_epochs):
-        phase = cfg.phase(epoch)
-        epoch_seed = cfg.seed * 100_003 + epoch * 101 + rank
-        gen = torch.Generator().manual_seed(epoch_seed)
-        batches = _torch_batches(train_it, per_worker, cfg.shuffle_buffer, epoch_seed)
+        seed = epoch_seed(cfg, epoch, rank)
+        batches = _torch_batches(train_it, per_worker, cfg.shuffle_buffer, seed)
         if cfg.crash_once_at_epoch == epoch and rank == 0:
             marker = Path(config["run_dir"]) / ".crashed_once"
             batches = _crash_midway(batches, max(1, config["n_train"] // per_worker // world // 2), marker)
-        step = scheduler.step if cfg.scheduler == "cosine" else None
-        tr = train_one_epoch(
+        metrics = run_epoch(
             model,
+            cfg,
+            epoch,
             batches,
+            _torch_batches(val_it, per_worker, 0, 0),
             optimizer,
+            scheduler,
             device,
-            phase=phase,
-            loss_cfg=loss_cfg,
-            aug_cfg=cfg.augment,
-            pre_cfg=cfg.preprocess,
-            step_scheduler=step,
+            loss_cfg,
+            generator=torch.Generator().manual_seed(seed),
             scaler=scaler,
-            amp=amp,
-            generator=gen,
+            reducer=reducer,
         )
-        seconds = tr.seconds
-        tr = tr.reduce(reducer)
-        va = evaluate(model, _torch_batches(val_it, per_worker, 0, 0), device, loss_cfg, cfg.preprocess)
-        va = va.reduce(reducer)
-        if cfg.scheduler == "plateau" and phase == "joint":
-            scheduler.step(va.correct / max(va.n, 1))
-        metrics = {
-            "epoch": epoch,
-            "phase": phase,
-            **tr.as_metrics("train"),
-            **va.as_metrics("val"),
-            "lr": optimizer.param_groups[0]["lr"],
-            "epoch_s": seconds,
-            "images_per_s": tr.n / max(seconds, 1e-9),
-        }
-        if phase == "pretrain":
-            metrics["val_acc"] = 0.0  # the classifier is untrained: never select a pretraining checkpoint
         history.append(metrics)
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:
-                torch.save(
-                    {
-                        "model": getattr(model, "module", model).state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict() if scaler is not None else None,
-                        "epoch": epoch,
-                        "history": history,
-                        "rng": {"torch": torch.get_rng_state()},
-                        "train_config": config["train"],
-                    },
-                    Path(d) / STATE,
-                )
+                state = checkpoint_state(model, optimizer, scheduler, scaler, epoch, history, config["train"])
+                torch.save(state, Path(d) / STATE)
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=ckpt)
 
@@ -335,18 +267,6 @@ def build_trainer(
     )
 
 
-def select_checkpoint(candidates: list[tuple[Any, dict[str, Any]]]):
-    """The kept checkpoint with the best validation accuracy; ties go to the lower
-    validation loss, then the later epoch (Ray's own ranking keeps the earliest)."""
-    if not candidates:
-        return None
-    ckpt, _ = max(
-        candidates,
-        key=lambda cm: (cm[1].get("val_acc", 0.0), -cm[1].get("val_loss", math.inf), cm[1].get("epoch", -1)),
-    )
-    return ckpt
-
-
 def export_best(result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path) -> TrainResult:
     """Write the best checkpoint (by validation accuracy) as a model artifact under ``run_dir/artifact``."""
     best = select_checkpoint(result.best_checkpoints or []) or result.checkpoint
@@ -356,20 +276,7 @@ def export_best(result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path)
         state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=False)
     history = _load_history(result.checkpoint) or state["history"]
     best_metrics = state["history"][-1]
-    model = create_model(cfg.model)
-    model.load_state_dict(state["model"])
-    artifact_dir = save_artifact(
-        model,
-        cfg.model,
-        run_dir / "artifact",
-        preprocess=cfg.preprocess,
-        metrics={"best": best_metrics, "history": history, "counts": counts},
-        train_config=cfg.to_dict(),
-        # runs saved before counts carried the fingerprint hash their (then absolute) source
-        data_fingerprint=counts.get("fingerprint") or fingerprint(counts["source"]),
-        # mirror-image test-time augmentation only for models that trained on mirrored faces
-        flip_tta=cfg.augment is not None and cfg.augment.flip,
-    )
+    artifact_dir = export_state(state, cfg, counts, history, run_dir / "artifact")
     (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     return TrainResult(run_dir, artifact_dir, best_metrics, history, counts)
 

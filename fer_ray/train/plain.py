@@ -1,0 +1,235 @@
+"""Plain-PyTorch training: one process, one device, the recipe of :mod:`fer_ray.train.recipe`, no Ray.
+
+Why it exists: a single GPU finishes the long schedules (hundreds of epochs) in minutes,
+and a machine without Ray (a lent GPU box, a laptop) can run it; on a 2-core CPU it also
+skips Ray Train's per-epoch start-up. Faces are decoded once by the shared decode stage
+and kept on the device as ``uint8``, so an epoch is pure compute.
+
+A run dir (``<storage_path>/<run_name>``) holds ``train_config.json``, ``history.json``
+(rewritten every epoch, so a stopped run's curve is never lost), ``checkpoint_latest/``
+(rerun the same command to resume), ``checkpoint_best/`` and the exported ``artifact/``.
+A resume whose config differs from the run's (a longer horizon, a new learning rate) is
+recorded in ``segments``, which the artifact keeps, so its config reproduces the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from fer_ray.config import save_json
+from fer_ray.data.decode import decode_batch
+from fer_ray.data.fer2013 import PARQUET_COLUMNS, parquet_rows
+from fer_ray.data.sources import fingerprint, is_s3_uri, resolve_filesystem
+from fer_ray.labels import NUM_CLASSES
+from fer_ray.models import create_model
+from fer_ray.train.config import TrainConfig
+from fer_ray.train.recipe import (
+    STATE,
+    build_optimizer,
+    build_scheduler,
+    checkpoint_state,
+    epoch_seed,
+    export_state,
+    loss_config,
+    rank_key,
+    resolve_source,
+    restore_state,
+    run_epoch,
+    seed_everything,
+)
+
+logger = logging.getLogger(__name__)
+LATEST, BEST = "checkpoint_latest", "checkpoint_best"
+EVAL_BATCH = 512
+
+
+@dataclass
+class Split:
+    faces: torch.Tensor  # (N, S, S) uint8
+    labels: torch.Tensor  # (N,) int64
+
+
+def load_fer_parquet(cfg: TrainConfig) -> tuple[dict[str, Split], dict[str, Any]]:
+    """Train (Training) and val (PublicTest) faces of a FER2013 Parquet, decoded by the shared stage.
+
+    The test split (PrivateTest) is never read. Returns the splits and the same ``counts``
+    record the Ray back end saves (source as given, fingerprint, per-class counts, decode errors).
+    """
+    source, shown = resolve_source(cfg)
+    if not source.endswith(".parquet"):
+        raise ValueError(
+            f"the plain back end reads FER2013 Parquet only, got {source!r}; "
+            "use --backend ray for a CSV or image folders"
+        )
+    fs, path = resolve_filesystem(source) if is_s3_uri(source) else (None, source)
+    df = parquet_rows(pq.read_table(path, columns=list(PARQUET_COLUMNS), filesystem=fs).to_pandas(), ("train", "val"))
+    counts: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "decode_errors": {}}
+    splits: dict[str, Split] = {}
+    for split in ("train", "val"):
+        rows = df[df["split"] == split]
+        if cfg.limit:
+            rows = rows.head(cfg.limit)
+        out = decode_batch({c: rows[c].to_numpy() for c in rows.columns}, cfg.preprocess)
+        ok = np.array([e is None for e in out["error"]], dtype=bool)
+        counts["decode_errors"][split] = int((~ok).sum())
+        if (~ok).any():
+            logger.warning("%d %s rows failed to decode and are left out", int((~ok).sum()), split)
+        labels = np.asarray(out["label"], dtype=np.int64)[ok]
+        counts[split] = np.bincount(labels, minlength=NUM_CLASSES).tolist()
+        splits[split] = Split(torch.from_numpy(np.ascontiguousarray(out["face"][ok])), torch.from_numpy(labels))
+    if min(len(s.labels) for s in splits.values()) == 0:
+        raise ValueError(f"{source}: need decodable rows in both train and val, got {counts}")
+    return splits, counts
+
+
+def _batches(split: Split, batch_size: int, order: torch.Tensor | None = None):
+    n = len(split.labels)
+    idx = order if order is not None else torch.arange(n, device=split.labels.device)
+    for part in idx.split(batch_size):
+        yield split.faces[part], split.labels[part]
+
+
+def _device(cfg: TrainConfig) -> torch.device:
+    if cfg.use_gpu:
+        if not torch.cuda.is_available():
+            raise RuntimeError("--use-gpu was given but torch sees no CUDA device")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _save_atomic(state: dict[str, Any], path: Path) -> None:
+    """A kill mid-write must not destroy the checkpoint a resume needs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _segments(previous: list[dict[str, Any]], cfg: TrainConfig, start_epoch: int) -> list[dict[str, Any]]:
+    """Append this invocation's config when it differs from the run's last one (schedule changes)."""
+    current = {k: v for k, v in cfg.to_dict().items() if k not in ("ray",)}
+    if previous and previous[-1]["train_config"] == current:
+        return previous
+    if previous:
+        logger.warning("resuming at epoch %d with a changed config: recorded as a new schedule segment", start_epoch)
+    return [*previous, {"start_epoch": start_epoch, "train_config": current}]
+
+
+@dataclass
+class PlainResult:
+    run_dir: Path
+    artifact_dir: Path | None
+    best_metrics: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    counts: dict[str, Any]
+
+
+def run_dir_of(cfg: TrainConfig) -> Path:
+    if "://" in cfg.storage_path:
+        raise ValueError("the plain back end writes to a local --storage-path; use --backend ray for s3://")
+    return Path(cfg.storage_path).expanduser().resolve() / cfg.run_name
+
+
+def train_plain(cfg: TrainConfig) -> PlainResult:
+    """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export its best checkpoint."""
+    if cfg.workers != 1:
+        raise ValueError("the plain back end trains on one device; use --backend ray for --workers > 1")
+    run_dir = run_dir_of(cfg)
+    device = _device(cfg)
+    torch.set_num_threads(cfg.torch_threads or os.cpu_count() or 1)
+    splits, counts = load_fer_parquet(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_json({"train_config": cfg.to_dict(), "counts": counts, "backend": "plain"}, run_dir / "train_config.json")
+    train, val = (Split(s.faces.to(device), s.labels.to(device)) for s in (splits["train"], splits["val"]))
+    logger.info("plain training on %s: train %s, val %s", device, counts["train"], counts["val"])
+
+    seed_everything(cfg.seed)
+    model = create_model(cfg.model).to(device)
+    optimizer = build_optimizer(model, cfg)
+    steps_per_epoch = max(1, math.ceil(len(train.labels) / cfg.batch_size))
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
+    loss_cfg = loss_config(cfg, counts)
+
+    start_epoch, history, segments, best = 0, [], [], None
+    latest = run_dir / LATEST / STATE
+    if latest.exists():
+        state = torch.load(latest, map_location=device, weights_only=False)
+        start_epoch, history = restore_state(state, model, optimizer, scheduler, scaler)
+        segments = state.get("segments", [])
+        best = state.get("best")
+        logger.info("resumed at epoch %d from %s", start_epoch, latest)
+    segments = _segments(segments, cfg, start_epoch)
+
+    for epoch in range(start_epoch, cfg.total_epochs):
+        seed = epoch_seed(cfg, epoch)
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(train.labels), generator=gen).to(device)
+        t0 = time.perf_counter()
+        metrics = run_epoch(
+            model,
+            cfg,
+            epoch,
+            _batches(train, cfg.batch_size, order),
+            _batches(val, EVAL_BATCH),
+            optimizer,
+            scheduler,
+            device,
+            loss_cfg,
+            generator=gen,
+            scaler=scaler,
+        )
+        history.append(metrics)
+        state = checkpoint_state(model, optimizer, scheduler, scaler, epoch, history, cfg.to_dict())
+        if best is None or rank_key(metrics) > rank_key(best):
+            best = metrics
+            _save_atomic(state, run_dir / BEST / STATE)
+        state.update(segments=segments, best=best)
+        _save_atomic(state, latest)
+        (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+        logger.info(
+            "epoch %d/%d %s: train acc %.4f loss %.4f | val acc %.4f loss %.4f | lr %.2e | %.0f s (best val %.4f @ %d)",
+            epoch + 1,
+            cfg.total_epochs,
+            metrics["phase"],
+            metrics["train_acc"],
+            metrics["train_loss"],
+            metrics["val_acc"],
+            metrics["val_loss"],
+            metrics["lr"],
+            time.perf_counter() - t0,
+            best["val_acc"],
+            best["epoch"],
+        )
+    return export_plain(run_dir)
+
+
+def is_plain_run(run_dir: Path) -> bool:
+    return (run_dir / LATEST / STATE).exists()
+
+
+def export_plain(run_dir: Path) -> PlainResult:
+    """Export the best checkpoint of a plain run (finished or stopped) as ``run_dir/artifact``."""
+    saved = json.loads((run_dir / "train_config.json").read_text())
+    counts = saved["counts"]
+    best_path = run_dir / BEST / STATE
+    if not best_path.exists():
+        return PlainResult(run_dir, None, None, [], counts)
+    latest = torch.load(run_dir / LATEST / STATE, map_location="cpu", weights_only=False)
+    state = torch.load(best_path, map_location="cpu", weights_only=False)
+    cfg = TrainConfig.from_dict(latest["train_config"])
+    history = latest["history"]
+    artifact = export_state(state, cfg, counts, history, run_dir / "artifact", segments=latest.get("segments"))
+    return PlainResult(run_dir, artifact, state["history"][-1], history, counts)

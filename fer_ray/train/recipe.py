@@ -1,0 +1,228 @@
+"""The training recipe both back ends share: optimizer, schedule, one epoch, checkpoint state, export.
+
+Ray Train (:mod:`fer_ray.train.ray_train`) and the plain-PyTorch runner
+(:mod:`fer_ray.train.plain`) differ only in where batches come from and where
+checkpoints go; everything that decides the weights lives here, so a run on a GPU box
+without Ray and a run on a Ray cluster follow the same recipe. Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fer_ray.artifact import save_artifact
+from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, fer2013_parquet
+from fer_ray.data.sources import fingerprint
+from fer_ray.models import create_model
+from fer_ray.train.config import TrainConfig
+from fer_ray.train.loop import Batch, EpochStats, LossConfig, class_weights, evaluate, train_one_epoch
+
+STATE = "state.pt"  # one checkpoint = one torch.save'd dict {model, optimizer, scheduler, epoch, history, ...}
+Reducer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on BN and biases
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The per-step multiplier of ``cfg.lr`` for the step-wise schedules (cosine, onecycle).
+
+    ``onecycle`` follows OneCycleLR's learning-rate shape (Smith & Topin, 2019): a cosine
+    rise from lr/25 to lr over the warm-up, then a cosine fall to lr/25e4. It is written as
+    a clamped factor rather than ``OneCycleLR`` itself because that one raises when a data
+    shard yields one step more than planned; past the horizon the factor stays at its end.
+    """
+    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    total = max(warmup + 1, cfg.total_epochs * steps_per_epoch)
+
+    def cosine(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
+
+    def onecycle(step: int) -> float:
+        start, end = 1 / 25, 1 / 25e4
+        if step < warmup:
+            return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * step / warmup))
+        t = min(1.0, (step - warmup) / (total - warmup))
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return {"cosine": cosine, "onecycle": onecycle}[cfg.scheduler]
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps_per_epoch))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def loss_config(cfg: TrainConfig, counts: dict[str, Any]) -> LossConfig:
+    return LossConfig(
+        cfg.label_smoothing, cfg.recon_weight, class_weights(counts["train"]) if cfg.class_weighting else None
+    )
+
+
+def epoch_seed(cfg: TrainConfig, epoch: int, rank: int = 0) -> int:
+    """Shuffling and augmentation seed of one epoch on one worker: a resumed run replays the same epochs."""
+    return cfg.seed * 100_003 + epoch * 101 + rank
+
+
+def run_epoch(
+    model: torch.nn.Module,
+    cfg: TrainConfig,
+    epoch: int,
+    train_batches: Iterable[Batch],
+    val_batches: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    device: torch.device,
+    loss_cfg: LossConfig,
+    *,
+    generator: torch.Generator,
+    scaler: torch.amp.GradScaler | None = None,
+    reducer: Reducer | None = None,
+) -> dict[str, Any]:
+    """Train one epoch, validate, step an epoch-wise schedule; returns the epoch's metrics row."""
+    phase = cfg.phase(epoch)
+    tr = train_one_epoch(
+        model,
+        train_batches,
+        optimizer,
+        device,
+        phase=phase,
+        loss_cfg=loss_cfg,
+        aug_cfg=cfg.augment,
+        pre_cfg=cfg.preprocess,
+        step_scheduler=None if cfg.scheduler == "plateau" else scheduler.step,
+        scaler=scaler,
+        amp=cfg.amp and device.type == "cuda",
+        generator=generator,
+    )
+    seconds = tr.seconds
+    tr: EpochStats = tr.reduce(reducer)
+    va = evaluate(model, val_batches, device, loss_cfg, cfg.preprocess).reduce(reducer)
+    if cfg.scheduler == "plateau" and phase == "joint":
+        scheduler.step(va.correct / max(va.n, 1))
+    metrics = {
+        "epoch": epoch,
+        "phase": phase,
+        **tr.as_metrics("train"),
+        **va.as_metrics("val"),
+        "lr": optimizer.param_groups[0]["lr"],
+        "epoch_s": seconds,
+        "images_per_s": tr.n / max(seconds, 1e-9),
+    }
+    if phase == "pretrain":
+        metrics["val_acc"] = 0.0  # the classifier is untrained: never select a pretraining checkpoint
+    return metrics
+
+
+def checkpoint_state(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    scaler: torch.amp.GradScaler | None,
+    epoch: int,
+    history: list[dict[str, Any]],
+    train_config: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything a resume needs, as one dict (torchvision references' checkpoint layout)."""
+    return {
+        "model": getattr(model, "module", model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": epoch,
+        "history": history,
+        "rng": {"torch": torch.get_rng_state()},
+        "train_config": train_config,
+    }
+
+
+def restore_state(state: dict[str, Any], model, optimizer, scheduler, scaler) -> tuple[int, list[dict[str, Any]]]:
+    """Load a :func:`checkpoint_state` dict; returns (next epoch, history so far)."""
+    getattr(model, "module", model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return state["epoch"] + 1, state["history"]
+
+
+def select_checkpoint(candidates: list[tuple[Any, dict[str, Any]]]):
+    """The kept checkpoint with the best validation accuracy; ties go to the lower
+    validation loss, then the later epoch (Ray's own ranking keeps the earliest)."""
+    if not candidates:
+        return None
+    ckpt, _ = max(candidates, key=lambda cm: rank_key(cm[1]))
+    return ckpt
+
+
+def rank_key(metrics: dict[str, Any]) -> tuple[float, float, int]:
+    """Order of checkpoints: validation accuracy, then lower validation loss, then the later epoch."""
+    return (metrics.get("val_acc", 0.0), -metrics.get("val_loss", math.inf), metrics.get("epoch", -1))
+
+
+def resolve_source(cfg: TrainConfig) -> tuple[str, str]:
+    """(where to read the training data, how to name it in artifacts).
+
+    Artifacts ship to other machines: the source is named as the user gave it (or relative
+    to the data root), not by this machine's absolute path; the fingerprint identifies the bytes.
+    """
+    source = cfg.data or fer2013_parquet()
+    if source is None:
+        raise FileNotFoundError(
+            "no training data: pass --data (FER2013 .parquet, fer2013.csv or train/<emotion>/ folders) "
+            f"or set {DATA_ROOT_ENV} to a directory holding {DEFAULT_PARQUET}"
+        )
+    return str(source), str(cfg.data) if cfg.data else f"<data root>/{DEFAULT_PARQUET}"
+
+
+def export_state(
+    state: dict[str, Any],
+    cfg: TrainConfig,
+    counts: dict[str, Any],
+    history: list[dict[str, Any]],
+    out_dir: Path,
+    segments: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Write a checkpoint's weights as a model artifact with the run's metrics and config.
+
+    ``segments`` lists each change of config on resume (e.g. a longer horizon), so the
+    artifact's record reproduces its weights and not only the last command.
+    """
+    model = create_model(cfg.model)
+    model.load_state_dict(state["model"])
+    return save_artifact(
+        model,
+        cfg.model,
+        out_dir,
+        preprocess=cfg.preprocess,
+        metrics={"best": state["history"][-1], "history": history, "counts": counts, "segments": segments or []},
+        train_config=cfg.to_dict(),
+        # runs saved before counts carried the fingerprint hash their (then absolute) source
+        data_fingerprint=counts.get("fingerprint") or fingerprint(counts["source"]),
+        # mirror-image test-time augmentation only for models that trained on mirrored faces
+        flip_tta=cfg.augment is not None and cfg.augment.flip,
+    )
