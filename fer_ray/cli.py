@@ -31,13 +31,20 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
 def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags of jobs/train.py, shared with jobs/tune.py (whose sweep overrides some per trial)."""
     from fer_ray.models import MODELS, ModelConfig
-    from fer_ray.train.config import SCHEDULERS, TrainConfig
+    from fer_ray.train.config import PLACEMENT_STRATEGIES, SCHEDULERS, TrainConfig
 
     d = TrainConfig()
     p.add_argument("--model", default="ae_cnn_attn", choices=sorted(MODELS))
     p.add_argument(
         "--data", default=None, help="FER2013 .parquet / fer2013.csv / image-folder root (default: data root)"
     )
+    p.add_argument(
+        "--labels",
+        default=d.labels,
+        choices=["fer2013", "ferplus"],
+        help="fer2013: original labels; ferplus: FER+ crowd-majority labels (our Parquet only)",
+    )
+    p.add_argument("--ferplus-csv", default=None, help="FER+ fer2013new.csv (default: beside the Parquet)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -65,6 +72,12 @@ def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--cpus-per-worker", type=float, default=d.cpus_per_worker)
+    p.add_argument(
+        "--placement-strategy",
+        default=d.placement_strategy,
+        choices=list(PLACEMENT_STRATEGIES),
+        help="SPREAD: one worker per node where possible; PACK: fill one node first",
+    )
     p.add_argument("--torch-threads", type=int, default=d.torch_threads)
     p.add_argument("--run-name", default=None, help="default: the model name")
     p.add_argument("--storage-path", default=d.storage_path, help="local dir or s3:// (shared storage on multi-node)")
@@ -95,6 +108,8 @@ def train_config_from_args(a: argparse.Namespace):
         TrainConfig(),
         model=model,
         data=a.data,
+        labels=a.labels,
+        ferplus_csv=a.ferplus_csv,
         epochs=a.epochs,
         pretrain_epochs=a.pretrain_epochs,
         batch_size=a.batch_size,
@@ -112,6 +127,7 @@ def train_config_from_args(a: argparse.Namespace):
         workers=a.workers,
         use_gpu=a.use_gpu,
         cpus_per_worker=a.cpus_per_worker,
+        placement_strategy=a.placement_strategy,
         torch_threads=a.torch_threads,
         run_name=a.run_name or a.model,
         storage_path=a.storage_path,

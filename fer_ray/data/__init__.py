@@ -13,13 +13,20 @@ if TYPE_CHECKING:  # importing fer_ray.data must not need Ray (plain-PyTorch tra
     import ray.data
 
 
-def read_labeled(source: str | Path, splits=None, **kwargs) -> ray.data.Dataset:
-    """Any labelled FER2013 copy: our Parquet, the Kaggle ``fer2013.csv``, or ``train/<emotion>/`` folders."""
+def read_labeled(
+    source: str | Path, splits=None, labels: str = "fer2013", ferplus_csv: str | None = None, **kwargs
+) -> ray.data.Dataset:
+    """Any labelled FER2013 copy: our Parquet, the Kaggle ``fer2013.csv``, or ``train/<emotion>/`` folders.
+
+    ``labels="ferplus"`` reads FER+ majority labels instead (our Parquet only: it carries the join key).
+    """
     from fer_ray.data import fer2013
 
     s = str(source)
     if s.endswith(".parquet"):
-        return fer2013.read_fer_parquet(s, splits=splits, **kwargs)
+        return fer2013.read_fer_parquet(s, splits=splits, labels=labels, ferplus_csv=ferplus_csv, **kwargs)
+    if labels != "fer2013":
+        raise ValueError(f"FER+ labels need our FER2013 Parquet (it carries csv_index), got {s!r}")
     if s.endswith(".csv"):
         return fer2013.read_fer_csv(s, splits=splits, **kwargs)
     if s.startswith("s3://") or Path(s).is_dir():

@@ -16,7 +16,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
+from fer_ray.data.ferplus import LABEL_SETS
+from fer_ray.data.ferplus import load as ferplus_load
+from fer_ray.data.ferplus import relabel as ferplus_relabel
 from fer_ray.data.sources import (
     S3Settings,
     dataset_from_listing,
@@ -55,11 +59,16 @@ def _check_splits(splits: Iterable[str] | None) -> tuple[str, ...] | None:
     return splits
 
 
+FERPLUS_JOIN_COLUMNS = ("csv_index", "csv_index_ambiguous")
 PARQUET_COLUMNS = ("image", "label", "emotion", "usage", "source_name")  # what the readers take from our Parquet
 
 
-def parquet_rows(batch: pd.DataFrame, splits: tuple[str, ...] | None) -> pd.DataFrame:
-    """Our Parquet's columns as :data:`SOURCE_COLUMNS` (with Ray Data or, for plain training, without)."""
+def parquet_rows(batch: pd.DataFrame, splits: tuple[str, ...] | None, ferplus=None) -> pd.DataFrame:
+    """Our Parquet's columns as :data:`SOURCE_COLUMNS` (with Ray Data or, for plain training, without).
+
+    ``ferplus`` (from :func:`fer_ray.data.ferplus.load`) swaps in FER+ majority labels and
+    drops the rows that have none.
+    """
     out = pd.DataFrame(
         {
             "image": batch["image"],
@@ -70,9 +79,26 @@ def parquet_rows(batch: pd.DataFrame, splits: tuple[str, ...] | None) -> pd.Data
             "path": batch["source_name"],
         }
     )
+    if ferplus is not None:
+        for col in FERPLUS_JOIN_COLUMNS:
+            if col in batch:
+                out[col] = batch[col]
+        out = ferplus_relabel(out, *ferplus).drop(columns=[c for c in FERPLUS_JOIN_COLUMNS if c in out])
     if splits is not None:
         out = out[out["split"].isin(splits)]
     return out
+
+
+def parquet_columns(path: str, filesystem=None, labels: str = "fer2013") -> list[str]:
+    """Columns to read: FER+ labels also need the ``csv_index`` join columns (the ambiguity flag if present)."""
+    if labels not in LABEL_SETS:
+        raise ValueError(f"labels must be one of {list(LABEL_SETS)}, got {labels!r}")
+    if labels == "fer2013":
+        return list(PARQUET_COLUMNS)
+    names = pq.read_schema(path, filesystem=filesystem).names
+    if "csv_index" not in names:
+        raise ValueError(f"{path}: FER+ labels need a csv_index column (our FER2013 Parquet has one)")
+    return list(PARQUET_COLUMNS) + [c for c in FERPLUS_JOIN_COLUMNS if c in names]
 
 
 def read_fer_parquet(
@@ -80,6 +106,8 @@ def read_fer_parquet(
     splits: Iterable[str] | None = None,
     filesystem=None,
     settings: S3Settings | None = None,
+    labels: str = "fer2013",
+    ferplus_csv: str | None = None,
     **read_kwargs,
 ) -> ray.data.Dataset:
     """Our FER2013 Parquet (see ``../shared/data/fer2013/README.md``), local or ``s3://``.
@@ -91,17 +119,18 @@ def read_fer_parquet(
     :meth:`S3Settings.from_env`), because pyarrow alone ignores ``AWS_ENDPOINT_URL``.
     """
     splits = _check_splits(splits)
+    ferplus = ferplus_load(str(path), ferplus_csv) if labels == "ferplus" else None
     if filesystem is None and is_s3_uri(str(path)):
         filesystem, path = resolve_filesystem(str(path), settings)
     import ray.data
 
     ds = ray.data.read_parquet(
         path,
-        columns=list(PARQUET_COLUMNS),
+        columns=parquet_columns(path, filesystem, labels),
         filesystem=filesystem,
         **read_kwargs,
     )
-    return ds.map_batches(parquet_rows, fn_kwargs={"splits": splits}, batch_format="pandas")
+    return ds.map_batches(parquet_rows, fn_kwargs={"splits": splits, "ferplus": ferplus}, batch_format="pandas")
 
 
 # -- Kaggle fer2013.csv -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from fer_ray.runtime import RayConfig
 from fer_ray.train.augment import AugmentConfig
 
 SCHEDULERS = ("cosine", "onecycle", "plateau")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class TrainConfig:
     data: str | None = None
     val_fraction: float = 0.1  # seeded share of train held out when the source has no val split
     limit: int | None = None  # rows per split, for smoke tests only; None trains on everything
+    # fer2013: the original labels; ferplus: FER+ crowd majority (fer_ray.data.ferplus), Parquet sources only
+    labels: str = "fer2013"
+    ferplus_csv: str | None = None  # None: fer2013new.csv beside the Parquet
 
     # Schedule. pretrain_epochs train the autoencoder alone (reconstruction), then
     # `epochs` train everything jointly; models without a decoder skip pretraining.
@@ -48,6 +52,8 @@ class TrainConfig:
     workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    # PACK fills one node first; SPREAD puts workers on different nodes (Ray placement group strategies)
+    placement_strategy: str = "PACK"
     torch_threads: int = 0  # 0: this node's cores / workers
     amp: bool = True  # autocast on GPU only
     shuffle_buffer: int = 8192
@@ -67,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.batch_size < self.workers:
             raise ValueError(f"batch_size ({self.batch_size}) must be >= workers ({self.workers})")
+        if self.labels not in ("fer2013", "ferplus"):
+            raise ValueError(f"labels must be fer2013 or ferplus, got {self.labels!r}")
         if self.backend not in ("ray", "plain"):
             raise ValueError(f"backend must be ray or plain, got {self.backend!r}")
         if self.optimizer not in ("adamw", "sgd"):
@@ -75,6 +83,10 @@ class TrainConfig:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}; got {self.scheduler!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.placement_strategy not in PLACEMENT_STRATEGIES:
+            raise ValueError(
+                f"placement_strategy must be one of {', '.join(PLACEMENT_STRATEGIES)}; got {self.placement_strategy!r}"
+            )
         if self.cpus_per_worker <= 0:
             raise ValueError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
         if self.keep_checkpoints < 1:

@@ -29,7 +29,8 @@ import torch
 
 from fer_ray.config import save_json
 from fer_ray.data.decode import decode_batch
-from fer_ray.data.fer2013 import PARQUET_COLUMNS, parquet_rows
+from fer_ray.data.fer2013 import parquet_columns, parquet_rows
+from fer_ray.data.ferplus import load as ferplus_load
 from fer_ray.data.sources import fingerprint, is_s3_uri, resolve_filesystem
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.models import create_model
@@ -73,8 +74,11 @@ def load_fer_parquet(cfg: TrainConfig) -> tuple[dict[str, Split], dict[str, Any]
             "use --backend ray for a CSV or image folders"
         )
     fs, path = resolve_filesystem(source) if is_s3_uri(source) else (None, source)
-    df = parquet_rows(pq.read_table(path, columns=list(PARQUET_COLUMNS), filesystem=fs).to_pandas(), ("train", "val"))
-    counts: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "decode_errors": {}}
+    ferplus = ferplus_load(source, cfg.ferplus_csv) if cfg.labels == "ferplus" else None
+    table = pq.read_table(path, columns=parquet_columns(path, fs, cfg.labels), filesystem=fs)
+    df = parquet_rows(table.to_pandas(), ("train", "val"), ferplus)
+    counts: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "labels": cfg.labels}
+    counts["decode_errors"] = {}
     splits: dict[str, Split] = {}
     for split in ("train", "val"):
         rows = df[df["split"] == split]

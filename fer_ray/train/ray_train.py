@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
 import ray
 import ray.data
 import ray.train
@@ -24,7 +25,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.train.v2.api.result import Result as RunResult
 
-from fer_ray.config import save_json
+from fer_ray import storage as run_storage
 from fer_ray.data import decode, read_labeled
 from fer_ray.data.sources import S3Settings, fingerprint
 from fer_ray.labels import NUM_CLASSES
@@ -47,6 +48,9 @@ from fer_ray.train.recipe import (
 )
 
 logger = logging.getLogger(__name__)
+
+# Files of a run dir besides Ray Train's checkpoints.
+TRAIN_CONFIG, HISTORY, CRASH_MARKER = "train_config.json", "history.json", ".crashed_once"
 
 
 # ---------------------------------------------------------------- driver side: data
@@ -74,7 +78,7 @@ class TrainingData:
 
 
 def _decoded(source: str, split: str, cfg: TrainConfig) -> ray.data.Dataset:
-    ds = read_labeled(source, splits=(split,))
+    ds = read_labeled(source, splits=(split,), labels=cfg.labels, ferplus_csv=cfg.ferplus_csv)
     if cfg.limit:
         ds = ds.limit(cfg.limit)  # before decoding, so smoke runs do not decode the full data
     return decode(ds, cfg.preprocess).materialize()
@@ -93,7 +97,8 @@ def training_data(cfg: TrainConfig) -> TrainingData:
             _assign_val, fn_kwargs={"fraction": cfg.val_fraction, "seed": cfg.seed}, batch_format="pandas"
         ).materialize()
         val = train
-    counts: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "decode_errors": {}}
+    counts: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "labels": cfg.labels}
+    counts["decode_errors"] = {}
     splits = {}
     for split, ds in (("train", train), ("val", val)):
         meta = ds.select_columns(["label", "split", "error"]).to_pandas()
@@ -125,14 +130,21 @@ def _torch_batches(it, batch_size: int, shuffle: int, seed: int) -> Iterator[tup
         yield b["face"], b["label"]
 
 
-def _crash_midway(batches, after: int, marker: Path):
+def _crash_midway(batches, after: int, fs, marker: str):
     """Fault drill: exit the worker process abruptly once, after ``after`` batches."""
     for i, b in enumerate(batches):
-        if i == after and not marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text("crashed once\n")
+        if i == after and fs.get_file_info(marker).type == pafs.FileType.NotFound:
+            _write_run_file(fs, marker, "crashed once\n")
             os._exit(1)
         yield b
+
+
+def _write_run_file(fs, path: str, text: str) -> None:
+    """Write into the run's storage (local or s3://) through the filesystem Ray Train itself uses,
+    so that a worker on any node reaches the bucket without AWS settings of its own."""
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -141,6 +153,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     local_world = ctx.get_local_world_size()
+    logger.info("worker rank %d of %d on node %s", rank, world, ray.get_runtime_context().get_node_id())
+    # The run's storage as Ray Train resolved it (DeveloperAPI, stable within our pinned Ray).
+    run_fs, run_path = ctx.get_storage().storage_filesystem, ctx.get_storage().experiment_fs_path
     # Ray pins OMP_NUM_THREADS to the worker's (possibly fractional) CPU share; use the cores instead.
     torch.set_num_threads(cfg.torch_threads or max(1, (os.cpu_count() or 1) // local_world))
     device = ray.train.torch.get_device()
@@ -181,8 +196,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         seed = epoch_seed(cfg, epoch, rank)
         batches = _torch_batches(train_it, per_worker, cfg.shuffle_buffer, seed)
         if cfg.crash_once_at_epoch == epoch and rank == 0:
-            marker = Path(config["run_dir"]) / ".crashed_once"
-            batches = _crash_midway(batches, max(1, config["n_train"] // per_worker // world // 2), marker)
+            after = max(1, config["n_train"] // per_worker // world // 2)
+            batches = _crash_midway(batches, after, run_fs, f"{run_path}/{CRASH_MARKER}")
         metrics = run_epoch(
             model,
             cfg,
@@ -198,6 +213,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             reducer=reducer,
         )
         history.append(metrics)
+        if rank == 0:  # per-epoch history next to the checkpoints, readable while the run goes on
+            _write_run_file(run_fs, f"{run_path}/{HISTORY}", json.dumps(history, indent=2) + "\n")
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:
@@ -210,46 +227,65 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- driver side: fit + export
 @dataclass
 class TrainResult:
-    run_dir: Path
-    artifact_dir: Path | None
+    run_dir: Path | str  # a str for s3:// runs
+    artifact_dir: Path | str | None
     best_metrics: dict[str, Any] | None
     history: list[dict[str, Any]]
     counts: dict[str, Any]
 
 
-def run_dirs(cfg: TrainConfig) -> tuple[str, Path]:
-    """(Ray Train storage path, local run dir for configs/history/artifact).
+def run_dirs(cfg: TrainConfig) -> tuple[str, Path | str]:
+    """(Ray Train storage path, the run dir ``<storage_path>/<run_name>``).
 
-    Checkpoints go to ``storage_path`` (local, or ``s3://``/NFS shared by all nodes on a
-    cluster); the exported artifact and JSON bookkeeping always land on the driver's disk,
-    under ``storage_path/run_name`` when it is local, else under ``./runs/run_name``.
+    Everything the run produces goes to the run dir: checkpoints, ``train_config.json``,
+    ``history.json`` and the exported ``artifact/``. On a cluster use storage all nodes share
+    (``s3://`` or NFS): a submitted job's working dir is deleted with the job.
     """
     if "://" in cfg.storage_path:
-        return cfg.storage_path.rstrip("/"), Path("runs").resolve() / cfg.run_name
-    storage = Path(cfg.storage_path).resolve()
+        storage = cfg.storage_path.rstrip("/")
+        if not run_storage.is_remote(storage):
+            raise ValueError(f"--storage-path {cfg.storage_path!r}: use a local directory or s3://bucket/prefix")
+        return storage, f"{storage}/{cfg.run_name}"
+    storage = Path(cfg.storage_path).expanduser().resolve()
     return str(storage), storage / cfg.run_name
 
 
-def build_trainer(
-    cfg: TrainConfig, data: TrainingData, run_dir: Path, storage: str, callbacks: list | None = None
-) -> TorchTrainer:
-    """The TorchTrainer for one run; Tune trials add ``TuneReportCallback`` through ``callbacks``."""
-    filesystem = None
+def ray_storage(storage: str) -> tuple[str, pafs.FileSystem | None]:
+    """(``storage_path``, ``storage_filesystem``) for Ray Train and Tune run configs.
+
+    Ray would resolve ``s3://`` itself and ignore ``AWS_ENDPOINT_URL``: hand it the configured endpoint.
+    """
     if storage.startswith("s3://"):
-        # Ray would resolve s3:// itself and ignore AWS_ENDPOINT_URL: hand it the configured endpoint.
-        filesystem, storage = S3Settings.from_env().filesystem(), storage[len("s3://") :]
+        return storage[len("s3://") :], S3Settings.from_env().filesystem()
+    return storage, None
+
+
+def build_trainer(
+    cfg: TrainConfig,
+    data: TrainingData,
+    storage: str,
+    callbacks: list | None = None,
+    filesystem: pafs.FileSystem | None = None,
+) -> TorchTrainer:
+    """The TorchTrainer for one run; Tune trials add ``TuneReportCallback`` through ``callbacks``.
+
+    ``storage`` is a local path or ``s3://`` URI, or with ``filesystem`` a path inside that filesystem
+    (resolved once on the driver, so trials on other nodes need no S3 settings of their own).
+    """
+    if filesystem is None:
+        storage, filesystem = ray_storage(storage)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "train": cfg.to_dict(),
             "n_train": sum(data.counts["train"]),
             "counts": data.counts,
-            "run_dir": str(run_dir),
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.workers,
             use_gpu=cfg.use_gpu,
             resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
+            placement_strategy=cfg.placement_strategy,
         ),
         run_config=RunConfig(
             name=cfg.run_name,
@@ -267,8 +303,9 @@ def build_trainer(
     )
 
 
-def export_best(result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path) -> TrainResult:
-    """Write the best checkpoint (by validation accuracy) as a model artifact under ``run_dir/artifact``."""
+def export_best(result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path | str) -> TrainResult:
+    """Write the best checkpoint (by validation accuracy) as a model artifact under ``run_dir/artifact``
+    (local, or uploaded to ``s3://``)."""
     best = select_checkpoint(result.best_checkpoints or []) or result.checkpoint
     if best is None:
         return TrainResult(run_dir, None, None, [], counts)
@@ -276,8 +313,14 @@ def export_best(result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path)
         state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=False)
     history = _load_history(result.checkpoint) or state["history"]
     best_metrics = state["history"][-1]
-    artifact_dir = export_state(state, cfg, counts, history, run_dir / "artifact")
-    (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    target = run_storage.join(run_dir, "artifact")
+    if run_storage.is_remote(run_dir):
+        with tempfile.TemporaryDirectory() as d:
+            artifact_dir = run_storage.upload_dir(export_state(state, cfg, counts, history, Path(d) / "a"), target)
+    else:
+        artifact_dir = export_state(state, cfg, counts, history, target)
+    run_storage.write_text(run_storage.join(run_dir, HISTORY), json.dumps(history, indent=2) + "\n")
+    logger.info("exported the best checkpoint (epoch %s) to %s", best_metrics.get("epoch"), artifact_dir)
     return TrainResult(run_dir, artifact_dir, best_metrics, history, counts)
 
 
@@ -285,27 +328,27 @@ def train(cfg: TrainConfig) -> TrainResult:
     """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export the best checkpoint."""
     init_ray(cfg.ray)
     storage, run_dir = run_dirs(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
     data = training_data(cfg)
-    save_json({"train_config": cfg.to_dict(), "counts": data.counts}, run_dir / "train_config.json")
+    saved = {"train_config": cfg.to_dict(), "counts": data.counts}
+    run_storage.write_text(
+        run_storage.join(run_dir, TRAIN_CONFIG), json.dumps(saved, indent=2, sort_keys=True, default=str) + "\n"
+    )
     logger.info("train/val class counts: %s", {k: data.counts[k] for k in ("train", "val")})
-    return export_best(build_trainer(cfg, data, run_dir, storage).fit(), cfg, data.counts, run_dir)
+    return export_best(build_trainer(cfg, data, storage).fit(), cfg, data.counts, run_dir)
 
 
 def export_run(storage_path: str, run_name: str) -> TrainResult:
     """Export the best checkpoint of an existing run, finished or stopped midway, without training.
 
-    The run's own saved config rebuilds the model, so only where the run lives is needed;
-    no Ray cluster is started.
+    The run's own saved config rebuilds the model, so only where the run lives (a local
+    directory or ``s3://``) is needed; no Ray cluster is started.
     """
     storage, run_dir = run_dirs(TrainConfig(storage_path=storage_path, run_name=run_name))
-    saved_path = run_dir / "train_config.json"
-    if not saved_path.exists():
-        raise FileNotFoundError(f"{saved_path} not found: is {run_name!r} a run under {storage_path!r}?")
-    saved = json.loads(saved_path.read_text())
-    filesystem = None
-    if storage.startswith("s3://"):
-        filesystem, storage = S3Settings.from_env().filesystem(), storage[len("s3://") :]
+    try:
+        saved = json.loads(run_storage.read_text(run_storage.join(run_dir, TRAIN_CONFIG)))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}: is {run_name!r} a run under {storage_path!r}?") from None
+    storage, filesystem = ray_storage(storage)
     result = RunResult.from_path(f"{storage}/{run_name}", storage_filesystem=filesystem)
     return export_best(result, TrainConfig.from_dict(saved["train_config"]), saved["counts"], run_dir)
 

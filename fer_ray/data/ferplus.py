@@ -1,0 +1,143 @@
+"""FER+ labels (Barsoum et al., ICMI 2016): ten crowd votes per FER2013 image, here as one 7-class label.
+
+FER2013's own labels are wrong often enough (FER+'s majority agrees with them on 63% of
+images, fear on 13%) that training on the re-voted labels is the usual way past ~72%.
+The majority rule is microsoft/FERPlus's ``majority`` mode: a single vote for an emotion
+is an outlier and is dropped, then the top emotion must hold more than half of the
+remaining votes. Images whose majority is ``unknown``, ``NF`` (not a face) or
+``contempt`` (no class in fer_ray's label map, :mod:`fer_ray.labels`), or that have no
+majority, get no FER+ label and are left out, each counted by reason.
+
+``fer2013new.csv`` rows follow the original ``fer2013.csv`` order; our Parquet's
+``csv_index`` points into it. Rows flagged ``csv_index_ambiguous`` (a pixel-identical
+twin elsewhere in FER2013, whose votes may differ) are left out of the join and counted.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fer_ray.labels import EMOTIONS, LABEL_OF
+
+VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
+TO_FER2013 = {
+    "neutral": "neutral",
+    "happiness": "happy",
+    "surprise": "surprise",
+    "sadness": "sad",
+    "anger": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+}
+LABEL_SETS = ("fer2013", "ferplus")
+NO_LABEL = -1
+CSV_NAME = "fer2013new.csv"  # beside fer2013.parquet under the data root
+
+
+def majority(votes: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+    """FERPlus ``majority`` labels for vote rows (N, 10): (labels with -1 where none, reason per row)."""
+    v = np.where(votes <= 1, 0, votes)  # a single vote is an outlier (FERPlus's rule)
+    total = v.sum(1)
+    top = v.argmax(1)
+    labels = np.full(len(v), NO_LABEL, dtype=np.int64)
+    reasons: list[str | None] = []
+    for i in range(len(v)):
+        if total[i] == 0:
+            reasons.append("no votes")
+        elif v[i, top[i]] * 2 <= total[i]:
+            reasons.append("no majority")
+        elif VOTE_COLUMNS[top[i]] not in TO_FER2013:
+            reasons.append(VOTE_COLUMNS[top[i]])  # contempt, unknown, NF
+        else:
+            labels[i] = LABEL_OF[TO_FER2013[VOTE_COLUMNS[top[i]]]]
+            reasons.append(None)
+    return labels, reasons
+
+
+def read_votes(csv_path: str | Path) -> tuple[np.ndarray, list[str | None]]:
+    """Majority label and drop reason for every row of ``fer2013new.csv`` (index = FER2013 csv row)."""
+    df = pd.read_csv(csv_path, keep_default_na=False)
+    missing = [c for c in VOTE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{csv_path}: not a FER+ fer2013new.csv, vote columns {missing} are missing")
+    labels, reasons = majority(df[list(VOTE_COLUMNS)].to_numpy(dtype=np.int64))
+    # Rows FER+ dropped as non-faces have no image name; their votes are all zero anyway.
+    no_name = df["Image name"].astype(str).str.strip() == ""
+    labels[no_name.to_numpy()] = NO_LABEL
+    reasons = ["not a face (no FER+ image)" if n else r for r, n in zip(reasons, no_name, strict=True)]
+    return labels, reasons
+
+
+def join(
+    csv_index: np.ndarray, ambiguous: np.ndarray | None, labels: np.ndarray, reasons: list[str | None]
+) -> tuple[np.ndarray, list[str | None]]:
+    """FER+ label (or -1) and reason for rows of our Parquet, from their ``csv_index``/``csv_index_ambiguous``."""
+    out = np.full(len(csv_index), NO_LABEL, dtype=np.int64)
+    why: list[str | None] = []
+    for i, idx in enumerate(csv_index):
+        if pd.isna(idx):
+            why.append("no csv_index")
+        elif ambiguous is not None and bool(ambiguous[i]):
+            why.append("csv_index ambiguous")
+        elif not 0 <= int(idx) < len(labels):
+            why.append("csv_index out of range")
+        else:
+            out[i] = labels[int(idx)]
+            why.append(reasons[int(idx)])
+    return out, why
+
+
+def relabel(batch: pd.DataFrame, labels: np.ndarray, reasons: list[str | None]) -> pd.DataFrame:
+    """Replace ``label``/``emotion`` of Parquet rows (with ``csv_index``) by FER+ majority labels;
+    rows without one are dropped (see :func:`join_counts` for how many and why)."""
+    amb = batch["csv_index_ambiguous"].to_numpy() if "csv_index_ambiguous" in batch else None
+    new, _ = join(batch["csv_index"].to_numpy(dtype=object), amb, labels, reasons)
+    keep = new != NO_LABEL
+    out = batch.loc[keep].copy()
+    out["label"] = new[keep]
+    out["emotion"] = [EMOTIONS[i] for i in new[keep]]
+    return out
+
+
+def join_counts(meta: pd.DataFrame, labels: np.ndarray, reasons: list[str | None]) -> dict[str, Any]:
+    """Per split: FER+ class counts of the joined rows and the count of rows left out by reason.
+
+    ``meta`` needs ``split``, ``csv_index`` and (if present) ``csv_index_ambiguous``.
+    """
+    amb = meta["csv_index_ambiguous"].to_numpy() if "csv_index_ambiguous" in meta else None
+    new, why = join(meta["csv_index"].to_numpy(dtype=object), amb, labels, reasons)
+    why = np.asarray(why, dtype=object)
+    result: dict[str, Any] = {}
+    for split in sorted(meta["split"].unique()):
+        m = (meta["split"] == split).to_numpy()
+        kept = m & (new != NO_LABEL)
+        result[split] = {
+            "rows": int(m.sum()),
+            "labelled": np.bincount(new[kept], minlength=len(EMOTIONS)).tolist(),
+            "left_out": dict(collections.Counter(why[m & ~kept])),
+        }
+    return result
+
+
+def default_csv(parquet: str) -> str:
+    """FER+ votes are looked for beside the Parquet (as in ``../shared/data/fer2013/``)."""
+    return parquet.rsplit("/", 1)[0] + "/" + CSV_NAME if "/" in parquet else CSV_NAME
+
+
+def load(parquet: str, csv: str | None = None) -> tuple[np.ndarray, list[str | None]]:
+    """Majority labels and reasons of the FER+ CSV for a FER2013 Parquet (local or ``s3://``)."""
+    from fer_ray.data.fer2013 import open_text
+
+    path = csv or default_csv(parquet)
+    try:
+        with open_text(path) as f:
+            return read_votes(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"FER+ labels need {CSV_NAME} (microsoft/FERPlus): none at {path!r}; pass --ferplus-csv"
+        ) from None
