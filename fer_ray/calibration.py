@@ -1,0 +1,103 @@
+"""Calibrated confidence: temperature scaling, expected calibration error, and the ``uncertain`` cut-off.
+
+A report that says "happy 0.93" is read as "93% sure"; networks trained with cross-entropy
+are over- or under-confident, so the score alone misleads. Temperature scaling (Guo et al.,
+2017) divides the logits by one scalar fitted on the validation split (PublicTest): it
+changes no prediction, only how sure each one claims to be. The ``uncertain`` threshold is
+read off the same split's reliability curve: below it, the top class is right less often
+than not, so reports and HTTP answers flag it instead of presenting a coin flip as a label.
+PrivateTest is only used to *measure* calibration (ECE before/after), never to fit it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits.astype(np.float64) / temperature
+    z -= z.max(1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> float:
+    """The temperature minimising validation NLL (optimised over log T, so T stays positive)."""
+    if len(labels) == 0:
+        raise ValueError("cannot fit a temperature on an empty validation split")
+    x = torch.as_tensor(logits, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp())
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Confidence bins: edges (n+1), count, mean confidence and accuracy per bin (NaN where empty)."""
+
+    edges: np.ndarray
+    count: np.ndarray
+    confidence: np.ndarray
+    accuracy: np.ndarray
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error: the count-weighted gap between confidence and accuracy."""
+        n = self.count.sum()
+        filled = self.count > 0
+        gap = np.abs(self.confidence[filled] - self.accuracy[filled])
+        return float((gap * self.count[filled]).sum() / max(n, 1))
+
+    def rows(self) -> list[dict[str, float]]:
+        return [
+            {"from": float(a), "to": float(b), "count": int(c), "confidence": float(m), "accuracy": float(acc)}
+            for a, b, c, m, acc in zip(
+                self.edges[:-1], self.edges[1:], self.count, self.confidence, self.accuracy, strict=True
+            )
+            if c
+        ]
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> Reliability:
+    conf = probs.max(1)
+    correct = probs.argmax(1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(idx, weights=conf, minlength=bins) / count
+        acc = np.bincount(idx, weights=correct.astype(np.float64), minlength=bins) / count
+    return Reliability(edges, count, mean_conf, acc)
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    return reliability(probs, labels, bins).ece
+
+
+def uncertain_threshold(probs: np.ndarray, labels: np.ndarray, min_accuracy: float = 0.5, step: float = 0.05) -> float:
+    """The lowest confidence ``t`` (on a ``step`` grid) above which every ``step``-wide band of
+    predictions is right at least ``min_accuracy`` of the time; predictions below ``t`` are flagged.
+
+    Read on the validation split with calibrated probabilities. Bands with fewer than 20
+    faces are skipped (too few to judge); 0 means no band falls short.
+    """
+    conf = probs.max(1)
+    correct = probs.argmax(1) == labels
+    threshold = 0.0
+    for lo in np.arange(0, 1, step):
+        band = (conf >= lo) & (conf < lo + step)
+        if band.sum() >= 20 and correct[band].mean() < min_accuracy:
+            threshold = float(round(lo + step, 6))
+    return threshold

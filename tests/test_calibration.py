@@ -1,0 +1,54 @@
+"""Temperature scaling, ECE and the uncertain cut-off on synthetic logits whose miscalibration is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fer_ray.calibration import ece, fit_temperature, reliability, softmax, uncertain_threshold
+
+
+def _overconfident(n: int = 4000, true_t: float = 2.5, seed: int = 0):
+    """Labels drawn from softmax(z), logits reported as z * true_t: an overconfident model whose fix is T = true_t."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1.5, size=(n, 7))
+    p = softmax(z)
+    labels = np.array([rng.choice(7, p=row / row.sum()) for row in p.astype(np.float64)])
+    return z * true_t, labels
+
+
+def test_fitted_temperature_recovers_the_miscalibration_and_lowers_ece():
+    logits, labels = _overconfident()
+    t = fit_temperature(logits, labels)
+    assert t == pytest.approx(2.5, rel=0.1)
+    before, after = ece(softmax(logits), labels), ece(softmax(logits, t), labels)
+    assert after < before / 3
+    # scaling never changes a prediction
+    assert (softmax(logits, t).argmax(1) == softmax(logits).argmax(1)).all()
+
+
+def test_reliability_bins_add_up():
+    logits, labels = _overconfident(n=1000)
+    r = reliability(softmax(logits), labels, bins=10)
+    assert r.count.sum() == 1000
+    assert sum(row["count"] for row in r.rows()) == 1000
+    assert all(0 <= row["accuracy"] <= 1 for row in r.rows())
+
+
+def test_uncertain_threshold_flags_bands_that_are_wrong_more_often_than_right():
+    rng = np.random.default_rng(1)
+    n = 2000
+    conf = rng.uniform(0.2, 1.0, n)
+    labels = np.zeros(n, dtype=int)
+    right = rng.uniform(size=n) < conf  # accuracy equals confidence: bands under 0.5 are mostly wrong
+    probs = np.zeros((n, 7))
+    probs[np.arange(n), np.where(right, 0, 1)] = conf
+    probs[np.arange(n), np.where(right, 1, 0)] = (1 - conf) / 2
+    t = uncertain_threshold(probs, labels)
+    assert t == pytest.approx(0.5, abs=0.051)
+    assert uncertain_threshold(probs[conf > 0.6], labels[conf > 0.6]) == 0.0
+
+
+def test_empty_validation_split_is_a_clear_error():
+    with pytest.raises(ValueError, match="empty"):
+        fit_temperature(np.zeros((0, 7)), np.zeros(0, dtype=int))
