@@ -1,0 +1,191 @@
+"""The Serve config (one frozen dataclass) and where the API key comes from.
+
+The key is never a config field: ``serve config`` and the dashboard print an application's args back,
+and command lines end up in shell history and ``ps``. It is read by each ingress replica from its own
+environment (``FER_RAY_API_KEY``) or from a secret file (``FER_RAY_API_KEY_FILE``, or the
+``api_key_file`` arg: a path is not a secret).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fer_ray.score.config import DetectConfig
+
+API_KEY_ENV = "FER_RAY_API_KEY"
+API_KEY_FILE_ENV = "FER_RAY_API_KEY_FILE"
+MIN_KEY_LENGTH = 16  # a short key is guessable; `python -c "import secrets; print(secrets.token_urlsafe(32))"`
+_SECRET_NAMES = ("api_key", "key", "token", "secret", "password")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything the Serve application needs; ``build_app`` args, ``serve_config.yaml`` and ``jobs/serve.py``
+    flags map onto it.
+
+    ``num_replicas``/``autoscaling_config`` scale the model deployment (``autoscaling_config``
+    wins when set); ``ingress_replicas`` scales the ingress, which does the CPU-heavy decoding
+    and face detection. Fractional CPUs let both fit next to each other on a 2-core machine.
+    """
+
+    model: str | None = None  # artifact directory; None = the model shipped in the package
+    num_replicas: int | str = 1  # model replicas, or "auto" for Serve's default autoscaling
+    autoscaling_config: Mapping[str, Any] | None = None  # e.g. {"min_replicas": 1, "max_replicas": 4}
+    ingress_replicas: int = 1
+    cpus_per_replica: float = 0.5
+    gpus_per_replica: float = 0.0
+    ingress_cpus: float = 0.5
+    torch_threads: int = 1  # per model replica
+    prep_threads: int = 2  # decode/detect threads per ingress replica
+    max_batch_size: int = 32  # faces per predict_proba call
+    batch_wait_timeout_s: float = 0.005  # added to latency at low load: keep it small
+    max_ongoing_requests: int = 64  # per model replica; must be >= max_batch_size for batches to fill
+    ingress_max_ongoing_requests: int = 16  # per ingress replica
+    max_body_bytes: int = 20_000_000  # a request body above this (or the model's max_bytes) gets 413
+    max_files: int = 8  # multipart file parts per request; more get 413
+    body_timeout_s: float = 60.0  # the whole body must arrive within this, or 408 (slow-drip clients)
+    max_pixels: int | None = None  # None: the model artifact's preprocessing limit
+    api_key_file: str | None = None  # a file holding the API key (else $FER_RAY_API_KEY[_FILE]); no key = open
+    docs: bool = True  # /docs (Swagger UI, served from the package) and /openapi.json
+    detect: DetectConfig = field(default_factory=DetectConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_replicas, str):
+            if self.num_replicas.isdigit():
+                object.__setattr__(self, "num_replicas", int(self.num_replicas))
+            elif self.num_replicas != "auto":
+                raise ValueError(f"num_replicas must be a positive integer or 'auto', got {self.num_replicas!r}")
+        if isinstance(self.num_replicas, int) and self.num_replicas < 1:
+            raise ValueError(f"num_replicas must be >= 1, got {self.num_replicas}")
+        if self.autoscaling_config is not None and not isinstance(self.autoscaling_config, Mapping):
+            raise ValueError(
+                "autoscaling_config must be a mapping such as {'min_replicas': 1, 'max_replicas': 4}, "
+                f"got {type(self.autoscaling_config).__name__}"
+            )
+        for name in ("ingress_replicas", "torch_threads", "prep_threads", "max_batch_size", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.max_files <= 1000:
+            raise ValueError(f"max_files must be in [1, 1000], got {self.max_files}")
+        if self.body_timeout_s <= 0:
+            raise ValueError(f"body_timeout_s must be > 0 seconds, got {self.body_timeout_s}")
+        if self.cpus_per_replica < 0 or self.ingress_cpus < 0 or self.gpus_per_replica < 0:
+            raise ValueError("cpus_per_replica, ingress_cpus and gpus_per_replica must be >= 0 (fractions allowed)")
+        if not 0 <= self.batch_wait_timeout_s <= 1:
+            raise ValueError(f"batch_wait_timeout_s must be in [0, 1] seconds, got {self.batch_wait_timeout_s}")
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"max_ongoing_requests ({self.max_ongoing_requests}) must be >= max_batch_size "
+                f"({self.max_batch_size}), or batches can never fill"
+            )
+        if self.ingress_max_ongoing_requests < 1:
+            raise ValueError(f"ingress_max_ongoing_requests must be >= 1, got {self.ingress_max_ongoing_requests}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be positive or None (the model's limit), got {self.max_pixels}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["autoscaling_config"] = dict(self.autoscaling_config) if self.autoscaling_config else None
+        return d
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> ServeConfig:
+        """Build from ``serve run ... key=value`` strings or the typed ``args:`` of ``serve_config.yaml``.
+
+        ``replicas`` is an alias of ``num_replicas``; ``autoscaling_config`` takes JSON;
+        face-detection fields (``min_face``, ``min_neighbors``, ...) go to :class:`DetectConfig`.
+        A key-like argument is refused, so a secret never lands in a config that Serve prints back.
+        """
+        own = {f.name: f for f in dataclasses.fields(cls) if f.name != "detect"}
+        det = {f.name: f for f in dataclasses.fields(DetectConfig)}
+        kw: dict[str, Any] = {}
+        detect_kw: dict[str, Any] = {}
+        for key, value in (args or {}).items():
+            name = "num_replicas" if key == "replicas" else key
+            if name.lower() in _SECRET_NAMES:
+                raise ValueError(
+                    f"argument {key!r} is refused: Serve prints application args back (serve config, dashboard). "
+                    f"Set the key in the environment of the Ray nodes ({API_KEY_ENV}=...) or put it in a file "
+                    f"and pass its path: api_key_file=/run/secrets/fer_api_key (or {API_KEY_FILE_ENV})"
+                )
+            try:
+                if name in own:
+                    kw[name] = _coerce(name, value, own[name].default)
+                elif name in det:
+                    detect_kw[name] = _coerce(name, value, det[name].default)
+                else:
+                    raise ValueError(
+                        f"unknown argument {key!r}; expected one of {sorted([*own, 'replicas', *det])} "
+                        "(e.g. `serve run fer_ray.serve:build_app model=runs/x/artifact replicas=2`)"
+                    )
+            except (TypeError, json.JSONDecodeError) as e:
+                raise ValueError(f"argument {key}={value!r}: {e}") from e
+        return cls(**kw, detect=DetectConfig(**detect_kw))
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if name == "autoscaling_config":
+        return json.loads(value)
+    if name == "num_replicas":
+        return value
+    if value.lower() in ("none", "null", ""):
+        return None
+    if name in ("model", "api_key_file"):
+        return value
+    if isinstance(default, bool):
+        return value.lower() in ("1", "true", "yes")
+    if isinstance(default, float):
+        return float(value)
+    if isinstance(default, int) or default is None:  # max_pixels: int | None
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"argument {name}={value!r} is not an integer") from None
+    return value
+
+
+def resolve_api_key(api_key_file: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The API key this process should require, or None when the service is open.
+
+    Precedence: ``api_key_file`` (config) > ``$FER_RAY_API_KEY_FILE`` > ``$FER_RAY_API_KEY``. A named file that
+    is missing or empty, or a key shorter than 16 characters, is an error rather than a silently open service.
+    """
+    env = os.environ if environ is None else environ
+    path = api_key_file or env.get(API_KEY_FILE_ENV) or None
+    if path:
+        p = Path(path).expanduser()
+        try:
+            key = p.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ValueError(f"cannot read the API key file {p} ({e.strerror}); fix the path or unset it") from None
+        source = f"file {p}"
+    else:
+        key = (env.get(API_KEY_ENV) or "").strip()
+        source = f"${API_KEY_ENV}"
+        if not key:
+            return None
+    if len(key) < MIN_KEY_LENGTH:
+        raise ValueError(
+            f"the API key from {source} is {len(key)} characters; use at least {MIN_KEY_LENGTH} "
+            '(python -c "import secrets; print(secrets.token_urlsafe(32))")'
+        )
+    return key
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name that resolves elsewhere, or 0.0.0.0-like wildcards written oddly
