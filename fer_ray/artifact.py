@@ -3,6 +3,10 @@
 An artifact is a directory with ``weights.pt`` (a plain ``state_dict``) and
 ``artifact.json`` (model config, label map, preprocessing parameters, training
 metrics, data fingerprint, weights hash). It needs no training config to load.
+Exported artifacts also hold ``model.onnx`` and ``model.int8.onnx`` (see
+:mod:`fer_ray.onnx_export`), recorded under ``engines`` with their hashes and
+validation accuracy; :func:`load_artifact` runs whichever engine is asked for, or
+the fastest one whose recorded accuracy matches the PyTorch model's.
 """
 
 from __future__ import annotations
@@ -19,14 +23,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from fer_ray.engine import ENGINES, ONNX_FILES, Engine, OnnxEngine, TorchEngine, check_engine
 from fer_ray.labels import EMOTIONS
 from fer_ray.models import ModelConfig, count_parameters, create_model
-from fer_ray.preprocess import PreprocessConfig, normalize
+from fer_ray.preprocess import PreprocessConfig
 
 FORMAT_VERSION = 1
 WEIGHTS = "weights.pt"
 META = "artifact.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default_model"
+# The int8 engine is chosen by default only when its recorded validation accuracy is at most
+# this far below the PyTorch model's (0.005 = half a point).
+INT8_MAX_ACCURACY_DROP = 0.005
+
+
+class ArtifactIntegrityError(ValueError):
+    """A model file differs from the hash ``artifact.json`` records (truncated, empty, replaced)."""
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -49,13 +61,46 @@ class Artifact:
     # symmetric and the model trained on flipped faces, so this is in distribution; it
     # costs a second forward pass and is recorded in artifact.json ("inference").
     flip_tta: bool = False
+    # What runs the network (torch, onnx, onnx-int8); None: the PyTorch model itself.
+    engine: Engine | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine is None:
+            weights = self.path / WEIGHTS if self.path else None
+            self.engine = TorchEngine(self.model, self.preprocess, weights, self.meta.get("weights_sha256"))
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name
+
+    @property
+    def model_sha256(self) -> str | None:
+        """sha256 of the model file the engine executes (weights.pt, model.onnx or model.int8.onnx)."""
+        return self.engine.sha256
 
     @property
     def model_id(self) -> str:
-        """``name@first-12-hex-of-weights-sha256``: what reports record about the model."""
-        return f"{self.model_config.name}@{self.meta.get('weights_sha256', 'unsaved')[:12]}"
+        """``name@first-12-hex-of-weights-sha256``, plus ``+engine`` for the ONNX engines: what reports record.
 
-    @torch.no_grad()
+        The int8 engine computes (slightly) different probabilities from the same weights, so
+        rows it scored must not pass for rows of the PyTorch model; the PyTorch engine keeps the
+        plain id that reports written before the ONNX engines existed carry.
+        """
+        base = f"{self.model_config.name}@{self.meta.get('weights_sha256', 'unsaved')[:12]}"
+        return base if self.engine_name == "torch" else f"{base}+{self.engine_name}"
+
+    def predict_logits(self, faces: np.ndarray | torch.Tensor, device: str | torch.device | None = None) -> np.ndarray:
+        """``uint8`` faces (B, S, S) (or a normalized float batch) -> logits (B, K) from the engine."""
+        if isinstance(self.engine, TorchEngine):
+            return self.engine.logits(faces, device)
+        return self.engine.logits(faces.cpu().numpy() if isinstance(faces, torch.Tensor) else faces)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Logits (B, K) -> probabilities (B, K): the one place every engine's output becomes probabilities."""
+        z = logits.astype(np.float32, copy=False)
+        z = np.exp(z - z.max(1, keepdims=True))
+        return z / z.sum(1, keepdims=True)
+
     def predict_proba(
         self,
         faces: np.ndarray | torch.Tensor,
@@ -64,38 +109,30 @@ class Artifact:
     ) -> np.ndarray:
         """``uint8`` faces (B, S, S) from :func:`fer_ray.preprocess.face_input` -> probabilities (B, K).
 
-        ``flip_tta`` overrides the artifact's own setting.
+        ``flip_tta`` overrides the artifact's own setting. With flip TTA the faces and their
+        mirror images go through the engine as one batch of 2B.
         """
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        x = self._input(faces, device)
-        probs = self._softmax(x)
-        if self.flip_tta if flip_tta is None else flip_tta:
-            probs = self._with_mirror(probs, x)
-        return probs.cpu().numpy()
+        if not (self.flip_tta if flip_tta is None else flip_tta):
+            return self.probabilities(self.predict_logits(faces, device))
+        return self.predict_proba_both(faces, device)[1]
 
-    @torch.no_grad()
     def predict_proba_both(
         self, faces: np.ndarray | torch.Tensor, device: str | torch.device | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(single-pass, flip-TTA) probabilities from two forward passes: evaluation reports both."""
+        """(single-pass, flip-TTA) probabilities from one engine call on faces + mirrors: evaluation reports both."""
         if len(faces) == 0:
             empty = np.zeros((0, len(self.labels)), dtype=np.float32)
             return empty, empty
-        x = self._input(faces, device)
-        single = self._softmax(x)
-        return single.cpu().numpy(), self._with_mirror(single, x).cpu().numpy()
-
-    def _input(self, faces: np.ndarray | torch.Tensor, device: str | torch.device | None) -> torch.Tensor:
-        device = torch.device(device) if device else next(self.model.parameters()).device
-        return normalize(torch.as_tensor(np.asarray(faces)).to(device), self.preprocess)  # (B, 1, S, S)
-
-    def _softmax(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x)["logits"].float(), 1)
-
-    def _with_mirror(self, probs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Flip TTA: the mean of the face's and its mirror image's probabilities."""
-        return (probs + self._softmax(x.flip(-1))) / 2
+        if isinstance(faces, torch.Tensor):
+            both = torch.cat([faces, faces.flip(-1)])
+        else:
+            faces = np.asarray(faces)
+            both = np.concatenate([faces, faces[..., ::-1]])  # (2B, ..., S, S)
+        probs = self.probabilities(self.predict_logits(both, device))
+        single, mirror = probs[: len(faces)], probs[len(faces) :]
+        return single, (single + mirror) / 2
 
 
 def save_artifact(
@@ -132,9 +169,59 @@ def save_artifact(
     return out
 
 
-def load_artifact(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Artifact:
-    """Load an artifact directory (default: the model shipped inside the package)."""
+def _hash_error(path: Path, expected: str, actual: str) -> ArtifactIntegrityError:
+    size = path.stat().st_size
+    what = "is empty (0 bytes)" if size == 0 else f"({size:,} bytes) is truncated, damaged or replaced"
+    return ArtifactIntegrityError(
+        f"{path} {what}: its sha256 is {actual} but {META} records {expected}; "
+        "copy the artifact again (or re-export it) instead of using it"
+    )
+
+
+def verify_file(path: Path, expected: str | None) -> str:
+    """sha256 of ``path``, checked against the recorded hash (skipped when none is recorded)."""
+    actual = sha256_file(path)
+    if expected and actual != expected:
+        raise _hash_error(path, expected, actual)
+    return actual
+
+
+def engine_records(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``artifact.json``'s ``engines`` section: per engine its file, sha256 and validation accuracy."""
+    return meta.get("engines") or {}
+
+
+def default_engine(meta: dict[str, Any], path: Path, device: str | torch.device = "cpu") -> str:
+    """``torch`` on a GPU; on CPU ``onnx-int8`` when its recorded validation accuracy is within
+    :data:`INT8_MAX_ACCURACY_DROP` of the PyTorch model's, else ``onnx``, else ``torch``."""
+    if torch.device(device).type != "cpu":
+        return "torch"
+    rec = engine_records(meta)
+    if (path / ONNX_FILES["onnx-int8"]).is_file():
+        acc8 = rec.get("onnx-int8", {}).get("val_accuracy")
+        acc32 = rec.get("torch", {}).get("val_accuracy")
+        if acc8 is not None and acc32 is not None and acc8 >= acc32 - INT8_MAX_ACCURACY_DROP:
+            return "onnx-int8"
+    if (path / ONNX_FILES["onnx"]).is_file() and "onnx" in rec:
+        return "onnx"
+    return "torch"
+
+
+def load_artifact(
+    path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    engine: str | None = None,
+    threads: int | None = None,
+) -> Artifact:
+    """Load an artifact directory (default: the model shipped inside the package).
+
+    ``engine``: ``torch``, ``onnx`` or ``onnx-int8``; ``None`` picks :func:`default_engine`.
+    ``threads``: ONNX Runtime intra-op threads (the cores the caller holds; default 1).
+    The files it reads (``weights.pt`` and the engine's ONNX file) are checked against the
+    sha256 ``artifact.json`` records: a mismatch raises :class:`ArtifactIntegrityError`.
+    """
     p = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    check_engine(engine)
     if not (p / META).is_file() or not (p / WEIGHTS).is_file():
         raise FileNotFoundError(
             f"{p} is not a fer_ray model artifact: it needs {META} and {WEIGHTS} "
@@ -146,9 +233,42 @@ def load_artifact(path: str | os.PathLike | None = None, device: str | torch.dev
     labels = tuple(meta["labels"])
     if labels != EMOTIONS:
         raise ValueError(f"{p}: label map {labels} differs from fer_ray's {EMOTIONS}")
+    engine = engine or default_engine(meta, p, device)
+    if engine != "torch":
+        if not (p / ONNX_FILES[engine]).is_file():
+            have = ["torch", *(e for e, f in ONNX_FILES.items() if (p / f).is_file())]
+            raise FileNotFoundError(
+                f"{p} has no {ONNX_FILES[engine]} for engine {engine!r}; add it with "
+                f"`python jobs/export_onnx.py {p}`, or pick another engine ({', '.join(have)})"
+            )
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"engine {engine!r} runs on CPU only; use engine 'torch' on {device}")
+    # The files this load reads are checked; a stale or damaged file of another engine is not
+    # read, and re-exporting replaces it.
+    weights_sha = verify_file(p / WEIGHTS, meta.get("weights_sha256"))
+    engine_sha = weights_sha
+    if engine != "torch":
+        engine_sha = verify_file(p / ONNX_FILES[engine], engine_records(meta).get(engine, {}).get("sha256"))
     cfg = ModelConfig.from_dict(meta["model_config"])
     model = create_model(cfg)
     model.load_state_dict(torch.load(p / WEIGHTS, map_location="cpu", weights_only=True))
     model.to(device).eval()
+    preprocess = PreprocessConfig.from_dict(meta["preprocess"])
     flip_tta = bool(meta.get("inference", {}).get("flip_tta", False))  # absent in older artifacts
-    return Artifact(model, cfg, PreprocessConfig.from_dict(meta["preprocess"]), labels, meta, p, flip_tta)
+    runner: Engine
+    if engine == "torch":
+        runner = TorchEngine(model, preprocess, p / WEIGHTS, weights_sha, device)
+    else:
+        runner = OnnxEngine(engine, p / ONNX_FILES[engine], preprocess, engine_sha, threads or 1)
+    return Artifact(model, cfg, preprocess, labels, meta, p, flip_tta, runner)
+
+
+__all__ = [
+    "ENGINES",
+    "Artifact",
+    "ArtifactIntegrityError",
+    "default_engine",
+    "load_artifact",
+    "save_artifact",
+    "sha256_file",
+]

@@ -1,0 +1,174 @@
+"""Inference engines (fer_ray.engine, fer_ray.onnx_export): ONNX Runtime fp32 and int8 agree with PyTorch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fer_ray.artifact import (
+    DEFAULT_MODEL_DIR,
+    META,
+    WEIGHTS,
+    ArtifactIntegrityError,
+    default_engine,
+    load_artifact,
+    save_artifact,
+    sha256_file,
+)
+from fer_ray.engine import ENGINES, ONNX_FILES, model_input
+from fer_ray.models import ModelConfig, create_model
+from fer_ray.onnx_export import export_engines
+from fer_ray.preprocess import PreprocessConfig, normalize, preprocess_bytes
+from tests.helpers_score import EXAMPLES
+
+
+def _bundled_faces() -> np.ndarray:
+    """The seven bundled PrivateTest crops and their mirror images: real faces, always present."""
+    pp = PreprocessConfig()
+    faces = np.stack([preprocess_bytes(p.read_bytes(), pp) for p in sorted((EXAMPLES / "crops").glob("*.jpg"))])
+    return np.concatenate([faces, faces[..., ::-1]])
+
+
+def test_model_input_matches_torch_normalize():
+    faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    pp = PreprocessConfig(mean=0.4, std=0.3)
+    x = model_input(faces, pp)
+    assert x.shape == (5, 1, 48, 48) and x.dtype == np.float32
+    assert np.array_equal(x, normalize(faces, pp).numpy())
+    assert np.array_equal(model_input(x, pp), x)  # already normalized: passed through
+    with pytest.raises(ValueError, match="expected a batch"):
+        model_input(np.zeros((2, 3, 48, 48), np.uint8), pp)
+
+
+def test_shipped_model_engines_agree_with_torch_on_real_faces():
+    """fp32 ONNX reproduces PyTorch's probabilities; every engine returns logits of the same shape."""
+    faces = _bundled_faces()
+    arts = {e: load_artifact(DEFAULT_MODEL_DIR, engine=e) for e in ENGINES}
+    ref = arts["torch"].predict_proba(faces, flip_tta=False)
+    for name, art in arts.items():
+        assert art.engine_name == name
+        assert art.model_sha256 == sha256_file(DEFAULT_MODEL_DIR / (WEIGHTS if name == "torch" else ONNX_FILES[name]))
+        logits = art.predict_logits(faces)
+        assert logits.shape == (len(faces), 7) and logits.dtype == np.float32
+    fp32 = arts["onnx"].predict_proba(faces, flip_tta=False)
+    assert np.abs(fp32 - ref).max() <= 1e-4
+    tta = arts["onnx"].predict_proba(faces)  # flip TTA (the shipped setting) is applied the same way
+    assert np.abs(tta - arts["torch"].predict_proba(faces)).max() <= 1e-4
+    # model ids tell the engines apart, and keep the weights hash
+    ids = {art.model_id for art in arts.values()}
+    assert len(ids) == 3 and all(arts["torch"].model_id in i for i in ids)
+
+
+def test_shipped_int8_same_top_class_on_private_test(fer2013_path):
+    from fer_ray.onnx_export import labeled_faces
+
+    torch_art = load_artifact(engine="torch")
+    int8 = load_artifact(engine="onnx-int8", threads=2)
+    faces, labels = labeled_faces(fer2013_path, "test", int8.preprocess, limit=1000, seed=0)
+    assert len(faces) == 1000
+    ref, got = torch_art.predict_proba(faces), int8.predict_proba(faces)  # the artifact's own flip TTA
+    agree = float((ref.argmax(1) == got.argmax(1)).mean())
+    assert agree >= 0.98, agree  # measured: 99.2% on all 3,589 PrivateTest faces
+    acc_t, acc_q = float((ref.argmax(1) == labels).mean()), float((got.argmax(1) == labels).mean())
+    assert abs(acc_q - acc_t) <= 0.01, (acc_t, acc_q)
+
+
+def test_shipped_artifact_records_engines_and_defaults_to_int8():
+    meta = json.loads((DEFAULT_MODEL_DIR / META).read_text())
+    rec = meta["engines"]
+    assert set(rec) == set(ENGINES)
+    for name, e in rec.items():
+        assert sha256_file(DEFAULT_MODEL_DIR / e["file"]) == e["sha256"], name
+        assert 0.6 < e["val_accuracy"] < 0.75, (name, e)
+    assert abs(rec["onnx"]["val_accuracy"] - rec["torch"]["val_accuracy"]) < 0.002
+    assert meta["engine_validation"]["split"].startswith("val") and meta["engine_validation"]["n"] == 3589
+    assert meta["onnx_export"]["calibration"]["split"] == "train"
+    assert load_artifact().engine_name == "onnx-int8"  # CPU default: int8 is within 0.5 pt of fp32
+    assert default_engine(meta, DEFAULT_MODEL_DIR, "cuda") == "torch"
+    total = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir())
+    assert total <= 20 * 2**20, total
+
+
+@pytest.fixture(scope="module")
+def tiny_exported(tmp_path_factory):
+    """A tiny random model exported with both ONNX files (calibration and validation on random faces)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(widths=(8, 16), latent_channels=8)
+    model = create_model(cfg).eval()
+    with torch.no_grad():
+        model.classifier.head[-1].weight.normal_(0, 5)  # spread the near-uniform logits of an untrained model
+    path = save_artifact(model, cfg, tmp_path_factory.mktemp("tiny") / "a", flip_tta=True)
+    rng = np.random.default_rng(0)
+    calib = rng.integers(0, 256, (64, 48, 48), dtype=np.uint8)
+    val = rng.integers(0, 256, (40, 48, 48), dtype=np.uint8)
+    weights_before = sha256_file(path / WEIGHTS)
+    engines = export_engines(path, calib, val, rng.integers(0, 7, 40), val_split="val")
+    assert sha256_file(path / WEIGHTS) == weights_before  # weights untouched
+    return path, engines
+
+
+def test_export_writes_single_file_models_and_records_them(tiny_exported):
+    path, engines = tiny_exported
+    assert sorted(p.name for p in path.iterdir()) == sorted([META, WEIGHTS, *ONNX_FILES.values()])  # no .onnx.data
+    meta = json.loads((path / META).read_text())
+    assert meta["engines"] == engines and meta["engine_validation"] == {"split": "val", "n": 40, "flip_tta": True}
+    for name in ENGINES:
+        assert engines[name]["sha256"] == sha256_file(path / engines[name]["file"])
+        assert (
+            0 <= engines[name]["val_accuracy"] <= 1
+            and engines[name]["val_accuracy"] == engines[name]["val_accuracy_flip_tta"]
+        )
+    faces = np.random.default_rng(1).integers(0, 256, (33, 48, 48), dtype=np.uint8)  # a batch size not exported
+    ref = load_artifact(path, engine="torch").predict_proba(faces)
+    assert np.abs(load_artifact(path, engine="onnx").predict_proba(faces) - ref).max() <= 1e-4
+
+
+def test_default_engine_follows_recorded_accuracy(tiny_exported):
+    path, _ = tiny_exported
+    meta = json.loads((path / META).read_text())
+    rec = meta["engines"]
+    rec["torch"]["val_accuracy"], rec["onnx-int8"]["val_accuracy"] = 0.660, 0.656  # 0.4 pt below: int8
+    assert default_engine(meta, path) == "onnx-int8"
+    rec["onnx-int8"]["val_accuracy"] = 0.650  # 1 pt below: fp32 ONNX
+    assert default_engine(meta, path) == "onnx"
+    rec["onnx-int8"]["val_accuracy"] = None  # no validation split: never int8 by default
+    assert default_engine(meta, path) == "onnx"
+    assert default_engine({}, path) == "torch"  # an artifact exported before the engines existed
+    assert default_engine(meta, path, "cuda:0") == "torch"
+
+
+def test_damaged_model_files_fail_with_one_clear_error(tiny_exported, tmp_path):
+    import shutil
+
+    src, _ = tiny_exported
+    for name, file, damage in [
+        ("torch", WEIGHTS, b""),
+        ("torch", WEIGHTS, (src / WEIGHTS).read_bytes()[:1000]),
+        ("onnx", ONNX_FILES["onnx"], (src / ONNX_FILES["onnx"]).read_bytes()[:-10]),
+        ("onnx-int8", ONNX_FILES["onnx-int8"], b""),
+    ]:
+        path = tmp_path / f"{name}-{len(damage)}"
+        shutil.copytree(src, path)
+        expected = sha256_file(path / file)
+        (path / file).write_bytes(damage)
+        with pytest.raises(ArtifactIntegrityError) as e:
+            load_artifact(path, engine=name)
+        msg = str(e.value)
+        assert file in msg and expected in msg and sha256_file(path / file) in msg, msg
+        assert ("empty (0 bytes)" in msg) == (len(damage) == 0), msg
+
+
+def test_unknown_or_missing_engine(tiny_exported, tmp_path):
+    import shutil
+
+    with pytest.raises(ValueError, match="unknown inference engine 'tensorrt'.*torch"):
+        load_artifact(tiny_exported[0], engine="tensorrt")
+    path = tmp_path / "no_int8"
+    shutil.copytree(tiny_exported[0], path)
+    (path / ONNX_FILES["onnx-int8"]).unlink()
+    with pytest.raises(FileNotFoundError, match="export_onnx.py"):
+        load_artifact(path, engine="onnx-int8")
+    assert load_artifact(path).engine_name == "onnx"  # the default falls back to the file that is there
