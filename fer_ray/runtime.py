@@ -1,4 +1,14 @@
-"""Starting or joining Ray the same way from every job, test and benchmark."""
+"""Starting or joining Ray the same way from every job, test and benchmark.
+
+Which Ray a job uses is always explicit, never guessed from what happens to run on the machine:
+
+- ``--address X`` (or ``RAY_ADDRESS``, which ``ray job submit`` sets for its drivers) joins that
+  cluster; its resources are the cluster's, so nothing like ``num_cpus`` is passed.
+- ``--address auto`` joins the cluster a ``ray start --head`` runs on this machine.
+- Otherwise the job starts its own private Ray (``address="local"``) with the logical-CPU headroom
+  training needs, even if another cluster runs here or a stale ``/tmp/ray/ray_current_cluster``
+  is left over (plain ``ray.init()`` would try to join those and then refuse ``num_cpus``).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +18,19 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
+LOCAL = "local"  # Ray's own name for "start a new cluster in this process, join nothing"
+
 
 @dataclass(frozen=True)
 class RayConfig:
     """How a job reaches Ray.
 
-    ``address=None`` joins the cluster a ``ray job submit`` runs in (``RAY_ADDRESS``)
-    or else starts a local one. ``num_cpus`` is the number of *logical* CPUs a
-    locally started Ray advertises: more than the physical cores leaves room for
-    Ray Data tasks next to training workers that would otherwise take every CPU
-    and hang the pipeline (seen on 2-core machines).
+    ``address=None`` joins the cluster named by ``RAY_ADDRESS`` (set inside ``ray job submit``)
+    or else starts a private local one; ``"auto"`` joins a running local cluster; ``"local"``
+    always starts a private one. ``num_cpus`` is the number of *logical* CPUs a locally started
+    Ray advertises: more than the physical cores leaves room for Ray Data tasks next to training
+    workers that would otherwise take every CPU and hang the pipeline (seen on 2-core machines).
+    It is ignored (with a warning) when joining a cluster, whose nodes declare their own.
     """
 
     address: str | None = None
@@ -28,6 +41,8 @@ class RayConfig:
     def __post_init__(self) -> None:
         if self.num_cpus is not None and self.num_cpus < 1:
             raise ValueError(f"num_cpus must be >= 1, got {self.num_cpus}")
+        if self.address is not None and not self.address.strip():
+            raise ValueError("address must be a Ray address (host:port, ray://host:10001, auto or local), got ''")
 
 
 def default_logical_cpus() -> int:
@@ -35,21 +50,34 @@ def default_logical_cpus() -> int:
     return max(4, 2 * (os.cpu_count() or 1))
 
 
+def resolve_address(cfg: RayConfig, environ: dict[str, str] | None = None) -> str:
+    """The address :func:`init_ray` uses: the config's, else ``RAY_ADDRESS``, else ``"local"``."""
+    env = os.environ if environ is None else environ
+    return (cfg.address or env.get("RAY_ADDRESS") or LOCAL).strip()
+
+
 def init_ray(cfg: RayConfig | None = None) -> None:
-    """Start or join Ray once per process; a no-op when Ray is already initialised."""
+    """Start or join Ray once per process (see the module docstring); a no-op when Ray is already up."""
     import ray
 
     cfg = cfg or RayConfig()
     if ray.is_initialized():
         return
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        logger.info("joining Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=True)
+    address = resolve_address(cfg)
+    if address != LOCAL:
+        if cfg.num_cpus is not None or cfg.num_gpus is not None:
+            logger.warning("joining a cluster: --ray-cpus/num_gpus apply only to a local Ray and are ignored")
+        logger.info("joining the Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=True, configure_logging=False)
         return
     num_cpus = cfg.num_cpus or default_logical_cpus()
-    logger.info("starting a local Ray with %d logical CPUs", num_cpus)
+    logger.info(
+        "starting a private local Ray with %d logical CPUs (no --address or RAY_ADDRESS; "
+        "--address auto joins a cluster running on this machine)",
+        num_cpus,
+    )
     ray.init(
+        address=LOCAL,
         num_cpus=num_cpus,
         num_gpus=cfg.num_gpus,
         include_dashboard=cfg.include_dashboard,

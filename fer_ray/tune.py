@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fer_ray.config import replace
@@ -72,7 +71,7 @@ def trial_config(base: TrainConfig, params: dict[str, Any], run_name: str) -> Tr
     )
 
 
-def _trial(params: dict[str, Any], base: dict[str, Any], data, storage: str, root: str) -> None:
+def _trial(params: dict[str, Any], base: dict[str, Any], data, root: str, filesystem) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -80,7 +79,8 @@ def _trial(params: dict[str, Any], base: dict[str, Any], data, storage: str, roo
 
     name = tune.get_context().get_trial_name()
     cfg = trial_config(TrainConfig.from_dict(base), params, name)
-    build_trainer(cfg, data, Path(root) / name, storage, callbacks=[TuneReportCallback()]).fit()
+    # checkpoints in <storage>/<sweep name>/<trial name>/
+    build_trainer(cfg, data, root, callbacks=[TuneReportCallback()], filesystem=filesystem).fit()
 
 
 def sweep(cfg: SweepConfig) -> dict[str, Any]:
@@ -88,14 +88,18 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from fer_ray.train.ray_train import run_dirs, training_data
+    from fer_ray import storage as run_storage
+    from fer_ray.train.ray_train import ray_storage, run_dirs, training_data
 
     init_ray(cfg.base.ray)
+    # Everything of the sweep lands under <storage>/<name>/ (local or s3://): Tune's own files,
+    # each trial's checkpoints and sweep.json.
     storage, root = run_dirs(replace(cfg.base, run_name=cfg.name))
-    root.mkdir(parents=True, exist_ok=True)
     data = training_data(cfg.base)
     pre = cfg.base.total_epochs - cfg.base.epochs
-    trainable = tune.with_parameters(_trial, base=cfg.base.to_dict(), data=data, storage=storage, root=str(root))
+    tune_storage, tune_fs = ray_storage(storage)
+    trial_root, trial_fs = ray_storage(str(root))
+    trainable = tune.with_parameters(_trial, base=cfg.base.to_dict(), data=data, root=trial_root, filesystem=trial_fs)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"CPU": cfg.driver_cpus}),
         param_space=search_space(cfg),
@@ -108,7 +112,7 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
             num_samples=cfg.num_samples,
             max_concurrent_trials=cfg.max_concurrent,
         ),
-        run_config=tune.RunConfig(name=cfg.name, storage_path=storage),
+        run_config=tune.RunConfig(name=cfg.name, storage_path=tune_storage, storage_filesystem=tune_fs),
     )
     results = tuner.fit()
     trials = []
@@ -132,5 +136,5 @@ def sweep(cfg: SweepConfig) -> dict[str, Any]:
         "trials": trials,
         "best": trials[0] if trials else None,
     }
-    (root / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n")
+    run_storage.write_text(run_storage.join(root, "sweep.json"), json.dumps(summary, indent=2) + "\n")
     return summary

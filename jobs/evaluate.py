@@ -1,6 +1,7 @@
 """The paper's evaluation tables for one or more model artifacts, side by side.
 
 python jobs/evaluate.py runs/ae_cnn_attn/artifact runs/cnn_attn/artifact --out out/eval
+python jobs/evaluate.py s3://bucket/fer_ray/runs/ae/artifact --out out/eval   # AWS_ENDPOINT_URL for MinIO etc.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     from fer_ray.config import fer2013_parquet
     from fer_ray.evaluate import EvalConfig, evaluate_all, external_photos, markdown_table
     from fer_ray.runtime import RayConfig, init_ray
+    from fer_ray.storage import local_artifact
 
     source = a.data or fer2013_parquet()
     if source is None:
         p.error("no FER2013 data found: pass --data or set FER_RAY_DATA")
     init_ray(RayConfig(address=a.address, num_cpus=a.ray_cpus))
-    arts = [load_artifact(x) for x in (a.artifacts or [None])]
+    arts = [load_artifact(local_artifact(x)) for x in (a.artifacts or [None])]  # s3:// artifacts: downloaded
     results = evaluate_all(arts, str(source), a.out, EvalConfig(seed=a.seed))
     print(markdown_table(results))
     if a.photos:

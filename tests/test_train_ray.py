@@ -138,23 +138,44 @@ def test_select_checkpoint_breaks_ties(metrics, expected):
     assert select_checkpoint([]) is None
 
 
-def test_checkpoints_on_s3_resume_and_export(ray_local, s3_server, tmp_path, tiny_parquet, monkeypatch):
-    """``--storage-path s3://...`` (a real S3 protocol, moto on 127.0.0.1): checkpoints land in
-    the bucket, a rerun resumes from them and ``--export-only`` exports from them."""
+def test_run_outputs_on_s3_resume_and_export(ray_local, s3_server, tmp_path, tiny_parquet, monkeypatch):
+    """``--storage-path s3://...`` (a real S3 protocol, moto on 127.0.0.1): checkpoints, the saved
+    config, the history and the artifact all land in the bucket (a submitted job's working dir is
+    deleted with the job), a rerun resumes from them and ``--export-only`` exports from them."""
     import boto3
+
+    from fer_ray.storage import local_artifact
 
     client = boto3.client("s3", endpoint_url=s3_server)
     client.create_bucket(Bucket="ckpt")
-    monkeypatch.chdir(tmp_path)  # the driver-side run dir of a remote run is ./runs/<name>
+    monkeypatch.chdir(tmp_path)  # the job's working dir: nothing may be left there
+
+    def keys() -> set[str]:
+        return {o["Key"] for o in client.list_objects_v2(Bucket="ckpt", Prefix="runs/t/").get("Contents", [])}
+
+    def history() -> list[dict]:
+        return json.loads(client.get_object(Bucket="ckpt", Key="runs/t/history.json")["Body"].read())
+
     storage = "s3://ckpt/runs"
     first = train(_cfg(tmp_path, tiny_parquet, epochs=1, storage_path=storage))
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket="ckpt", Prefix="runs/t/")["Contents"]]
-    assert any("/checkpoint_" in k and k.endswith(STATE) for k in keys), keys
-    assert first.run_dir == tmp_path / "runs" / "t"
+    assert any("/checkpoint_" in k and k.endswith(STATE) for k in keys()), keys()
+    assert {"runs/t/train_config.json", "runs/t/history.json", "runs/t/artifact/artifact.json"} <= keys()
+    assert (first.run_dir, first.artifact_dir) == ("s3://ckpt/runs/t", "s3://ckpt/runs/t/artifact")
+    assert not (tmp_path / "runs").exists()
+    assert [h["epoch"] for h in history()] == [0]
+
     second = train(_cfg(tmp_path, tiny_parquet, epochs=2, storage_path=storage))
     assert [h["epoch"] for h in second.history] == [0, 1]
     assert second.history[0] == first.history[0]  # resumed from the bucket, epoch 0 not redone
-    trained = load_artifact(second.artifact_dir)
-    shutil.rmtree(second.artifact_dir)
-    again = load_artifact(export_run(storage, "t").artifact_dir)
+    assert history() == second.history
+    trained = load_artifact(local_artifact(second.artifact_dir))  # what jobs/evaluate.py does with s3://
+    assert trained.meta["metrics"]["history"] == second.history
+
+    for key in [k for k in keys() if k.startswith("runs/t/artifact/")]:
+        client.delete_object(Bucket="ckpt", Key=key)
+    exported = export_run(storage, "t")  # `jobs/train.py --export-only`, from the bucket alone
+    assert "runs/t/artifact/weights.pt" in keys()
+    again = load_artifact(local_artifact(exported.artifact_dir))
     assert again.meta["weights_sha256"] == trained.meta["weights_sha256"]
+    with pytest.raises(FileNotFoundError, match="is 'nope' a run under"):
+        export_run(storage, "nope")

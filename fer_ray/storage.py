@@ -1,0 +1,87 @@
+"""Run outputs on a local disk or in a bucket, through one small set of file operations.
+
+A job submitted to a cluster runs in a temporary working dir that is deleted with the job, so
+everything a run keeps (configs, histories, artifacts, reports) is written to its storage path:
+a local directory, or ``s3://bucket/prefix`` shared by every node. S3 endpoint and credentials
+come from the standard AWS settings (:meth:`fer_ray.data.sources.S3Settings.from_env`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from fer_ray.data.sources import is_s3_uri, resolve_filesystem
+
+Location = str | os.PathLike  # a local path or an s3:// URI
+
+
+def is_remote(location: Location) -> bool:
+    """True for ``s3://`` URIs (the only remote scheme; others are rejected where they are used)."""
+    return is_s3_uri(str(location))
+
+
+def join(base: Location, *parts: str) -> str | Path:
+    """``base/part/...``: a URI string for remote bases, a :class:`Path` for local ones."""
+    if is_remote(base):
+        return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts)])
+    return Path(base).joinpath(*parts)
+
+
+def exists(location: Location) -> bool:
+    fs, path = resolve_filesystem(str(location))
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def write_text(location: Location, text: str) -> None:
+    """Write a whole text file (parent directories created as needed; S3 has none)."""
+    fs, path = resolve_filesystem(str(location))
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def read_text(location: Location) -> str:
+    """Read a whole text file; :class:`FileNotFoundError` names the location when it is missing."""
+    fs, path = resolve_filesystem(str(location))
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        raise FileNotFoundError(f"{location} not found")
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def upload_dir(local_dir: Location, location: Location) -> str | Path:
+    """Copy a local directory to ``location`` (replacing files of the same names); returns ``location``."""
+    fs, path = resolve_filesystem(str(location))
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(str(Path(local_dir).resolve()), path, pafs.LocalFileSystem(), fs)
+    return location if is_remote(location) else Path(path)
+
+
+def download_dir(location: Location, local_dir: Location) -> Path:
+    """Copy the directory at ``location`` into ``local_dir``; :class:`FileNotFoundError` if it is absent."""
+    fs, path = resolve_filesystem(str(location))
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"{location} is not a directory")
+    out = Path(local_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(path, str(out.resolve()), fs, pafs.LocalFileSystem())
+    return out
+
+
+def local_artifact(location: Location | None) -> Path | None:
+    """A local directory holding the artifact at ``location``, for :func:`fer_ray.artifact.load_artifact`.
+
+    Local paths (and ``None``, the shipped model) pass through; an ``s3://`` artifact is
+    downloaded once to a temporary directory that is removed when the process exits.
+    """
+    if location is None or not is_remote(location):
+        return None if location is None else Path(location)
+    tmp = tempfile.mkdtemp(prefix="fer_ray_artifact_")
+    atexit.register(shutil.rmtree, tmp, True)
+    return download_dir(location, tmp)
