@@ -1,11 +1,17 @@
-"""Ray Serve online scoring: a real Serve app on the session's local Ray, real HTTP on 127.0.0.1."""
+"""Ray Serve online scoring: a real Serve app deployed from serve_config.yaml on the session's local Ray,
+real HTTP on 127.0.0.1: API key, routes, content types, limits, the page's HTML, concurrency and faults."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
+import secrets
+import select
 import socket
 import struct
+import threading
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,19 +19,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+import yaml
 from PIL import Image
 
 from fer_ray.labels import EMOTIONS
 from fer_ray.preprocess import PreprocessConfig, decode_image, face_input
-from fer_ray.serve import ServeConfig, build, build_app
+from fer_ray.serve import API_KEY_ENV, API_KEY_FILE_ENV, ServeConfig, build_app, is_loopback, resolve_api_key
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "images"
+SERVE_CONFIG = ROOT / "serve_config.yaml"
 APP = "fer_serve_test"
 PREFIX = "/fer-test"
 BODY_LIMIT = 1_000_000  # small, so the 413 test needs little data
+MAX_FILES = 3
+BODY_TIMEOUT_S = 3.0  # short, so the slow-drip test is quick
 TIMEOUT = 60  # seconds per request: the 2-core CI machine may be busy with other Ray work
+KEY = secrets.token_urlsafe(32)
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def _free_port() -> int:
@@ -71,24 +84,49 @@ def artifact(artifact_dir):
     return load_artifact(artifact_dir)
 
 
+def config_args() -> dict:
+    """The ``args`` of the one application in the repo's serve_config.yaml."""
+    apps = yaml.safe_load(SERVE_CONFIG.read_text())["applications"]
+    assert len(apps) == 1 and apps[0]["import_path"] == "fer_ray.serve:build_app"
+    return dict(apps[0]["args"])
+
+
 @pytest.fixture(scope="module")
-def url(ray_local, artifact_dir) -> str:
-    """Base URL of a real Serve app; deleted (and Serve shut down) after this module, Ray stays up."""
+def key_file(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("secret") / "api_key"
+    p.write_text(KEY + "\n")
+    p.chmod(0o600)
+    return p
+
+
+@pytest.fixture(scope="module")
+def url(ray_local, artifact_dir, key_file) -> str:
+    """Base URL of a real Serve app built from serve_config.yaml's args (test model, small limits, a key file);
+    deleted (and Serve shut down) after this module, Ray stays up."""
     from ray import serve
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    cfg = ServeConfig(model=str(artifact_dir), max_batch_size=8, max_ongoing_requests=32, max_body_bytes=BODY_LIMIT)
-    serve.run(build(cfg), name=APP, route_prefix=PREFIX)
+    args = config_args() | {
+        "model": str(artifact_dir),
+        "max_batch_size": 8,
+        "max_ongoing_requests": 32,
+        "max_body_bytes": BODY_LIMIT,
+        "max_files": MAX_FILES,
+        "body_timeout_s": BODY_TIMEOUT_S,
+        "api_key_file": str(key_file),
+    }
+    serve.run(build_app(args), name=APP, route_prefix=PREFIX)
     yield f"http://127.0.0.1:{port}{PREFIX}"
     serve.delete(APP)
     serve.shutdown()
 
 
-def _post(url: str, data: bytes, content_type: str = "image/jpeg", **params) -> requests.Response:
-    return requests.post(
-        f"{url}/predict", data=data, headers={"Content-Type": content_type}, params=params, timeout=TIMEOUT
-    )
+def _post(url: str, data: bytes, content_type: str | None = "image/jpeg", path: str = "/v1/predict", **params):
+    headers = dict(AUTH)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return requests.post(f"{url}{path}", data=data, headers=headers, params=params, timeout=TIMEOUT)
 
 
 def _expected_probs(artifact, data: bytes, boxes) -> np.ndarray:
@@ -112,7 +150,7 @@ def _crop_bytes() -> list[bytes]:
     return [p.read_bytes() for p in sorted((EXAMPLES / "crops").glob("*.jpg"))]
 
 
-# -- config and app builder (no Ray needed) -----------------------------------------------------
+# -- config, key and app builder (no Ray needed) ------------------------------------------------
 def test_config_from_serve_run_args(artifact_dir):
     cfg = ServeConfig.from_args(
         {"model": str(artifact_dir), "replicas": "2", "max_batch_size": "16", "min_face": "40", "max_pixels": "none"}
@@ -126,8 +164,54 @@ def test_config_from_serve_run_args(artifact_dir):
         ServeConfig(max_batch_size=64, max_ongoing_requests=8)
     with pytest.raises(ValueError, match="num_replicas"):
         ServeConfig(num_replicas="many")
+    with pytest.raises(ValueError, match="max_files"):
+        ServeConfig(max_files=0)
     with pytest.raises(FileNotFoundError, match="not a fer_ray model artifact"):
         build_app({"model": str(artifact_dir / "missing")})
+
+
+@pytest.mark.parametrize("name", ["api_key", "API_KEY", "token", "key"])
+def test_a_key_is_never_an_app_arg(name):
+    # Serve prints application args back (serve config, dashboard): the key must come from elsewhere.
+    with pytest.raises(ValueError, match=f"{API_KEY_ENV}.*api_key_file"):
+        ServeConfig.from_args({name: KEY})
+
+
+def test_api_key_from_env_or_file(tmp_path):
+    assert resolve_api_key(None, {}) is None  # no key: an open service
+    assert resolve_api_key(None, {API_KEY_ENV: f"  {KEY}\n"}) == KEY
+    f = tmp_path / "key"
+    f.write_text(KEY + "\n")
+    other = tmp_path / "other"
+    other.write_text("x" * 20)
+    assert resolve_api_key(None, {API_KEY_FILE_ENV: str(f), API_KEY_ENV: "y" * 20}) == KEY  # the file wins
+    assert resolve_api_key(str(other), {API_KEY_FILE_ENV: str(f)}) == "x" * 20  # the config's file wins
+    with pytest.raises(ValueError, match="cannot read the API key file"):
+        resolve_api_key(str(tmp_path / "missing"), {})  # a named file that is missing never means "open"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError, match="at least 16"):
+        resolve_api_key(str(tmp_path / "empty"), {})
+    with pytest.raises(ValueError, match="at least 16"):
+        resolve_api_key(None, {API_KEY_ENV: "short"})
+    assert [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "10.0.0.5", "example.org")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
+def test_serve_config_yaml_is_a_valid_serve_deploy_config():
+    from ray.serve.schema import ServeDeploySchema
+
+    raw = yaml.safe_load(SERVE_CONFIG.read_text())
+    schema = ServeDeploySchema.model_validate(raw)
+    assert schema.http_options.host == "127.0.0.1"  # loopback unless the user opens it up
+    cfg = ServeConfig.from_args(config_args())  # every arg is a ServeConfig field, none is a secret
+    assert cfg.model is None and cfg.api_key_file is None  # the shipped model; the key stays out of the file
+    assert not any(word in name for name in config_args() for word in ("secret", "token", "password"))
 
 
 def test_app_builder_follows_serve_convention(artifact_dir):
@@ -140,14 +224,89 @@ def test_app_builder_follows_serve_convention(artifact_dir):
 
 
 # -- the running service ------------------------------------------------------------------------
-def test_health_and_model_card(url, artifact):
-    r = requests.get(f"{url}/healthz", timeout=TIMEOUT)
+def _strings(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+    elif isinstance(obj, str):
+        yield obj
+
+
+def test_health_and_model_card(url, artifact, artifact_dir, key_file):
+    r = requests.get(f"{url}/healthz", timeout=TIMEOUT)  # no key needed
     assert r.status_code == 200 and r.json() == {"status": "ok", "model_id": artifact.model_id}
-    card = requests.get(f"{url}/model", timeout=TIMEOUT).json()
+    card = requests.get(f"{url}/v1/model", headers=AUTH, timeout=TIMEOUT).json()
+    assert card == requests.get(f"{url}/model", headers=AUTH, timeout=TIMEOUT).json()  # the alias
     assert card["model_id"] == artifact.model_id and card["labels"] == list(EMOTIONS)
     assert card["preprocess"] == PreprocessConfig().to_dict()
     assert card["model_config"]["name"] == artifact.model_config.name
-    assert card["serving"]["max_batch_size"] == 8 and "metrics" in card
+    assert card["serving"]["max_batch_size"] == 8 and card["serving"]["api_key_required"] is True
+    assert "metrics" in card
+    # no filesystem paths: neither the model directory nor the key file, nor any absolute path
+    text = json.dumps(card)
+    assert str(artifact_dir) not in text and str(key_file) not in text and KEY not in text
+    assert not [s for s in _strings(card) if s.startswith(("/", "~")) or re.match(r"^[A-Za-z]:\\", s)]
+
+
+PROTECTED = {
+    "GET /v1/model": lambda u, h: requests.get(f"{u}/v1/model", headers=h, timeout=TIMEOUT),
+    "GET /model": lambda u, h: requests.get(f"{u}/model", headers=h, timeout=TIMEOUT),
+    "GET /openapi.json": lambda u, h: requests.get(f"{u}/openapi.json", headers=h, timeout=TIMEOUT),
+    "POST /v1/predict": lambda u, h: requests.post(
+        f"{u}/v1/predict", data=_crop_bytes()[0], headers={**h, "Content-Type": "image/jpeg"}, timeout=TIMEOUT
+    ),
+    "POST /predict": lambda u, h: requests.post(
+        f"{u}/predict", files={"file": ("a.jpg", _crop_bytes()[0], "image/jpeg")}, headers=h, timeout=TIMEOUT
+    ),
+    "GET /nowhere": lambda u, h: requests.get(f"{u}/nowhere", headers=h, timeout=TIMEOUT),
+}
+
+
+@pytest.mark.parametrize("route", list(PROTECTED))
+def test_api_key_required(url, route):
+    send = PROTECTED[route]
+    wrong = [{}, {"Authorization": "Bearer " + "x" * len(KEY)}, {"Authorization": "Bearer " + KEY[:-1]},
+             {"Authorization": KEY}, {"Authorization": f"Basic {KEY}"}]  # fmt: skip
+    for headers in wrong:
+        r = send(url, headers)
+        assert r.status_code == 401, (route, headers, r.status_code, r.text)
+        assert "API key" in r.json()["error"] and r.headers["WWW-Authenticate"].startswith("Bearer")
+    r = send(url, {"Authorization": f"bearer {KEY}"})  # the scheme is case-insensitive
+    assert r.status_code == (404 if route == "GET /nowhere" else 200), (route, r.text)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/", "/docs", "/static/app.js", "/static/swagger/swagger-ui-bundle.js"])
+def test_public_routes_need_no_key(url, path):
+    # /healthz for probes; the page shell (no data) must load before a user can type the key
+    assert requests.get(f"{url}{path}", timeout=TIMEOUT).status_code == 200
+
+
+EXTERNAL = re.compile(r"""(?:https?:|wss?:|ftp:)?//[^\s"'<>)]+""", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("page", ["/", "/docs"])
+def test_pages_load_nothing_from_elsewhere(url, page):
+    """The upload page and the docs: every src/href is a path on this app, which serves all of them."""
+    r = requests.get(f"{url}{page}", timeout=TIMEOUT)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+    html = r.text
+    assert EXTERNAL.findall(html) == [], "the page references another origin"
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html)
+    assert any(ref.endswith(".js") for ref in refs), refs
+    base = re.search(r"""<base href="([^"]+)">""", html).group(1)
+    assert base == f"{PREFIX}/"  # relative links resolve under Serve's route prefix
+    for ref in refs:
+        if ref.startswith("data:") or ref == base:
+            continue
+        if ref.endswith((".js", ".css")):
+            asset = requests.get(f"{url}/{ref}", timeout=TIMEOUT)
+            assert asset.status_code == 200, ref
+            if ref.startswith("static/") and "swagger" not in ref:  # our own files: no URL to anywhere
+                assert EXTERNAL.findall(asset.text) == [], ref
 
 
 def test_face_crop_raw_body(url, artifact):
@@ -158,16 +317,17 @@ def test_face_crop_raw_body(url, artifact):
     assert (body["image_width"], body["image_height"]) == (48, 48)
     assert body["faces"][0]["box"] is None  # a crop is the face: no detection
     _check_ok(body, artifact, data, 1)
-    # application/octet-stream and curl's default form content type are read as the raw image too
-    for ct in ("application/octet-stream", "application/x-www-form-urlencoded"):
-        assert _post(url, data, ct).json() == body
+    assert "model;dur=" in r.headers["Server-Timing"]
+    # application/octet-stream, any image/* type and the unversioned alias give the same answer
+    for ct, path in (("application/octet-stream", "/v1/predict"), ("image/png", "/v1/predict"), (None, "/predict")):
+        assert _post(url, data, ct or "image/jpeg", path).json() == body
 
 
 def test_photo_multipart_one_entry_per_face(url, artifact):
     expected = json.loads((EXAMPLES / "expected.json").read_text())["photos/group_of_three.jpg"]
     data = (EXAMPLES / "photos" / "group_of_three.jpg").read_bytes()
     files = {"file": ("group_of_three.jpg", data, "image/jpeg")}
-    r = requests.post(f"{url}/predict", files=files, timeout=TIMEOUT)
+    r = requests.post(f"{url}/v1/predict", files=files, headers=AUTH, timeout=TIMEOUT)
     assert r.status_code == 200, r.text
     body = r.json()
     assert [body["image_width"], body["image_height"]] == expected["size"]
@@ -180,6 +340,24 @@ def test_photo_multipart_one_entry_per_face(url, artifact):
     _check_ok(whole, artifact, data, 1)
 
 
+def test_several_files_one_result_each(url, artifact):
+    photo = (EXAMPLES / "photos" / "group_of_three.jpg").read_bytes()
+    crop = _crop_bytes()[0]
+    files = [("file", ("p.jpg", photo, "image/jpeg")), ("file", ("bad.jpg", b"no image", "image/jpeg")),
+             ("file", ("c.jpg", crop, "image/jpeg"))]  # fmt: skip
+    r = requests.post(f"{url}/v1/predict", files=files, headers=AUTH, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [x["filename"] for x in body["results"]] == ["p.jpg", "bad.jpg", "c.jpg"]
+    p, bad, c = body["results"]
+    _check_ok({**p, "model_id": body["model_id"]}, artifact, photo, 3)
+    _check_ok({**c, "model_id": body["model_id"]}, artifact, crop, 1)
+    assert bad["status"] == "error" and NOT_IMAGE in bad["error"]  # a bad file is an entry, not a failed request
+    too_many = [("file", (f"{i}.jpg", crop, "image/jpeg")) for i in range(MAX_FILES + 1)]
+    r = requests.post(f"{url}/v1/predict", files=too_many, headers=AUTH, timeout=TIMEOUT)
+    assert r.status_code == 413 and f"at most {MAX_FILES}" in r.json()["error"]
+
+
 def test_no_face(url, artifact):
     r = _post(url, (EXAMPLES / "other" / "coffee.jpg").read_bytes())
     assert r.status_code == 200, r.text
@@ -188,30 +366,37 @@ def test_no_face(url, artifact):
 
 
 def _upload(url: str, data: bytes, field: str = "file") -> requests.Response:
-    return requests.post(f"{url}/predict", files={field: ("a.jpg", data, "image/jpeg")}, timeout=TIMEOUT)
+    files = {field: ("a.jpg", data, "image/jpeg")}
+    return requests.post(f"{url}/v1/predict", files=files, headers=AUTH, timeout=TIMEOUT)
 
 
 def _chunked(url: str, data: bytes) -> requests.Response:
     """A body with no Content-Length (chunked transfer): the limit must hold while streaming."""
     chunks = [data[i : i + 300_000] for i in range(0, len(data), 300_000)]
-    return requests.post(f"{url}/predict", data=iter(chunks), timeout=TIMEOUT)
+    headers = {**AUTH, "Content-Type": "image/jpeg"}
+    return requests.post(f"{url}/v1/predict", data=iter(chunks), headers=headers, timeout=TIMEOUT)
 
 
 NOT_IMAGE = "not a recognised image"
 RANDOM_BYTES = np.random.default_rng(0).bytes(5000)
+CROP = (EXAMPLES / "crops" / "happy_PrivateTest_33571817.jpg").read_bytes()
 BAD_INPUTS = {
     "empty body": (lambda u: _post(u, b""), 400, "empty"),
     "empty upload": (lambda u: _upload(u, b""), 400, "empty"),
     "no file field": (lambda u: _upload(u, b"x", field="photo"), 400, "'file'"),
     "truncated jpeg": (lambda u: _post(u, (EXAMPLES / "other" / "truncated.jpg").read_bytes()), 422, "truncated"),
     "random bytes": (lambda u: _post(u, RANDOM_BYTES, "application/octet-stream"), 422, NOT_IMAGE),
-    "text": (lambda u: _post(u, b"hello, I am not a picture\n" * 20, "text/plain"), 422, NOT_IMAGE),
+    "text as an image": (lambda u: _post(u, b"hello, I am not a picture\n" * 20, "image/jpeg"), 422, NOT_IMAGE),
+    "text/plain": (lambda u: _post(u, b"hello\n" * 20, "text/plain"), 415, "text/plain"),
+    "json": (lambda u: _post(u, b'{"image": "x"}', "application/json"), 415, "application/json"),
+    "form-urlencoded (curl -d)": (lambda u: _post(u, CROP, "application/x-www-form-urlencoded"), 415, "image/jpeg"),
+    "no content type": (lambda u: _post(u, CROP, None), 415, "no Content-Type"),
     "decompression bomb": (lambda u: _post(u, _bomb_png(), "image/png"), 422, "bomb"),
     "oversized body": (lambda u: _post(u, b"\xff" * (BODY_LIMIT + 1)), 413, "limit"),
     "oversized chunked body": (lambda u: _chunked(u, b"\xff" * (BODY_LIMIT + 1)), 413, "limit"),
     "oversized upload": (lambda u: _upload(u, b"\xff" * (BODY_LIMIT + 1)), 413, "limit"),
     "bad query": (lambda u: _post(u, b"x", whole_image="maybe"), 422, "whole_image"),
-    "wrong method": (lambda u: requests.get(f"{u}/predict", timeout=TIMEOUT), 405, "not allowed"),
+    "wrong method": (lambda u: requests.get(f"{u}/v1/predict", headers=AUTH, timeout=TIMEOUT), 405, "not allowed"),
 }  # fmt: skip
 
 
@@ -221,6 +406,33 @@ def test_bad_input_is_a_4xx_with_a_reason(url, case):
     r = send(url)
     assert r.status_code == status, (case, r.status_code, r.text)
     assert reason.lower() in r.json()["error"].lower(), r.json()
+
+
+def test_png_with_alpha_upload(url, artifact):
+    """A crop-sized RGBA PNG goes through the same decode path (alpha composited on white)."""
+    rgba = Image.new("RGBA", (40, 40), (90, 60, 30, 128))
+    buf = io.BytesIO()
+    rgba.save(buf, format="PNG")
+    data = buf.getvalue()
+    r = requests.post(f"{url}/v1/predict", files={"file": ("x.png", data, "image/png")}, headers=AUTH, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    _check_ok(r.json(), artifact, data, 1)
+
+
+# -- concurrency and faults ---------------------------------------------------------------------
+def _healthy(url: str, within_s: float = 60) -> None:
+    """/healthz answers 200 within ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = requests.get(f"{url}/healthz", timeout=10)
+            if last.status_code == 200:
+                return
+        except requests.RequestException as e:
+            last = e
+        time.sleep(0.5)
+    raise AssertionError(f"/healthz not 200 within {within_s} s: {getattr(last, 'text', last)}")
 
 
 def test_concurrent_requests_and_bad_neighbours(url, artifact):
@@ -245,12 +457,120 @@ def test_concurrent_requests_and_bad_neighbours(url, artifact):
     assert stats["batches"] < stats["requests"] and stats["largest_batch"] <= 8, stats
 
 
-def test_png_with_alpha_upload(url, artifact):
-    """A crop-sized RGBA PNG goes through the same decode path (alpha composited on white)."""
-    rgba = Image.new("RGBA", (40, 40), (90, 60, 30, 128))
-    buf = io.BytesIO()
-    rgba.save(buf, format="PNG")
-    data = buf.getvalue()
-    r = requests.post(f"{url}/predict", files={"file": ("x.png", data, "image/png")}, timeout=TIMEOUT)
+def test_500_requests_16_in_flight_no_errors(url, artifact):
+    crops = _crop_bytes()
+    photo = (EXAMPLES / "photos" / "group_of_three.jpg").read_bytes()
+    inputs = [photo if i % 50 == 0 else crops[i % len(crops)] for i in range(500)]  # 10 photos, 490 faces
+    local = threading.local()
+
+    def send(data: bytes) -> requests.Response:
+        if not hasattr(local, "session"):  # keep-alive connections, one per client thread
+            local.session = requests.Session()
+        headers = {**AUTH, "Content-Type": "image/jpeg"}
+        return local.session.post(f"{url}/v1/predict", data=data, headers=headers, timeout=TIMEOUT)
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(send, inputs))
+    seconds = time.monotonic() - t0
+    errors = [(r.status_code, r.text[:200]) for r in responses if r.status_code != 200]
+    assert errors == [], f"{len(errors)} of 500 failed, e.g. {errors[:3]}"
+    expected = {}  # what batch scoring gives each distinct input
+    for data, r in zip(inputs, responses, strict=True):
+        body = r.json()
+        if id(data) not in expected:
+            _check_ok(body, artifact, data, 3 if data is photo else 1)
+            expected[id(data)] = np.array([[f["probabilities"][e] for e in EMOTIONS] for f in body["faces"]])
+        got = np.array([[f["probabilities"][e] for e in EMOTIONS] for f in body["faces"]])
+        np.testing.assert_allclose(got, expected[id(data)], atol=1e-5)  # batch neighbours do not change a result
+    print(f"500 requests at 16 in flight: {seconds:.1f} s, {500 / seconds:.0f} requests/s (no figure: shared CPU)")
+    _healthy(url)
+
+
+def _raw_request(url: str, body_length: int) -> socket.socket:
+    """An open socket that has sent the headers of a POST /v1/predict announcing ``body_length`` bytes."""
+    host_port, _, prefix = url.removeprefix("http://").partition("/")
+    host, port = host_port.split(":")
+    sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+    head = (
+        f"POST /{prefix}/v1/predict HTTP/1.1\r\nHost: {host_port}\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: image/jpeg\r\nContent-Length: {body_length}\r\n\r\n"
+    )
+    sock.sendall(head.encode())
+    return sock
+
+
+def test_client_disconnecting_mid_upload_leaves_the_server_healthy(url, artifact):
+    for _ in range(3):
+        sock = _raw_request(url, 500_000)
+        sock.sendall(b"\xff\xd8" + b"\x00" * 100_000)  # a fifth of the announced body, then gone
+        sock.close()
+    _healthy(url)
+    data = _crop_bytes()[0]
+    r = _post(url, data)
+    assert r.status_code == 200, r.text
+    _check_ok(r.json(), artifact, data, 1)
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One whole HTTP/1.1 response with a Content-Length (headers and body may arrive in separate packets)."""
+    data = b""
+    while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + _content_length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _content_length(data: bytes) -> int:
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", data)
+    return int(m.group(1)) if m else 0
+
+
+def test_slow_drip_body_gets_408_and_the_server_stays_healthy(url):
+    sock = _raw_request(url, 10_000)
+    t0 = time.monotonic()
+    reply = b""
+    try:
+        for _ in range(int(4 * BODY_TIMEOUT_S / 0.25)):  # one byte every 0.25 s: would take 40 minutes
+            try:
+                sock.sendall(b"\x00")
+            except OSError:  # the server may close the connection once it has answered
+                pass
+            readable, _, _ = select.select([sock], [], [], 0.25)
+            if readable:
+                reply = _read_response(sock)
+                break
+    finally:
+        sock.close()
+    seconds = time.monotonic() - t0
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:300]
+    assert b"did not arrive within" in reply
+    assert BODY_TIMEOUT_S - 0.5 <= seconds <= BODY_TIMEOUT_S + 5, seconds
+    _healthy(url)
+
+
+def test_request_while_the_model_replica_restarts(url, artifact):
+    """Kill the model replica: a request meanwhile gets a result or a 503 with a reason, never a hang or a 500;
+    Serve starts a new replica and /healthz is 200 again."""
+    import ray
+
+    replicas = [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if "FERModel" in a["name"] and APP in a["name"] and a["name"].startswith("SERVE_REPLICA")
+    ]
+    assert len(replicas) == 1, replicas
+    ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=True)
+    data = _crop_bytes()[0]
+    r = _post(url, data)
+    assert r.status_code in (200, 503), (r.status_code, r.text)
+    if r.status_code == 503:
+        assert "model unavailable" in r.json()["error"] and r.headers.get("Retry-After")
+    else:
+        _check_ok(r.json(), artifact, data, 1)
+    _healthy(url, within_s=90)
+    r = _post(url, data)
     assert r.status_code == 200, r.text
     _check_ok(r.json(), artifact, data, 1)
