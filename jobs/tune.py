@@ -1,7 +1,8 @@
 """Sweep the paper's suggested hyperparameters with Ray Tune (ASHA early stopping).
 
     python jobs/tune.py --num-samples 8 --epochs 10 --name sweep1
-    ray job submit --working-dir . -- python jobs/tune.py --data s3://bucket/fer2013.parquet --num-samples 32
+    ray job submit --working-dir . -- python jobs/tune.py --data s3://bucket/fer2013.parquet --num-samples 32 \
+        --storage-path s3://bucket/fer_ray/runs --name sweep2   # Tune's files, checkpoints, sweep.json there
 
 Other training flags (model, batch size, workers, ...) are those of jobs/train.py and apply to every trial.
 """
