@@ -19,12 +19,18 @@ def setup(verbose: bool = False) -> None:
 
 def add_ray_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("ray")
-    g.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")
+    g.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join: host:port, or auto for one started on this machine with `ray start` "
+        "(default: RAY_ADDRESS, which `ray job submit` sets; else this job starts its own private Ray)",
+    )
     g.add_argument(
         "--ray-cpus",
         type=int,
         default=None,
-        help="logical CPUs of a locally started Ray (default: 2x cores, leaving room for Ray Data next to workers)",
+        help="logical CPUs of the job's own Ray (default: 2x cores, leaving room for Ray Data next to workers); "
+        "a joined cluster's nodes declare their own",
     )
 
 
