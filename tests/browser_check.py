@@ -42,10 +42,8 @@ def find_chromium() -> str | None:
 class DevTools:
     """A minimal DevTools-protocol client for one page target (commands in, replies and events out)."""
 
-    def __init__(self, ws_url: str):
-        from websockets.sync.client import connect
-
-        self.ws = connect(ws_url, max_size=None, open_timeout=30)
+    def __init__(self, ws):
+        self.ws = ws
         self._ids = itertools.count(1)
         self.events: list[dict[str, Any]] = []
 
@@ -81,9 +79,6 @@ class DevTools:
         self.wait_for(
             f"location.href === {json.dumps(url)} && document.readyState === 'complete'", timeout, f"{url} to load"
         )
-
-    def close(self) -> None:
-        self.ws.close()
 
 
 def _start_chromium(exe: str, profile: str, width: int, height: int) -> tuple[subprocess.Popen, str]:
@@ -146,16 +141,16 @@ def check_page(
     exe = find_chromium()
     if exe is None:
         raise FileNotFoundError("no Chromium on PATH (apt-get install chromium)")
-    with tempfile.TemporaryDirectory(prefix="fer_chromium_") as profile:
+    with tempfile.TemporaryDirectory(prefix="fer_chromium_", ignore_cleanup_errors=True) as profile:
         proc, devtools_http = _start_chromium(exe, profile, width, height)
         try:
-            page = DevTools(_page_ws(devtools_http))
-            try:
+            from websockets.sync.client import connect
+
+            with connect(_page_ws(devtools_http), max_size=None, open_timeout=30) as ws:
+                page = DevTools(ws)
                 metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
                 page.call("Emulation.setDeviceMetricsOverride", **metrics)
                 return _session(page, url.rstrip("/"), photo, screenshot, key, timeout)
-            finally:
-                page.close()
         finally:
             proc.terminate()
             try:
@@ -186,6 +181,8 @@ def _session(
         )
         out["key_in_session_storage"] = page.eval("sessionStorage.getItem('fer_ray.api_key')") == key
     out.update(_upload(page, photo, timeout))
+    if out["state"] != "done":
+        return out  # e.g. a wrong key: the status line says why; the docs would fail the same way
     if screenshot is not None:
         shot = page.call("Page.captureScreenshot", format="png")
         Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
