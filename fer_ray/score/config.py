@@ -2,25 +2,42 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fer_ray.data.sources import S3Settings
+from fer_ray.engine import check_engine
 from fer_ray.runtime import RayConfig
+
+DETECTORS = ("yunet", "haar")
 
 
 @dataclass(frozen=True)
 class DetectConfig:
-    """OpenCV Haar-cascade face detection (the frontal-face cascade shipped in the opencv wheel)."""
+    """Face detection: YuNet (``cv2.FaceDetectorYN``, default) or OpenCV's Haar cascade.
 
-    scale_factor: float = 1.1  # image pyramid step; smaller finds more faces, slower
-    min_neighbors: int = 5  # overlapping detections needed to keep a box; higher = fewer false positives
-    min_face: int = 32  # smallest face side to look for, in original-image pixels
-    max_side: int = 1024  # detect on a copy downscaled to at most this side (boxes mapped back)
+    YuNet detects on a copy downscaled so that a ``min_face`` face is still ``detect_face_px``
+    pixels for it, and no larger than ``max_side``: its cost grows with the pixel count, its
+    recall drops below ~40 px faces. The defaults come from the recall/speed table in
+    benchmarks/results/detect_recall.md. The cascade detects on a copy at most ``max_side``.
+    """
+
+    detector: str = "yunet"  # "yunet" or "haar"
+    min_face: int = 40  # smallest face side to find, in original-image pixels
+    max_side: int = 1024  # never detect on a copy larger than this (pixels, long side)
+    detect_face_px: int = 40  # YuNet: a min_face face is shrunk to no less than this for detection
+    score_threshold: float = 0.5  # YuNet: keep boxes scoring at least this (0..1); higher = fewer false boxes
+    nms_threshold: float = 0.3  # YuNet: IoU above which overlapping boxes are merged
+    top_k: int = 5000  # YuNet: candidate boxes kept before NMS
+    scale_factor: float = 1.1  # Haar: image pyramid step; smaller finds more faces, slower
+    min_neighbors: int = 5  # Haar: overlapping detections needed to keep a box; higher = fewer false positives
     crop_max_side: int = 64  # images no larger than this per side are taken as face crops (FER2013 is 48x48)
     max_faces: int = 100  # keep the largest N boxes of an image (guards against pathological false positives)
 
     def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise ValueError(f"unknown face detector {self.detector!r}; choose one of {list(DETECTORS)}")
         if not self.scale_factor > 1.0:
             raise ValueError(f"scale_factor must be > 1 (e.g. 1.1), got {self.scale_factor}")
         if self.min_neighbors < 0:
@@ -29,6 +46,14 @@ class DetectConfig:
             raise ValueError(f"min_face must be >= 1 pixel, got {self.min_face}")
         if self.max_side < 64:
             raise ValueError(f"max_side must be >= 64 pixels, got {self.max_side}")
+        if self.detect_face_px < 8:
+            raise ValueError(
+                f"detect_face_px must be >= 8 pixels (YuNet finds little below ~16), got {self.detect_face_px}"
+            )
+        if not 0 < self.score_threshold < 1 or not 0 < self.nms_threshold < 1:
+            raise ValueError("score_threshold and nms_threshold must be between 0 and 1 (e.g. 0.7 and 0.3)")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.crop_max_side < 0:
             raise ValueError(f"crop_max_side must be >= 0 (0 disables), got {self.crop_max_side}")
         if self.max_faces < 1:
@@ -47,6 +72,8 @@ class ScoreConfig:
     out: str
     model: str | None = None  # artifact directory; None = the model shipped in the package
     whole_image: bool = False  # every input is already a face crop: skip detection
+    engine: str | None = None  # torch, onnx or onnx-int8; None: the artifact's default (int8 on CPU when as accurate)
+    flip_tta: bool | None = None  # None: the artifact's setting; False scores single pass (about 2x faster)
     detect: DetectConfig = field(default_factory=DetectConfig)
 
     # Scale. The CPU stage (read, decode, detect, crop) runs as Ray tasks of `images_per_task`
@@ -59,7 +86,7 @@ class ScoreConfig:
     batch_size: int = 256
     cpus_per_actor: float = 1.0
     gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    torch_threads: int = 1  # per actor; the CPU stage uses the other cores
+    threads: int | None = None  # engine threads per actor (torch or ONNX Runtime); None: the cores it holds
     rows_per_file: int | None = None  # None: one Parquet file per inference call; set to write fewer, larger files
 
     # Limits; None takes the model artifact's preprocessing limits.
@@ -78,9 +105,12 @@ class ScoreConfig:
             raise ValueError("no inputs: pass at least one directory, file, glob, list file or s3://bucket/prefix")
         if not self.out:
             raise ValueError("out is required: a local directory or s3://bucket/prefix for the Parquet report")
-        for name in ("images_per_task", "actors", "batch_size", "torch_threads"):
+        for name in ("images_per_task", "actors", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None (the cores an actor holds), got {self.threads}")
+        check_engine(self.engine)
         if self.cpus_per_task <= 0 or self.cpus_per_actor < 0:
             raise ValueError("cpus_per_task must be > 0 and cpus_per_actor >= 0")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
@@ -97,6 +127,11 @@ class ScoreConfig:
                 raise ValueError(f"{name} must be positive or None (the model's limit), got {v}")
         if self.save_crops and self.save_crops.rstrip("/") == self.out.rstrip("/"):
             raise ValueError("save_crops must not be the output directory; pick a separate directory")
+
+    @property
+    def actor_threads(self) -> int:
+        """Engine threads per inference actor: ``threads``, else the CPUs the actor reserves (at least 1)."""
+        return self.threads or max(1, math.ceil(self.cpus_per_actor))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with S3 credentials left out (the report directory may be shared)."""
