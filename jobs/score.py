@@ -5,8 +5,13 @@
     python jobs/score.py s3://bucket/photos/ --out s3://bucket/reports/photos  # AWS_ENDPOINT_URL for MinIO etc.
     ray job submit --working-dir . -- python jobs/score.py s3://bucket/photos/ --out s3://bucket/reports/photos
 
+    python jobs/score.py crops/ --whole-image --no-tta --out out/crops       # single pass: ~2x faster
+    python jobs/score.py photos/ --engine torch --detector haar --out out/x  # the PyTorch model, Haar cascade
+
 Rerunning with the same --out scores only inputs not yet there (new, or changed size/mtime);
---overwrite starts over. A killed run is resumed the same way.
+--overwrite starts over. A killed run is resumed the same way. The default engine is the
+artifact's int8 ONNX model on CPU when its recorded accuracy matches the PyTorch model's
+(else fp32 ONNX, else PyTorch; PyTorch on GPUs); every row records the engine it ran.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from fer_ray.cli import add_ray_args, setup
+from fer_ray.engine import ENGINES
 from fer_ray.runtime import RayConfig
-from fer_ray.score.config import DetectConfig, ScoreConfig
+from fer_ray.score.config import DETECTORS, DetectConfig, ScoreConfig
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -31,11 +37,29 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--whole-image", action="store_true", help="inputs are face crops: skip face detection")
     p.add_argument("--overwrite", action="store_true", help="delete earlier results in --out and score everything")
     p.add_argument("--save-crops", default=None, metavar="DIR", help="also write each 48x48 face crop as PNG (opt-in)")
+    g = p.add_argument_group("model")
+    g.add_argument("--engine", choices=ENGINES, default=None, help="default: the artifact's fastest accurate engine")
+    g.add_argument(
+        "--no-tta",
+        dest="flip_tta",
+        action="store_false",
+        default=None,
+        help="single pass even if the artifact enables flip TTA (about 2x faster)",
+    )
     g = p.add_argument_group("face detection")
+    g.add_argument("--detector", choices=DETECTORS, default=dd.detector)
     g.add_argument("--min-face", type=int, default=dd.min_face, help="smallest face side in pixels")
-    g.add_argument("--scale-factor", type=float, default=dd.scale_factor)
-    g.add_argument("--min-neighbors", type=int, default=dd.min_neighbors)
     g.add_argument("--detect-max-side", type=int, default=dd.max_side, help="detect on a copy at most this large")
+    g.add_argument(
+        "--detect-face-px",
+        type=int,
+        default=dd.detect_face_px,
+        help="yunet: shrink so that a --min-face face is this many pixels",
+    )
+    g.add_argument("--score-threshold", type=float, default=dd.score_threshold, help="yunet: box score to keep")
+    g.add_argument("--nms-threshold", type=float, default=dd.nms_threshold, help="yunet: IoU that merges boxes")
+    g.add_argument("--scale-factor", type=float, default=dd.scale_factor, help="haar")
+    g.add_argument("--min-neighbors", type=int, default=dd.min_neighbors, help="haar")
     g.add_argument("--crop-max-side", type=int, default=dd.crop_max_side, help="smaller images are taken as crops")
     g = p.add_argument_group("scale")
     g.add_argument("--images-per-task", type=int, default=d.images_per_task)
@@ -44,7 +68,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="faces per inference call")
     g.add_argument("--cpus-per-actor", type=float, default=d.cpus_per_actor)
     g.add_argument("--gpus-per-actor", type=float, default=None, help="default: 1 when the cluster has GPUs")
-    g.add_argument("--torch-threads", type=int, default=d.torch_threads)
+    g.add_argument(
+        "--threads",
+        "--torch-threads",
+        type=int,
+        default=d.threads,
+        help="engine threads per actor (default: the CPUs it holds)",
+    )
     g.add_argument("--rows-per-file", type=int, default=None, help="fewer, larger Parquet files")
     add_ray_args(p)
     return p
@@ -52,13 +82,15 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def config_from_args(a: argparse.Namespace) -> ScoreConfig:
     detect = DetectConfig(
-        min_face=a.min_face, scale_factor=a.scale_factor, min_neighbors=a.min_neighbors,
-        max_side=a.detect_max_side, crop_max_side=a.crop_max_side,
+        detector=a.detector, min_face=a.min_face, max_side=a.detect_max_side, detect_face_px=a.detect_face_px,
+        score_threshold=a.score_threshold, nms_threshold=a.nms_threshold, scale_factor=a.scale_factor,
+        min_neighbors=a.min_neighbors, crop_max_side=a.crop_max_side,
     )  # fmt: skip
     return ScoreConfig(
         inputs=tuple(a.inputs), out=a.out, model=a.model, whole_image=a.whole_image, detect=detect,
+        engine=a.engine, flip_tta=a.flip_tta,
         images_per_task=a.images_per_task, max_cpu_tasks=a.max_cpu_tasks, actors=a.actors, batch_size=a.batch_size,
-        cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus_per_actor, torch_threads=a.torch_threads,
+        cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus_per_actor, threads=a.threads,
         rows_per_file=a.rows_per_file, overwrite=a.overwrite, save_crops=a.save_crops,
         ray=RayConfig(address=a.address, num_cpus=a.ray_cpus),
     )  # fmt: skip

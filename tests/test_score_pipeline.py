@@ -173,6 +173,40 @@ def test_real_fer_faces(ray_local, fer2013_path, tmp_path, model_dir):
     np.testing.assert_allclose(r[[f"p_{e}" for e in EMOTIONS]].to_numpy(float), direct[0], atol=1e-5)
 
 
+def test_engine_detector_and_tta_choices_reach_the_rows(ray_local, tmp_path, model_dir):
+    """--engine, --detector and --no-tta go from the CLI through the actors into every row and the run record."""
+    import shutil
+
+    from fer_ray.artifact import sha256_file
+    from fer_ray.onnx_export import export_engines
+    from jobs.score import main
+
+    exported = tmp_path / "model"
+    shutil.copytree(model_dir, exported)
+    rng = np.random.default_rng(0)
+    export_engines(exported, rng.integers(0, 256, (32, 48, 48), dtype=np.uint8))  # no validation: never int8 default
+    src = tmp_path / "in"
+    copy_samples(src, ["photos/group_of_three.jpg", "crops/happy_PrivateTest_33571817.jpg"])
+    args = [str(src), "--model", str(exported), "--out"]
+    assert main([*args, str(tmp_path / "a"), "--engine", "onnx", "--detector", "haar", "--no-tta"]) == 0
+    df = _rows(tmp_path / "a")
+    assert (df["engine"] == "onnx").all() and (df["model_sha256"] == sha256_file(exported / "model.onnx")).all()
+    assert (df["model_id"] == load_artifact(exported, engine="onnx").model_id).all()
+    run = json.loads(next((tmp_path / "a" / "runs").glob("*.json")).read_text())
+    assert (run["engine"], run["detector"], run["flip_tta"]) == ("onnx", "haar", False)
+    crop = df[df["path"].str.contains("happy")].iloc[0]
+    face = face_input(decode_image(Path(crop["path"]).read_bytes()), None, PreprocessConfig())
+    single = load_artifact(exported, engine="onnx").predict_proba(face[None], flip_tta=False)[0]
+    np.testing.assert_allclose(crop[[f"p_{e}" for e in EMOTIONS]].to_numpy(float), single, atol=1e-5)
+
+    # Defaults: the artifact's engine (fp32 ONNX here: int8 has no recorded accuracy) and YuNet.
+    assert main([*args, str(tmp_path / "b"), "--engine", "onnx-int8"]) == 0
+    assert (_rows(tmp_path / "b")["engine"] == "onnx-int8").all()
+    assert main([*args, str(tmp_path / "c")]) == 0
+    run = json.loads(next((tmp_path / "c" / "runs").glob("*.json")).read_text())
+    assert (run["engine"], run["detector"], run["flip_tta"]) == ("onnx", "yunet", False)  # model_dir: no TTA
+
+
 def test_resume_incremental_and_half_written_part_file(ray_local, tmp_path, model_dir):
     src = tmp_path / "in"
     first = ["photos/group_of_three.jpg", "crops/angry_PrivateTest_27425934.jpg", "other/coffee.jpg"]

@@ -3,9 +3,10 @@
 Stages (the dataset is streamed end to end; nothing but counts comes back to the driver)::
 
     list_images (driver, metadata only; already-scored inputs dropped here)
-      -> map_batches(prepare_images)   CPU tasks: fetch bytes, decode_image, detect faces,
-                                       face_input crops (uint8 48x48), one row per face
-      -> map_batches(FacePredictor)    actor pool: load_artifact once, predict_proba in batches
+      -> map_batches(prepare_images)   CPU tasks: fetch bytes, then faces_from_bytes (decode at the
+                                       size detection needs, detect, crop uint8 48x48), one row per face
+      -> map_batches(FacePredictor)    actor pool: load_artifact once with the run's engine (torch,
+                                       onnx, onnx-int8), predict_proba in batches
       -> write_parquet(OUT/rows)       part files named after the run
 
 Every input yields at least one row (``ok``, ``no_face`` or ``error`` with a reason), so
@@ -37,10 +38,10 @@ import pyarrow as pa
 
 from fer_ray.data.sources import S3Settings, fetch_bytes, is_s3_uri, list_images_and_settings, resolve_filesystem
 from fer_ray.labels import EMOTIONS
-from fer_ray.preprocess import ImageDecodeError, PreprocessConfig, decode_image
+from fer_ray.preprocess import ImageDecodeError, PreprocessConfig
 from fer_ray.runtime import init_ray
 from fer_ray.score.config import DetectConfig, ScoreConfig
-from fer_ray.score.faces import find_faces
+from fer_ray.score.faces import faces_from_bytes
 from fer_ray.score.store import CONFIG_FILE, ROWS_DIR, RUNS_DIR, OutputStore, key_hash
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ OUTPUT_SCHEMA = pa.schema(
         ("model_name", pa.string()),
         ("model_id", pa.string()),
         ("weights_sha256", pa.string()),
+        ("engine", pa.string()),  # torch, onnx or onnx-int8
+        ("model_sha256", pa.string()),  # of the file the engine executed (weights.pt or an ONNX file)
         ("scored_at", pa.timestamp("ms", tz="UTC")),
         ("run_id", pa.string()),
         ("size", pa.int64()),
@@ -183,10 +186,8 @@ def _prepare_one(
 ) -> None:
     """Decode one file, find its faces and emit its rows (an ``error`` row on any failure)."""
     try:
-        gray = decode_image(image, pp.max_pixels)
-        h, w = gray.shape
+        boxes, crops, (w, h) = faces_from_bytes(image, detect, pp, whole_image)
         base.update(image_width=w, image_height=h)
-        boxes, crops = find_faces(gray, detect, pp, whole_image)
     except ImageDecodeError as e:
         emit(base, status="error", error=str(e))
         return
@@ -205,11 +206,13 @@ def _prepare_one(
 
 
 # -- inference stage ------------------------------------------------------------------------------
-def artifact_files(path: str | os.PathLike) -> dict[str, bytes]:
-    """The two files :func:`load_artifact` reads, shipped to the actors so that they need no shared disk."""
+def artifact_files(path: str | os.PathLike, engine: str = "torch") -> dict[str, bytes]:
+    """The files :func:`load_artifact` reads for ``engine``, shipped to the actors so that they need no shared disk."""
     from fer_ray.artifact import META, WEIGHTS
+    from fer_ray.engine import ONNX_FILES
 
-    return {name: (Path(path) / name).read_bytes() for name in (META, WEIGHTS)}
+    names = (META, WEIGHTS, *([ONNX_FILES[engine]] if engine in ONNX_FILES else []))
+    return {name: (Path(path) / name).read_bytes() for name in names}
 
 
 class FacePredictor:
@@ -218,17 +221,26 @@ class FacePredictor:
     Input: :data:`PREPARED_SCHEMA` Arrow batches; output: :data:`OUTPUT_SCHEMA`.
     """
 
-    def __init__(self, files: dict[str, bytes], run_id: str, device: str = "cpu", torch_threads: int = 1):
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        run_id: str,
+        device: str = "cpu",
+        threads: int = 1,
+        engine: str = "torch",
+        flip_tta: bool | None = None,
+    ):
         import torch
 
         from fer_ray.artifact import load_artifact
 
-        torch.set_num_threads(torch_threads)
+        torch.set_num_threads(threads)  # the torch engine; ONNX Runtime gets the same count below
         self._dir = tempfile.mkdtemp(prefix="fer_ray_model_")
         for name, data in files.items():
             Path(self._dir, name).write_bytes(data)
         self.device = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
-        self.artifact: Artifact = load_artifact(self._dir, self.device)
+        self.artifact: Artifact = load_artifact(self._dir, self.device, engine=engine, threads=threads)
+        self.flip_tta = flip_tta
         self.run_id = run_id
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -240,7 +252,7 @@ class FacePredictor:
             crops = batch.column("face").filter(pa.array(ok)).to_pylist()
             # A writable copy: torch warns on (and must not alias) read-only buffers.
             faces = np.frombuffer(b"".join(crops), dtype=np.uint8).reshape(-1, s, s).copy()  # (B, S, S)
-            probs[ok] = self.artifact.predict_proba(faces, self.device)
+            probs[ok] = self.artifact.predict_proba(faces, self.device, flip_tta=self.flip_tta)
         top = probs.argmax(1)
         out = {name: batch.column(name) for name in PREPARED_SCHEMA.names if name != "face"}
         for k, name in enumerate(PROB_COLUMNS):
@@ -251,6 +263,8 @@ class FacePredictor:
         out["model_name"] = pa.array([self.artifact.model_config.name] * n, pa.string())
         out["model_id"] = pa.array([self.artifact.model_id] * n, pa.string())
         out["weights_sha256"] = pa.array([meta.get("weights_sha256")] * n, pa.string())
+        out["engine"] = pa.array([self.artifact.engine_name] * n, pa.string())
+        out["model_sha256"] = pa.array([self.artifact.model_sha256] * n, pa.string())
         now = dt.datetime.now(dt.timezone.utc)
         out["scored_at"] = pa.array([now] * n, pa.timestamp("ms", tz="UTC"))
         out["run_id"] = pa.array([self.run_id] * n, pa.string())
@@ -298,6 +312,8 @@ def build_dataset(
     files: dict[str, bytes],
     run_id: str,
     settings: S3Settings | None,
+    engine: str = "torch",
+    gpus: float | None = None,
 ):
     """The lazy Ray Dataset of output rows for the listing rows in ``todo`` (nothing runs until written)."""
     import ray.data
@@ -309,7 +325,7 @@ def build_dataset(
     n, cpus = len(todo), max(1, int(ray.cluster_resources().get("CPU", 1)))
     step = min(1024, max(min(cfg.images_per_task, math.ceil(n / cpus)), math.ceil(n / (4 * cpus))))
     blocks = [pa.Table.from_pandas(todo.iloc[i : i + step], preserve_index=False) for i in range(0, n, step)]
-    gpus = _gpus_per_actor(cfg)
+    gpus = _gpus_per_actor(cfg) if gpus is None else gpus
     ds = ray.data.from_arrow(blocks)
     ds = ds.map_batches(
         prepare_images,
@@ -338,7 +354,9 @@ def build_dataset(
             "files": files,
             "run_id": run_id,
             "device": "cuda" if gpus > 0 else "cpu",
-            "torch_threads": cfg.torch_threads,
+            "threads": cfg.actor_threads,
+            "engine": engine,
+            "flip_tta": cfg.flip_tta,
         },
         num_cpus=cfg.cpus_per_actor,
         num_gpus=gpus,
@@ -352,7 +370,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
 
     started = time.time()
     run_id = new_run_id()
-    artifact = load_artifact(cfg.model)  # fails fast, before Ray starts, on a wrong --model
+    artifact = load_artifact(cfg.model, engine=cfg.engine)  # fails fast, before Ray starts, on a wrong --model
     preprocess = dataclasses.replace(
         artifact.preprocess,
         max_pixels=cfg.max_pixels or artifact.preprocess.max_pixels,
@@ -360,6 +378,14 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     )
     settings = cfg.s3 or (S3Settings.from_env() if _uses_s3(cfg) else None)
     init_ray(cfg.ray)
+    gpus = _gpus_per_actor(cfg)
+    if gpus > 0 and cfg.engine is None and artifact.engine_name != "torch":
+        artifact = load_artifact(cfg.model, "cpu", engine="torch")  # GPU actors run the PyTorch model
+    elif gpus > 0 and artifact.engine_name != "torch":
+        logger.warning("engine %s runs on CPU: the inference actors get no GPU", artifact.engine_name)
+        gpus = 0.0
+    flip_tta = artifact.flip_tta if cfg.flip_tta is None else cfg.flip_tta
+    logger.info("model %s, engine %s, flip TTA %s", artifact.model_id, artifact.engine_name, flip_tta)
 
     listing, _ = list_images_and_settings(cfg.inputs, settings)
     n_list_errors = int(listing["error"].notna().sum())
@@ -393,7 +419,8 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     pipeline_s = 0.0
     if len(todo):
         t0 = time.time()
-        ds = build_dataset(todo, cfg, preprocess, artifact_files(artifact.path), run_id, settings)
+        files = artifact_files(artifact.path, artifact.engine_name)
+        ds = build_dataset(todo, cfg, preprocess, files, run_id, settings, artifact.engine_name, gpus)
         ds.write_parquet(
             store.path(ROWS_DIR),
             filesystem=store.fs,
@@ -416,6 +443,10 @@ def score(cfg: ScoreConfig) -> ScoreResult:
         "removed_part_files": [{"file": f, "reason": r} for f, r in scan.removed],
         "model_id": artifact.model_id,
         "model_path": str(artifact.path),
+        "engine": artifact.engine_name,
+        "model_sha256": artifact.model_sha256,
+        "flip_tta": flip_tta,
+        "detector": cfg.detect.detector,
     }
     store.write_json(posixpath.join(RUNS_DIR, f"{run_id}.json"), run)
     store.write_json(CONFIG_FILE, {"run_id": run_id, "score": cfg.to_dict(), "preprocess": preprocess.to_dict()})
