@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from fer_ray.cli import add_ray_args, setup
+from fer_ray.engine import ENGINES
 from fer_ray.runtime import RayConfig, init_ray
 from fer_ray.serve import APP_NAME, ServeConfig, build, is_loopback, resolve_api_key, run
 
@@ -35,6 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model artifact directory (default: the model shipped in fer_ray)")
     p.add_argument("--host", default="127.0.0.1", help="HTTP interface; 0.0.0.0 exposes the service on the network")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--engine", default=None, choices=ENGINES, help="inference engine (default: best for the device)")
     p.add_argument("--replicas", default=str(d.num_replicas), help="model replicas, or 'auto' to autoscale")
     p.add_argument("--ingress-replicas", type=int, default=d.ingress_replicas, help="decode/detect replicas")
     p.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="faces per inference call")
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         cfg = ServeConfig(
-            model=a.model, num_replicas=a.replicas, ingress_replicas=a.ingress_replicas,
+            model=a.model, engine=a.engine, num_replicas=a.replicas, ingress_replicas=a.ingress_replicas,
             max_batch_size=a.max_batch_size, max_ongoing_requests=max(2 * a.max_batch_size, 64),
             cpus_per_replica=a.cpus_per_replica, gpus_per_replica=a.gpus_per_replica, max_body_bytes=a.max_body_bytes,
             max_files=a.max_files, api_key_file=a.api_key_file, docs=not a.no_docs,

@@ -164,6 +164,10 @@ def test_config_from_serve_run_args(artifact_dir):
         ServeConfig(max_batch_size=64, max_ongoing_requests=8)
     with pytest.raises(ValueError, match="num_replicas"):
         ServeConfig(num_replicas="many")
+    assert ServeConfig.from_args({"engine": "onnx"}).engine == "onnx"
+    assert ServeConfig.from_args({"engine": "null"}).engine is None
+    with pytest.raises(ValueError, match="unknown inference engine 'tensorrt'"):
+        ServeConfig.from_args({"engine": "tensorrt"})
     with pytest.raises(ValueError, match="max_files"):
         ServeConfig(max_files=0)
     with pytest.raises(FileNotFoundError, match="not a fer_ray model artifact"):
@@ -241,6 +245,7 @@ def test_health_and_model_card(url, artifact, artifact_dir, key_file):
     card = requests.get(f"{url}/v1/model", headers=AUTH, timeout=TIMEOUT).json()
     assert card == requests.get(f"{url}/model", headers=AUTH, timeout=TIMEOUT).json()  # the alias
     assert card["model_id"] == artifact.model_id and card["labels"] == list(EMOTIONS)
+    assert card["engine"] == artifact.engine_name == "torch"  # the test artifact has no ONNX files
     assert card["preprocess"] == PreprocessConfig().to_dict()
     assert card["model_config"]["name"] == artifact.model_config.name
     assert card["serving"]["max_batch_size"] == 8 and card["serving"]["api_key_required"] is True

@@ -89,6 +89,7 @@ def model_info(artifact: Any) -> dict[str, Any]:
         metrics["epochs"] = len(history)
     return {
         "model_id": artifact.model_id,
+        "engine": artifact.engine_name,
         "model_config": artifact.model_config.to_dict(),
         "labels": list(artifact.labels),
         "preprocess": artifact.preprocess.to_dict(),
@@ -112,12 +113,15 @@ class FERModel:
         torch.set_num_threads(cfg.torch_threads)
         use_cuda = cfg.gpus_per_replica > 0 and torch.cuda.is_available()
         self.device = "cuda" if use_cuda else "cpu"
-        self.artifact = load_artifact(cfg.model, self.device)
+        self.artifact = load_artifact(cfg.model, self.device, engine=cfg.engine, threads=cfg.torch_threads)
+        self.engine_name = self.artifact.engine_name
         self.info_dict = model_info(self.artifact)
         self.predict.set_max_batch_size(cfg.max_batch_size)
         self.predict.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         self.counts = {"requests": 0, "faces": 0, "batches": 0, "largest_batch": 0}
-        logger.info("serving %s from %s on %s", self.artifact.model_id, self.artifact.path, self.device)
+        logger.info(
+            "serving %s from %s on %s (%s)", self.artifact.model_id, self.artifact.path, self.device, self.engine_name
+        )
 
     async def info(self) -> dict[str, Any]:
         return self.info_dict

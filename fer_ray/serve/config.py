@@ -36,13 +36,14 @@ class ServeConfig:
     """
 
     model: str | None = None  # artifact directory; None = the model shipped in the package
+    engine: str | None = None  # torch | onnx | onnx-int8; None = the artifact's best for the device
     num_replicas: int | str = 1  # model replicas, or "auto" for Serve's default autoscaling
     autoscaling_config: Mapping[str, Any] | None = None  # e.g. {"min_replicas": 1, "max_replicas": 4}
     ingress_replicas: int = 1
     cpus_per_replica: float = 0.5
     gpus_per_replica: float = 0.0
     ingress_cpus: float = 0.5
-    torch_threads: int = 1  # per model replica
+    torch_threads: int = 1  # per model replica (PyTorch threads, or ONNX Runtime intra-op threads)
     prep_threads: int = 2  # decode/detect threads per ingress replica
     max_batch_size: int = 32  # faces per predict_proba call
     batch_wait_timeout_s: float = 0.005  # added to latency at low load: keep it small
@@ -57,6 +58,10 @@ class ServeConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
 
     def __post_init__(self) -> None:
+        if self.engine is not None:
+            from fer_ray.engine import check_engine
+
+            check_engine(self.engine)
         if isinstance(self.num_replicas, str):
             if self.num_replicas.isdigit():
                 object.__setattr__(self, "num_replicas", int(self.num_replicas))
@@ -139,7 +144,7 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         return value
     if value.lower() in ("none", "null", ""):
         return None
-    if name in ("model", "api_key_file"):
+    if name in ("model", "engine", "api_key_file"):
         return value
     if isinstance(default, bool):
         return value.lower() in ("1", "true", "yes")
