@@ -1,20 +1,23 @@
 """Batch-scoring throughput: the Ray Data job vs a plain loop vs the model alone, and its memory at scale.
 
 Inputs are generated from the FER2013 Parquet into --work: 48x48 face crops (scored whole)
-and 640x480 "photos" with 1-3 upscaled FER faces each (faces detected). On the same
-machine, cores and model it measures
+and "photos": JPEGs of 1-3 MP (1200x900 to 2000x1500) with 1-3 upscaled FER faces each
+(faces detected). On the same machine, cores, model, engine and detector it measures
 
 (a) the Ray Data job (fer_ray.score.score: list -> decode/detect/crop tasks -> actor-pool inference -> Parquet),
-(b) a plain single-process loop doing the same read -> decode_image -> detect_faces -> face_input -> forward,
-(c) the model forward alone on pre-decoded uint8 crops,
+(b) a plain single-process loop doing the same read -> faces_from_bytes (decode, detect, crop) -> forward,
+    with --threads threads for OpenCV and the engine,
+(c) the PyTorch model forward alone on pre-decoded uint8 crops (the torch engine),
+(d) the forward alone with the engine the job uses (default: the artifact's, int8 ONNX on CPU),
 
-and prints images/s with the ratios (a)/(b) on photos and (a)/(c) on crops. --memory then
+each crops figure in the artifact's own TTA mode and single pass (--no-tta in the job),
+and prints images/s with the ratios (a)/(b) on photos and (a)/(d) on crops. --memory then
 scores --memory-sizes images (a list file of symlinks that repeat the crops) and records the
 peak summed PSS of the process tree (driver, raylet, workers; shared pages counted once; see common.py),
 which should not grow with the collection.
 
 python benchmarks/score_throughput.py --n 2000 --memory                 # -> benchmarks/results/score_throughput.json
-python benchmarks/score_throughput.py --n 40 --memory --memory-sizes 200,1000 --out out/score_smoke.json  # smoke test
+python benchmarks/score_throughput.py --n 12 --memory --memory-sizes 40,80 --out out/score_smoke.json  # smoke test
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import argparse
 import importlib.util
 import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,7 +40,7 @@ from common import PeakMemory, fer2013_or_exit, machine_info, tree_memory, write
 from fer_ray.cli import add_ray_args, setup  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "score_throughput.json"
-PHOTO_SIZE = (640, 480)
+PHOTO_SIZES = ((1200, 900), (1600, 1200), (2000, 1500))  # 1.1, 1.9 and 3.0 MP
 
 
 # -- inputs --------------------------------------------------------------------------------------------
@@ -71,14 +73,15 @@ def make_inputs(work: Path, fer: Path, n_crops: int, n_photos: int, seed: int = 
         (crops_dir / f"{i:06d}.jpg").write_bytes(images[i])
 
     samples, rng = _samples_module(), np.random.default_rng(seed)
-    backgrounds = [samples.background(*PHOTO_SIZE, seed=k) for k in range(8)]
+    backgrounds = [samples.background(*PHOTO_SIZES[k % len(PHOTO_SIZES)], seed=k) for k in range(6)]
     faces = iter(images[n_crops:])
     for i in range(n_photos):
         canvas = backgrounds[i % len(backgrounds)].copy()
+        w, h = canvas.size
         k = int(rng.integers(1, 4))
-        side = int(rng.integers(130, 171))
+        side = int(rng.integers(w // 8, w // 5))  # 150-400 px: found at the default detection size
         for j in range(k):  # k faces side by side, at random heights
-            x, y = 30 + j * (PHOTO_SIZE[0] - 60) // k, int(rng.integers(40, PHOTO_SIZE[1] - side - 40))
+            x, y = 30 + j * (w - 60) // k, int(rng.integers(40, h - side - 40))
             samples.paste_face(canvas, Image.open(io.BytesIO(next(faces))), (x, y, side, side))
         canvas.save(photos_dir / f"{i:06d}.jpg", quality=85)
     manifest.write_text(json.dumps(want))
@@ -86,12 +89,15 @@ def make_inputs(work: Path, fer: Path, n_crops: int, n_photos: int, seed: int = 
 
 
 # -- (a) the Ray Data job, (b) the plain loop, (c) the forward pass alone ---------------------------
-def run_ray_job(inputs: list[str], out: Path, a: argparse.Namespace, ray_cfg) -> dict:
+def run_ray_job(
+    inputs: list[str], out: Path, a: argparse.Namespace, ray_cfg, flip_tta: bool | None = None, whole_image=False
+) -> dict:
     from fer_ray.score import ScoreConfig, score
 
     cfg = ScoreConfig(
         inputs=tuple(inputs), out=str(out), model=a.model, overwrite=True, actors=a.actors,
-        batch_size=a.batch_size, torch_threads=a.torch_threads, ray=ray_cfg,
+        batch_size=a.batch_size, threads=a.actor_threads, ray=ray_cfg, engine=a.engine,
+        flip_tta=flip_tta, whole_image=whole_image,
     )  # fmt: skip
     res = score(cfg)
     if not res.summary["complete"]:
@@ -108,16 +114,14 @@ def run_ray_job(inputs: list[str], out: Path, a: argparse.Namespace, ray_cfg) ->
 
 def run_plain_loop(files: list[Path], art, batch_size: int) -> dict:
     """One process: the scoring job's own functions in a for loop, forward passes in batches."""
-    from fer_ray.preprocess import decode_image, face_input
     from fer_ray.score.config import DetectConfig
-    from fer_ray.score.faces import detect_faces, is_face_crop
+    from fer_ray.score.faces import faces_from_bytes
 
     detect, pending, faces = DetectConfig(), [], 0
     t0 = time.perf_counter()
     for f in files:
-        gray = decode_image(f.read_bytes(), art.preprocess.max_pixels)
-        boxes = [None] if is_face_crop(gray, detect) else detect_faces(gray, detect)
-        pending.extend(face_input(gray, box, art.preprocess) for box in boxes)
+        _, crops, _ = faces_from_bytes(f.read_bytes(), detect, art.preprocess)
+        pending.extend(crops)
         if len(pending) >= batch_size:
             faces += len(art.predict_proba(np.stack(pending)))
             pending = []
@@ -128,17 +132,18 @@ def run_plain_loop(files: list[Path], art, batch_size: int) -> dict:
     return {"images": len(files), "faces": faces, "seconds": round(seconds, 3), "images_per_s": ips}
 
 
-def run_forward_only(files: list[Path], art, batch_size: int) -> dict:
+def run_forward_only(files: list[Path], art, batch_size: int, flip_tta: bool | None = None) -> dict:
     """The model alone: crops decoded beforehand (not timed), then predict_proba in batches."""
     from fer_ray.preprocess import decode_image, face_input
 
     crops = np.stack([face_input(decode_image(f.read_bytes()), None, art.preprocess) for f in files])  # (N, S, S)
-    art.predict_proba(crops[:batch_size])  # warm-up
+    art.predict_proba(crops[:batch_size], flip_tta=flip_tta)  # warm-up
     t0 = time.perf_counter()
     for start in range(0, len(crops), batch_size):
-        art.predict_proba(crops[start : start + batch_size])
+        art.predict_proba(crops[start : start + batch_size], flip_tta=flip_tta)
     seconds = time.perf_counter() - t0
-    return {"images": len(files), "seconds": round(seconds, 3), "images_per_s": round(len(files) / seconds, 2)}
+    ips = round(len(files) / seconds, 2)
+    return {"images": len(files), "seconds": round(seconds, 3), "images_per_s": ips, "engine": art.engine_name}
 
 
 def run_memory(work: Path, crops: list[Path], sizes: list[int], a: argparse.Namespace, ray_cfg) -> list[dict]:
@@ -172,7 +177,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default="out/bench_score", help="generated inputs and outputs go here")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--actors", type=int, default=1)
-    p.add_argument("--torch-threads", type=int, default=1, help="per actor in (a)")
+    p.add_argument(
+        "--actor-threads", type=int, default=None, help="engine threads per actor in (a) (default: its CPUs)"
+    )
+    p.add_argument("--threads", type=int, default=2, help="threads of the plain loop and forward-only runs")
+    p.add_argument("--engine", default=None, help="torch, onnx or onnx-int8 (default: the artifact's)")
     p.add_argument("--memory", action="store_true", help="also measure peak memory at --memory-sizes")
     p.add_argument("--memory-sizes", default="10000,50000")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON result path")
@@ -198,14 +207,22 @@ def main(argv: list[str] | None = None) -> int:
     crops_dir, photos_dir = make_inputs(work, Path(data), n_crops, n_photos)
     print(f"inputs : {n_crops:,} crops + {n_photos:,} photos in {work} ({time.perf_counter() - t0:.0f} s)")
     crops, photos = sorted(crops_dir.glob("*.jpg")), sorted(photos_dir.glob("*.jpg"))
-    art = load_artifact(a.model)
+    art = load_artifact(a.model, engine=a.engine, threads=a.threads)
+    torch_art = load_artifact(a.model, engine="torch")
+    tta = art.flip_tta
 
-    # (b) and (c) first, before Ray's processes compete for the cores; they may use every core.
-    torch.set_num_threads(os.cpu_count() or 1)
+    # (b), (c) and (d) first, before Ray's processes compete for the cores; they use --threads.
+    import cv2
+
+    torch.set_num_threads(a.threads)
+    cv2.setNumThreads(a.threads)
     plain_photos = run_plain_loop(photos, art, a.batch_size)
-    print(f"plain  : photos {plain_photos['images_per_s']:,.1f} images/s")
-    forward = run_forward_only(crops, art, a.batch_size)
-    print(f"forward: crops {forward['images_per_s']:,.0f} images/s (model alone)")
+    print(f"plain  : photos {plain_photos['images_per_s']:,.1f} images/s ({art.engine_name}, TTA {tta})")
+    forward_torch = run_forward_only(crops, torch_art, a.batch_size)
+    print(f"forward: crops {forward_torch['images_per_s']:,.0f} images/s (torch, TTA {tta})")
+    forward = {m: run_forward_only(crops, art, a.batch_size, flip_tta=m == "flip_tta") for m in ("flip_tta", "single")}
+    for m, r in forward.items():
+        print(f"forward: crops {r['images_per_s']:,.0f} images/s ({art.engine_name}, {m})")
 
     ray_cfg = RayConfig(address=a.address, num_cpus=a.ray_cpus)
     t0 = time.perf_counter()
@@ -214,8 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     ray.data.DataContext.get_current().enable_progress_bars = False
     job_photos = run_ray_job([str(photos_dir)], work / "out_photos", a, ray_cfg)
     print(f"ray    : photos {job_photos['images_per_s']:,.1f} images/s")
-    job_crops = run_ray_job([str(crops_dir)], work / "out_crops", a, ray_cfg)
-    print(f"ray    : crops {job_crops['images_per_s']:,.1f} images/s")
+    job_crops = {
+        m: run_ray_job([str(crops_dir)], work / f"out_crops_{m}", a, ray_cfg, flip_tta=m == "flip_tta")
+        for m in ("flip_tta", "single")
+    }
+    for m, r in job_crops.items():
+        print(f"ray    : crops {r['images_per_s']:,.1f} images/s ({m})")
     memory = run_memory(work, crops, [int(s) for s in a.memory_sizes.split(",")], a, ray_cfg) if a.memory else []
 
     result = {
@@ -223,25 +244,33 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python benchmarks/score_throughput.py", *(argv if argv is not None else sys.argv[1:])]),
         "valid_for_comparison": a.n >= 2000,  # smaller runs only check that the benchmark works
         "model_id": art.model_id,
+        "engine": art.engine_name,
+        "model_sha256": art.model_sha256,
+        "artifact_flip_tta": tta,
         "n": {"crops": len(crops), "photos": len(photos)},
         "photos": {
+            "sizes": [list(s) for s in PHOTO_SIZES],
             "ray_data_job": job_photos,
             "plain_loop": plain_photos,
             "job_over_plain": round(job_photos["images_per_s"] / plain_photos["images_per_s"], 3),
         },
         "crops": {
-            "ray_data_job": job_crops,
-            "forward_only": forward,
-            "job_over_forward": round(job_crops["images_per_s"] / forward["images_per_s"], 3),
+            "forward_only_torch": forward_torch,
+            **{f"forward_only_{m}": r for m, r in forward.items()},
+            **{f"ray_data_job_{m}": r for m, r in job_crops.items()},
+            **{f"job_over_forward_{m}": round(job_crops[m]["images_per_s"] / forward[m]["images_per_s"], 3)
+               for m in forward},
         },
         "memory": memory,
-        "settings": {"batch_size": a.batch_size, "actors": a.actors, "torch_threads_per_actor": a.torch_threads,
-                     "torch_threads_plain": os.cpu_count(), "ray_startup_s_not_counted": round(startup, 1)},
+        "settings": {"batch_size": a.batch_size, "actors": a.actors, "threads_per_actor": a.actor_threads,
+                     "threads_plain_and_forward": a.threads, "detector": "yunet (DetectConfig defaults)",
+                     "ray_startup_s_not_counted": round(startup, 1)},
         "machine": machine_info(torch=torch.__version__),
     }  # fmt: skip
     print(
-        f"photos: job/plain = {result['photos']['job_over_plain']:.2f}x; "
-        f"crops: job/forward = {result['crops']['job_over_forward']:.3f}x"
+        f"photos: job/plain = {result['photos']['job_over_plain']:.2f}x; crops: job/forward = "
+        f"{result['crops']['job_over_forward_flip_tta']:.3f}x (flip TTA), "
+        f"{result['crops']['job_over_forward_single']:.3f}x (single pass)"
     )
     write_result(result, a.out)
     return 0

@@ -5,7 +5,9 @@
   PrivateTest; its PublicTest half served for model selection, so it is optimistic);
 * Table 4: 15 seeded draws of 100 test images, per draw and mean accuracy;
 * per-class precision/recall/F1, confusion matrix (CSV + PNG), training curves (PNG),
-  parameter count and size on disk.
+  parameter count and size on disk;
+* every inference engine the artifact holds (torch, onnx, onnx-int8) on PrivateTest, single
+  pass and flip TTA side by side (:func:`engine_results`).
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ def evaluate_artifact(artifact: Artifact, source: str, cfg: EvalConfig = EvalCon
     return {
         "model": artifact.model_config.name,
         "model_id": artifact.model_id,
+        "engine": artifact.engine_name,
+        "model_sha256": artifact.model_sha256,
         "parameters": int(sum(p.numel() for p in artifact.model.parameters())),
         "weights_bytes": weights.stat().st_size if weights else None,
         "flip_tta": artifact.flip_tta,
@@ -196,19 +200,84 @@ def write_plots(result: dict[str, Any], history: list[dict[str, Any]], out: Path
         plt.close(fig)
 
 
+def engine_results(artifact: Artifact, source: str, split: str = "test", threads: int | None = None) -> list[dict]:
+    """Accuracy of every engine ``artifact`` holds on one split (PrivateTest), single pass and flip TTA.
+
+    The faces are decoded once and fed to each engine, so the rows differ only in the engine.
+    """
+    import os
+
+    from fer_ray.artifact import load_artifact
+    from fer_ray.engine import ENGINES, ONNX_FILES
+    from fer_ray.onnx_export import engine_accuracy, labeled_faces
+
+    if artifact.path is None:
+        return []
+    faces, labels = labeled_faces(source, split, artifact.preprocess)
+    if len(labels) == 0:
+        return []
+    rows, reference = [], None
+    for name in ENGINES:
+        if name in ONNX_FILES and not (artifact.path / ONNX_FILES[name]).is_file():
+            continue
+        art = load_artifact(artifact.path, engine=name, threads=threads or os.cpu_count())
+        acc = engine_accuracy(art, faces, labels)
+        top = acc.pop("_top")
+        reference = top if reference is None else reference
+        rows.append(
+            {
+                "engine": name,
+                "model_id": art.model_id,
+                "sha256": art.model_sha256,
+                "file": art.engine.file.name if art.engine.file else None,
+                "bytes": art.engine.file.stat().st_size if art.engine.file else None,
+                "split": split,
+                "n": int(len(labels)),
+                "accuracy_single": acc["val_accuracy_single"],
+                "accuracy_flip_tta": acc["val_accuracy_flip_tta"],
+                "top1_agreement_with_first": float((top == reference).mean()),
+            }
+        )
+    return rows
+
+
+def engines_markdown(results: list[dict[str, Any]]) -> str:
+    rows = [(r["model"], e) for r in results for e in r.get("engines", [])]
+    if not rows:
+        return ""
+    lines = [
+        "\nInference engines on PrivateTest (the same decoded faces through each engine):\n",
+        "| model | engine | file | MB | single pass | flip TTA | same top-1 as torch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model, e in rows:
+        mb = f"{e['bytes'] / 2**20:.2f}" if e["bytes"] else "-"
+        lines.append(
+            f"| {model} | {e['engine']} | {e['file']} | {mb} | {e['accuracy_single']:.2%} "
+            f"| {e['accuracy_flip_tta']:.2%} | {e['top1_agreement_with_first']:.2%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def evaluate_all(
-    artifacts: list[Artifact], source: str, out_dir: str | Path, cfg: EvalConfig = EvalConfig()
+    artifacts: list[Artifact],
+    source: str,
+    out_dir: str | Path,
+    cfg: EvalConfig = EvalConfig(),
+    engines: bool = True,
 ) -> list[dict]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for art in artifacts:
         r = evaluate_artifact(art, source, cfg)
+        if engines:
+            r["engines"] = engine_results(art, source)
         tag = art.model_config.name
         write_plots(r, art.meta.get("metrics", {}).get("history", []), out, tag)
         results.append(r)
     (out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = markdown_table(results)
+    md = markdown_table(results) + engines_markdown(results)
     for art in artifacts:
         md += history_table(art.model_config.name, art.meta.get("metrics", {}).get("history", []))
     (out / "evaluation.md").write_text(md)

@@ -24,12 +24,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="out/eval")
     p.add_argument("--photos", default=None, help="folder of external face photos for Table 5")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--engine",
+        choices=("torch", "onnx", "onnx-int8"),
+        default=None,
+        help="engine of the main tables (default: the artifact's, as scoring and Serve use it)",
+    )
+    p.add_argument(
+        "--no-engines", dest="engines", action="store_false", help="skip the table of every engine on PrivateTest"
+    )
     add_ray_args(p)
     a = p.parse_args(argv)
 
     from fer_ray.artifact import load_artifact
     from fer_ray.config import fer2013_parquet
-    from fer_ray.evaluate import EvalConfig, evaluate_all, external_photos, markdown_table
+    from fer_ray.evaluate import EvalConfig, engines_markdown, evaluate_all, external_photos, markdown_table
     from fer_ray.runtime import RayConfig, init_ray
     from fer_ray.storage import local_artifact
 
@@ -37,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     if source is None:
         p.error("no FER2013 data found: pass --data or set FER_RAY_DATA")
     init_ray(RayConfig(address=a.address, num_cpus=a.ray_cpus))
-    arts = [load_artifact(local_artifact(x)) for x in (a.artifacts or [None])]  # s3:// artifacts: downloaded
-    results = evaluate_all(arts, str(source), a.out, EvalConfig(seed=a.seed))
-    print(markdown_table(results))
+    arts = [load_artifact(local_artifact(x), engine=a.engine) for x in (a.artifacts or [None])]  # s3://: downloaded
+    results = evaluate_all(arts, str(source), a.out, EvalConfig(seed=a.seed), engines=a.engines)
+    print(markdown_table(results) + engines_markdown(results))
     if a.photos:
         for art in arts:
             rows = external_photos(art, a.photos)

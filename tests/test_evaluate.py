@@ -28,9 +28,12 @@ def test_evaluate_all_writes_tables(ray_local, tmp_path):
          "lr": 1e-3, "epoch_s": 12.0, "images_per_s": 100.0}
         for e in range(2)
     ]  # fmt: skip
-    art = load_artifact(
-        save_artifact(create_model(cfg), cfg, tmp_path / "m", metrics={"history": history}, flip_tta=True)
-    )
+    path = save_artifact(create_model(cfg), cfg, tmp_path / "m", metrics={"history": history}, flip_tta=True)
+    from fer_ray.onnx_export import export_engines_from_source
+
+    engines = export_engines_from_source(path, data, calib_size=16)  # calibrated on its Training rows
+    assert engines["torch"]["val_accuracy"] is not None and engines["onnx-int8"]["sha256"]
+    art = load_artifact(path, engine="torch")
     (r,) = evaluate_all([art], str(data), tmp_path / "eval", EvalConfig(iterations=3, sample_size=10))
     assert r["private_test"]["n"] == 21 and r["public_test"]["n"] == 21 and r["paper_test_7178"]["n"] == 42
     acc = r["private_test"]["accuracy"]
@@ -42,3 +45,11 @@ def test_evaluate_all_writes_tables(ray_local, tmp_path):
     assert "PrivateTest acc without TTA" in md
     assert "| 1 | joint | 1.500 | 40.00% | 1.400 | 45.00% |" in md  # the per-epoch history table
     assert (tmp_path / "eval" / "ae_cnn_attn_confusion_private.png").stat().st_size > 0
+    # every engine on PrivateTest, the same faces through each
+    assert [e["engine"] for e in r["engines"]] == ["torch", "onnx", "onnx-int8"]
+    by = {e["engine"]: e for e in r["engines"]}
+    assert (
+        by["torch"]["accuracy_flip_tta"] == acc and by["torch"]["accuracy_single"] == r["private_test_accuracy_no_tta"]
+    )
+    assert by["onnx"]["top1_agreement_with_first"] == 1.0 and by["onnx"]["n"] == 21
+    assert "Inference engines on PrivateTest" in md and "| onnx-int8 | model.int8.onnx |" in md
