@@ -97,3 +97,31 @@ def test_onecycle_rises_from_a_25th_then_anneals_to_nearly_zero():
     assert f(75) == pytest.approx((1 + 1 / 25) / 2)
     assert f(999) < 1e-3 and f(5000) == pytest.approx(1 / 25e4)  # clamped past the horizon
     assert all(f(s) >= f(s + 1) for s in range(150, 1000))
+
+
+def test_resume_refuses_a_changed_model_or_recipe(tmp_path, tiny_parquet):
+    train_plain(_cfg(tmp_path, tiny_parquet, epochs=1))
+    wider = ModelConfig(name="cnn_attn", widths=(8, 32), latent_channels=8)
+    with pytest.raises(ValueError, match=r"model\.widths.*new --run-name"):
+        train_plain(_cfg(tmp_path, tiny_parquet, epochs=2, model=wider))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        train_plain(_cfg(tmp_path, tiny_parquet, epochs=2, label_smoothing=0.0))
+    with pytest.raises(ValueError, match="shorter"):
+        train_plain(_cfg(tmp_path, tiny_parquet, epochs=0))
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("pickle payload ran",))
+
+
+def test_a_checkpoint_carrying_code_is_refused(tmp_path, tiny_parquet, capsys):
+    """Checkpoints may come from shared storage: loading them must never run code (weights_only)."""
+    train_plain(_cfg(tmp_path, tiny_parquet, epochs=1))
+    latest = tmp_path / "runs" / "p" / LATEST / STATE
+    state = torch.load(latest, weights_only=True)
+    state["history"].append({"evil": _Payload()})
+    torch.save(state, latest)
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        train_plain(_cfg(tmp_path, tiny_parquet, epochs=2))
+    assert "pickle payload ran" not in capsys.readouterr().out

@@ -8,8 +8,9 @@ and kept on the device as ``uint8``, so an epoch is pure compute.
 A run dir (``<storage_path>/<run_name>``) holds ``train_config.json``, ``history.json``
 (rewritten every epoch, so a stopped run's curve is never lost), ``checkpoint_latest/``
 (rerun the same command to resume), ``checkpoint_best/`` and the exported ``artifact/``.
-A resume whose config differs from the run's (a longer horizon, a new learning rate) is
-recorded in ``segments``, which the artifact keeps, so its config reproduces the weights.
+A resume may change only how long and how fast the run trains (see
+:func:`fer_ray.train.recipe.resume_record`); each change is recorded in ``train_config.json``
+as a segment with the epoch it took effect, and the artifact keeps them.
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ from fer_ray.train.recipe import (
     rank_key,
     resolve_source,
     restore_state,
+    resume_record,
     run_epoch,
     seed_everything,
 )
 
 logger = logging.getLogger(__name__)
-LATEST, BEST = "checkpoint_latest", "checkpoint_best"
+LATEST, BEST, TRAIN_CONFIG = "checkpoint_latest", "checkpoint_best", "train_config.json"
 EVAL_BATCH = 512
 
 
@@ -120,16 +122,6 @@ def _save_atomic(state: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _segments(previous: list[dict[str, Any]], cfg: TrainConfig, start_epoch: int) -> list[dict[str, Any]]:
-    """Append this invocation's config when it differs from the run's last one (schedule changes)."""
-    current = {k: v for k, v in cfg.to_dict().items() if k not in ("ray",)}
-    if previous and previous[-1]["train_config"] == current:
-        return previous
-    if previous:
-        logger.warning("resuming at epoch %d with a changed config: recorded as a new schedule segment", start_epoch)
-    return [*previous, {"start_epoch": start_epoch, "train_config": current}]
-
-
 @dataclass
 class PlainResult:
     run_dir: Path
@@ -154,7 +146,6 @@ def train_plain(cfg: TrainConfig) -> PlainResult:
     torch.set_num_threads(cfg.torch_threads or os.cpu_count() or 1)
     splits, counts = load_fer_parquet(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_json({"train_config": cfg.to_dict(), "counts": counts, "backend": "plain"}, run_dir / "train_config.json")
     train, val = (Split(s.faces.to(device), s.labels.to(device)) for s in (splits["train"], splits["val"]))
     logger.info("plain training on %s: train %s, val %s", device, counts["train"], counts["val"])
 
@@ -167,15 +158,18 @@ def train_plain(cfg: TrainConfig) -> PlainResult:
     scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
     loss_cfg = loss_config(cfg, counts)
 
-    start_epoch, history, segments, best = 0, [], [], None
+    start_epoch, history, best = 0, [], None
     latest = run_dir / LATEST / STATE
-    if latest.exists():
-        state = torch.load(latest, map_location=device, weights_only=False)
+    saved_path = run_dir / TRAIN_CONFIG
+    saved = json.loads(saved_path.read_text()) if saved_path.exists() and latest.exists() else None
+    state = torch.load(latest, map_location=device, weights_only=True) if latest.exists() else None
+    # check the resume before touching the model: a changed config is one clear error, not a shape mismatch
+    record = resume_record(saved, cfg, counts, state["epoch"] + 1 if state else 0)
+    if state is not None:
         start_epoch, history = restore_state(state, model, optimizer, scheduler, scaler)
-        segments = state.get("segments", [])
         best = state.get("best")
         logger.info("resumed at epoch %d from %s", start_epoch, latest)
-    segments = _segments(segments, cfg, start_epoch)
+    save_json(record, saved_path)
 
     for epoch in range(start_epoch, cfg.total_epochs):
         seed = epoch_seed(cfg, epoch)
@@ -200,7 +194,7 @@ def train_plain(cfg: TrainConfig) -> PlainResult:
         if best is None or rank_key(metrics) > rank_key(best):
             best = metrics
             _save_atomic(state, run_dir / BEST / STATE)
-        state.update(segments=segments, best=best)
+        state["best"] = best
         _save_atomic(state, latest)
         (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
         logger.info(
@@ -226,14 +220,14 @@ def is_plain_run(run_dir: Path) -> bool:
 
 def export_plain(run_dir: Path) -> PlainResult:
     """Export the best checkpoint of a plain run (finished or stopped) as ``run_dir/artifact``."""
-    saved = json.loads((run_dir / "train_config.json").read_text())
+    saved = json.loads((run_dir / TRAIN_CONFIG).read_text())
     counts = saved["counts"]
     best_path = run_dir / BEST / STATE
     if not best_path.exists():
         return PlainResult(run_dir, None, None, [], counts)
-    latest = torch.load(run_dir / LATEST / STATE, map_location="cpu", weights_only=False)
-    state = torch.load(best_path, map_location="cpu", weights_only=False)
-    cfg = TrainConfig.from_dict(latest["train_config"])
+    latest = torch.load(run_dir / LATEST / STATE, map_location="cpu", weights_only=True)
+    state = torch.load(best_path, map_location="cpu", weights_only=True)
+    cfg = TrainConfig.from_dict(saved["train_config"])
     history = latest["history"]
-    artifact = export_state(state, cfg, counts, history, run_dir / "artifact", segments=latest.get("segments"))
+    artifact = export_state(state, cfg, counts, history, run_dir / "artifact", segments=saved.get("segments"))
     return PlainResult(run_dir, artifact, state["history"][-1], history, counts)

@@ -42,6 +42,7 @@ from fer_ray.train.recipe import (
     loss_config,
     resolve_source,
     restore_state,
+    resume_record,
     run_epoch,
     seed_everything,
     select_checkpoint,
@@ -178,7 +179,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE, map_location=device, weights_only=False)
+            state = torch.load(Path(d) / STATE, map_location=device, weights_only=True)
         start_epoch, history = restore_state(state, model, optimizer, scheduler, scaler)
         logger.info("resumed at epoch %d from %s", start_epoch, checkpoint.path)
 
@@ -303,22 +304,25 @@ def build_trainer(
     )
 
 
-def export_best(result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path | str) -> TrainResult:
+def export_best(
+    result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path | str, segments: list[dict[str, Any]] | None = None
+) -> TrainResult:
     """Write the best checkpoint (by validation accuracy) as a model artifact under ``run_dir/artifact``
     (local, or uploaded to ``s3://``)."""
     best = select_checkpoint(result.best_checkpoints or []) or result.checkpoint
     if best is None:
         return TrainResult(run_dir, None, None, [], counts)
     with best.as_directory() as d:
-        state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=False)
+        state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
     history = _load_history(result.checkpoint) or state["history"]
     best_metrics = state["history"][-1]
     target = run_storage.join(run_dir, "artifact")
     if run_storage.is_remote(run_dir):
         with tempfile.TemporaryDirectory() as d:
-            artifact_dir = run_storage.upload_dir(export_state(state, cfg, counts, history, Path(d) / "a"), target)
+            exported = export_state(state, cfg, counts, history, Path(d) / "a", segments)
+            artifact_dir = run_storage.upload_dir(exported, target)
     else:
-        artifact_dir = export_state(state, cfg, counts, history, target)
+        artifact_dir = export_state(state, cfg, counts, history, target, segments)
     run_storage.write_text(run_storage.join(run_dir, HISTORY), json.dumps(history, indent=2) + "\n")
     logger.info("exported the best checkpoint (epoch %s) to %s", best_metrics.get("epoch"), artifact_dir)
     return TrainResult(run_dir, artifact_dir, best_metrics, history, counts)
@@ -329,12 +333,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     init_ray(cfg.ray)
     storage, run_dir = run_dirs(cfg)
     data = training_data(cfg)
-    saved = {"train_config": cfg.to_dict(), "counts": data.counts}
+    saved, done = _saved_run(run_dir)
+    record = resume_record(saved if done else None, cfg, data.counts, done)
     run_storage.write_text(
-        run_storage.join(run_dir, TRAIN_CONFIG), json.dumps(saved, indent=2, sort_keys=True, default=str) + "\n"
+        run_storage.join(run_dir, TRAIN_CONFIG), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
     )
     logger.info("train/val class counts: %s", {k: data.counts[k] for k in ("train", "val")})
-    return export_best(build_trainer(cfg, data, storage).fit(), cfg, data.counts, run_dir)
+    return export_best(build_trainer(cfg, data, storage).fit(), cfg, data.counts, run_dir, record["segments"])
 
 
 def export_run(storage_path: str, run_name: str) -> TrainResult:
@@ -350,11 +355,23 @@ def export_run(storage_path: str, run_name: str) -> TrainResult:
         raise FileNotFoundError(f"{e}: is {run_name!r} a run under {storage_path!r}?") from None
     storage, filesystem = ray_storage(storage)
     result = RunResult.from_path(f"{storage}/{run_name}", storage_filesystem=filesystem)
-    return export_best(result, TrainConfig.from_dict(saved["train_config"]), saved["counts"], run_dir)
+    return export_best(
+        result, TrainConfig.from_dict(saved["train_config"]), saved["counts"], run_dir, saved.get("segments")
+    )
+
+
+def _saved_run(run_dir: Path | str) -> tuple[dict[str, Any] | None, int]:
+    """(the run's saved train_config.json record, epochs it has completed) or (None, 0) for a new run."""
+    try:
+        saved = json.loads(run_storage.read_text(run_storage.join(run_dir, TRAIN_CONFIG)))
+        history = json.loads(run_storage.read_text(run_storage.join(run_dir, HISTORY)))
+    except FileNotFoundError:
+        return None, 0
+    return saved, len(history)
 
 
 def _load_history(checkpoint) -> list[dict[str, Any]] | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE, map_location="cpu", weights_only=False)["history"]
+        return torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)["history"]

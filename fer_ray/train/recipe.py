@@ -226,3 +226,72 @@ def export_state(
         # mirror-image test-time augmentation only for models that trained on mirrored faces
         flip_tta=cfg.augment is not None and cfg.augment.flip,
     )
+
+
+# What a resume may change: how long and how fast it trains, and where and on what it runs. Anything
+# else (model, data, labels, preprocessing, augmentation, loss, optimizer, batch size) would continue
+# the saved weights under a different question than the one they were trained on.
+RESUMABLE = frozenset(
+    {
+        "epochs",
+        "lr",
+        "scheduler",
+        "warmup_epochs",
+        "workers",
+        "cpus_per_worker",
+        "torch_threads",
+        "use_gpu",
+        "amp",
+        "placement_strategy",
+        "backend",
+        "storage_path",
+        "keep_checkpoints",
+        "max_failures",
+        "shuffle_buffer",
+        "crash_once_at_epoch",
+        "ray",
+    }
+)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def resume_record(
+    saved: dict[str, Any] | None, cfg: TrainConfig, counts: dict[str, Any], next_epoch: int
+) -> dict[str, Any]:
+    """The run's ``train_config.json`` content for this invocation, checking a resume against the saved one.
+
+    A first start records one segment. A resume with the same config keeps the record; one
+    that changes only :data:`RESUMABLE` fields (a longer horizon, an LR restart, more workers)
+    appends a segment with the epoch it takes effect, which the exported artifact carries, so
+    the record reproduces the weights. Any other change, or different training data, raises
+    ``ValueError`` naming the fields: start a new ``--run-name`` instead.
+    """
+    current = cfg.to_dict()
+    if not saved:
+        return {"train_config": current, "counts": counts, "segments": [{"start_epoch": 0, "train_config": current}]}
+    before, after = _flat(saved["train_config"]), _flat(current)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    unsafe = [k for k in changed if k.split(".")[0] not in RESUMABLE]
+    old_fp, new_fp = saved.get("counts", {}).get("fingerprint"), counts.get("fingerprint")
+    if old_fp and new_fp and old_fp != new_fp:
+        unsafe.append("data (its fingerprint changed)")
+    if after.get("epochs", 0) < before.get("epochs", 0):
+        unsafe.append(f"epochs (shorter: {before['epochs']} -> {after['epochs']})")
+    if unsafe:
+        raise ValueError(
+            f"run {cfg.run_name!r} was trained with a different {', '.join(unsafe)}; a resume may change only "
+            f"{', '.join(sorted(RESUMABLE))}. Use a new --run-name to train with these settings"
+        )
+    segments = saved.get("segments") or [{"start_epoch": 0, "train_config": saved["train_config"]}]
+    if changed:
+        segments = [*segments, {"start_epoch": next_epoch, "changed": changed, "train_config": current}]
+    return {"train_config": current, "counts": counts, "segments": segments}
