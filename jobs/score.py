@@ -8,8 +8,10 @@
     python jobs/score.py crops/ --whole-image --no-tta --out out/crops       # single pass: ~2x faster
     python jobs/score.py photos/ --engine torch --detector haar --out out/x  # the PyTorch model, Haar cascade
 
-Rerunning with the same --out scores only inputs not yet there (new, or changed size/mtime);
---overwrite starts over. A killed run is resumed the same way. The default engine is the
+Rerunning with the same --out scores only inputs not yet there (new, or changed size/mtime: their
+old rows are replaced) and retries transient read errors; --overwrite starts over. A killed run is
+resumed the same way. One run at a time writes to an --out (a second exits, or waits --lock-wait);
+rows of another model or engine there stop the run unless --allow-mixed-models. The default engine is the
 artifact's int8 ONNX model on CPU when its recorded accuracy matches the PyTorch model's
 (else fp32 ONNX, else PyTorch; PyTorch on GPUs); every row records the engine it ran.
 """
@@ -37,6 +39,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--whole-image", action="store_true", help="inputs are face crops: skip face detection")
     p.add_argument("--overwrite", action="store_true", help="delete earlier results in --out and score everything")
     p.add_argument("--save-crops", default=None, metavar="DIR", help="also write each 48x48 face crop as PNG (opt-in)")
+    g = p.add_argument_group("integrity")
+    g.add_argument(
+        "--allow-mixed-models",
+        action="store_true",
+        help="add rows of this model/engine to an --out scored with another (the report groups by model)",
+    )
+    g.add_argument("--allow-local", action="store_true", help="let a list file on S3 name local paths")
+    g.add_argument(
+        "--lock-wait", type=float, default=d.lock_wait_s, metavar="S", help="wait this long for a run holding --out"
+    )
+    g.add_argument(
+        "--lock-stale",
+        type=float,
+        default=d.lock_stale_s,
+        metavar="S",
+        help="take over a lock whose heartbeat is older than this",
+    )
     g = p.add_argument_group("model")
     g.add_argument("--engine", choices=ENGINES, default=None, help="default: the artifact's fastest accurate engine")
     g.add_argument(
@@ -92,6 +111,8 @@ def config_from_args(a: argparse.Namespace) -> ScoreConfig:
         images_per_task=a.images_per_task, max_cpu_tasks=a.max_cpu_tasks, actors=a.actors, batch_size=a.batch_size,
         cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus_per_actor, threads=a.threads,
         rows_per_file=a.rows_per_file, overwrite=a.overwrite, save_crops=a.save_crops,
+        allow_mixed_models=a.allow_mixed_models, allow_local=a.allow_local, lock_wait_s=a.lock_wait,
+        lock_stale_s=a.lock_stale,
         ray=RayConfig(address=a.address, num_cpus=a.ray_cpus),
     )  # fmt: skip
 
@@ -105,9 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         p.error(str(e))
     from fer_ray.score import format_table, score
-    from fer_ray.score.store import REPORT_FILE
+    from fer_ray.score.pipeline import MixedModelsError
+    from fer_ray.score.store import REPORT_FILE, OutputLocked
 
-    res = score(cfg)
+    try:
+        res = score(cfg)
+    except (OutputLocked, MixedModelsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(format_table(res.summary))
     print(f"{'report':<10} {res.out}/{REPORT_FILE}")
     return 0 if res.summary["complete"] else 1

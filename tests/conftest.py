@@ -16,6 +16,11 @@ from fer_ray.config import fer2013_parquet  # noqa: E402
 # Logical CPUs of the test cluster: more than the 2 cores CI has, so Ray Data tasks
 # find slots next to training workers and actor pools (see fer_ray.runtime).
 TEST_RAY_CPUS = 6
+_WORKER_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +31,19 @@ def ray_local():
     from fer_ray.runtime import RayConfig, init_ray
 
     if not ray.is_initialized():
-        init_ray(RayConfig(num_cpus=TEST_RAY_CPUS))
+        # Workers take S3 credentials from the standard AWS chain (none travel with tasks), and a
+        # worker sees only the environment Ray started with: give it moto's dummy keys (and no
+        # instance-metadata lookups) from the start, without changing this process's environment.
+        saved = {k: os.environ.get(k) for k in _WORKER_AWS_ENV}
+        os.environ.update(_WORKER_AWS_ENV)
+        try:
+            init_ray(RayConfig(num_cpus=TEST_RAY_CPUS))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield ray

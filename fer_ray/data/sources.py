@@ -8,11 +8,20 @@ never a failed task, so the number of rows out always equals the number of files
 S3 access is configured by one :class:`S3Settings` value that is resolved on the driver
 and passed to every task explicitly: environment variables set in the driver after
 ``ray.init`` never reach workers that are already running, and no request may go to
-any endpoint other than the configured one.
+any endpoint other than the configured one. What travels is the endpoint and region
+only: unless a caller puts keys into the settings itself, every process (driver or
+worker) takes its credentials from the standard AWS chain (environment, profile files,
+instance role), so long runs pick up rotated credentials and no secret rides in a task's
+pickled arguments.
+
+A read failure that may pass (throttling, a timeout, a dropped connection, after
+botocore's own retries) yields an error message starting with :data:`TRANSIENT_PREFIX`:
+batch scoring retries those inputs on its next run, and only those.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import glob
 import hashlib
@@ -63,6 +72,17 @@ IMAGE_SCHEMA = pa.schema(
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 DEFAULT_REGION = "us-east-1"
+TRANSIENT_PREFIX = "transient: "  # error messages of reads worth retrying (see is_transient_error)
+# S3 error codes that say "try again later", not "this object is bad".
+_TRANSIENT_S3_CODES = frozenset(
+    {
+        "SlowDown", "Throttling", "ThrottlingException", "TooManyRequests", "TooManyRequestsException",
+        "RequestLimitExceeded", "RequestTimeout", "RequestTimeoutException", "InternalError",
+        "ServiceUnavailable", "500", "502", "503", "504", "429",
+    }
+)  # fmt: skip
+# Local errors that a later attempt may not hit (network file systems, busy devices).
+_TRANSIENT_ERRNOS = frozenset({errno.ETIMEDOUT, errno.EAGAIN, errno.EBUSY, errno.ESTALE, errno.ECONNRESET, errno.EINTR})
 
 
 @dataclass(frozen=True)
@@ -91,18 +111,22 @@ class S3Settings:
             raise ValueError("S3 access_key and secret_key must be given together (or neither)")
 
     @classmethod
-    def from_env(cls) -> S3Settings:
+    def from_env(cls, credentials: bool = True) -> S3Settings:
         """Resolve settings the way the AWS CLI does, once, on the driver.
 
         Endpoint: ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``. Region: ``AWS_REGION``,
         else ``AWS_DEFAULT_REGION``, else the profile's. Credentials: boto3's chain
-        (environment variables, ``AWS_PROFILE`` and the config/credentials files, ...).
+        (environment variables, ``AWS_PROFILE`` and the config/credentials files, ...), frozen
+        into the settings; ``credentials=False`` leaves them out, so that each process that
+        uses the settings resolves the chain itself (what settings sent to Ray tasks should do).
         """
         import boto3
 
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
         session = boto3.Session()
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or session.region_name
+        if not credentials:
+            return cls(endpoint_url=endpoint, region=region)
         creds = session.get_credentials()
         frozen = creds.get_frozen_credentials() if creds is not None else None
         return cls(
@@ -240,14 +264,16 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 class _Lister:
     """Driver-side listing; collects ``(path, size, mtime, error)`` rows."""
 
-    def __init__(self, settings: S3Settings | None):
+    def __init__(self, settings: S3Settings | None, allow_local: bool = False):
         self._settings = settings
+        self.allow_local = allow_local
         self.rows: list[tuple[str, int, float | None, str | None]] = []
 
     @property
     def settings(self) -> S3Settings:
         if self._settings is None:
-            self._settings = S3Settings.from_env()
+            # Endpoint and region only: these settings go on to Ray tasks (see the module docstring).
+            self._settings = S3Settings.from_env(credentials=False)
         return self._settings
 
     def _where(self) -> str:
@@ -424,8 +450,25 @@ class _Lister:
             self._add_listed(entry, source)
 
     def _add_listed(self, entry: str, list_file: str) -> None:
-        """A path named in a list file: kept whatever its extension; a missing one is an error row."""
+        """A path named in a list file: kept whatever its extension; a missing one is an error row.
+
+        A list file in a bucket names objects only: whoever can write to the bucket must not be
+        able to make the job read files of the machine it runs on. Its local entries become
+        error rows unless ``allow_local`` (``--allow-local``).
+        """
         _check_scheme(entry)
+        local_entry = not is_s3_uri(entry) and (os.path.isabs(os.path.expanduser(entry)) or entry.startswith("file://"))
+        if local_entry and is_s3_uri(list_file) and not self.allow_local:
+            self.rows.append(
+                (
+                    entry,
+                    0,
+                    None,
+                    f"refused local path {entry!r} named in the list file {list_file}: a list in a bucket may name "
+                    "objects only (rerun with --allow-local if the list is trusted)",
+                )
+            )
+            return
         if is_s3_uri(entry):
             bucket, key = _split_s3(entry)
             try:
@@ -472,7 +515,9 @@ def _parse_list_file(source: str, data: bytes) -> list[str]:
     return [str(p).strip() for p in df["path"].tolist() if p is not None and str(p).strip()]
 
 
-def list_images(inputs: Sequence[str] | str, settings: S3Settings | None = None) -> pd.DataFrame:
+def list_images(
+    inputs: Sequence[str] | str, settings: S3Settings | None = None, allow_local: bool = False
+) -> pd.DataFrame:
     """List the files named by ``inputs`` on the driver: a DataFrame with ``path, size, mtime, error``.
 
     Each input may be a local directory (recursive) or file, a glob (``photos/**/*.jpg``),
@@ -483,21 +528,24 @@ def list_images(inputs: Sequence[str] | str, settings: S3Settings | None = None)
     explicitly is kept whatever its name, so decoding reports what is wrong with it.
     A missing entry of a list file becomes a row with ``error="not found: <path>"``; a
     missing top-level input raises ``FileNotFoundError``. Duplicate paths are listed once.
+    A list file on S3 naming a local path (absolute or ``file://``) yields an error row for
+    it unless ``allow_local``.
     """
-    return list_images_and_settings(inputs, settings)[0]
+    return list_images_and_settings(inputs, settings, allow_local)[0]
 
 
 def list_images_and_settings(
-    inputs: Sequence[str] | str, settings: S3Settings | None = None
+    inputs: Sequence[str] | str, settings: S3Settings | None = None, allow_local: bool = False
 ) -> tuple[pd.DataFrame, S3Settings | None]:
-    """:func:`list_images` plus the S3 settings it used: ``settings``, else those resolved from the
-    environment when an input was on S3, else ``None``. Pass them on to :func:`fetch_bytes`."""
+    """:func:`list_images` plus the S3 settings it used: ``settings``, else endpoint and region
+    resolved from the environment (no credentials) when an input was on S3, else ``None``.
+    Pass them on to :func:`fetch_bytes`."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     inputs = [str(i) for i in inputs]
     if not inputs:
         raise ValueError("no inputs given; pass at least one file, directory, glob, list file or s3:// URI")
-    lister = _Lister(settings)
+    lister = _Lister(settings, allow_local)
     for item in inputs:
         lister.add_input(item)
     df = pd.DataFrame(lister.rows, columns=list(LISTING_COLUMNS))
@@ -515,6 +563,25 @@ def _missing(v: Any) -> bool:
 
 class _FetchError(Exception):
     """A per-file failure; its message becomes the row's ``error``."""
+
+
+def is_transient_error(message: str | None) -> bool:
+    """True for an ``error`` message of a read that may succeed when tried again."""
+    return bool(message) and str(message).startswith(TRANSIENT_PREFIX)
+
+
+def _is_transient(e: BaseException) -> bool:
+    """Throttling, 5xx, timeouts and dropped connections: worth another try on a later run."""
+    if _s3_error_code(e) in _TRANSIENT_S3_CODES:
+        return True
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+    except ImportError:  # local reads only
+        BotoConnectionError = HTTPClientError = ()  # noqa: N806
+    if isinstance(e, (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)):
+        return True
+    return isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS
 
 
 def _too_big(size: int, max_bytes: int) -> _FetchError:
@@ -540,7 +607,8 @@ def _fetch_one(path: str, size: int | None, settings: S3Settings | None, max_byt
                 raise _FetchError(f"not found: {path} (no such bucket {bucket!r})") from e
             if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidAccessKeyId"):
                 raise _FetchError(f"permission denied: {path} (S3 {code})") from e
-            raise _FetchError(f"S3 error reading {path}: {code or type(e).__name__}: {e}") from e
+            message = f"S3 error reading {path}: {code or type(e).__name__}: {e}"
+            raise _FetchError(TRANSIENT_PREFIX + message if _is_transient(e) else message) from e
     else:
         try:
             with open(path, "rb") as f:
@@ -552,7 +620,8 @@ def _fetch_one(path: str, size: int | None, settings: S3Settings | None, max_byt
         except IsADirectoryError as e:
             raise _FetchError(f"is a directory, not a file: {path}") from e
         except OSError as e:
-            raise _FetchError(f"cannot read {path}: {e.strerror or e}") from e
+            message = f"cannot read {path}: {e.strerror or e}"
+            raise _FetchError(TRANSIENT_PREFIX + message if _is_transient(e) else message) from e
     if len(data) > max_bytes:  # the file grew since it was listed
         raise _too_big(len(data), max_bytes)
     return data
@@ -580,7 +649,8 @@ def fetch_bytes(batch: pd.DataFrame, settings: S3Settings | None, max_bytes: int
         except _FetchError as e:
             errors[i] = str(e)
         except Exception as e:  # never fail the task for one file
-            errors[i] = f"cannot read {path}: {type(e).__name__}: {e}"
+            message = f"cannot read {path}: {type(e).__name__}: {e}"
+            errors[i] = TRANSIENT_PREFIX + message if _is_transient(e) else message
     out = batch.copy()
     out["image"] = pd.Series(images, index=batch.index, dtype=object)
     out["error"] = pd.Series(errors, index=batch.index, dtype=object)

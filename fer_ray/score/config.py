@@ -94,6 +94,13 @@ class ScoreConfig:
     max_bytes: int | None = None
 
     overwrite: bool = False
+    # Integrity. Rows of another model (model_id, which names the engine) in `out` stop the run
+    # unless allow_mixed_models. One run at a time holds out's lock: another waits lock_wait_s
+    # for it, then stops; a lock without heartbeat for lock_stale_s is taken over.
+    allow_mixed_models: bool = False
+    allow_local: bool = False  # let a list file on S3 name local paths
+    lock_wait_s: float = 0.0
+    lock_stale_s: float = 300.0
     save_crops: str | None = None  # opt-in: write every 48x48 model-input crop as PNG here (face pixels!)
     s3: S3Settings | None = None  # None: resolved from the environment on the driver when S3 is used
     ray: RayConfig = field(default_factory=RayConfig)
@@ -125,6 +132,10 @@ class ScoreConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be positive or None (the model's limit), got {v}")
+        if self.lock_wait_s < 0 or self.lock_stale_s <= 0:
+            raise ValueError(
+                f"lock_wait_s must be >= 0 and lock_stale_s > 0, got {self.lock_wait_s} and {self.lock_stale_s}"
+            )
         if self.save_crops and self.save_crops.rstrip("/") == self.out.rstrip("/"):
             raise ValueError("save_crops must not be the output directory; pick a separate directory")
 

@@ -42,7 +42,7 @@ from fer_ray.preprocess import ImageDecodeError, PreprocessConfig
 from fer_ray.runtime import init_ray
 from fer_ray.score.config import DetectConfig, ScoreConfig
 from fer_ray.score.faces import faces_from_bytes
-from fer_ray.score.store import CONFIG_FILE, ROWS_DIR, RUNS_DIR, OutputStore, key_hash
+from fer_ray.score.store import CONFIG_FILE, ROWS_DIR, RUNS_DIR, OutputStore, RunLock, key_hash
 
 if TYPE_CHECKING:
     from fer_ray.artifact import Artifact
@@ -235,11 +235,13 @@ class FacePredictor:
         from fer_ray.artifact import load_artifact
 
         torch.set_num_threads(threads)  # the torch engine; ONNX Runtime gets the same count below
-        self._dir = tempfile.mkdtemp(prefix="fer_ray_model_")
-        for name, data in files.items():
-            Path(self._dir, name).write_bytes(data)
         self.device = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
-        self.artifact: Artifact = load_artifact(self._dir, self.device, engine=engine, threads=threads)
+        # The engines hold the model in memory once loaded: the files live only while loading, so
+        # neither a finished, failed nor killed actor leaves a copy in /tmp.
+        with tempfile.TemporaryDirectory(prefix="fer_ray_model_") as tmp:
+            for name, data in files.items():
+                Path(tmp, name).write_bytes(data)
+            self.artifact: Artifact = load_artifact(tmp, self.device, engine=engine, threads=threads)
         self.flip_tta = flip_tta
         self.run_id = run_id
 
@@ -280,6 +282,10 @@ class _PartFilenames:
 
     def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
         return f"part-{self.run_id}-{write_uuid}-{task_index:06d}"
+
+
+class MixedModelsError(ValueError):
+    """``OUT`` holds rows of another model (or engine) and ``allow_mixed_models`` is off."""
 
 
 @dataclass
@@ -364,19 +370,43 @@ def build_dataset(
 
 
 def score(cfg: ScoreConfig) -> ScoreResult:
-    """Score every input of ``cfg`` not yet in ``cfg.out``; write the Parquet rows, summary.json and report.html."""
+    """Score every input of ``cfg`` not yet in ``cfg.out``; write the Parquet rows, summary.json and report.html.
+
+    Holds ``OUT``'s :class:`~fer_ray.score.store.RunLock` from before it reads ``OUT`` until
+    the report is written (:class:`~fer_ray.score.store.OutputLocked` when another run has it).
+    """
     from fer_ray.artifact import load_artifact
-    from fer_ray.score.report import write_report
 
     started = time.time()
     run_id = new_run_id()
     artifact = load_artifact(cfg.model, engine=cfg.engine)  # fails fast, before Ray starts, on a wrong --model
+    # Endpoint and region only: the driver and every worker take credentials from the AWS chain.
+    settings = cfg.s3 or (S3Settings.from_env(credentials=False) if _uses_s3(cfg) else None)
+    store = OutputStore(cfg.out, settings)
+    lock = RunLock(store, run_id, stale_s=cfg.lock_stale_s).acquire(cfg.lock_wait_s)
+    try:
+        return _score_locked(cfg, artifact, settings, store, lock, run_id, started)
+    finally:
+        lock.release()
+
+
+def _score_locked(
+    cfg: ScoreConfig,
+    artifact: Artifact,
+    settings: S3Settings | None,
+    store: OutputStore,
+    lock: RunLock,
+    run_id: str,
+    started: float,
+) -> ScoreResult:
+    from fer_ray.artifact import load_artifact
+    from fer_ray.score.report import write_report
+
     preprocess = dataclasses.replace(
         artifact.preprocess,
         max_pixels=cfg.max_pixels or artifact.preprocess.max_pixels,
         max_bytes=cfg.max_bytes or artifact.preprocess.max_bytes,
     )
-    settings = cfg.s3 or (S3Settings.from_env() if _uses_s3(cfg) else None)
     init_ray(cfg.ray)
     gpus = _gpus_per_actor(cfg)
     if gpus > 0 and cfg.engine is None and artifact.engine_name != "torch":
@@ -387,26 +417,35 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     flip_tta = artifact.flip_tta if cfg.flip_tta is None else cfg.flip_tta
     logger.info("model %s, engine %s, flip TTA %s", artifact.model_id, artifact.engine_name, flip_tta)
 
-    listing, _ = list_images_and_settings(cfg.inputs, settings)
+    listing, _ = list_images_and_settings(cfg.inputs, settings, allow_local=cfg.allow_local)
     n_list_errors = int(listing["error"].notna().sum())
     logger.info("listed %d inputs (%d could not be listed and become error rows)", len(listing), n_list_errors)
-    store = OutputStore(cfg.out, settings)
     if cfg.overwrite:
         store.clear()
     scan = store.scan()
-    previous = store.latest_run() if scan.files else None
-    if previous and previous.get("model_id") != artifact.model_id:
-        logger.warning(
-            "%s holds rows scored by %s; inputs already there are not rescored with %s "
-            "(rerun with --overwrite, or pick a new --out, to score everything with this model)",
-            store.uri,
-            previous.get("model_id"),
-            artifact.model_id,
+    others = sorted(m for m in scan.models if m != artifact.model_id)
+    if others and not cfg.allow_mixed_models:
+        raise MixedModelsError(
+            f"{store.uri} holds rows scored by {', '.join(others)}, this run would add rows of {artifact.model_id}; "
+            "rerun with --overwrite to rescore everything with this model, pick another --out, "
+            "or pass --allow-mixed-models (the report then groups rows by model)"
         )
-    todo = listing[~np.isin(key_hash(listing), scan.done)].reset_index(drop=True)
+    if others:
+        logger.warning(
+            "%s mixes models (%s and %s): --allow-mixed-models", store.uri, ", ".join(others), artifact.model_id
+        )
+    # Rows of inputs that changed since they were scored, and transient errors retried now, go
+    # before this run writes theirs: rows/ never holds two versions of an input.
+    listed = key_hash(listing)
+    stale = scan.stale(listing)
+    retry = scan.transient[np.isin(scan.transient, listed)]
+    lock.check()
+    dropped = store.drop_rows(np.union1d(stale, retry), run_id, "superseded: input changed or transient error retried")
+    todo = listing[~np.isin(listed, scan.done)].reset_index(drop=True)
     skipped = len(listing) - len(todo)
     logger.info(
-        "%s: %d rows in %d part files; %d of %d inputs already scored, %d to score with %s",
+        "%s: %d rows in %d part files; %d of %d inputs already scored, %d to score with %s "
+        "(%d changed since scored, %d transient errors retried)",
         store.uri,
         scan.rows,
         scan.files,
@@ -414,6 +453,8 @@ def score(cfg: ScoreConfig) -> ScoreResult:
         len(listing),
         len(todo),
         artifact.model_id,
+        len(stale),
+        len(retry),
     )
 
     pipeline_s = 0.0
@@ -430,6 +471,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
         pipeline_s = time.time() - t0
         logger.info("scored %d images in %.1f s (%.2f images/s)", len(todo), pipeline_s, len(todo) / pipeline_s)
 
+    lock.check()
     elapsed = time.time() - started
     run = {
         "run_id": run_id,
@@ -439,8 +481,12 @@ def score(cfg: ScoreConfig) -> ScoreResult:
         "images_listed": len(listing),
         "images_skipped": skipped,
         "images_scored": len(todo),
+        "images_changed": len(stale),
+        "transient_retried": len(retry),
+        "rows_superseded": dropped,
         "images_per_s": round(len(todo) / elapsed, 3) if len(todo) else 0.0,
         "removed_part_files": [{"file": f, "reason": r} for f, r in scan.removed],
+        "lock_taken_over": lock.taken_over,
         "model_id": artifact.model_id,
         "model_path": str(artifact.path),
         "engine": artifact.engine_name,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_ray.data.sources import S3Settings
+from fer_ray.data.sources import S3Settings, is_transient_error
 from fer_ray.labels import EMOTIONS
 from fer_ray.score.store import REPORT_FILE, SUMMARY_FILE, OutputStore, key_hash
 
@@ -30,6 +30,7 @@ _HIST_BINS = 20
 _MAX_FOLDERS = 30
 _MAX_ERROR_EXAMPLES = 100
 TOP_LEVEL = "(top level)"
+TRANSIENT_REASON = "transient read error (retried by the next run)"
 
 # Error messages carry per-file detail; these prefixes group them into reasons for the tables.
 STATUSES = ("ok", "no_face", "error")
@@ -53,6 +54,8 @@ _REASONS = (
 def error_reason(message: str | None) -> str:
     """Group an ``error`` message into a short reason (the file-specific detail stripped)."""
     msg = (message or "").strip()
+    if is_transient_error(msg):
+        return TRANSIENT_REASON
     for prefix, reason in _REASONS:
         if prefix in msg:
             return reason
@@ -103,6 +106,7 @@ def summarize(
     faces_per_image: Counter = Counter()
     reasons: Counter = Counter()
     models: Counter = Counter()
+    per_model: dict[str, dict[str, Any]] = {}  # model_id -> images, faces, emotions, confidence sum
     examples: list[dict[str, str]] = []
     hist = np.zeros(_HIST_BINS, dtype=np.int64)
     conf_sum = 0.0
@@ -137,6 +141,16 @@ def summarize(
         hist += np.histogram(conf, bins=_HIST_BINS, range=(0.0, 1.0))[0]
         conf_sum += float(conf.sum())
         models.update(df["model_id"].value_counts().to_dict())
+        for model, g in df.groupby(df["model_id"].fillna("(none)").astype(str), sort=False):
+            m = per_model.setdefault(
+                model, {"images": 0, "faces": 0, "emotions": Counter(), "conf_sum": 0.0, "errors": 0}
+            )
+            g_ok = g[g["status"].astype(str) == "ok"]
+            m["images"] += int(_image_rows(g).sum())
+            m["faces"] += len(g_ok)
+            m["emotions"].update(g_ok["emotion"].value_counts().to_dict())
+            m["conf_sum"] += float(pd.to_numeric(g_ok["confidence"]).sum())
+            m["errors"] += int((g["status"].astype(str) == "error").sum())
         errs = df[status == "error"]
         reasons.update(errs["error"].map(error_reason).value_counts().to_dict())
         for path, err in zip(errs["path"], errs["error"], strict=True):
@@ -185,6 +199,19 @@ def summarize(
         "errors_by_reason": dict(reasons.most_common()),
         "error_examples": examples,
         "models": dict(models),
+        # Per model (model_id names the engine too): only when OUT mixes them (--allow-mixed-models).
+        "by_model": {
+            model: {
+                "images": m["images"],
+                "faces": m["faces"],
+                "error_rows": m["errors"],
+                "emotions": {e: int(m["emotions"].get(e, 0)) for e in EMOTIONS},
+                "mean_confidence": round(m["conf_sum"] / m["faces"], 4) if m["faces"] else None,
+            }
+            for model, m in sorted(per_model.items())
+        }
+        if len(per_model) > 1
+        else {},
         "model_id": next(iter(models)) if len(models) == 1 else sorted(models) or run.get("model_id"),
         "part_files": len(parts),
         "rows_not_in_inputs": other_rows,
@@ -309,6 +336,17 @@ def render_html(summary: dict[str, Any]) -> str:
     ]
     for title, png in _figures(s):
         parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
+    if s.get("by_model"):
+        parts.append(
+            "<h2>By model</h2><p>This output mixes models (scored with --allow-mixed-models); "
+            "the totals above add them up, here they are apart.</p>"
+        )
+        rows = [
+            (model, f"{m['images']:,}", f"{m['faces']:,}", m["mean_confidence"] if m["faces"] else "-")
+            + tuple(f"{m['emotions'][e]:,}" for e in EMOTIONS)
+            for model, m in s["by_model"].items()
+        ]
+        parts.append(_table(rows, ("model", "images", "faces", "mean confidence", *EMOTIONS)))
     parts.append("<h2>Errors</h2>")
     if s["errors_by_reason"]:
         parts.append(_table(list(s["errors_by_reason"].items()), ("reason", "images")))
@@ -338,6 +376,9 @@ def format_table(summary: dict[str, Any]) -> str:
     ]
     if s["errors_by_reason"]:
         lines.append(f"{'errors':<10} " + "  ".join(f"{r}: {n}" for r, n in s["errors_by_reason"].items()))
+    for model, m in (s.get("by_model") or {}).items():
+        emo = "  ".join(f"{e} {n}" for e, n in m["emotions"].items() if n)
+        lines.append(f"{'by model':<10} {model}: {m['images']:,} images, {m['faces']:,} faces  {emo or '-'}")
     run = s.get("last_run") or {}
     if run:
         lines.append(
