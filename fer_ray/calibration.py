@@ -24,18 +24,29 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return (e / e.sum(1, keepdims=True)).astype(np.float32)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> float:
-    """The temperature minimising validation NLL (optimised over log T, so T stays positive)."""
+def fit_temperature(
+    logits: np.ndarray, labels: np.ndarray, mirror_logits: np.ndarray | None = None, max_iter: int = 200
+) -> float:
+    """The temperature minimising validation NLL (optimised over log T, so T stays positive).
+
+    With ``mirror_logits`` (the mirrored faces' logits) the NLL is that of the flip-TTA
+    probabilities, mean(softmax(z/T), softmax(z'/T)): the temperature is fitted for the
+    probabilities the artifact actually reports.
+    """
     if len(labels) == 0:
         raise ValueError("cannot fit a temperature on an empty validation split")
     x = torch.as_tensor(logits, dtype=torch.float64)
+    xm = None if mirror_logits is None else torch.as_tensor(mirror_logits, dtype=torch.float64)
     y = torch.as_tensor(labels, dtype=torch.long)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y)
+        p = torch.softmax(x / log_t.exp(), 1)
+        if xm is not None:
+            p = (p + torch.softmax(xm / log_t.exp(), 1)) / 2
+        loss = torch.nn.functional.nll_loss(torch.log(p.clamp_min(1e-12)), y)
         loss.backward()
         return loss
 

@@ -13,7 +13,8 @@ def _overconfident(n: int = 4000, true_t: float = 2.5, seed: int = 0):
     rng = np.random.default_rng(seed)
     z = rng.normal(0, 1.5, size=(n, 7))
     p = softmax(z)
-    labels = np.array([rng.choice(7, p=row / row.sum()) for row in p.astype(np.float64)])
+    cdf = np.cumsum(p.astype(np.float64), 1)
+    labels = np.minimum((rng.uniform(size=(n, 1)) * cdf[:, -1:] > cdf).sum(1), 6)  # one draw per row
     return z * true_t, labels
 
 
@@ -52,3 +53,13 @@ def test_uncertain_threshold_flags_bands_that_are_wrong_more_often_than_right():
 def test_empty_validation_split_is_a_clear_error():
     with pytest.raises(ValueError, match="empty"):
         fit_temperature(np.zeros((0, 7)), np.zeros(0, dtype=int))
+
+
+def test_temperature_for_flip_tta_probabilities():
+    logits, labels = _overconfident(n=3000, true_t=3.0, seed=2)
+    rng = np.random.default_rng(3)
+    mirror = logits + rng.normal(0, 0.5, logits.shape)  # a mirror image: nearly the same evidence
+    t = fit_temperature(logits, labels, mirror)
+    tta = (softmax(logits, t) + softmax(mirror, t)) / 2
+    assert ece(tta, labels) < ece((softmax(logits) + softmax(mirror)) / 2, labels) / 3
+    assert t == pytest.approx(3.0, rel=0.2)
