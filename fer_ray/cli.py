@@ -40,6 +40,12 @@ def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from fer_ray.train.config import PLACEMENT_STRATEGIES, SCHEDULERS, TrainConfig
 
     d = TrainConfig()
+    p.add_argument(
+        "--config",
+        default=None,
+        help="JSON or YAML file of TrainConfig fields (nested model:, augment:, ...), e.g. a sweep's "
+        "best_config.json; flags given on the command line override it",
+    )
     p.add_argument("--model", default="ae_cnn_attn", choices=sorted(MODELS))
     p.add_argument(
         "--data", default=None, help="FER2013 .parquet / fer2013.csv / image-folder root (default: data root)"
@@ -94,15 +100,103 @@ def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def train_config_from_args(a: argparse.Namespace):
-    """The TrainConfig named by :func:`add_train_args` flags."""
-    from fer_ray.config import replace
-    from fer_ray.models import ModelConfig
-    from fer_ray.runtime import RayConfig
+def load_config_file(path: str):
+    """A TrainConfig from a JSON or YAML file of its fields (nested ``model:``, ``preprocess:``,
+    ``augment:`` (``null``: no augmentation), ``ray:``); fields left out keep their defaults.
+
+    Unknown keys are an error naming them: a typo must not silently train something else.
+    """
+    import dataclasses
+    import json
+    from pathlib import Path
+
     from fer_ray.train.config import TrainConfig
 
-    d = TrainConfig()
-    model = ModelConfig(
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--config {path}: no such file") from None
+    if p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a mapping of TrainConfig fields, got {type(data).__name__}")
+
+    nested = _nested_classes()
+    bad = [k for k in data if k not in {f.name for f in dataclasses.fields(TrainConfig)}]
+    for k, cls in nested.items():
+        if isinstance(data.get(k), dict):
+            bad += [f"{k}.{n}" for n in data[k] if n not in {f.name for f in dataclasses.fields(cls)}]
+    if bad:
+        raise ValueError(
+            f"--config {path}: unknown key(s) {', '.join(sorted(bad))}; "
+            f"valid top-level keys: {', '.join(f.name for f in dataclasses.fields(TrainConfig))}"
+        )
+    try:
+        return TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--config {path}: {e}") from None
+
+
+def _nested_classes():
+    from fer_ray.models import ModelConfig
+    from fer_ray.preprocess import PreprocessConfig
+    from fer_ray.runtime import RayConfig
+    from fer_ray.train.augment import AugmentConfig
+
+    return {"model": ModelConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig, "ray": RayConfig}
+
+
+def config_defaults(cfg) -> dict:
+    """Parser defaults (by flag dest) that reproduce ``cfg`` for the flags :func:`add_train_args` defines."""
+    from fer_ray.train.config import TrainConfig
+
+    m = cfg.model
+    out = {k: getattr(cfg, k) for k in _FLAT_FLAGS}
+    if cfg.run_name == TrainConfig.run_name:
+        out["run_name"] = None  # not in the file: the model name, as without --config
+    out.update(
+        model=m.name,
+        latent_size=m.latent_size,
+        latent_channels=m.latent_channels,
+        widths=",".join(map(str, m.widths)),
+        attention=m.attention,
+        dropout=m.dropout,
+        no_augment=cfg.augment is None,
+        address=cfg.ray.address,
+        ray_cpus=cfg.ray.num_cpus,
+    )
+    return out
+
+
+_FLAT_FLAGS = (
+    "data labels ferplus_csv epochs pretrain_epochs batch_size optimizer lr weight_decay scheduler warmup_epochs "
+    "label_smoothing recon_weight class_weighting limit backend workers use_gpu cpus_per_worker placement_strategy "
+    "torch_threads run_name storage_path keep_checkpoints max_failures seed"
+).split()
+
+
+def parse_train_args(p: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` with ``--config FILE``'s values as defaults, so explicit flags override the file."""
+    pre, _ = p.parse_known_args(argv)
+    if getattr(pre, "config", None):
+        p.set_defaults(**config_defaults(load_config_file(pre.config)))
+    return p.parse_args(argv)
+
+
+def train_config_from_args(a: argparse.Namespace):
+    """The TrainConfig named by :func:`add_train_args` flags (on top of ``--config FILE`` when given)."""
+    from fer_ray.config import replace
+    from fer_ray.train.config import TrainConfig
+
+    # Fields without a flag (momentum, preprocessing, augmentation strength, ...) come from the file.
+    base = load_config_file(a.config) if getattr(a, "config", None) else TrainConfig()
+    model = replace(
+        base.model,
         name=a.model,
         latent_size=a.latent_size,
         latent_channels=a.latent_channels,
@@ -111,7 +205,7 @@ def train_config_from_args(a: argparse.Namespace):
         dropout=a.dropout,
     )
     return replace(
-        TrainConfig(),
+        base,
         model=model,
         data=a.data,
         labels=a.labels,
@@ -127,9 +221,9 @@ def train_config_from_args(a: argparse.Namespace):
         label_smoothing=a.label_smoothing,
         recon_weight=a.recon_weight,
         class_weighting=a.class_weighting,
-        augment=None if a.no_augment else TrainConfig().augment,
+        augment=None if a.no_augment else (base.augment or TrainConfig().augment),
         limit=a.limit,
-        backend=getattr(a, "backend", d.backend),
+        backend=getattr(a, "backend", base.backend),
         workers=a.workers,
         use_gpu=a.use_gpu,
         cpus_per_worker=a.cpus_per_worker,
@@ -140,5 +234,5 @@ def train_config_from_args(a: argparse.Namespace):
         keep_checkpoints=a.keep_checkpoints,
         max_failures=a.max_failures,
         seed=a.seed,
-        ray=RayConfig(address=a.address, num_cpus=a.ray_cpus),
+        ray=replace(base.ray, address=a.address, num_cpus=a.ray_cpus),
     )

@@ -1,140 +1,479 @@
-"""Ray Tune sweeps over what the paper suggests tuning: latent size, attention, learning rate,
-reconstruction weight and optimizer.
+"""Ray Tune sweeps per model: ASHA over joint epochs, resumable, with a table, a plot and the winner exported.
 
-Each trial is a small driver function that builds the same ``TorchTrainer`` as
-``jobs/train.py`` and forwards its per-epoch reports to Tune (``TuneReportCallback``),
-so ASHA can stop weak trials early. The data are decoded once and shared by all trials.
+Each trial is a small driver function that builds the same ``TorchTrainer`` as ``jobs/train.py``
+and forwards its per-epoch reports to Tune, so ASHA stops weak trials early on validation
+(PublicTest) accuracy. Pretraining epochs of the autoencoder are not forwarded: their classifier
+is untrained, and a 0.0 accuracy at an early rung would stop every trial that pretrains. Tune sees
+joint epochs only, counted by ``joint_epoch`` (1, 2, ...), which is ASHA's time axis.
+
+Everything of a sweep lives under ``<storage>/<name>/`` (local or ``s3://``)::
+
+    sweep_config.json          what was asked (checked on a rerun)
+    experiment_state-*.json    Tune's own state; a rerun of the same command continues from it
+    trial_<id>/                Tune's per-trial results, and train/ with the trial's Ray Train run
+    sweep.csv, sweep.md        one row per trial, best validation accuracy first
+    asha.png                   validation accuracy per joint epoch per trial, stopped trials marked
+    best/artifact/             the best trial's best checkpoint as a model artifact
+    best_config.json           its training config, for ``jobs/train.py --config``
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from fer_ray import storage as run_storage
 from fer_ray.config import replace
+from fer_ray.labels import NUM_CLASSES
 from fer_ray.runtime import init_ray
+from fer_ray.search_spaces import apply_params, resolve_space, to_tune
 from fer_ray.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
+
+SWEEP_CONFIG, BEST_CONFIG = "sweep_config.json", "best_config.json"
+TRAIN_SUBDIR = "train"  # a trial's Ray Train run, inside its Tune trial dir
+# Bookkeeping that a config file for a new training run should not inherit from a sweep trial.
+_NOT_IN_BEST_CONFIG = ("run_name", "storage_path", "ray", "crash_once_at_epoch", "limit")
+# Where and how fast trials run: a rerun may change these and still continue the sweep.
+_HOW_IT_RUNS = ("ray", "workers", "cpus_per_worker", "torch_threads", "use_gpu", "placement_strategy", "max_failures")
 
 
 @dataclass(frozen=True)
 class SweepConfig:
     base: TrainConfig = field(default_factory=TrainConfig)
     name: str = "sweep"
-    num_samples: int = 8
+    space: dict[str, Any] | None = None  # overrides of the model's named space (fer_ray.search_spaces)
+    num_samples: int = 12
     max_concurrent: int = 1  # each trial's trainer needs its own worker CPUs
-    grace_period: int = 2  # joint epochs before ASHA may stop a trial
+    grace_period: int = 1  # joint epochs before ASHA may stop a trial
+    reduction_factor: int = 2  # ASHA keeps the top 1/reduction_factor at each rung
+    train_fraction: float = 1.0  # stratified, seeded share of the training split (validation stays whole)
+    restart: bool = False  # delete <storage>/<name>/ and start over instead of continuing
     driver_cpus: float = 0.1  # a trial's driver only waits on its trainer, whose workers reserve their own CPUs
-    latent_sizes: tuple[int, ...] = (24, 12, 6)
-    attentions: tuple[str, ...] = ("se", "cbam")
-    lr_range: tuple[float, float] = (5e-4, 5e-3)
-    recon_weights: tuple[float, ...] = (0.0, 0.1, 0.5)
-    optimizers: tuple[str, ...] = ("adamw", "sgd")
 
     def __post_init__(self) -> None:
         if self.driver_cpus <= 0:
             raise ValueError(f"driver_cpus must be > 0 (Ray needs a resource request), got {self.driver_cpus}")
         if self.num_samples < 1 or self.max_concurrent < 1:
             raise ValueError("num_samples and max_concurrent must be >= 1")
-        lo, hi = self.lr_range
-        if not 0 < lo <= hi:
-            raise ValueError(f"lr_range must be 0 < low <= high, got {self.lr_range}")
-        if not self.latent_sizes or not self.attentions or not self.recon_weights or not self.optimizers:
-            raise ValueError("every searched dimension needs at least one value")
+        if not 1 <= self.grace_period <= self.base.epochs:
+            raise ValueError(
+                f"grace_period must be 1..--epochs ({self.base.epochs}) joint epochs, got {self.grace_period}"
+            )
+        if self.reduction_factor < 2:
+            raise ValueError(f"reduction_factor must be >= 2, got {self.reduction_factor}")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
+        if not self.name or "/" in self.name:
+            raise ValueError(f"sweep name must be a non-empty folder name, got {self.name!r}")
+        resolve_space(self.base.model.name, self.space)  # fail before Ray starts
+
+    @property
+    def resolved_space(self) -> dict[str, Any]:
+        return resolve_space(self.base.model.name, self.space)
+
+    @property
+    def num_trials(self) -> int:
+        """num_samples times the size of every grid in the space (Tune's count)."""
+        grids = [len(s["grid"]) for s in self.resolved_space.values() if isinstance(s, dict) and "grid" in s]
+        return self.num_samples * math.prod(grids)
+
+    def record(self) -> dict[str, Any]:
+        """What identifies the sweep: a rerun that differs in any of it is refused (use --restart)."""
+        base = {k: v for k, v in self.base.to_dict().items() if k not in _HOW_IT_RUNS}
+        return {
+            "model": self.base.model.name,
+            "base": base,
+            "space": self.resolved_space,
+            "num_samples": self.num_samples,
+            "grace_period": self.grace_period,
+            "reduction_factor": self.reduction_factor,
+            "train_fraction": self.train_fraction,
+        }
 
 
-def search_space(cfg: SweepConfig) -> dict[str, Any]:
-    from ray import tune
-
-    return {
-        "latent_size": tune.choice(list(cfg.latent_sizes)),
-        "attention": tune.choice(list(cfg.attentions)),
-        "lr": tune.loguniform(*cfg.lr_range),
-        "recon_weight": tune.choice(list(cfg.recon_weights)),
-        "optimizer": tune.choice(list(cfg.optimizers)),
-    }
+# ---------------------------------------------------------------- what Tune sees of a training report
+def tune_metrics(metrics: dict[str, Any], pretrain_epochs: int) -> dict[str, Any] | None:
+    """The report Tune gets for one training epoch: ``None`` for pretraining epochs, else the
+    metrics with ``joint_epoch`` (1-based), ASHA's time axis."""
+    if metrics.get("phase") == "pretrain":
+        return None
+    return {**metrics, "joint_epoch": int(metrics["epoch"]) - pretrain_epochs + 1}
 
 
-def trial_config(base: TrainConfig, params: dict[str, Any], run_name: str) -> TrainConfig:
-    """The base config with one trial's sampled values (validated by the config classes)."""
-    model = replace(base.model, latent_size=int(params["latent_size"]), attention=params["attention"])
-    return replace(
-        base,
-        model=model,
-        lr=float(params["lr"]),
-        recon_weight=float(params["recon_weight"]),
-        optimizer=params["optimizer"],
-        run_name=run_name,
-    )
-
-
-def _trial(params: dict[str, Any], base: dict[str, Any], data, root: str, filesystem) -> None:
-    from ray import tune
+def _joint_epoch_callback(pretrain_epochs: int):
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from fer_ray.train.ray_train import build_trainer
+    class JointEpochReport(TuneReportCallback):
+        """TuneReportCallback that forwards joint epochs only (see :func:`tune_metrics`)."""
 
-    name = tune.get_context().get_trial_name()
-    cfg = trial_config(TrainConfig.from_dict(base), params, name)
-    # checkpoints in <storage>/<sweep name>/<trial name>/
-    build_trainer(cfg, data, root, callbacks=[TuneReportCallback()], filesystem=filesystem).fit()
+        def after_report(self, run_context, metrics, checkpoint):
+            forwarded = tune_metrics(metrics[0], pretrain_epochs)
+            if forwarded is not None:
+                super().after_report(run_context, [forwarded, *metrics[1:]], checkpoint)
+
+    return JointEpochReport()
 
 
-def sweep(cfg: SweepConfig) -> dict[str, Any]:
-    """Run the sweep; returns (and writes to ``<storage>/<name>/sweep.json``) every trial's best epoch."""
+# ---------------------------------------------------------------- data: stratified training subset
+def _row_keys(batch: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    key = seed.to_bytes(8, "little", signed=False)
+    faces = batch["face"]
+    h = [
+        int.from_bytes(hashlib.blake2b(np.ascontiguousarray(f).tobytes(), digest_size=8, key=key).digest(), "little")
+        for f in faces
+    ]
+    return {**batch, "_key": np.array(h, dtype=np.uint64)}
+
+
+def _keep_below(batch: dict[str, np.ndarray], thresholds: list[int]) -> dict[str, np.ndarray]:
+    thr = np.array(thresholds, dtype=np.uint64)
+    keep = batch["_key"] <= thr[batch["label"].astype(np.int64)]
+    return {k: v[keep] for k, v in batch.items() if k != "_key"}
+
+
+def stratified_subset(data, fraction: float, seed: int):
+    """``data`` (:class:`fer_ray.train.ray_train.TrainingData`) with ``fraction`` of each training class.
+
+    Rows are ranked within their class by a seeded hash of the face pixels, so the subset is the
+    same on every run and node whatever order Ray Data delivers rows in. Validation is untouched.
+    """
+    from fer_ray.train.ray_train import TrainingData
+
+    if fraction >= 1:
+        return data
+    keyed = data.train.map_batches(_row_keys, fn_kwargs={"seed": seed}, batch_format="numpy").materialize()
+    meta = keyed.select_columns(["label", "_key"]).to_pandas()
+    thresholds, counts = [0] * NUM_CLASSES, [0] * NUM_CLASSES
+    for label, keys in meta.groupby("label")["_key"]:
+        ordered = np.sort(keys.to_numpy(dtype=np.uint64))
+        k = max(1, round(fraction * len(ordered)))
+        thresholds[int(label)] = int(ordered[k - 1])
+        counts[int(label)] = int((ordered <= ordered[k - 1]).sum())  # identical faces share a key
+    train = keyed.map_batches(_keep_below, fn_kwargs={"thresholds": thresholds}, batch_format="numpy").materialize()
+    new_counts = {**data.counts, "train": counts, "train_full": data.counts["train"], "train_fraction": fraction}
+    logger.info(
+        "training on %d of %d images (%.0f%% per class)", sum(counts), sum(data.counts["train"]), 100 * fraction
+    )
+    return TrainingData(train, data.val, new_counts)
+
+
+# ---------------------------------------------------------------- one trial
+def trial_config(base: TrainConfig, params: dict[str, Any], run_name: str = TRAIN_SUBDIR) -> TrainConfig:
+    """The base config with one trial's sampled values (validated by the config classes)."""
+    return replace(apply_params(base, params), run_name=run_name)
+
+
+def _write(fs, path: str, text: str) -> None:
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def trial(params: dict[str, Any], base: dict[str, Any], data, root: str, filesystem) -> None:
+    """One Tune trial: a TorchTrainer run in ``<root>/trial_<id>/train`` reporting joint epochs to Tune."""
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    from fer_ray.train.ray_train import TRAIN_CONFIG, build_trainer
+
+    cfg = trial_config(TrainConfig.from_dict(base), params)
+    trial_dir = f"{root}/trial_{tune.get_context().get_trial_id()}"
+    # train_config.json beside the checkpoints: `jobs/train.py --export-only` works on any trial
+    saved = {"train_config": cfg.to_dict(), "counts": data.counts}
+    _write(filesystem or pafs.LocalFileSystem(), f"{trial_dir}/{TRAIN_SUBDIR}/{TRAIN_CONFIG}", json.dumps(saved) + "\n")
+    pretrain = cfg.total_epochs - cfg.epochs
+    build_trainer(cfg, data, trial_dir, callbacks=[_joint_epoch_callback(pretrain)], filesystem=filesystem).fit()
+
+
+# ---------------------------------------------------------------- the sweep
+@dataclass
+class SweepResult:
+    root: Any  # <storage>/<name>: a Path, or an s3:// URI
+    trials: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    artifact: Any
+    best_config: Any
+    complete: bool  # False when the sweep was interrupted: rerun the same command to continue
+
+
+def _delete_dir(location) -> None:
+    import pyarrow.fs as pafs
+
+    from fer_ray.data.sources import resolve_filesystem
+
+    fs, path = resolve_filesystem(str(location))
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+def _check_same_sweep(root, cfg: SweepConfig) -> None:
+    try:
+        saved = json.loads(run_storage.read_text(run_storage.join(root, SWEEP_CONFIG)))
+    except FileNotFoundError:
+        return
+    now = json.loads(json.dumps(cfg.record()))
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if "base" in changed:
+        b0, b1 = saved.get("base", {}), now["base"]
+        changed = [k for k in changed if k != "base"] + [
+            f"base.{k}" for k in sorted(b0.keys() | b1.keys()) if b0.get(k) != b1.get(k)
+        ]
+    if changed:
+        raise ValueError(
+            f"sweep {cfg.name!r} under {root} was started with different {', '.join(changed)}; "
+            "rerun with --restart to start it over, or pick a new --name"
+        )
+
+
+def sweep(cfg: SweepConfig) -> SweepResult:
+    """Run (or continue) the sweep and write its table, plot, best artifact and best config."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from fer_ray import storage as run_storage
     from fer_ray.train.ray_train import ray_storage, run_dirs, training_data
 
     init_ray(cfg.base.ray)
-    # Everything of the sweep lands under <storage>/<name>/ (local or s3://): Tune's own files,
-    # each trial's checkpoints and sweep.json.
     storage, root = run_dirs(replace(cfg.base, run_name=cfg.name))
-    data = training_data(cfg.base)
-    pre = cfg.base.total_epochs - cfg.base.epochs
     tune_storage, tune_fs = ray_storage(storage)
+    exp_path = f"{tune_storage}/{cfg.name}"
+    if cfg.restart:
+        logger.info("--restart: deleting %s", root)
+        _delete_dir(root)
+    restoring = tune.Tuner.can_restore(exp_path, storage_filesystem=tune_fs)
+    if restoring:
+        _check_same_sweep(root, cfg)
+    run_storage.write_text(run_storage.join(root, SWEEP_CONFIG), json.dumps(cfg.record(), indent=2) + "\n")
+
+    data = stratified_subset(training_data(cfg.base), cfg.train_fraction, cfg.base.seed)
     trial_root, trial_fs = ray_storage(str(root))
-    trainable = tune.with_parameters(_trial, base=cfg.base.to_dict(), data=data, root=trial_root, filesystem=trial_fs)
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, {"CPU": cfg.driver_cpus}),
-        param_space=search_space(cfg),
-        tune_config=tune.TuneConfig(
-            metric="val_acc",
-            mode="max",
-            scheduler=ASHAScheduler(
-                time_attr="training_iteration", max_t=cfg.base.total_epochs, grace_period=pre + cfg.grace_period
-            ),
-            num_samples=cfg.num_samples,
-            max_concurrent_trials=cfg.max_concurrent,
-        ),
-        run_config=tune.RunConfig(name=cfg.name, storage_path=tune_storage, storage_filesystem=tune_fs),
+    trainable = tune.with_resources(
+        tune.with_parameters(trial, base=cfg.base.to_dict(), data=data, root=trial_root, filesystem=trial_fs),
+        {"CPU": cfg.driver_cpus},
     )
+    if restoring:
+        logger.info("continuing sweep %s from %s (finished trials are kept, errored ones retried)", cfg.name, root)
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_errored=True, storage_filesystem=tune_fs)
+    else:
+        np.random.seed(cfg.base.seed)  # Tune samples with numpy's global generator: a seeded sweep
+        tuner = tune.Tuner(
+            trainable,
+            param_space=to_tune(cfg.resolved_space),
+            tune_config=tune.TuneConfig(
+                metric="val_acc",
+                mode="max",
+                scheduler=ASHAScheduler(
+                    time_attr="joint_epoch",
+                    max_t=cfg.base.epochs,
+                    grace_period=cfg.grace_period,
+                    reduction_factor=cfg.reduction_factor,
+                ),
+                num_samples=cfg.num_samples,
+                max_concurrent_trials=cfg.max_concurrent,
+                trial_name_creator=lambda t: f"trial_{t.trial_id}",
+                trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+            ),
+            run_config=tune.RunConfig(name=cfg.name, storage_path=tune_storage, storage_filesystem=tune_fs),
+        )
     results = tuner.fit()
-    trials = []
+    finished = results.num_terminated + results.num_errors
+    complete = finished == len(results) == cfg.num_trials and not _pending(results)
+    trials = summarize(results, cfg)
+    return write_outputs(cfg, root, trials, data.counts, complete)
+
+
+def _pending(results) -> bool:
+    """True when Tune stopped before every trial finished (a SIGINT: its state is saved)."""
+    try:
+        return any(t.status not in ("TERMINATED", "ERROR") for t in results._experiment_analysis.trials)
+    except AttributeError:  # the private attribute moved: fall back to the public counters
+        return False
+
+
+def summarize(results, cfg: SweepConfig) -> list[dict[str, Any]]:
+    """One row per trial, best validation accuracy first."""
+    names = list(cfg.resolved_space)
+    rows = []
     for r in results:
         hist = r.metrics_dataframe
-        best = hist.loc[hist["val_acc"].idxmax()].to_dict() if hist is not None and len(hist) else {}
-        trials.append(
+        joint = hist[hist["joint_epoch"].notna()] if hist is not None and "joint_epoch" in hist else None
+        has = joint is not None and len(joint) > 0
+        best = joint.loc[joint["val_acc"].idxmax()] if has else None
+        epochs_run = int(joint["joint_epoch"].max()) if has else 0
+        if r.error:
+            status = "error"
+        elif epochs_run < cfg.base.epochs:
+            status = "stopped by ASHA" if has else "not run"
+        else:
+            status = "finished"
+        rows.append(
             {
-                "trial": r.path.rsplit("/", 1)[-1] if r.path else None,
-                "params": {k: r.config[k] for k in search_space(cfg)},
-                "epochs_run": int(len(hist)) if hist is not None else 0,
-                "best_val_acc": float(best.get("val_acc", float("nan"))),
-                "best_epoch": int(best["epoch"]) if "epoch" in best else None,
-                "error": str(r.error) if r.error else None,
+                "trial": r.path.rstrip("/").rsplit("/", 1)[-1] if r.path else None,
+                "val_acc": float(best["val_acc"]) if has else float("nan"),
+                "val_loss": float(best["val_loss"]) if has else float("nan"),
+                "best_epoch": int(best["joint_epoch"]) if has else None,
+                "epochs_run": epochs_run,
+                "status": status,
+                "minutes": round(float(r.metrics.get("time_total_s", 0.0)) / 60, 2) if r.metrics else 0.0,
+                "params": {k: r.config.get(k) for k in names},
+                "curve": [[int(e), float(a)] for e, a in zip(joint["joint_epoch"], joint["val_acc"], strict=True)]
+                if has
+                else [],
+                "error": str(r.error).splitlines()[0][:300] if r.error else None,
+                "_path": r.path,
+                "_fs": r.filesystem,
             }
         )
-    trials.sort(key=lambda t: -t["best_val_acc"] if t["best_val_acc"] == t["best_val_acc"] else 0)
-    summary = {
-        "name": cfg.name,
-        "metric": "val_acc (PublicTest)",
-        "trials": trials,
-        "best": trials[0] if trials else None,
-    }
+    rows.sort(key=lambda t: (-(t["val_acc"] if t["val_acc"] == t["val_acc"] else -1), t["trial"] or ""))
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 0.01 or abs(v) >= 1000 else f"{v:.4g}"
+    return str(v)
+
+
+def _write_bytes(location, data: bytes) -> None:
+    from fer_ray.data.sources import resolve_filesystem
+
+    fs, path = resolve_filesystem(str(location))
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def _table(trials: list[dict[str, Any]], names: list[str]) -> tuple[str, str]:
+    """(csv, markdown) of the trial rows."""
+    import csv
+
+    head = ["rank", "trial", "val_acc", "best_epoch", "epochs_run", "status", "minutes", *names]
+    lines = []
+    for i, t in enumerate(trials, 1):
+        lines.append(
+            [
+                i,
+                t["trial"],
+                f"{t['val_acc']:.4f}" if t["val_acc"] == t["val_acc"] else "",
+                t["best_epoch"] if t["best_epoch"] is not None else "",
+                t["epochs_run"],
+                t["status"] if not t["error"] else f"error: {t['error']}",
+                t["minutes"],
+                *(_fmt(t["params"].get(n)) for n in names),
+            ]
+        )
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(head)
+    w.writerows(lines)
+    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in lines]
+    return buf.getvalue(), "\n".join(md) + "\n"
+
+
+def plot_asha(trials: list[dict[str, Any]], max_t: int, grace: int, title: str) -> bytes:
+    """PNG of validation accuracy per joint epoch per trial; ASHA-stopped trials dashed and marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for t in trials:
+        if not t["curve"]:
+            continue
+        x, y = zip(*t["curve"], strict=True)
+        stopped = t["status"] == "stopped by ASHA"
+        (line,) = ax.plot(x, y, "--" if stopped else "-", marker="o", ms=3, lw=1.2, alpha=0.85, label=t["trial"])
+        if stopped:
+            ax.plot(x[-1], y[-1], "x", color=line.get_color(), ms=9, mew=2)
+    ax.axvline(grace, color="grey", lw=0.8, ls=":", label=f"grace period ({grace})")
+    ax.set_xlabel("joint epoch (pretraining epochs not counted)")
+    ax.set_ylabel("validation accuracy (PublicTest)")
+    ax.set_xlim(0.8, max_t + 0.2)
+    ax.set_title(title + "  (dashed + x: stopped by ASHA)", fontsize=9)
+    ax.grid(alpha=0.3)
+    if len(trials) <= 16:
+        ax.legend(fontsize=6, ncol=2, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def best_config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """A config file (``jobs/train.py --config``) holding ``cfg`` without the sweep's bookkeeping."""
+    d = json.loads(json.dumps(cfg.to_dict()))
+    for k in _NOT_IN_BEST_CONFIG:
+        d.pop(k, None)
+    return d
+
+
+def export_trial(trial_row: dict[str, Any], cfg: TrainConfig, counts: dict[str, Any], out_dir):
+    """Export a trial's best checkpoint as an artifact under ``out_dir/artifact``."""
+    from ray.train.v2.api.result import Result as RunResult
+
+    from fer_ray.train.ray_train import export_best
+
+    result = RunResult.from_path(f"{trial_row['_path']}/{TRAIN_SUBDIR}", storage_filesystem=trial_row["_fs"])
+    return export_best(result, cfg, counts, out_dir).artifact_dir
+
+
+def write_outputs(
+    cfg: SweepConfig, root, trials: list[dict[str, Any]], counts: dict[str, Any], complete: bool
+) -> SweepResult:
+    names = list(cfg.resolved_space)
+    csv_text, md_table = _table(trials, names)
+    run_storage.write_text(run_storage.join(root, "sweep.csv"), csv_text)
+    stopped = sum(t["status"] == "stopped by ASHA" for t in trials)
+    best = next((t for t in trials if t["val_acc"] == t["val_acc"]), None)
+    artifact = best_config = None
+    if best is not None and complete:
+        best_cfg = trial_config(cfg.base, best["params"])
+        artifact = export_trial(best, best_cfg, counts, run_storage.join(root, "best"))
+        best_config = run_storage.join(root, BEST_CONFIG)
+        run_storage.write_text(best_config, json.dumps(best_config_dict(best_cfg), indent=2) + "\n")
+    title = f"{cfg.name}: {cfg.base.model.name}, {len(trials)} trials, {stopped} stopped by ASHA"
+    _write_bytes(run_storage.join(root, "asha.png"), plot_asha(trials, cfg.base.epochs, cfg.grace_period, title))
+    b = cfg.base
+    md = [
+        f"# Sweep `{cfg.name}`: {b.model.name}\n",
+        f"- {len(trials)} trials of up to {b.epochs} joint epochs"
+        + (" (+ pretraining epochs, not counted by ASHA)" if b.model.name == "ae_cnn_attn" else "")
+        + f"; ASHA on validation (PublicTest) accuracy, grace period {cfg.grace_period} joint epoch(s), "
+        f"reduction factor {cfg.reduction_factor}: {stopped} stopped early",
+        f"- training images: {sum(counts['train'])}"
+        + (
+            f" ({cfg.train_fraction:.0%} of {sum(counts['train_full'])}, stratified by class, seed {b.seed})"
+            if "train_full" in counts
+            else ""
+        )
+        + f"; validation: {sum(counts['val'])} (all of it)",
+        "- minutes are wall-clock per trial, start-up and pretraining included; val_acc is the trial's best epoch",
+        "" if complete else "\n**Interrupted**: rerun the same command to continue the sweep.\n",
+        md_table,
+        "![ASHA](asha.png)\n",
+    ]
+    if artifact is not None:
+        md += [
+            f"Best: `{best['trial']}`, val_acc {best['val_acc']:.4f} at joint epoch {best['best_epoch']}; "
+            f"artifact `best/artifact/`, config `{BEST_CONFIG}`. Train it on all the data:\n",
+            "```bash",
+            f"python jobs/train.py --config {best_config} --epochs 30 --run-name {cfg.name}_best",
+            "```",
+        ]
+    run_storage.write_text(run_storage.join(root, "sweep.md"), "\n".join(md) + "\n")
+    public = [{k: v for k, v in t.items() if not k.startswith("_")} for t in trials]
+    summary = {"name": cfg.name, "metric": "val_acc (PublicTest)", "complete": complete, "trials": public}
     run_storage.write_text(run_storage.join(root, "sweep.json"), json.dumps(summary, indent=2) + "\n")
-    return summary
+    best_public = next((t for t in public if t["trial"] == best["trial"]), None) if best else None
+    return SweepResult(root, public, best_public, artifact, best_config, complete)

@@ -3,6 +3,7 @@
 python jobs/train.py --model ae_cnn_attn --epochs 30 --workers 1 --run-name ae
 python jobs/train.py --run-name ae --export-only      # artifact from the best checkpoint so far
 python jobs/train.py --backend plain --use-gpu ...    # same recipe without Ray, on one device
+python jobs/train.py --config runs/sweep1/best_config.json --epochs 30 --run-name best   # flags override the file
 ray job submit --working-dir . -- python jobs/train.py --data s3://bucket/fer2013.parquet ...
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from fer_ray.cli import add_train_args, setup, train_config_from_args
+from fer_ray.cli import add_train_args, parse_train_args, setup, train_config_from_args
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     setup()
-    args = get_args_parser().parse_args(argv)
+    args = parse_train_args(get_args_parser(), argv)
     cfg = train_config_from_args(args)
     if cfg.backend == "plain" or (args.export_only and _is_plain_run(cfg)):
         from fer_ray.train.plain import export_plain, run_dir_of, train_plain
