@@ -63,6 +63,11 @@ class Artifact:
     flip_tta: bool = False
     # What runs the network (torch, onnx, onnx-int8); None: the PyTorch model itself.
     engine: Engine | None = None
+    # Calibration (fer_ray.calibration, fitted on the validation split and recorded in
+    # artifact.json "inference"): probabilities are softmax(logits / temperature), and a top
+    # probability below ``uncertain_below`` is flagged as uncertain in reports and answers.
+    temperature: float = 1.0
+    uncertain_below: float | None = None
 
     def __post_init__(self) -> None:
         if self.engine is None:
@@ -96,8 +101,11 @@ class Artifact:
         return self.engine.logits(faces.cpu().numpy() if isinstance(faces, torch.Tensor) else faces)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Logits (B, K) -> probabilities (B, K): the one place every engine's output becomes probabilities."""
-        z = logits.astype(np.float32, copy=False)
+        """Logits (B, K) -> probabilities (B, K): the one place every engine's output becomes probabilities.
+
+        The artifact's temperature applies here, so every engine, TTA mode and caller agrees.
+        """
+        z = logits.astype(np.float32, copy=False) / np.float32(self.temperature)
         z = np.exp(z - z.max(1, keepdims=True))
         return z / z.sum(1, keepdims=True)
 
@@ -117,6 +125,12 @@ class Artifact:
         if not (self.flip_tta if flip_tta is None else flip_tta):
             return self.probabilities(self.predict_logits(faces, device))
         return self.predict_proba_both(faces, device)[1]
+
+    def uncertain(self, probs: np.ndarray) -> np.ndarray:
+        """(B,) bool: the top probability is under the artifact's calibrated cut-off (all False without one)."""
+        if self.uncertain_below is None or len(probs) == 0:
+            return np.zeros(len(probs), dtype=bool)
+        return probs.max(1) < self.uncertain_below
 
     def predict_proba_both(
         self, faces: np.ndarray | torch.Tensor, device: str | torch.device | None = None
@@ -254,13 +268,19 @@ def load_artifact(
     model.load_state_dict(torch.load(p / WEIGHTS, map_location="cpu", weights_only=True))
     model.to(device).eval()
     preprocess = PreprocessConfig.from_dict(meta["preprocess"])
-    flip_tta = bool(meta.get("inference", {}).get("flip_tta", False))  # absent in older artifacts
+    inference = meta.get("inference", {})
+    flip_tta = bool(inference.get("flip_tta", False))  # absent in older artifacts
+    temperature = float(inference.get("temperature", 1.0))  # 1.0: not calibrated
+    if not temperature > 0:
+        raise ValueError(f"{p}: {META} records temperature {temperature}; it must be > 0")
     runner: Engine
     if engine == "torch":
         runner = TorchEngine(model, preprocess, p / WEIGHTS, weights_sha, device)
     else:
         runner = OnnxEngine(engine, p / ONNX_FILES[engine], preprocess, engine_sha, threads or 1)
-    return Artifact(model, cfg, preprocess, labels, meta, p, flip_tta, runner)
+    return Artifact(
+        model, cfg, preprocess, labels, meta, p, flip_tta, runner, temperature, inference.get("uncertain_below")
+    )
 
 
 __all__ = [

@@ -11,7 +11,10 @@ PrivateTest is only used to *measure* calibration (ECE before/after), never to f
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,3 +115,49 @@ def uncertain_threshold(probs: np.ndarray, labels: np.ndarray, min_accuracy: flo
         if band.sum() >= 20 and correct[band].mean() < min_accuracy:
             threshold = float(round(lo + step, 6))
     return threshold
+
+
+def calibrate_artifact(artifact_dir: str | Path, source: str | Path, batch_size: int = 512) -> dict[str, Any]:
+    """Fit the temperature and the ``uncertain`` cut-off of an artifact on ``source``'s validation split
+    (PublicTest for FER2013) and record them in its ``artifact.json`` (weights untouched).
+
+    Both are fitted for the probabilities the artifact reports (its flip-TTA setting). Returns
+    the record: temperature, cut-off, validation ECE before and after, and the split's size.
+    """
+    from fer_ray.artifact import META, load_artifact
+    from fer_ray.onnx_export import labeled_faces
+
+    path = Path(artifact_dir)
+    art = load_artifact(path, engine="torch")
+    faces, labels = labeled_faces(source, "val", art.preprocess)
+    if len(labels) == 0:
+        raise ValueError(f"{source} has no validation split to calibrate on")
+    single, mirror = [], []
+    for i in range(0, len(faces), batch_size):
+        chunk = faces[i : i + batch_size]
+        single.append(art.predict_logits(chunk))
+        mirror.append(art.predict_logits(np.ascontiguousarray(chunk[..., ::-1])))
+    z, zm = np.concatenate(single), np.concatenate(mirror)
+    zm_or_none = zm if art.flip_tta else None
+
+    def reported(t: float) -> np.ndarray:
+        return (softmax(z, t) + softmax(zm, t)) / 2 if art.flip_tta else softmax(z, t)
+
+    t = fit_temperature(z, labels, zm_or_none)
+    threshold = uncertain_threshold(reported(t), labels)
+    record = {
+        "temperature": round(t, 4),
+        "uncertain_below": threshold,
+        "fitted_on": "val (PublicTest)" if str(source).endswith((".parquet", ".csv")) else "val",
+        "faces": int(len(labels)),
+        "flip_tta": art.flip_tta,
+        "val_ece_before": round(ece(reported(1.0), labels), 4),
+        "val_ece_after": round(ece(reported(t), labels), 4),
+        "rule": "uncertain when the top probability is below the lowest 0.05-wide confidence band "
+        "above which every band (>= 20 faces) of the validation split is right at least half the time",
+    }
+    meta = json.loads((path / META).read_text())
+    meta.setdefault("inference", {}).update(temperature=record["temperature"], uncertain_below=threshold)
+    meta.setdefault("metrics", {})["calibration"] = record
+    (path / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    return record

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from fer_ray.artifact import WEIGHTS, Artifact
+from fer_ray.calibration import ece
 from fer_ray.data import decode, read_labeled
 from fer_ray.labels import EMOTIONS, NUM_CLASSES
 
@@ -41,7 +43,9 @@ class EvalConfig:
 def test_predictions(artifact: Artifact, source: str, batch_size: int = 512) -> dict[str, np.ndarray]:
     """Probabilities, labels and usage for every val+test row of ``source`` (decoded with Ray Data)."""
     ds = decode(read_labeled(source, splits=("val", "test")), artifact.preprocess)
-    probs, plain, labels, usage, errors = [], [], [], [], 0
+    probs, plain, raw, labels, usage, errors = [], [], [], [], [], 0
+    # the same model without its temperature: calibration is measured as ECE before/after
+    uncalibrated = dataclasses.replace(artifact, temperature=1.0)
     for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
         ok = pd.isna(b["error"])  # an all-null column arrives as NaN, not None
 
@@ -50,6 +54,7 @@ def test_predictions(artifact: Artifact, source: str, batch_size: int = 512) -> 
         single, tta = artifact.predict_proba_both(faces) if artifact.flip_tta else (artifact.predict_proba(faces),) * 2
         probs.append(tta)
         plain.append(single)
+        raw.append(tta if artifact.temperature == 1.0 else uncalibrated.predict_proba(faces))
         labels.append(b["label"][ok].astype(np.int64))
         usage.append(np.asarray(b["usage"][ok], dtype=object))
     if errors:
@@ -57,6 +62,7 @@ def test_predictions(artifact: Artifact, source: str, batch_size: int = 512) -> 
     return {
         "probs": np.concatenate(probs),  # as scoring and Serve compute them (the artifact's flip_tta)
         "probs_no_tta": np.concatenate(plain),
+        "probs_uncalibrated": np.concatenate(raw),
         "labels": np.concatenate(labels),
         "usage": np.concatenate(usage),
     }
@@ -127,6 +133,17 @@ def evaluate_artifact(artifact: Artifact, source: str, cfg: EvalConfig = EvalCon
             pred["probs"][pred["usage"] == "PublicTest"], pred["labels"][pred["usage"] == "PublicTest"]
         ),
         "table4_private": random_draws(pred["probs"][private], pred["labels"][private], cfg),
+        "calibration": {
+            "temperature": artifact.temperature,
+            "uncertain_below": artifact.uncertain_below,
+            "private_ece_before": ece(pred["probs_uncalibrated"][private], pred["labels"][private]),
+            "private_ece_after": ece(pred["probs"][private], pred["labels"][private]),
+            "private_uncertain_share": float(artifact.uncertain(pred["probs"][private]).mean()),
+            "private_accuracy_certain": _accuracy(
+                pred["probs"][private][~artifact.uncertain(pred["probs"][private])],
+                pred["labels"][private][~artifact.uncertain(pred["probs"][private])],
+            ),
+        },
         "best_epoch": artifact.meta.get("metrics", {}).get("best", {}),
     }
 
@@ -157,6 +174,19 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     for r in results:
         pc = r["private_test"]["per_class"]
         lines.append(f"| {r['model']} | " + " | ".join(f"{pc[e]['f1']:.2f}" for e in EMOTIONS) + " |")
+    lines.append("\nCalibration on PrivateTest (temperature and cut-off fitted on PublicTest):\n")
+    lines.append(
+        "| model | temperature | ECE before | ECE after | uncertain below | uncertain share | acc. of the rest |"
+    )
+    lines.append("|---|---|---|---|---|---|---|")
+    for r in results:
+        c = r.get("calibration", {})
+        cut, rest = c.get("uncertain_below"), c.get("private_accuracy_certain")
+        lines.append(
+            f"| {r['model']} | {c.get('temperature', 1.0):.3f} | {c.get('private_ece_before', 0):.4f} "
+            f"| {c.get('private_ece_after', 0):.4f} | {'-' if cut is None else f'{cut:.2f}'} "
+            f"| {c.get('private_uncertain_share', 0):.1%} | {'-' if rest is None else f'{rest:.2%}'} |"
+        )
     return "\n".join(lines) + "\n"
 
 

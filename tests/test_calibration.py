@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fer_ray.calibration import ece, fit_temperature, reliability, softmax, uncertain_threshold
+from fer_ray.config import fer2013_parquet
 
 
 def _overconfident(n: int = 4000, true_t: float = 2.5, seed: int = 0):
@@ -63,3 +64,23 @@ def test_temperature_for_flip_tta_probabilities():
     tta = (softmax(logits, t) + softmax(mirror, t)) / 2
     assert ece(tta, labels) < ece((softmax(logits) + softmax(mirror)) / 2, labels) / 3
     assert t == pytest.approx(3.0, rel=0.2)
+
+
+@pytest.mark.skipif(fer2013_parquet() is None, reason="full FER2013 (../shared/data/fer2013) not present")
+def test_shipped_model_is_calibrated_on_public_and_better_calibrated_on_private_test():
+    """The temperature recorded in the shipped artifact (fitted on PublicTest) lowers ECE on PrivateTest."""
+    from fer_ray.artifact import load_artifact
+    from fer_ray.onnx_export import labeled_faces
+
+    art = load_artifact(engine="torch")
+    assert art.temperature > 0 and art.temperature != 1.0
+    assert art.meta["metrics"]["calibration"]["fitted_on"] == "val (PublicTest)"
+    faces, labels = labeled_faces(str(fer2013_parquet()), "test", art.preprocess)
+    z, zm = art.predict_logits(faces), art.predict_logits(np.ascontiguousarray(faces[..., ::-1]))
+
+    def reported(t):
+        return (softmax(z, t) + softmax(zm, t)) / 2 if art.flip_tta else softmax(z, t)
+
+    assert ece(reported(art.temperature), labels) < ece(reported(1.0), labels)
+    # the artifact's own probabilities are the calibrated ones
+    np.testing.assert_allclose(art.predict_proba(faces[:64]), reported(art.temperature)[:64], atol=1e-5)
