@@ -31,7 +31,27 @@ from fer_ray.preprocess import PreprocessConfig
 FORMAT_VERSION = 1
 WEIGHTS = "weights.pt"
 META = "artifact.json"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default_model"
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_MODEL_DIR = ASSETS / "default_model"
+# Models shipped in the package, loadable by name wherever an artifact path is accepted.
+SHIPPED_MODELS: dict[str, Path] = {
+    "default": DEFAULT_MODEL_DIR,
+    "ae_cnn_attn": DEFAULT_MODEL_DIR,
+    "cnn_attn": ASSETS / "cnn_attn",
+}
+
+
+def resolve_model(path: str | os.PathLike | None) -> Path:
+    """An artifact directory from a path or a shipped model's name (``None``: the default model).
+
+    A directory of that name wins over a shipped name, so a local ``cnn_attn/`` artifact is not shadowed.
+    """
+    if path is None:
+        return DEFAULT_MODEL_DIR
+    p = Path(path)
+    if not p.exists() and str(path) in SHIPPED_MODELS and SHIPPED_MODELS[str(path)].is_dir():
+        return SHIPPED_MODELS[str(path)]
+    return p
 # The int8 engine is chosen by default only when its recorded validation accuracy is at most
 # this far below the PyTorch model's (0.005 = half a point).
 INT8_MAX_ACCURACY_DROP = 0.005
@@ -234,12 +254,13 @@ def load_artifact(
     The files it reads (``weights.pt`` and the engine's ONNX file) are checked against the
     sha256 ``artifact.json`` records: a mismatch raises :class:`ArtifactIntegrityError`.
     """
-    p = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    p = resolve_model(path)
     check_engine(engine)
     if not (p / META).is_file() or not (p / WEIGHTS).is_file():
         raise FileNotFoundError(
             f"{p} is not a fer_ray model artifact: it needs {META} and {WEIGHTS} "
-            "(produce one with `python jobs/train.py`, or omit --model to use the shipped default)"
+            "(produce one with `python jobs/train.py`, name a shipped model "
+            f"({', '.join(n for n, d in SHIPPED_MODELS.items() if d.is_dir())}), or omit --model for the default)"
         )
     meta = json.loads((p / META).read_text())
     if meta.get("format_version") != FORMAT_VERSION:
