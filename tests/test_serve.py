@@ -23,7 +23,9 @@ import yaml
 from PIL import Image
 
 from fer_ray.labels import EMOTIONS
-from fer_ray.preprocess import PreprocessConfig, decode_image, face_input
+from fer_ray.preprocess import PreprocessConfig
+from fer_ray.score.config import DetectConfig
+from fer_ray.score.faces import faces_from_bytes
 from fer_ray.serve import API_KEY_ENV, API_KEY_FILE_ENV, ServeConfig, build_app, is_loopback, resolve_api_key
 
 pytestmark = pytest.mark.slow
@@ -129,19 +131,21 @@ def _post(url: str, data: bytes, content_type: str | None = "image/jpeg", path: 
     return requests.post(f"{url}{path}", data=data, headers=headers, params=params, timeout=TIMEOUT)
 
 
-def _expected_probs(artifact, data: bytes, boxes) -> np.ndarray:
-    """What batch scoring computes for these faces: the one preprocessing path, then predict_proba."""
-    gray = decode_image(data)
-    faces = np.stack([face_input(gray, None if b is None else tuple(b), artifact.preprocess) for b in boxes])
-    return artifact.predict_proba(faces)  # (N, K)
+def _batch_scoring(artifact, data: bytes, whole_image: bool = False) -> tuple[list, np.ndarray]:
+    """What batch scoring computes for an image: its decode/detect/crop path, then predict_proba."""
+    boxes, crops, _ = faces_from_bytes(data, DetectConfig(), artifact.preprocess, whole_image)
+    probs = artifact.predict_proba(np.stack(crops)) if crops else np.zeros((0, len(EMOTIONS)))  # (N, K)
+    return [None if b is None else [int(v) for v in b] for b in boxes], probs
 
 
-def _check_ok(body: dict, artifact, data: bytes, n_faces: int) -> None:
+def _check_ok(body: dict, artifact, data: bytes, n_faces: int, whole_image: bool = False) -> None:
     assert body["status"] == "ok" and body["model_id"] == artifact.model_id
     assert len(body["faces"]) == n_faces
     got = np.array([[f["probabilities"][e] for e in EMOTIONS] for f in body["faces"]])
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(got, _expected_probs(artifact, data, [f["box"] for f in body["faces"]]), atol=1e-5)
+    boxes, probs = _batch_scoring(artifact, data, whole_image)
+    assert [f["box"] for f in body["faces"]] == boxes  # the same faces as a batch report ...
+    np.testing.assert_allclose(got, probs, atol=1e-5)  # ... with the same probabilities
     for f, p in zip(body["faces"], got, strict=True):
         assert f["emotion"] == EMOTIONS[int(p.argmax())] and f["confidence"] == pytest.approx(p.max())
 
@@ -342,7 +346,7 @@ def test_photo_multipart_one_entry_per_face(url, artifact):
     # whole_image=true skips detection: one centre-cropped face
     whole = _post(url, data, whole_image="true").json()
     assert whole["faces"][0]["box"] is None
-    _check_ok(whole, artifact, data, 1)
+    _check_ok(whole, artifact, data, 1, whole_image=True)
 
 
 def test_several_files_one_result_each(url, artifact):

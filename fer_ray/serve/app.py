@@ -29,9 +29,9 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from fer_ray.preprocess import ImageDecodeError, PreprocessConfig, decode_image
+from fer_ray.preprocess import ImageDecodeError, PreprocessConfig
 from fer_ray.score.config import DetectConfig
-from fer_ray.score.faces import Box, find_faces
+from fer_ray.score.faces import Box, faces_from_bytes
 from fer_ray.serve.config import ServeConfig, is_loopback, resolve_api_key
 from fer_ray.serve.http import (
     BearerAuth,
@@ -150,16 +150,15 @@ class FERModel:
 def prepare_faces(
     data: bytes, whole_image: bool, preprocess: PreprocessConfig, detect: DetectConfig, lock: threading.Lock
 ) -> tuple[tuple[int, int], list[Box | None], np.ndarray]:
-    """Encoded image -> ((width, height), boxes, uint8 crops (N, S, S)), as batch scoring prepares images.
+    """Encoded image -> ((width, height), boxes, uint8 crops (N, S, S)), exactly as batch scoring prepares images
+    (:func:`fer_ray.score.faces.faces_from_bytes`: decode at the detection size, detect, crop).
 
     ``box=None`` means the whole image is the face (``whole_image`` or a crop-sized image).
     """
-    gray = decode_image(data, preprocess.max_pixels)
-    h, w = gray.shape
-    boxes, crops = find_faces(gray, detect, preprocess, whole_image, lock)  # lock: one cascade per process
+    boxes, crops, size = faces_from_bytes(data, detect, preprocess, whole_image, lock)  # lock: Haar's cascade
     s = preprocess.image_size
     faces = np.stack(crops) if crops else np.zeros((0, s, s), dtype=np.uint8)  # (N, S, S)
-    return (w, h), boxes, faces
+    return size, boxes, faces
 
 
 def _prepare_or_error(*args: Any) -> tuple[tuple[int, int], list[Box | None], np.ndarray] | RequestError:
@@ -397,10 +396,10 @@ def create_api(server: FERServer) -> FastAPI:
 # -- building the application -------------------------------------------------------------------
 def build(cfg: ServeConfig | None = None) -> Application:
     """The Serve application for ``cfg``: ``FERServer`` (ingress) bound to ``FERModel``. Loads nothing yet."""
-    from fer_ray.artifact import DEFAULT_MODEL_DIR, META
+    from fer_ray.artifact import META, resolve_model
 
     cfg = cfg or ServeConfig()
-    model_dir = Path(cfg.model) if cfg.model else DEFAULT_MODEL_DIR
+    model_dir = resolve_model(cfg.model)
     if not (model_dir / META).is_file():
         hint = " (no model is shipped in this checkout)" if cfg.model is None else ""
         raise FileNotFoundError(
