@@ -150,7 +150,7 @@ def test_stratified_subset_is_per_class_and_seeded(ray_local):
 
 
 # ---------------------------------------------------------------- real sweeps
-SMALL = {"widths": "16,32", "batch_size": 16, "augment": "none", "latent_channels": 8, "weight_decay": 1e-4}
+SMALL = {"widths": "16,32", "batch_size": 16, "augment": "none", "weight_decay": 1e-4}  # fast trials
 
 
 def _result_rows(trial_dir: Path) -> list[dict]:
@@ -168,6 +168,7 @@ def test_smoke_sweep_asha_stops_early_and_the_winner_trains(ray_local, tmp_path)
     # must stop every lr-0 trial that reaches the rung after a learning one. One pretraining epoch per trial
     # would have reported 0.0 at ASHA's first rung if pretraining were forwarded.
     space = {**SMALL, "optimizer": "sgd_plateau", "lr": {"grid": [0.05, 0.0, 0.05, 0.0]}, "pretrain_epochs": 1}
+    space["latent_channels"] = 8
     cfg = SweepConfig(base=base, name="smoke", space=space, num_samples=1, grace_period=1, reduction_factor=2)
     res = sweep(cfg)
     root = tmp_path / "runs" / "smoke"
