@@ -143,10 +143,14 @@ def calibrate_artifact(artifact_dir: str | Path, source: str | Path, batch_size:
     def reported(t: float) -> np.ndarray:
         return (softmax(z, t) + softmax(zm, t)) / 2 if art.flip_tta else softmax(z, t)
 
-    t = fit_temperature(z, labels, zm_or_none)
+    fitted = fit_temperature(z, labels, zm_or_none)
+    # NLL-optimal is not always ECE-better (label smoothing already softens these models): keep
+    # the temperature only when it lowers the validation ECE, so calibration never makes it worse.
+    t = fitted if ece(reported(fitted), labels) < ece(reported(1.0), labels) else 1.0
     threshold = uncertain_threshold(reported(t), labels)
     record = {
         "temperature": round(t, 4),
+        "fitted_temperature": round(fitted, 4),
         "uncertain_below": threshold,
         "fitted_on": "val (PublicTest)" if str(source).endswith((".parquet", ".csv")) else "val",
         "faces": int(len(labels)),
