@@ -104,3 +104,26 @@ def test_shipped_default_model_on_real_private_test(fer2013_path):
     faces = np.stack([preprocess_bytes(b, art.preprocess) for b in rows["image"]])
     acc = float((art.predict_proba(faces).argmax(1) == np.asarray(rows["label"])).mean())
     assert acc > 0.55, acc  # the full split measures 66.70% (README); 400 faces vary by a few points
+
+
+def test_tampered_truncated_or_empty_weights_refused(tmp_path):
+    """Weights changed after export (same size, cut short, emptied) never load: one error names the file and both
+    hashes, instead of silently scoring with other weights or a raw PyTorch reader error."""
+    from fer_ray.artifact import WEIGHTS, ArtifactIntegrityError, sha256_file
+
+    src = save_artifact(create_model("cnn_attn"), ModelConfig(name="cnn_attn"), tmp_path / "src")
+    recorded = sha256_file(src / WEIGHTS)
+    data = (src / WEIGHTS).read_bytes()
+    mid = len(data) // 2
+    flipped = data[:mid] + bytes(b ^ 0xFF for b in data[mid : mid + 2000]) + data[mid + 2000 :]
+    for case, damaged in [("flipped", flipped), ("truncated", data[: len(data) // 3]), ("empty", b"")]:
+        path = src.parent / case
+        path.mkdir()
+        for f in src.iterdir():
+            (path / f.name).write_bytes(f.read_bytes())
+        (path / WEIGHTS).write_bytes(damaged)
+        with pytest.raises(ArtifactIntegrityError) as e:
+            load_artifact(path)
+        msg = str(e.value)
+        assert str(path / WEIGHTS) in msg and recorded in msg and sha256_file(path / WEIGHTS) in msg, msg
+        assert ("empty (0 bytes)" in msg) == (case == "empty"), msg

@@ -394,7 +394,11 @@ class RunLock:
         announced = False
         while True:
             if self._create(self._record()):
-                break
+                # Stores that ignore If-None-Match (some S3 look-alikes) let two PUTs "win": the later
+                # one is what stays, so only the run that reads its own record back holds the lock.
+                mine = self.read()
+                if mine is not None and mine.get("owner") == self.owner:
+                    break
             held = self.read()
             if held is None:
                 continue  # released between our create and read: try again
