@@ -1,0 +1,42 @@
+"""Every shipped model: loads by name, its card names its weights' hash, and (with the data) the seeded
+500-face PrivateTest sample scores exactly what the card states, through the preprocessing scoring uses."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from fer_ray.artifact import SHIPPED_MODELS, WEIGHTS, load_artifact, sha256_file
+from fer_ray.config import fer2013_parquet
+
+SHIPPED = sorted({name for name, d in SHIPPED_MODELS.items() if name != "default" and d.is_dir()})
+
+
+def _card(name: str) -> str:
+    return (SHIPPED_MODELS[name] / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_names_the_shipped_weights(name):
+    art = load_artifact(name, engine="torch")
+    digest = sha256_file(SHIPPED_MODELS[name] / WEIGHTS)
+    assert art.meta["weights_sha256"] == digest
+    assert digest in _card(name)
+    assert sum(f.stat().st_size for f in SHIPPED_MODELS[name].iterdir()) <= 20 * 2**20
+
+
+@pytest.mark.skipif(fer2013_parquet() is None, reason="full FER2013 (../shared/data/fer2013) not present")
+@pytest.mark.parametrize("name", SHIPPED)
+def test_seeded_private_sample_scores_what_the_card_states(name):
+    from fer_ray.onnx_export import labeled_faces
+
+    m = re.search(r"single pass (\d+)/500, flip TTA (\d+)/500", _card(name))
+    assert m, f"{name}'s MODEL_CARD.md states no seeded-sample result"
+    art = load_artifact(name, engine="torch")
+    faces, labels = labeled_faces(str(fer2013_parquet()), "test", art.preprocess, limit=500, seed=0)
+    single, tta = art.predict_proba_both(faces)
+    assert (int((single.argmax(1) == labels).sum()), int((tta.argmax(1) == labels).sum())) == (
+        int(m[1]),
+        int(m[2]),
+    )
