@@ -82,6 +82,10 @@ def test_prepare_images_one_row_per_face_and_predictor_schema(tmp_path, model_di
     box = tuple(int(v) for v in scored.loc[1, ["x", "y", "w", "h"]])
     direct = art.predict_proba(np.array(face_input(gray, box, art.preprocess)[None]))[0]
     np.testing.assert_allclose(scored.loc[1, [f"p_{e}" for e in EMOTIONS]].to_numpy(float), direct, atol=1e-5)
+    # uncertain: the artifact's calibrated cut-off on the row's top probability; no value for no_face/error rows
+    cut = art.uncertain_below if art.uncertain_below is not None else 0.0
+    assert scored["uncertain"][:4].tolist() == (scored["confidence"][:4] < cut).tolist()
+    assert scored["uncertain"][4:].isna().all()
 
 
 def test_score_config_validation():

@@ -88,6 +88,8 @@ OUTPUT_SCHEMA = pa.schema(
         *[(c, pa.float32()) for c in PROB_COLUMNS],
         ("emotion", pa.string()),
         ("confidence", pa.float32()),
+        # the top probability is below the artifact's calibrated cut-off (fer_ray.calibration)
+        ("uncertain", pa.bool_()),
         ("status", pa.string()),
         ("error", pa.string()),
         ("faces", pa.int32()),
@@ -261,6 +263,9 @@ class FacePredictor:
             out[name] = pa.array(probs[:, k], pa.float32(), mask=~ok)
         out["emotion"] = pa.array([EMOTIONS[j] if o else None for j, o in zip(top, ok, strict=True)], pa.string())
         out["confidence"] = pa.array(probs.max(1), pa.float32(), mask=~ok) if n else pa.array([], pa.float32())
+        out["uncertain"] = (
+            pa.array(self.artifact.uncertain(probs), pa.bool_(), mask=~ok) if n else pa.array([], pa.bool_())
+        )
         meta = self.artifact.meta
         out["model_name"] = pa.array([self.artifact.model_config.name] * n, pa.string())
         out["model_id"] = pa.array([self.artifact.model_id] * n, pa.string())

@@ -92,6 +92,8 @@ def model_info(artifact: Any) -> dict[str, Any]:
         "engine": artifact.engine_name,
         "model_config": artifact.model_config.to_dict(),
         "labels": list(artifact.labels),
+        "temperature": artifact.temperature,
+        "uncertain_below": artifact.uncertain_below,
         "preprocess": artifact.preprocess.to_dict(),
         "metrics": metrics,
         "parameters": meta.get("parameters"),
@@ -277,7 +279,8 @@ class FERServer:
                 results.append({"filename": upload.filename, "status": "error", "error": p.reason})
                 continue
             (w, h), boxes, _ = p
-            results.append(_image_result(upload, w, h, boxes, probs[start : start + len(boxes)], info["labels"]))
+            part = probs[start : start + len(boxes)]
+            results.append(_image_result(upload, w, h, boxes, part, info["labels"], info.get("uncertain_below")))
             start += len(boxes)
         timing = {"read": t_read - t0, "prep": t_prep - t_read, "model": t_model - t_prep}
         timing["total"] = time.perf_counter() - t0
@@ -289,7 +292,13 @@ class FERServer:
 
 
 def _image_result(
-    upload: Upload, w: int, h: int, boxes: list[Box | None], probs: np.ndarray, labels: list[str]
+    upload: Upload,
+    w: int,
+    h: int,
+    boxes: list[Box | None],
+    probs: np.ndarray,
+    labels: list[str],
+    uncertain_below: float | None = None,
 ) -> dict[str, Any]:
     faces = [
         {
@@ -297,6 +306,8 @@ def _image_result(
             "probabilities": {label: float(p[k]) for k, label in enumerate(labels)},
             "emotion": labels[int(p.argmax())],
             "confidence": float(p.max()),
+            # below the artifact's calibrated cut-off: the top class is right less often than not
+            "uncertain": uncertain_below is not None and float(p.max()) < uncertain_below,
         }
         for box, p in zip(boxes, probs, strict=True)
     ]
