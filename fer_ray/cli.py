@@ -236,3 +236,17 @@ def train_config_from_args(a: argparse.Namespace):
         seed=a.seed,
         ray=replace(base.ray, address=a.address, num_cpus=a.ray_cpus),
     )
+
+
+def artifact_and_data_or_exit(p: argparse.ArgumentParser, artifact: str, data: str | None, need: str) -> str:
+    """For jobs that update an artifact in place from labelled data: the data source, or one usage error."""
+    from pathlib import Path
+
+    from fer_ray.config import fer2013_parquet
+
+    source = data or fer2013_parquet()
+    if source is None:
+        p.error(f"no labelled data found: pass --data ({need})")
+    if not Path(artifact).is_dir():
+        p.error(f"{artifact} is not a directory; pass a model artifact (the directory holding artifact.json)")
+    return str(source)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from fer_ray.cli import setup
+from fer_ray.cli import artifact_and_data_or_exit, setup
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -31,14 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p = get_args_parser()
     a = p.parse_args(argv)
     from fer_ray.calibration import calibrate_artifact
-    from fer_ray.config import fer2013_parquet
 
-    source = a.data or fer2013_parquet()
-    if source is None:
-        p.error("no labelled data found: pass --data (calibration needs a validation split)")
-    if not Path(a.artifact).is_dir():
-        p.error(f"{a.artifact} is not a directory; pass a model artifact (the directory holding artifact.json)")
-    print(json.dumps(calibrate_artifact(a.artifact, str(source)), indent=2))
+    source = artifact_and_data_or_exit(p, a.artifact, a.data, "calibration needs a validation split")
+    print(json.dumps(calibrate_artifact(a.artifact, source), indent=2))
     return 0
 
 

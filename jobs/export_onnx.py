@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from fer_ray.cli import setup
+from fer_ray.cli import artifact_and_data_or_exit, setup
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -35,15 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     setup()
     p = get_args_parser()
     a = p.parse_args(argv)
-    from fer_ray.config import fer2013_parquet
     from fer_ray.onnx_export import export_engines_from_source
 
-    source = a.data or fer2013_parquet()
-    if source is None:
-        p.error("no labelled data found: pass --data (the int8 model is calibrated on its training faces)")
-    if not Path(a.artifact).is_dir():
-        p.error(f"{a.artifact} is not a directory; pass a model artifact (the directory holding artifact.json)")
-    engines = export_engines_from_source(a.artifact, str(source), calib_size=a.calib, seed=a.seed, threads=a.threads)
+    source = artifact_and_data_or_exit(p, a.artifact, a.data, "the int8 model is calibrated on its training faces")
+    engines = export_engines_from_source(a.artifact, source, calib_size=a.calib, seed=a.seed, threads=a.threads)
     print(f"{'engine':<10} {'file':<16} {'MB':>5} {'val acc':>8} {'single':>7} {'flip TTA':>8}  sha256")
     for name, e in engines.items():
         size = Path(a.artifact, e["file"]).stat().st_size / 2**20
