@@ -159,16 +159,18 @@ def _result_rows(trial_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_smoke_sweep_asha_stops_early_and_the_winner_trains(ray_local, tmp_path):
-    data = write_tiny_fer_parquet(tmp_path / "tiny.parquet", n_per_class=24)
+    data = write_tiny_fer_parquet(tmp_path / "tiny.parquet", n_per_class=40)
     base = TrainConfig(
         model=ModelConfig(name="ae_cnn_attn"), data=str(data), epochs=2, storage_path=str(tmp_path / "runs"),
-        torch_threads=1, shuffle_buffer=0,
+        torch_threads=1,
     )  # fmt: skip
-    # A learning rate of 0 cannot beat one that learns: ASHA (rung at joint epoch 1, keep the top half)
-    # must stop every lr-0 trial that reaches the rung after a learning one. One pretraining epoch per trial
-    # would have reported 0.0 at ASHA's first rung if pretraining were forwarded.
-    space = {**SMALL, "optimizer": "sgd_plateau", "lr": {"grid": [0.05, 0.0, 0.05, 0.0]}, "pretrain_epochs": 1}
-    space["latent_channels"] = 8
+    # A learning rate of 0 predicts one class (1/7 on balanced validation); SGD at 0.05 (constant: plateau)
+    # reaches ~70% after one joint epoch of 35 steps here. So ASHA (rung at joint epoch 1, keeping the top
+    # half) must stop every lr-0 trial that reaches the rung after a learning one. One pretraining epoch
+    # per trial would have reported 0.0 at that rung if pretraining were forwarded to Tune.
+    space = {**SMALL, "batch_size": 8, "latent_channels": 8, "latent_size": 24, "pretrain_epochs": 1}
+    space.update(attention="se", dropout=0.0, label_smoothing=0.0)
+    space.update(optimizer="sgd_plateau", lr={"grid": [0.05, 0.0, 0.05, 0.0]})
     cfg = SweepConfig(base=base, name="smoke", space=space, num_samples=1, grace_period=1, reduction_factor=2)
     res = sweep(cfg)
     root = tmp_path / "runs" / "smoke"
@@ -187,7 +189,8 @@ def test_smoke_sweep_asha_stops_early_and_the_winner_trains(ray_local, tmp_path)
         assert [r["joint_epoch"] for r in rows] == list(range(1, t["epochs_run"] + 1))
         assert {r["phase"] for r in rows} == {"joint"}
         history = json.loads((root / t["trial"] / "train" / "history.json").read_text())
-        assert history[0]["phase"] == "pretrain" and len(history) == t["epochs_run"] + 1
+        # (a stopped trial's trainer may finish the epoch under way while Tune stops it)
+        assert history[0]["phase"] == "pretrain" and len(history) >= t["epochs_run"] + 1
 
     lines = (root / "sweep.csv").read_text().splitlines()
     assert lines[0].startswith("rank,trial,val_acc,best_epoch,epochs_run,status,minutes,")
