@@ -382,6 +382,7 @@ def _table(trials: list[dict[str, Any]], names: list[str]) -> tuple[str, str]:
 def plot_asha(trials: list[dict[str, Any]], max_t: int, grace: int, title: str) -> bytes:
     """PNG of validation accuracy per joint epoch per trial; ASHA-stopped trials dashed and marked."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -399,6 +400,7 @@ def plot_asha(trials: list[dict[str, Any]], max_t: int, grace: int, title: str) 
     ax.set_xlabel("joint epoch (pretraining epochs not counted)")
     ax.set_ylabel("validation accuracy (PublicTest)")
     ax.set_xlim(0.8, max_t + 0.2)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_title(title + "  (dashed + x: stopped by ASHA)", fontsize=9)
     ax.grid(alpha=0.3)
     if len(trials) <= 16:
