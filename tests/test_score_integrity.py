@@ -167,7 +167,9 @@ def test_transient_s3_error_is_retried_by_the_next_run(ray_local, s3_server, tmp
         settings = S3Settings(endpoint_url=proxy.url, region="us-east-1")
         cfg = ScoreConfig(inputs=("s3://flaky/in/",), out=str(tmp_path / "out"), model=str(model_dir), s3=settings)
         r1 = score(cfg)
-        assert proxy.gets == 3  # botocore's own three attempts, all throttled
+        # the client's own attempts (3 with botocore's standard retries, 4 where the AWS SDK's default
+        # retry strategy reads): every one of them throttled, since the proxy fails the first 4 reads
+        assert 3 <= proxy.gets <= 4
         df = _rows(tmp_path / "out").set_index("path")
         row = df.loc[f"s3://flaky/{victim}"]
         assert row["status"] == "error" and row["error"].startswith(TRANSIENT_PREFIX) and "SlowDown" in row["error"]
@@ -175,7 +177,7 @@ def test_transient_s3_error_is_retried_by_the_next_run(ray_local, s3_server, tmp
         assert not df.loc["s3://flaky/in/broken.jpg", "error"].startswith(TRANSIENT_PREFIX)
         assert r1.summary["errors_by_reason"][TRANSIENT_REASON] == 1
 
-        r2 = score(cfg)  # read 4 fails once more, botocore's retry (read 5) gets it
+        r2 = score(cfg)  # any throttled read left fails once more, then a retry gets read 5
         assert (r2.run["images_scored"], r2.run["transient_retried"], r2.run["rows_superseded"]) == (1, 1, 1)
         assert proxy.gets == 5
         df = _rows(tmp_path / "out")
