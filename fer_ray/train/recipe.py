@@ -199,6 +199,15 @@ def resolve_source(cfg: TrainConfig) -> tuple[str, str]:
     return str(source), str(cfg.data) if cfg.data else f"<data root>/{DEFAULT_PARQUET}"
 
 
+# Where and on what a run ran: machine facts, not part of what reproduces the weights. Artifacts ship
+# to other machines, so they leave these out (the run's own train_config.json keeps them).
+MACHINE_FIELDS = ("storage_path", "ray")
+
+
+def portable(train_config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in train_config.items() if k not in MACHINE_FIELDS}
+
+
 def export_state(
     state: dict[str, Any],
     cfg: TrainConfig,
@@ -219,8 +228,13 @@ def export_state(
         cfg.model,
         out_dir,
         preprocess=cfg.preprocess,
-        metrics={"best": state["history"][-1], "history": history, "counts": counts, "segments": segments or []},
-        train_config=cfg.to_dict(),
+        metrics={
+            "best": state["history"][-1],
+            "history": history,
+            "counts": counts,
+            "segments": [{**g, "train_config": portable(g["train_config"])} for g in segments or []],
+        },
+        train_config=portable(cfg.to_dict()),
         # runs saved before counts carried the fingerprint hash their (then absolute) source
         data_fingerprint=counts.get("fingerprint") or fingerprint(counts["source"]),
         # mirror-image test-time augmentation only for models that trained on mirrored faces
