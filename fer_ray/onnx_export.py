@@ -81,6 +81,42 @@ def export_fp32(model, image_size: int, out: Path) -> None:
         raise RuntimeError(f"the exporter wrote {out}.data; the artifact must hold one self-contained ONNX file")
 
 
+def strip_provenance(path: Path) -> None:
+    """Drop the exporter's per-node debugging metadata from an ONNX file, in place.
+
+    torch's exporter annotates every node with the Python stack trace, FX node and module
+    path it came from, i.e. the absolute paths of the machine that exported it (home
+    directory, virtualenv). Shipped files should not carry those, and they are not needed to
+    run the graph; the weights and the graph are untouched.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+
+    def clean(graph) -> None:
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    clean(attr.g)
+                for g in attr.graphs:
+                    clean(g)
+        for v in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:
+            del v.metadata_props[:]
+            v.doc_string = ""
+        del graph.metadata_props[:]
+        graph.doc_string = ""
+
+    clean(model.graph)
+    for fn in model.functions:
+        for node in fn.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    model.doc_string = ""
+    onnx.save(model, str(path))
+
+
 class _Calibration:
     """``onnxruntime.quantization.CalibrationDataReader`` over normalized calibration faces."""
 
@@ -170,6 +206,7 @@ def export_engines(
         export_fp32(art.model, art.preprocess.image_size, fp32)
         quantize_int8(fp32, int8, calib_faces, art.preprocess)
         for f in (fp32, int8):
+            strip_provenance(f)
             os.replace(f, path / f.name)  # same filesystem: atomic
     meta = json.loads((path / META).read_text())
     engines: dict[str, Any] = {"torch": {"file": WEIGHTS, "sha256": meta["weights_sha256"]}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from fer_ray.artifact import (
     ArtifactIntegrityError,
     default_engine,
     load_artifact,
+    resolve_model,
     save_artifact,
     sha256_file,
 )
@@ -124,6 +126,33 @@ def test_export_writes_single_file_models_and_records_them(tiny_exported):
     faces = np.random.default_rng(1).integers(0, 256, (33, 48, 48), dtype=np.uint8)  # a batch size not exported
     ref = load_artifact(path, engine="torch").predict_proba(faces)
     assert np.abs(load_artifact(path, engine="onnx").predict_proba(faces) - ref).max() <= 1e-4
+
+
+def _machine_paths(onnx_file) -> list[str]:
+    """Node/graph annotations of an ONNX file, and any absolute path of the exporting machine in its bytes."""
+    import onnx
+
+    m = onnx.load(str(onnx_file))
+    notes = [f"{n.op_type}: {p.key}" for n in m.graph.node for p in n.metadata_props]
+    notes += [f"{n.op_type}: doc_string" for n in m.graph.node if n.doc_string]
+    raw = Path(onnx_file).read_bytes()
+    notes += [
+        s for s in ("site-packages", str(Path.home()), str(Path(__file__).resolve().parent.parent)) if s.encode() in raw
+    ]
+    return notes
+
+
+def test_exported_files_hold_no_exporter_stack_traces(tiny_exported):
+    path, _ = tiny_exported
+    for file in ONNX_FILES.values():
+        assert _machine_paths(path / file) == [], file
+
+
+@pytest.mark.parametrize("name", ["default", "cnn_attn"])
+def test_shipped_onnx_files_hold_no_machine_paths(name):
+    art_dir = resolve_model(name)
+    for file in ONNX_FILES.values():
+        assert _machine_paths(art_dir / file) == [], f"{name}/{file}: re-export with jobs/export_onnx.py"
 
 
 def test_default_engine_follows_recorded_accuracy(tiny_exported):
