@@ -8,6 +8,9 @@ Which Ray a job uses is always explicit, never guessed from what happens to run 
 - Otherwise the job starts its own private Ray (``address="local"``) with the logical-CPU headroom
   training needs, even if another cluster runs here or a stale ``/tmp/ray/ray_current_cluster``
   is left over (plain ``ray.init()`` would try to join those and then refuse ``num_cpus``).
+
+What Ray prints is chosen here too: :func:`configure_logging` keeps Ray's own start-up,
+scheduling and worker chatter off the terminal unless asked for (``--verbose``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,51 @@ from dataclasses import dataclass
 logger = logging.getLogger(__name__)
 
 LOCAL = "local"  # Ray's own name for "start a new cluster in this process, join nothing"
+
+# None until configure_logging() runs: a library user who never calls it keeps Ray's defaults.
+_verbose: bool | None = None
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Keep Ray's internals off the user's terminal (``verbose=False``) or show all of it (``True``).
+
+    A scoring demo printed ~17 lines of Ray internals (cluster start-up, dashboard, Ray Data's
+    execution plan and per-operator progress, worker lines forwarded with ``(pid=...)`` prefixes,
+    one at ERROR level about actor restarts). None of it tells a user anything they can act on,
+    and it garbles progress bars. Quiet means: the
+    ``ray`` loggers show warnings and errors only, Ray Data's console handler likewise (its
+    ``ray-data.log`` in the session directory keeps everything), and workers' output is not
+    forwarded to the driver (errors still arrive as exceptions; every worker's log stays under
+    ``/tmp/ray/session_latest/logs``). Our own loggers are untouched.
+
+    Call it once, before :func:`init_ray` (the CLIs do, right after parsing); calling it again
+    switches. It imports ``ray`` (whose import installs the ``ray`` logger this adjusts).
+    """
+    global _verbose
+    import ray  # noqa: F401  (its import sets the "ray" logger's level; ours must come after)
+
+    _verbose = verbose
+    logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.WARNING)
+    _quiet_ray_data()
+
+
+def is_verbose() -> bool:
+    """Whether Ray's own output is wanted: ``configure_logging(verbose=True)`` or never configured."""
+    return _verbose is not False
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data logs INFO (plans, "Running Dataset", progress as log lines) through its own console
+    handler on ``ray.data``, set up when ``ray.data`` is first imported; raise that handler to WARNING
+    when quiet. A no-op until ``ray.data`` is imported: :func:`init_ray` calls it again."""
+    import sys
+
+    if _verbose is None or "ray.data" not in sys.modules:
+        return
+    level = logging.INFO if _verbose else logging.WARNING
+    for h in logging.getLogger("ray.data").handlers:
+        if not isinstance(h, logging.FileHandler) and type(h).__name__ != "SessionFileHandler":
+            h.setLevel(level)
 
 
 @dataclass(frozen=True)
@@ -63,12 +111,17 @@ def init_ray(cfg: RayConfig | None = None) -> None:
     cfg = cfg or RayConfig()
     if ray.is_initialized():
         return
+    if _verbose is False:
+        import ray.data  # noqa: F401  (so that its console logging is quieted before any dataset runs)
+
+        _quiet_ray_data()
+    log_to_driver = is_verbose()
     address = resolve_address(cfg)
     if address != LOCAL:
         if cfg.num_cpus is not None or cfg.num_gpus is not None:
             logger.warning("joining a cluster: --ray-cpus/num_gpus apply only to a local Ray and are ignored")
         logger.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=True, configure_logging=False)
+        ray.init(address=address, log_to_driver=log_to_driver, configure_logging=False)
         return
     num_cpus = cfg.num_cpus or default_logical_cpus()
     logger.info(
@@ -81,6 +134,6 @@ def init_ray(cfg: RayConfig | None = None) -> None:
         num_cpus=num_cpus,
         num_gpus=cfg.num_gpus,
         include_dashboard=cfg.include_dashboard,
-        log_to_driver=True,
+        log_to_driver=log_to_driver,
         configure_logging=False,
     )
