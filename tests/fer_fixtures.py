@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,15 @@ def write_tiny_fer_parquet(path: Path, n_per_class: int = 12, seed: int = 0, spl
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
     return path
+
+
+def absolute_paths(obj) -> list[str]:
+    """Strings anywhere in a JSON-like value that look like a machine's absolute path (POSIX, ``~`` or Windows):
+    what a shipped artifact or a public API response must never contain."""
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in absolute_paths(v)]
+    if isinstance(obj, list):
+        return [s for v in obj for s in absolute_paths(v)]
+    if isinstance(obj, str) and (obj.startswith(("/", "~")) or re.match(r"^[A-Za-z]:\\", obj)):
+        return [obj]
+    return []

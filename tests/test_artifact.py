@@ -10,6 +10,7 @@ from fer_ray.artifact import META, load_artifact, save_artifact
 from fer_ray.labels import EMOTIONS
 from fer_ray.models import ModelConfig, create_model
 from fer_ray.preprocess import PreprocessConfig, normalize
+from tests.fer_fixtures import absolute_paths
 
 
 @pytest.mark.parametrize("name", ["ae_cnn_attn", "cnn_attn"])
@@ -67,17 +68,6 @@ def test_flip_tta_averages_the_mirror_image(tmp_path):
     assert load_artifact(art.path).flip_tta is False
 
 
-def _strings(obj):
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _strings(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _strings(v)
-    elif isinstance(obj, str):
-        yield obj
-
-
 def test_shipped_default_model_is_self_contained():
     """The package's default artifact loads (weights hash checked), fits the size budget and
     names nothing on the machine that trained it: it ships to every user."""
@@ -86,24 +76,7 @@ def test_shipped_default_model_is_self_contained():
     art = load_artifact(DEFAULT_MODEL_DIR)
     assert art.labels == EMOTIONS and art.flip_tta
     assert (DEFAULT_MODEL_DIR / WEIGHTS).stat().st_size <= 10 * 2**20
-    absolute = [s for s in _strings(art.meta) if s.startswith("/") or s.startswith("~")]
-    assert absolute == [], absolute
-
-
-def test_shipped_default_model_on_real_private_test(fer2013_path):
-    """Training, scoring and serving share one preprocessing path: the shipped weights, fed by it,
-    must still classify real PrivateTest faces far above chance (1/7) on a fixed slice."""
-    import pyarrow.parquet as pq
-
-    from fer_ray.artifact import DEFAULT_MODEL_DIR
-    from fer_ray.preprocess import preprocess_bytes
-
-    art = load_artifact(DEFAULT_MODEL_DIR)
-    t = pq.read_table(fer2013_path, columns=["image", "label", "usage"], filters=[("usage", "=", "PrivateTest")])
-    rows = t.slice(0, 400).to_pydict()
-    faces = np.stack([preprocess_bytes(b, art.preprocess) for b in rows["image"]])
-    acc = float((art.predict_proba(faces).argmax(1) == np.asarray(rows["label"])).mean())
-    assert acc > 0.55, acc  # the full split measures 66.70% (README); 400 faces vary by a few points
+    assert absolute_paths(art.meta) == []
 
 
 def test_tampered_truncated_or_empty_weights_refused(tmp_path):

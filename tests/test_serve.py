@@ -27,6 +27,7 @@ from fer_ray.preprocess import PreprocessConfig
 from fer_ray.score.config import DetectConfig
 from fer_ray.score.faces import faces_from_bytes
 from fer_ray.serve import API_KEY_ENV, API_KEY_FILE_ENV, ServeConfig, build_app, is_loopback, resolve_api_key
+from tests.fer_fixtures import absolute_paths
 from tests.helpers_score import samples
 
 pytestmark = pytest.mark.slow
@@ -224,17 +225,6 @@ def test_app_builder_follows_serve_convention(artifact_dir):
 
 
 # -- the running service ------------------------------------------------------------------------
-def _strings(obj):
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _strings(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _strings(v)
-    elif isinstance(obj, str):
-        yield obj
-
-
 def test_health_and_model_card(url, artifact, artifact_dir, key_file):
     r = requests.get(f"{url}/healthz", timeout=TIMEOUT)  # no key needed
     assert r.status_code == 200 and r.json() == {"status": "ok", "model_id": artifact.model_id}
@@ -249,7 +239,7 @@ def test_health_and_model_card(url, artifact, artifact_dir, key_file):
     # no filesystem paths: neither the model directory nor the key file, nor any absolute path
     text = json.dumps(card)
     assert str(artifact_dir) not in text and str(key_file) not in text and KEY not in text
-    assert not [s for s in _strings(card) if s.startswith(("/", "~")) or re.match(r"^[A-Za-z]:\\", s)]
+    assert absolute_paths(card) == []
 
 
 PROTECTED = {
