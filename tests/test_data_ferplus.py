@@ -116,3 +116,19 @@ def test_ray_reader_takes_ferplus_labels(ray_local, tmp_path):
     assert sorted(got["label"].tolist()) == sorted(((t["label"].to_numpy()[2:] + 1) % 7).tolist())
     with pytest.raises(ValueError, match="Parquet"):
         read_labeled(str(tmp_path), labels="ferplus")
+
+
+@pytest.mark.skipif(fer2013_parquet() is None, reason="full FER2013 (../shared/data/fer2013) not present")
+def test_private_test_faces_with_both_label_sets():
+    """Evaluation on FER+ labels scores the PrivateTest faces that have one, beside their original labels."""
+    from fer_ray.data.ferplus import labelled_faces
+    from fer_ray.preprocess import PreprocessConfig
+
+    faces, original, plus, left_out = labelled_faces(str(fer2013_parquet()), "PrivateTest", PreprocessConfig())
+    assert faces.shape == (3105, 48, 48) and faces.dtype == np.uint8 and len(original) == len(plus) == 3105
+    assert left_out == {
+        "no majority": 406, "csv_index ambiguous": 35, "contempt": 16, "no csv_index": 16, "unknown": 10, "NF": 1,
+    }  # fmt: skip
+    assert sum(left_out.values()) + 3105 == 3589
+    assert np.bincount(plus, minlength=7).tolist() == [266, 18, 81, 889, 380, 382, 1089]
+    assert int((original == plus).sum()) == 2091  # FER2013 and FER+ agree on 67% of these faces

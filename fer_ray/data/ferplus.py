@@ -141,3 +141,34 @@ def load(parquet: str, csv: str | None = None) -> tuple[np.ndarray, list[str | N
         raise FileNotFoundError(
             f"FER+ labels need {CSV_NAME} (microsoft/FERPlus): none at {path!r}; pass --ferplus-csv"
         ) from None
+
+
+def labelled_faces(
+    parquet: str, usage: str, preprocess: Any, csv: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """Faces of one FER2013 ``usage`` (e.g. ``PrivateTest``) that have a FER+ label, for evaluation.
+
+    Returns ``uint8`` faces (N, S, S), their original FER2013 labels, their FER+ labels, and the
+    rows left out by reason, so one model can be scored against both label sets on the same faces.
+    Reads our Parquet directly (it needs ``csv_index``, which the generic readers do not carry).
+    """
+    import pyarrow.parquet as pq
+
+    from fer_ray.data.decode import decode_batch
+
+    plus, reasons = load(parquet, csv)
+    cols = ["image", "label", "usage", "csv_index", "csv_index_ambiguous"]
+    t = pq.read_table(parquet, columns=cols, filters=[("usage", "=", usage)]).to_pandas()
+    new, why = join(t["csv_index"].to_numpy(dtype=object), t["csv_index_ambiguous"].to_numpy(), plus, reasons)
+    keep = new != NO_LABEL
+    left_out = dict(collections.Counter(w for w, k in zip(why, keep, strict=True) if not k))
+    batch = {
+        "image": t["image"].to_numpy()[keep],
+        "label": t["label"].to_numpy(dtype=np.int64)[keep],
+        "path": t["usage"].to_numpy()[keep],
+    }
+    out = decode_batch(batch, preprocess)
+    ok = np.array([not isinstance(e, str) for e in out["error"]], dtype=bool)
+    if (~ok).any():
+        left_out["decode error"] = int((~ok).sum())
+    return out["face"][ok], batch["label"][ok], new[keep][ok], left_out
