@@ -1,0 +1,171 @@
+"""Where a path points (a local file or ``s3://bucket/key``) and how S3 is reached.
+
+One :class:`S3Settings` value decides the endpoint, region and (optionally) keys; it is
+resolved once on the driver and passed to every task, because environment variables set
+in the driver after ``ray.init`` never reach workers that are already running, and no
+request may go to any endpoint other than the configured one.
+
+Two clients are built from it. Whole files (Parquet, run outputs) go through pyarrow's
+:class:`~pyarrow.fs.S3FileSystem` (:func:`resolve_filesystem`). Listing image buckets and
+fetching their objects use boto3 (:func:`client_for`), because botocore says precisely what
+went wrong: ``NoSuchBucket`` vs ``AccessDenied`` vs a missing key as error codes (pyarrow
+has only message text), ``NoCredentialsError`` before any request when no credentials are
+found (pyarrow signs nothing and the store answers "access denied"), and one GET per
+object (pyarrow opens an object with a HEAD first).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+DEFAULT_REGION = "us-east-1"
+# S3 error codes, as botocore reports them, that mean "no such object" and "not allowed".
+NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+DENIED_CODES = frozenset(
+    {"403", "AccessDenied", "Forbidden", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+)
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach S3 (or an S3-compatible store such as MinIO); every field is optional.
+
+    ``endpoint_url`` is the full URL (``http://127.0.0.1:9000``); ``None`` means AWS itself.
+    Credentials left ``None`` fall back to the AWS SDKs' own chain (for instance an IAM role).
+    Secrets are kept out of ``repr`` so settings can be logged.
+    """
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.endpoint_url:
+            u = urlparse(self.endpoint_url)
+            if u.scheme not in ("http", "https") or not u.netloc:
+                raise ValueError(
+                    f"S3 endpoint_url must look like http://host:port or https://host, got {self.endpoint_url!r}"
+                )
+        if bool(self.access_key) != bool(self.secret_key):
+            raise ValueError("S3 access_key and secret_key must be given together (or neither)")
+
+    @classmethod
+    def from_env(cls, credentials: bool = True) -> S3Settings:
+        """Resolve settings the way the AWS CLI does, once, on the driver.
+
+        Endpoint: ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``. Region: ``AWS_REGION``,
+        else ``AWS_DEFAULT_REGION``, else the profile's. Credentials: boto3's chain
+        (environment variables, ``AWS_PROFILE`` and the config/credentials files, ...), frozen
+        into the settings; ``credentials=False`` leaves them out, so that each process that
+        uses the settings resolves the chain itself (what settings sent to Ray tasks should do).
+        """
+        import boto3
+
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+        session = boto3.Session()
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or session.region_name
+        if not credentials:
+            return cls(endpoint_url=endpoint, region=region)
+        creds = session.get_credentials()
+        frozen = creds.get_frozen_credentials() if creds is not None else None
+        return cls(
+            endpoint_url=endpoint,
+            region=region,
+            access_key=frozen.access_key if frozen else None,
+            secret_key=frozen.secret_key if frozen else None,
+            session_token=(frozen.token or None) if frozen else None,
+        )
+
+    def where(self) -> str:
+        """`` at endpoint <url>`` for messages about a non-AWS store; empty for AWS itself."""
+        return f" at endpoint {self.endpoint_url}" if self.endpoint_url else ""
+
+    def filesystem(self) -> pafs.S3FileSystem:
+        """A pyarrow S3 filesystem for these settings.
+
+        The endpoint is always passed explicitly because pyarrow ignores ``AWS_ENDPOINT_URL``,
+        and a region is always set so the SDK never asks the EC2 metadata service for one.
+        """
+        kw: dict[str, Any] = {"region": self.region or DEFAULT_REGION}
+        if self.access_key:
+            kw.update(access_key=self.access_key, secret_key=self.secret_key, session_token=self.session_token)
+        if self.endpoint_url:
+            u = urlparse(self.endpoint_url)
+            kw.update(endpoint_override=u.netloc + u.path.rstrip("/"), scheme=u.scheme)
+        return pafs.S3FileSystem(**kw)
+
+    def client(self):
+        """A boto3 S3 client for these settings (the endpoint explicitly; environment endpoints ignored)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region or DEFAULT_REGION,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            aws_session_token=self.session_token,
+            # Only these settings decide the endpoint, not AWS_ENDPOINT_URL of whichever process runs this.
+            config=Config(ignore_configured_endpoint_urls=True, retries={"max_attempts": 3, "mode": "standard"}),
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def client_for(settings: S3Settings):
+    """The boto3 client of ``settings``, one per process: creating one costs tens of milliseconds."""
+    return settings.client()
+
+
+def error_code(e: BaseException) -> str:
+    """The S3 error code of a botocore ``ClientError`` (``NoSuchBucket``, ``403``, ...); empty for anything else."""
+    response = getattr(e, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def is_s3_uri(path: str) -> bool:
+    """True for ``s3://bucket/...``."""
+    return path.startswith("s3://")
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``; ``key`` may be empty."""
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"S3 URI {uri!r} has no bucket; expected s3://bucket/prefix")
+    return bucket, key
+
+
+def local_path(path: str) -> str:
+    """The absolute local path of ``path`` (``~`` expanded, ``file://`` dropped)."""
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def check_scheme(path: str) -> None:
+    """Refuse URIs other than ``s3://`` and ``file://`` with a message that says what is accepted."""
+    scheme = urlparse(path).scheme
+    if "://" in path and scheme not in ("s3", "file"):
+        raise ValueError(f"unsupported URI scheme {scheme!r} in {path!r}; use a local path or s3://bucket/prefix")
+
+
+def resolve_filesystem(uri: str, settings: S3Settings | None = None) -> tuple[pafs.FileSystem, str]:
+    """``(pyarrow filesystem, path inside it)`` for a local path or an ``s3://`` URI.
+
+    ``settings=None`` resolves :meth:`S3Settings.from_env` for S3 URIs.
+    """
+    uri = str(uri)
+    check_scheme(uri)
+    if is_s3_uri(uri):
+        bucket, key = split_s3_uri(uri)
+        return (settings or S3Settings.from_env()).filesystem(), f"{bucket}/{key}".rstrip("/")
+    return pafs.LocalFileSystem(), local_path(uri)
