@@ -17,6 +17,7 @@ from fer_ray.data.sources import (
     IMAGE_SCHEMA,
     S3Settings,
     fetch_bytes,
+    is_transient_error,
     list_images,
     read_images,
     resolve_filesystem,
@@ -278,3 +279,60 @@ def test_read_fer_parquet_from_s3(bucket):
     # Ray's read_parquet alone would ignore AWS_ENDPOINT_URL and go to AWS; the reader passes the endpoint.
     ds = read_labeled(f"s3://{BUCKET}/parquet/fer2013.parquet")
     assert sorted(ds.select_columns(["label"]).to_pandas()["label"].tolist()) == PARQUET_LABELS
+
+
+# -- S3 listing without Ray (after the tests above, so that Ray starts before moto's variables are set) ---------
+
+HIDDEN_BUCKET = "fer-hidden"
+
+
+@pytest.fixture(scope="module")
+def hidden_bucket(s3_server):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server)
+    client.create_bucket(Bucket=HIDDEN_BUCKET)
+    for key in ("p/a.jpg", "p/.thumbs/a.jpg", "p/sub/b.png", "p/sub/._b.png", "p/.DS_Store"):
+        client.put_object(Bucket=HIDDEN_BUCKET, Key=key, Body=encode("PNG"))
+    return HIDDEN_BUCKET
+
+
+def test_s3_prefixes_and_patterns_skip_dot_files_like_local_ones(hidden_bucket, tmp_path):
+    s = S3Settings.from_env()
+    root = f"s3://{hidden_bucket}/p"
+    assert sorted(list_images([root], s)["path"]) == [f"{root}/a.jpg", f"{root}/sub/b.png"]
+    # "**" does not descend into dot folders, on S3 as on disk (glob.glob's rule)
+    assert list_images([f"{root}/**/*.jpg"], s)["path"].tolist() == [f"{root}/a.jpg"]
+    write_tree(tmp_path)
+    assert names(list_images([str(tmp_path / "**" / "*.jpg")])) == ["a.jpg"]
+    # a dot folder spelled out in the pattern, or an object named explicitly, is what was asked for
+    assert list_images([f"{root}/.thumbs/*.jpg"], s)["path"].tolist() == [f"{root}/.thumbs/a.jpg"]
+    assert list_images([f"{root}/sub/._b.png"], s)["error"].isna().all()
+
+
+@pytest.fixture
+def no_aws_credentials(monkeypatch, tmp_path):
+    """This process's AWS chain emptied: no keys, no profile files, no instance role, no cached session."""
+    import boto3
+
+    from fer_ray.data.s3 import client_for
+
+    for k in [k for k in os.environ if k.startswith("AWS_") and "ENDPOINT" not in k and "REGION" not in k]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps credentials once resolved
+    client_for.cache_clear()  # so do cached clients
+    yield
+    client_for.cache_clear()
+
+
+def test_missing_credentials_say_so(hidden_bucket, s3_server, no_aws_credentials):
+    settings = S3Settings(endpoint_url=s3_server, region="us-east-1")  # what the driver sends to tasks
+    with pytest.raises(PermissionError, match=r"no AWS credentials found .* AWS_PROFILE"):
+        list_images([f"s3://{hidden_bucket}/p"], settings)
+    # A worker without credentials: every row says so, and the next run (credentials fixed) retries them.
+    listing = pd.DataFrame({"path": [f"s3://{hidden_bucket}/p/a.jpg"], "size": [100], "mtime": [0.0], "error": [None]})
+    (error,) = fetch_bytes(listing, settings, max_bytes=10_000)["error"]
+    assert is_transient_error(error) and "no AWS credentials on the worker" in error

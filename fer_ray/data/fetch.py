@@ -2,9 +2,9 @@
 
 A file that cannot be read becomes a row with an ``error`` reason, never a failed task, so
 the number of rows out always equals the number of rows in. A failure that may pass
-(throttling, a timeout, a dropped connection, after botocore's own retries) yields a
-message starting with :data:`TRANSIENT_PREFIX`: batch scoring retries those inputs on
-its next run, and only those.
+(throttling, a timeout, a dropped connection after botocore's own retries, a worker with
+no credentials yet) yields a message starting with :data:`TRANSIENT_PREFIX`: batch scoring
+retries those inputs on its next run, and only those.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from typing import Any
 import pandas as pd
 
 from fer_ray.data.s3 import (
+    CREDENTIALS_FIX,
     DENIED_CODES,
     NOT_FOUND_CODES,
     S3Settings,
     client_for,
     error_code,
+    is_no_credentials,
     is_s3_uri,
     split_s3_uri,
 )
@@ -48,11 +50,15 @@ def is_transient_error(message: str | None) -> bool:
 
 
 def _is_transient(e: BaseException) -> bool:
-    """Throttling, 5xx, timeouts and dropped connections: worth another try on a later run."""
+    """Throttling, 5xx, timeouts and dropped connections: worth another try on a later run.
+
+    So is a worker with no AWS credentials: that is its environment's fault, not the file's,
+    and once the environment is fixed the next run should read the file.
+    """
     from botocore.exceptions import ConnectionError as BotoConnectionError
     from botocore.exceptions import HTTPClientError
 
-    if error_code(e) in _TRANSIENT_S3_CODES:
+    if error_code(e) in _TRANSIENT_S3_CODES or is_no_credentials(e):
         return True
     if isinstance(e, (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)):
         return True
@@ -84,6 +90,8 @@ def _read_s3(path: str, settings: S3Settings | None, max_bytes: int) -> bytes:
             raise _FetchError(f"not found: {path} (no such bucket {bucket!r})") from e
         if code in DENIED_CODES:
             raise _FetchError(f"permission denied: {path} (S3 {code})") from e
+        if is_no_credentials(e):
+            raise _failure(f"no AWS credentials on the worker reading {path}; {CREDENTIALS_FIX}", e) from e
         raise _failure(f"S3 error reading {path}: {code or type(e).__name__}: {e}", e) from e
 
 

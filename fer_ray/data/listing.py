@@ -4,7 +4,7 @@ Every file found becomes one row ``(path, size, mtime, error)``; a file that can
 listed (an entry of a list file that does not exist, an unreadable sub-directory) is a
 row with an ``error`` reason, so that the rows of a run account for every file named.
 A problem with a whole input (a missing path, a pattern that matches nothing, no such
-bucket, refused credentials, an unreachable endpoint) raises an exception
+bucket, refused or missing credentials, an unreachable endpoint) raises an exception
 whose message says what to check.
 
 Local trees are walked with ``os.walk`` rather than ``pyarrow.fs.FileSelector``: it lets
@@ -27,12 +27,14 @@ import numpy as np
 import pandas as pd
 
 from fer_ray.data.s3 import (
+    CREDENTIALS_FIX,
     DENIED_CODES,
     NOT_FOUND_CODES,
     S3Settings,
     check_scheme,
     client_for,
     error_code,
+    is_no_credentials,
     is_s3_uri,
     local_path,
     split_s3_uri,
@@ -201,8 +203,7 @@ class _Lister:
             base = base + "/" if base else ""
             regex = _glob_regex(key)
             objects = self._list_s3(bucket, base, uri)
-            matched = (o for o in objects if regex.match(o["Key"]))
-            rows = [_object_row(bucket, o) for o in matched if _keep(posixpath.basename(o["Key"]))]
+            rows = [_object_row(bucket, o) for o in objects if regex.match(o["Key"]) and _keep(o["Key"][len(base) :])]
             if not rows:
                 raise FileNotFoundError(
                     f"the pattern {uri!r} matched no image objects{where}; check the pattern "
@@ -271,7 +272,9 @@ class _Lister:
             head = self._head_s3(bucket, key) if key else None
         except FileNotFoundError:  # no such bucket
             head = None
-        except PermissionError:
+        except PermissionError as e:
+            if is_no_credentials(e.__cause__):  # a problem of the whole run, not of this entry
+                raise
             return (uri, 0, None, f"permission denied: {uri}")  # S3 answers 403 for a missing key without List
         return _head_row(uri, head) if head is not None else (uri, 0, None, f"not found: {uri}")
 
@@ -285,7 +288,10 @@ class _Lister:
             self._raise_s3(e, f"s3://{bucket}/{key}")
 
     def _read_s3(self, bucket: str, key: str) -> bytes:
-        return client_for(self.settings).get_object(Bucket=bucket, Key=key)["Body"].read()
+        try:
+            return client_for(self.settings).get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as e:
+            self._raise_s3(e, f"s3://{bucket}/{key}")
 
     def _list_s3(self, bucket: str, prefix: str, uri: str) -> Iterator[dict]:
         try:
@@ -307,12 +313,16 @@ class _Lister:
                 f"S3 bucket {bucket!r} does not exist{where} (input {uri!r}); check the bucket name, "
                 "and AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 if you use S3-compatible storage"
             ) from e
+        if code in NOT_FOUND_CODES:
+            raise FileNotFoundError(f"{uri!r} not found{where} (deleted while listing?)") from e
         if code in DENIED_CODES:
             raise PermissionError(
                 f"S3 refused access to {uri!r}{where} ({code}); check the credentials "
                 "(AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and the bucket policy"
             ) from e
-        if isinstance(e, BotoCoreError):  # no S3 answer at all: endpoint unreachable, DNS, TLS, credentials
+        if is_no_credentials(e):
+            raise PermissionError(f"no AWS credentials found to read {uri!r}{where}; {CREDENTIALS_FIX}") from e
+        if isinstance(e, BotoCoreError):  # no S3 answer at all: endpoint unreachable, DNS, TLS
             raise ConnectionError(
                 f"cannot reach S3{where} for {uri!r}: {e}; check AWS_ENDPOINT_URL(_S3) and the network"
             ) from e

@@ -30,6 +30,9 @@ NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 DENIED_CODES = frozenset(
     {"403", "AccessDenied", "Forbidden", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 )
+CREDENTIALS_FIX = (
+    "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where an instance role provides them"
+)
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,13 @@ def error_code(e: BaseException) -> str:
     """The S3 error code of a botocore ``ClientError`` (``NoSuchBucket``, ``403``, ...); empty for anything else."""
     response = getattr(e, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
+
+
+def is_no_credentials(e: BaseException) -> bool:
+    """True when boto3 found no credentials at all (raised before any request is sent)."""
+    from botocore.exceptions import NoCredentialsError
+
+    return isinstance(e, NoCredentialsError)
 
 
 def is_s3_uri(path: str) -> bool:
