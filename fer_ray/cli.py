@@ -1,12 +1,61 @@
-"""Small helpers shared by the thin CLIs in ``jobs/``."""
+"""The one command-line layer of every job in ``jobs/``: flags generated from the config dataclasses,
+``--config FILE``, and errors a person can act on.
+
+- :func:`config_parser` turns a config dataclass into flags: each field's type, default, help text
+  and choices come from the dataclass (see :func:`fer_ray.config.setting`), nested configs marked
+  ``flatten`` become flat flags (``--widths``, ``--address``), old spellings keep working with a warning.
+- :func:`parse_config` resolves defaults < ``--config FILE`` (YAML or JSON, unknown keys refused) <
+  flags given on the command line; ``--print-config`` prints the result as JSON and exits.
+- :func:`run_cli` wraps a job's ``main``: a :class:`UserError` (or a wrong flag) prints
+  ``fer_ray: error: <what> — <how to fix>`` to stderr and exits 2; ``--debug`` adds the traceback.
+- ``check_*`` helpers test paths, artifacts, buckets and ports before Ray starts.
+
+Kept free of heavy imports: ``--help`` and most user errors answer before torch or Ray load.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import json
 import logging
 import os
+import sys
+import traceback
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from fer_ray.config import (  # noqa: F401  (MODEL_HELP: for jobs)
+    MODEL_HELP,
+    RAY_FLAGS,
+    UserError,
+    as_user_dict,
+    field_choices,
+    field_types,
+    from_user_dict,
+    nested_config,
+    read_config_file,
+    text_parser,
+    unwrap_optional,
+)
+
+__all__ = ["UserError", "Parser", "config_parser", "parse_config", "run_cli", "setup"]
+
+PROG = "fer_ray"
+SHIPPED = "default, ae_cnn_attn, cnn_attn"
 
 
+class Exit(Exception):
+    """Leave a job early with a status (e.g. after ``--print-config``); :func:`run_cli` returns it."""
+
+    def __init__(self, code: int = 0):
+        self.code = code
+
+
+# ---------------------------------------------------------------- running a job
 def setup(verbose: bool = False) -> None:
     """Logging for CLIs; usage stats stay off unless the user opted in (see fer_ray/__init__)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -17,236 +66,449 @@ def setup(verbose: bool = False) -> None:
     )
 
 
-def add_ray_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("ray")
+def before_ray(ns: argparse.Namespace) -> None:
+    """Once the checks passed and just before Ray starts: Ray's own log lines only with ``--verbose``."""
+    from fer_ray.runtime import configure_logging
+
+    configure_logging(verbose=bool(getattr(ns, "verbose", False)))
+
+
+def run_cli(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], int]:
+    """``main`` with user errors as one line on stderr and status 2 (the traceback only with ``--debug``)."""
+
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        args = list(sys.argv[1:] if argv is None else argv)
+        try:
+            return main(args)
+        except Exit as e:
+            return e.code
+        except UserError as e:
+            if "--debug" in args:
+                traceback.print_exc()
+            print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `... | head`: the reader left; say nothing more
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
+
+    return wrapper
+
+
+def warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- the parser
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the module docstring's layout; hand-written flags show their default like generated ones."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=120)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose mistakes are :class:`UserError`: one line, status 2, like every other error."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("formatter_class", HelpFormatter)
+        if not kw.get("prog") and sys.argv[0].endswith(".py"):
+            kw["prog"] = sys.argv[0]  # `jobs/train.py` as typed, so the hint can be pasted
+        super().__init__(*args, **kw)
+        self.config_cls: type | None = None
+        self.config_defaults: dict[str, Any] = {}
+        self.warned: set[str] = set()
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UserError(message, f"see `{self.prog} --help`")
+
+
+class _Set(argparse.Action):
+    """Stores a value (or ``const`` for switches) and warns once when a deprecated spelling is used."""
+
+    def __init__(self, option_strings, dest, deprecated=(), canonical="", note="", extend=False, **kw):
+        super().__init__(option_strings, dest, **kw)
+        self.deprecated, self.canonical, self.note, self.extend = tuple(deprecated), canonical, note, extend
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.deprecated and option_string not in getattr(parser, "warned", set()):
+            parser.warned.add(option_string)
+            warn(f"{option_string} is deprecated here, use {self.canonical}{self.note}")
+        if values is None and not option_string:  # an optional positional left out
+            return
+        if self.extend or (isinstance(values, list) and not option_string):
+            values = [*getattr(namespace, self.dest, []), *(values if isinstance(values, list) else [values])]
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+
+
+def config_parser(
+    cls: type,
+    description: str | None = None,
+    *,
+    overlay: Mapping[str, Mapping[str, Any]] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    config_help: str | None = None,
+) -> Parser:
+    """A parser with one flag per field of the config dataclass ``cls`` (and of nested configs marked
+    ``flatten``), plus ``--config``, ``--print-config``, ``--verbose`` and ``--debug``.
+
+    ``overlay`` adds or overrides field metadata by field name (for a config whose module does not carry
+    CLI metadata itself); ``defaults`` (a nested mapping) replaces the dataclass defaults for this job.
+    """
+    p = Parser(description=description)
+    p.config_cls, p.config_defaults = cls, dict(defaults or {})
+    g = p.add_argument_group("config and output")
     g.add_argument(
-        "--address",
-        default=None,
-        help="Ray cluster to join: host:port, or auto for one started on this machine with `ray start` "
-        "(default: RAY_ADDRESS, which `ray job submit` sets; else this job starts its own private Ray)",
-    )
-    g.add_argument(
-        "--ray-cpus",
-        type=int,
-        default=None,
-        help="logical CPUs of the job's own Ray (default: 2x cores, leaving room for Ray Data next to workers); "
-        "a joined cluster's nodes declare their own",
-    )
-
-
-def add_train_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Flags of jobs/train.py, shared with jobs/tune.py (whose sweep overrides some per trial)."""
-    from fer_ray.models import MODELS, ModelConfig
-    from fer_ray.train.config import PLACEMENT_STRATEGIES, SCHEDULERS, TrainConfig
-
-    d = TrainConfig()
-    p.add_argument(
         "--config",
+        metavar="FILE",
         default=None,
-        help="JSON or YAML file of TrainConfig fields (nested model:, augment:, ...), e.g. a sweep's "
-        "best_config.json; flags given on the command line override it",
+        help=config_help
+        or f"YAML or JSON file of {cls.__name__} settings (the keys of --print-config); flags given override it",
     )
-    p.add_argument("--model", default="ae_cnn_attn", choices=sorted(MODELS))
-    p.add_argument(
-        "--data", default=None, help="FER2013 .parquet / fer2013.csv / image-folder root (default: data root)"
+    g.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved settings as JSON (a valid --config file) and exit before any work",
     )
-    p.add_argument(
-        "--labels",
-        default=d.labels,
-        choices=["fer2013", "ferplus"],
-        help="fer2013: original labels; ferplus: FER+ crowd-majority labels (our Parquet only)",
-    )
-    p.add_argument("--ferplus-csv", default=None, help="FER+ fer2013new.csv (default: beside the Parquet)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--optimizer", default=d.optimizer, choices=["adamw", "sgd"])
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--scheduler", default=d.scheduler, choices=list(SCHEDULERS))
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="warm-up of cosine/onecycle")
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--recon-weight", type=float, default=d.recon_weight)
-    p.add_argument("--class-weighting", action="store_true")
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--latent-size", type=int, default=ModelConfig.latent_size, help="24, 12 or 6")
-    p.add_argument("--latent-channels", type=int, default=ModelConfig.latent_channels)
-    p.add_argument("--widths", default=",".join(map(str, ModelConfig().widths)))
-    p.add_argument("--attention", default=ModelConfig.attention, choices=["se", "cbam", "none"])
-    p.add_argument("--dropout", type=float, default=ModelConfig.dropout)
-    p.add_argument("--limit", type=int, default=None, help="rows per split (smoke tests only)")
-    p.add_argument(
-        "--backend",
-        default=d.backend,
-        choices=["ray", "plain"],
-        help="ray: Ray Train; plain: the same recipe in one process without Ray (a GPU box, a laptop)",
-    )
-    p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--use-gpu", action="store_true")
-    p.add_argument("--cpus-per-worker", type=float, default=d.cpus_per_worker)
-    p.add_argument(
-        "--placement-strategy",
-        default=d.placement_strategy,
-        choices=list(PLACEMENT_STRATEGIES),
-        help="SPREAD: one worker per node where possible; PACK: fill one node first",
-    )
-    p.add_argument("--torch-threads", type=int, default=d.torch_threads)
-    p.add_argument("--run-name", default=None, help="default: the model name")
-    p.add_argument("--storage-path", default=d.storage_path, help="local dir or s3:// (shared storage on multi-node)")
-    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
-    p.add_argument("--max-failures", type=int, default=d.max_failures)
-    p.add_argument("--seed", type=int, default=d.seed)
-    add_ray_args(p)
+    g.add_argument("--verbose", action="store_true", help="debug logging, Ray's own messages included")
+    g.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    _add_fields(p, cls, (), dict(overlay or {}), p.config_defaults, None)
     return p
 
 
-def load_config_file(path: str):
-    """A TrainConfig from a JSON or YAML file of its fields (nested ``model:``, ``preprocess:``,
-    ``augment:`` (``null``: no augmentation), ``ray:``); fields left out keep their defaults.
+def _add_fields(
+    p: Parser, cls: type, path: tuple[str, ...], overlay: dict, defaults: Mapping[str, Any], group_title: str | None
+) -> None:
+    hints = field_types(cls)
+    groups: dict[str | None, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        meta = {**f.metadata, **overlay.get(f.name, {})}
+        title = meta.get("group", group_title)
+        if title not in groups:
+            groups[title] = _group(p, title)
+        sub = nested_config(hints[f.name])
+        default = defaults.get(f.name, _default(f))
+        if sub is not None and meta.get("flatten"):
+            _add_fields(p, sub, (*path, f.name), dict(meta.get("fields", {})), defaults.get(f.name, {}), title)
+            continue
+        if "flag" in meta and meta["flag"] is None or meta.get("file") is False:
+            continue
+        _add_flag(groups[title], f, hints[f.name], meta, (*path, f.name), default)
 
-    Unknown keys are an error naming them: a typo must not silently train something else.
-    """
-    import dataclasses
-    import json
-    from pathlib import Path
 
-    from fer_ray.train.config import TrainConfig
+def _group(p: Parser, title: str | None):
+    if title is None:
+        return p
+    for g in p._action_groups:
+        if g.title == title:
+            return g
+    return p.add_argument_group(title)
 
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--config {path}: no such file") from None
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
 
-        data = yaml.safe_load(text) or {}
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _add_flag(g, f: dataclasses.Field, tp: Any, meta: Mapping[str, Any], path: tuple[str, ...], default: Any) -> None:
+    dest = "@" + ".".join(path)
+    help_text = meta.get("help") or ""
+    if not help_text:
+        raise TypeError(f"{'.'.join(path)} has no help text: give it one with fer_ray.config.setting(..., help)")
+    inner, optional = unwrap_optional(tp)
+    shown = meta.get("default_text", _show(default))
+    kw: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "action": _Set}
+    if meta.get("positional"):
+        # INPUT... (a tuple) or one optional ARTIFACT; with a flag, `--model X` works as well (the two add up)
+        many = typing.get_origin(inner) is tuple
+        metavar = meta.get("metavar", f.name.upper())
+        pos_help = f"{help_text} (default: {shown})" if not meta.get("flag") else f"same as {meta['flag']}"
+        g.add_argument(dest, metavar=metavar, nargs="*" if many else "?", help=_esc(pos_help), **_no_dest(kw))
+        if not meta.get("flag"):
+            return
+        kw.update(extend=many, metavar=metavar, type=str)
+        g.add_argument(meta["flag"], help=_esc(f"{help_text} (default: {shown})"), **kw)
+        return
+    flag = meta.get("flag")
+    if nested_config(tp) is not None or inner is bool:
+        # a switch: --x sets True, --no-x sets False, and --no-augment sets a nested config to None
+        if flag is None:
+            flag = "--no-" + _dash(f.name) if default is True else "--" + _dash(f.name)
+        off = flag.startswith("--no-")
+        kw.update(nargs=0, const=None if nested_config(tp) is not None else not off)
+        if not (inner is bool and optional):  # a tri-state bool (None: the artifact decides) says so itself
+            help_text += "; this flag turns it off" if off else ""
+            shown = meta.get("default_text", "off" if default in (None, False) else "on")
     else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"--config {path}: expected a mapping of TrainConfig fields, got {type(data).__name__}")
-
-    nested = _nested_classes()
-    bad = [k for k in data if k not in {f.name for f in dataclasses.fields(TrainConfig)}]
-    for k, cls in nested.items():
-        if isinstance(data.get(k), dict):
-            bad += [f"{k}.{n}" for n in data[k] if n not in {f.name for f in dataclasses.fields(cls)}]
-    if bad:
-        raise ValueError(
-            f"--config {path}: unknown key(s) {', '.join(sorted(bad))}; "
-            f"valid top-level keys: {', '.join(f.name for f in dataclasses.fields(TrainConfig))}"
-        )
-    try:
-        return TrainConfig.from_dict(data)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"--config {path}: {e}") from None
+        flag = flag or "--" + _dash(f.name)
+        kw.update(type=meta.get("parse") or text_parser(tp), metavar=meta.get("metavar"))
+        choices = field_choices(f, tp) if "choices" not in meta else tuple(meta["choices"])
+        if choices:
+            kw["choices"] = choices
+            kw["metavar"] = kw["metavar"] or "{" + ",".join(map(str, choices)) + "}"
+        kw["metavar"] = kw["metavar"] or _dash(f.name).upper().replace("-", "_")
+    deprecated = tuple(meta.get("deprecated", ()))
+    aliases = tuple(meta.get("aliases", ()))
+    if deprecated:
+        help_text += f"; {', '.join(deprecated)}: deprecated spelling"
+    kw.update(deprecated=deprecated, canonical=flag, note=meta.get("deprecated_note", ""))
+    g.add_argument(flag, *aliases, *deprecated, help=_esc(f"{help_text} (default: {shown})"), **kw)
 
 
-def _nested_classes():
-    from fer_ray.models import ModelConfig
-    from fer_ray.preprocess import PreprocessConfig
-    from fer_ray.runtime import RayConfig
-    from fer_ray.train.augment import AugmentConfig
-
-    return {"model": ModelConfig, "preprocess": PreprocessConfig, "augment": AugmentConfig, "ray": RayConfig}
+def _no_dest(kw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if k != "dest"}
 
 
-def config_defaults(cfg) -> dict:
-    """Parser defaults (by flag dest) that reproduce ``cfg`` for the flags :func:`add_train_args` defines."""
-    from fer_ray.train.config import TrainConfig
+def _esc(text: str) -> str:
+    return text.replace("%", "%%")
 
-    m = cfg.model
-    out = {k: getattr(cfg, k) for k in _FLAT_FLAGS}
-    if cfg.run_name == TrainConfig.run_name:
-        out["run_name"] = None  # not in the file: the model name, as without --config
-    out.update(
-        model=m.name,
-        latent_size=m.latent_size,
-        latent_channels=m.latent_channels,
-        widths=",".join(map(str, m.widths)),
-        attention=m.attention,
-        dropout=m.dropout,
-        no_augment=cfg.augment is None,
-        address=cfg.ray.address,
-        ray_cpus=cfg.ray.num_cpus,
-    )
+
+def _dash(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "unset"
+    if isinstance(v, tuple | list):
+        return ",".join(map(str, v))
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return str(v)
+
+
+# ---------------------------------------------------------------- resolving the config
+def parse_config(
+    p: Parser, argv: list[str] | None = None, adjust: Callable[[dict[str, Any]], None] | None = None
+) -> tuple[Any, argparse.Namespace]:
+    """(the resolved config, the parsed namespace): defaults < ``--config FILE`` < flags given.
+
+    ``adjust`` may fill in derived defaults on the merged mapping before the config is built (e.g. the
+    run name from the architecture when neither the file nor a flag named one). ``--print-config``
+    prints the result and leaves through :class:`Exit`.
+    """
+    assert p.config_cls is not None, "parse_config needs a parser from config_parser"
+    ns = p.parse_args(argv)
+    setup(getattr(ns, "verbose", False))
+    merged = _deep_merge({}, p.config_defaults)
+    where = "settings"
+    if ns.config:
+        data = read_config_file(ns.config)
+        from_user_dict(p.config_cls, data, f"--config {ns.config}")  # unknown keys and bad values, named early
+        merged = _deep_merge(merged, data)
+        where = f"--config {ns.config} with the flags given"
+    given: dict[str, Any] = {}
+    for key, value in vars(ns).items():
+        if key.startswith("@") and not (isinstance(value, list) and not value):
+            _set_path(given, key[1:].split("."), tuple(value) if isinstance(value, list) else value)
+    merged = _deep_merge(merged, given)
+    if adjust is not None:
+        adjust(merged)
+    cfg = from_user_dict(p.config_cls, merged, where)
+    if ns.print_config:
+        print(json.dumps(as_user_dict(cfg), indent=2, default=str))
+        raise Exit(0)
+    return cfg, ns
+
+
+def _set_path(d: dict[str, Any], path: list[str], value: Any) -> None:
+    for k in path[:-1]:
+        d = d.setdefault(k, {})
+    d[path[-1]] = value
+
+
+def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = dict(v) if isinstance(v, Mapping) else v
     return out
 
 
-_FLAT_FLAGS = (
-    "data labels ferplus_csv epochs pretrain_epochs batch_size optimizer lr weight_decay scheduler warmup_epochs "
-    "label_smoothing recon_weight class_weighting limit backend workers use_gpu cpus_per_worker placement_strategy "
-    "torch_threads run_name storage_path keep_checkpoints max_failures seed"
-).split()
+def add_ray_args(p: argparse.ArgumentParser) -> None:
+    """``--address`` and ``--ray-cpus`` for a parser written by hand (jobs/serve.py, benchmarks); the
+    config-driven jobs get the same flags from their ``ray`` field."""
+    g = p.add_argument_group("ray")
+    g.add_argument("--address", default=None, help=_esc(RAY_FLAGS["address"]["help"]))
+    g.add_argument("--ray-cpus", type=int, default=None, help=_esc(RAY_FLAGS["num_cpus"]["help"]))
 
 
-def parse_train_args(p: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv`` with ``--config FILE``'s values as defaults, so explicit flags override the file."""
-    pre, _ = p.parse_known_args(argv)
-    if getattr(pre, "config", None):
-        p.set_defaults(**config_defaults(load_config_file(pre.config)))
-    return p.parse_args(argv)
+# ---------------------------------------------------------------- training and tuning
+def _model_names() -> tuple[str, ...]:
+    from fer_ray.models import MODELS
+
+    return tuple(sorted(MODELS))
 
 
-def train_config_from_args(a: argparse.Namespace):
-    """The TrainConfig named by :func:`add_train_args` flags (on top of ``--config FILE`` when given)."""
-    from fer_ray.config import replace
+def train_overlay(model_flag_note: str = " (--model names a trained artifact in score, serve and evaluate)") -> dict:
+    """Flag spellings of TrainConfig's nested model config for train and tune: ``--arch`` (``--model`` warns)."""
+    from fer_ray.train.config import MODEL_FLAGS
+
+    name = {**MODEL_FLAGS["name"], "choices": _model_names(), "deprecated_note": model_flag_note}
+    return {"model": {"fields": {**MODEL_FLAGS, "name": name}}}
+
+
+def default_run_name(train: dict[str, Any]) -> None:
+    """A run named by neither the file nor ``--run-name`` is named after its architecture."""
+    from fer_ray.models.config import ModelConfig
+
+    if "run_name" not in train:
+        train["run_name"] = (train.get("model") or {}).get("name", ModelConfig().name)
+
+
+def train_parser(description: str | None = None) -> Parser:
+    """The flags of jobs/train.py (TrainConfig's fields)."""
     from fer_ray.train.config import TrainConfig
 
-    # Fields without a flag (momentum, preprocessing, augmentation strength, ...) come from the file.
-    base = load_config_file(a.config) if getattr(a, "config", None) else TrainConfig()
-    model = replace(
-        base.model,
-        name=a.model,
-        latent_size=a.latent_size,
-        latent_channels=a.latent_channels,
-        widths=tuple(int(w) for w in a.widths.split(",")),
-        attention=a.attention,
-        dropout=a.dropout,
-    )
-    return replace(
-        base,
-        model=model,
-        data=a.data,
-        labels=a.labels,
-        ferplus_csv=a.ferplus_csv,
-        epochs=a.epochs,
-        pretrain_epochs=a.pretrain_epochs,
-        batch_size=a.batch_size,
-        optimizer=a.optimizer,
-        lr=a.lr,
-        weight_decay=a.weight_decay,
-        scheduler=a.scheduler,
-        warmup_epochs=a.warmup_epochs,
-        label_smoothing=a.label_smoothing,
-        recon_weight=a.recon_weight,
-        class_weighting=a.class_weighting,
-        augment=None if a.no_augment else (base.augment or TrainConfig().augment),
-        limit=a.limit,
-        backend=getattr(a, "backend", base.backend),
-        workers=a.workers,
-        use_gpu=a.use_gpu,
-        cpus_per_worker=a.cpus_per_worker,
-        placement_strategy=a.placement_strategy,
-        torch_threads=a.torch_threads,
-        run_name=a.run_name or a.model,
-        storage_path=a.storage_path,
-        keep_checkpoints=a.keep_checkpoints,
-        max_failures=a.max_failures,
-        seed=a.seed,
-        ray=replace(base.ray, address=a.address, num_cpus=a.ray_cpus),
-    )
+    return config_parser(TrainConfig, description, overlay=train_overlay())
 
 
-def artifact_and_data_or_exit(p: argparse.ArgumentParser, artifact: str, data: str | None, need: str) -> str:
-    """For jobs that update an artifact in place from labelled data: the data source, or one usage error."""
-    from pathlib import Path
+def load_config_file(path: str | os.PathLike, cls: type | None = None) -> Any:
+    """A config (default TrainConfig) from a user's YAML/JSON file; unknown keys are an error naming them."""
+    if cls is None:
+        from fer_ray.train.config import TrainConfig
 
-    from fer_ray.config import fer2013_parquet
+        cls = TrainConfig
+    return from_user_dict(cls, read_config_file(path), f"--config {path}")
 
-    source = data or fer2013_parquet()
+
+# ---------------------------------------------------------------- checks before Ray starts
+def is_remote(path: str | os.PathLike | None) -> bool:
+    return path is not None and "://" in str(path)
+
+
+def check_input_path(path: str | os.PathLike, flag: str, fix: str) -> None:
+    """A local input that must exist (globs and s3:// are left to their readers)."""
+    s = str(path)
+    if is_remote(s):
+        check_bucket(s, flag)
+        return
+    if any(c in s for c in "*?[") or Path(s).expanduser().exists():
+        return
+    raise UserError(f"{flag} {s}: no such file or directory", fix)
+
+
+def check_output_dir(path: str | os.PathLike, flag: str) -> None:
+    """A local output directory that may not exist yet, but must not be (or sit under) a file."""
+    s = str(path)
+    if is_remote(s):
+        check_bucket(s, flag, output=True)
+        return
+    p = Path(s).expanduser()
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                what = f"{flag} {s} is a file" if q == p else f"{flag} {s}: {q} is a file"
+                raise UserError(what, f"pass a directory ({flag} is created if missing), or move {q} away")
+            if not os.access(q, os.W_OK):
+                raise UserError(f"{flag} {s}: {q} is not writable", "pick a directory you can write to")
+            return
+
+
+def check_model(spec: str | None, flag: str = "--model") -> None:
+    """``spec`` names a model artifact: a directory with artifact.json and weights.pt, or a shipped name."""
+    if spec is None or is_remote(spec):
+        if spec is not None:
+            check_bucket(spec, flag)
+        return
+    from fer_ray.artifact import META, WEIGHTS, resolve_model
+
+    p = resolve_model(spec)
+    if not p.exists():
+        raise UserError(f"{flag} {spec}: no such artifact directory", f"pass an artifact directory or one of {SHIPPED}")
+    missing = [n for n in (META, WEIGHTS) if not (p / n).is_file()]
+    if missing:
+        raise UserError(
+            f"{flag} {spec}: {p} is not a model artifact (no {' or '.join(missing)})",
+            f"pass the artifact directory (jobs/train.py writes runs/<name>/artifact) or one of {SHIPPED}",
+        )
+
+
+def local_artifact_dir(spec: str | None, verb: str) -> str:
+    """The local artifact directory a job updates in place (``spec`` may be a shipped name)."""
+    if spec is None:
+        raise UserError(f"no model to {verb}", "pass the artifact directory (or a shipped name) as ARTIFACT or --model")
+    if is_remote(spec):
+        raise UserError(f"--model {spec}: this job updates an artifact in place", "copy it to a local directory first")
+    check_model(spec)
+    from fer_ray.artifact import resolve_model
+
+    return str(resolve_model(spec))
+
+
+def check_data(data: str | None, flag: str = "--data", need: str = "labelled FER2013 data") -> str:
+    """The labelled data source: ``data`` when it exists, else the data root's Parquet; else a UserError."""
+    from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, fer2013_parquet
+
+    fix = f"pass {flag} (FER2013 .parquet, fer2013.csv or train/<emotion>/ folders) or set {DATA_ROOT_ENV}"
+    if data:
+        check_input_path(data, flag, fix)
+        return str(data)
+    source = fer2013_parquet()
     if source is None:
-        p.error(f"no labelled data found: pass --data ({need})")
-    if not Path(artifact).is_dir():
-        p.error(f"{artifact} is not a directory; pass a model artifact (the directory holding artifact.json)")
+        raise UserError(f"no {need} found (no {DEFAULT_PARQUET} under the data root)", fix)
     return str(source)
+
+
+def check_bucket(url: str, flag: str, output: bool = False) -> None:
+    """An ``s3://bucket/...`` whose bucket exists and whose credentials work; one HEAD request."""
+    if not url.startswith("s3://"):
+        return
+    bucket = url[len("s3://") :].split("/", 1)[0]
+    if not bucket:
+        raise UserError(f"{flag} {url}: no bucket name", "write s3://bucket/prefix")
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    from fer_ray.data.sources import S3Settings
+
+    settings = S3Settings.from_env()
+    where = f" at {settings.endpoint_url}" if settings.endpoint_url else ""
+    try:
+        settings.client().head_bucket(Bucket=bucket)
+    except NoCredentialsError:
+        raise UserError(
+            f"{flag} {url}: no S3 credentials found",
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE); for MinIO etc. also AWS_ENDPOINT_URL",
+        ) from None
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket"):
+            endpoint = f" --endpoint-url {settings.endpoint_url}" if settings.endpoint_url else ""
+            fix = f"create it: aws s3 mb s3://{bucket}{endpoint}" if output else "check the bucket name and endpoint"
+            raise UserError(f"{flag} {url}: bucket {bucket} not found{where}", fix) from None
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise UserError(
+                f"{flag} {url}: access to bucket {bucket}{where} denied ({code})",
+                "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the bucket's policy",
+            ) from None
+        fix = "check the bucket, endpoint and credentials"
+        raise UserError(f"{flag} {url}: S3 answered {code}{where}", fix) from None
+    except BotoCoreError as e:
+        fix = "check AWS_ENDPOINT_URL and the network"
+        raise UserError(f"{flag} {url}: cannot reach S3{where} ({e})", fix) from None
+
+
+def check_port_free(host: str, port: int) -> None:
+    """``host:port`` can be bound (for a job that starts its own Ray and Serve proxy on it)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the Serve proxy does: TIME_WAIT is not "in use"
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UserError(
+                f"cannot listen on {host}:{port} ({e.strerror})",
+                "pick another --port, or stop what holds it (e.g. `serve shutdown` or an earlier jobs/serve.py)",
+            ) from None

@@ -1,18 +1,68 @@
-"""Helpers shared by every typed config: the data root, CLI overrides, JSON round trips."""
+"""Helpers shared by every typed config: the data root, field metadata, strict and lenient dict loading.
+
+The config dataclasses are the one place where a setting's name, type, default, help text and
+choices live. :func:`setting` writes a field with its help text (and, for the CLI, how its flag is
+spelled); ``fer_ray.cli`` turns those fields into flags, and reads ``--config`` files with
+:func:`from_user_dict`. Two ways back from a dict, on purpose:
+
+- :func:`from_user_dict`: a file a person wrote. Unknown keys are an error that names them, so a
+  typo never trains or scores something else.
+- :func:`from_dict` (and each config's ``from_dict``): metadata fer_ray stored itself (artifacts,
+  checkpoints). Unknown keys are ignored, so what an older or newer version wrote stays readable.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import operator
 import os
+import types
+import typing
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, Union
 
 T = TypeVar("T")
 
 DATA_ROOT_ENV = "FER_RAY_DATA"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARQUET = "fer2013/fer2013.parquet"  # under the data root
+
+
+# What --model accepts in every job that uses a trained model (fer_ray.artifact.resolve_model).
+MODEL_HELP = (
+    "model artifact: a directory holding artifact.json (jobs/train.py writes runs/<name>/artifact), "
+    "s3://..., or a shipped model: default, ae_cnn_attn, cnn_attn"
+)
+# RayConfig (fer_ray.runtime) on the command line of every job that uses Ray: --address, --ray-cpus.
+RAY_FLAGS = {
+    "address": {
+        "help": "Ray cluster to join: host:port, or auto for one started on this machine with `ray start`; "
+        "unset: RAY_ADDRESS (set by `ray job submit`), else this job starts its own private Ray",
+    },
+    "num_cpus": {
+        "flag": "--ray-cpus",
+        "help": "logical CPUs of the job's own Ray (unset: 2x cores, leaving room for Ray Data next to workers); "
+        "a joined cluster's nodes declare their own",
+    },
+    "num_gpus": {"flag": None},
+    "include_dashboard": {"flag": None},
+}
+
+
+class UserError(ValueError):
+    """A mistake the person running a job can fix (a path, a config key, a value): ``fer_ray.cli.run_cli``
+    prints it as one line, ``fer_ray: error: <what> — <how to fix>``, and exits 2 (no traceback)."""
+
+    def __init__(self, what: str, fix: str | None = None):
+        super().__init__(f"{what} — {fix}" if fix else what)
+        self.what, self.fix = what, fix
+
+
+class ConfigError(UserError):
+    """A config key or value a person gave is wrong; the message says which and what is valid."""
 
 
 def default_data_root() -> Path | None:
@@ -37,6 +87,126 @@ def fer2013_parquet() -> Path | None:
     return p if p.is_file() else None
 
 
+# ---------------------------------------------------------------- field metadata
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = None, **cli: Any) -> Any:
+    """A dataclass field with its help text; ``cli`` holds how ``fer_ray.cli`` exposes it.
+
+    CLI keys: ``flag`` (spelling, default ``--field-name``; ``None``: config file only), ``aliases``
+    (more spellings), ``deprecated`` (old spellings that still work with a warning), ``choices``,
+    ``metavar``, ``group`` (``--help`` section), ``file`` (``False``: not allowed in a config file either),
+    ``parse`` (str -> value), and for a nested config: ``flatten`` (its fields become flags) with
+    ``fields`` (per-field overrides of these keys, e.g. a flag spelling).
+    """
+    meta = {"help": help, **cli}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved annotations of a config dataclass (the modules use ``from __future__ import annotations``)."""
+    return typing.get_type_hints(cls)
+
+
+def unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """(``X``, True) for ``X | None``; (``tp``, False) otherwise. ``int | str`` stays as it is."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) < len(typing.get_args(tp)):
+            return functools.reduce(operator.or_, args), True
+    return tp, False
+
+
+def field_choices(f: dataclasses.Field, tp: Any) -> tuple[Any, ...] | None:
+    """The valid values of a field: ``Literal[...]`` in its type, else ``choices`` in its metadata."""
+    inner, _ = unwrap_optional(tp)
+    if typing.get_origin(inner) is Literal:
+        return typing.get_args(inner)
+    choices = f.metadata.get("choices")
+    return tuple(choices) if choices is not None else None
+
+
+def check_choices(cfg: Any) -> None:
+    """Raise ``ValueError`` naming the field and its valid values when one is not among its choices.
+
+    Called from ``__post_init__``: the ``Literal`` type (or ``choices`` metadata) is the only list.
+    """
+    hints = field_types(type(cfg))
+    for f in dataclasses.fields(cfg):
+        choices = field_choices(f, hints[f.name])
+        value = getattr(cfg, f.name)
+        if choices is not None and value is not None and value not in choices:
+            raise ValueError(f"{f.name} must be {_one_of(choices)}; got {value!r}")
+
+
+def _one_of(choices: tuple[Any, ...]) -> str:
+    names = [str(c) for c in choices]
+    if len(names) == 2:
+        return f"{names[0]} or {names[1]}"
+    return "one of " + ", ".join(names)
+
+
+def text_parser(tp: Any) -> Callable[[str], Any]:
+    """str -> value of a field of type ``tp``: the one conversion behind CLI flags and ``serve run`` args.
+
+    ``none``/``null`` clear an optional field; tuples are comma-separated; mappings are JSON;
+    ``int | str`` (``num_replicas``) is an int when it is all digits.
+    """
+    inner, optional = unwrap_optional(tp)
+    origin = typing.get_origin(inner)
+    if origin is Literal:
+        base: Any = type(typing.get_args(inner)[0])
+    elif origin is tuple:
+        base = functools.partial(_comma_list, typing.get_args(inner)[0])
+    elif origin in (Union, types.UnionType):
+        base = _int_or_str
+    elif inner is bool:
+        base = _bool
+    elif inner in (int, float, str):
+        base = inner
+    elif inner in (dict, Mapping) or origin in (dict, Mapping):
+        base = _json_mapping
+    else:
+        base = str
+
+    def parse(text: str) -> Any:
+        if optional and text.strip().lower() in ("none", "null", ""):
+            return None
+        return base(text)
+
+    # argparse names the type in "invalid <name> value: 'x'"
+    parse.__name__ = {_comma_list: "comma-separated list", _json_mapping: "JSON object"}.get(
+        getattr(base, "func", base), getattr(base, "__name__", "value")
+    )
+    return parse
+
+
+def _comma_list(item: type, text: str) -> tuple[Any, ...]:
+    return tuple(item(x) for x in text.replace(" ", "").split(",") if x)
+
+
+def _int_or_str(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def _bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _json_mapping(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f'expected a JSON object such as {{"min_replicas": 1}}, got {text!r}')
+    return value
+
+
+# ---------------------------------------------------------------- dicts <-> configs
 def replace(cfg: T, **overrides: Any) -> T:
     """``dataclasses.replace`` that names the valid fields when a key is wrong."""
     fields = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
@@ -51,9 +221,111 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type[T], d: dict[str, Any]) -> T:
-    """Rebuild a (possibly nested-free) config dataclass, ignoring keys it does not know."""
+    """Rebuild a flat config dataclass from stored metadata, ignoring keys it does not know."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def file_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields a user config file may set (those not marked ``file=False``)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("file", True) and f.init]
+
+
+def from_user_dict(cls: type[T], d: Mapping[str, Any], where: str = "config") -> T:
+    """A config from a mapping a person wrote: nested configs as nested mappings, lists for tuples.
+
+    Unknown keys at any level raise :class:`ConfigError` naming every one and listing the valid
+    keys; a bad value raises it with the config's own message. Fields left out keep their defaults.
+    """
+    unknown = unknown_keys(cls, d)
+    if unknown:
+        valid = ", ".join(f.name for f in file_fields(cls))
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}", f"valid keys: {valid}")
+    try:
+        return _build(cls, d)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}", "fix that value (`--help` describes every setting)") from None
+
+
+def unknown_keys(cls: type, d: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Every key of ``d`` (dotted for nested configs) that ``cls`` does not have, sorted."""
+    hints = field_types(cls)
+    fields = {f.name: f for f in file_fields(cls)}
+    bad = []
+    for key, value in d.items():
+        if key not in fields:
+            bad.append(prefix + str(key))
+            continue
+        sub = nested_config(hints[key])
+        if sub is not None and isinstance(value, Mapping):
+            bad += unknown_keys(sub, value, f"{prefix}{key}.")
+    return sorted(bad)
+
+
+def nested_config(tp: Any) -> type | None:
+    """The config dataclass a field holds (``X`` or ``X | None``), else ``None``."""
+    inner, _ = unwrap_optional(tp)
+    return inner if dataclasses.is_dataclass(inner) and isinstance(inner, type) else None
+
+
+def _build(cls: type[T], d: Mapping[str, Any]) -> T:
+    hints = field_types(cls)
+    kw: dict[str, Any] = {}
+    for key, value in d.items():
+        sub = nested_config(hints[key])
+        if sub is not None and isinstance(value, Mapping):
+            value = _build(sub, value)
+        elif isinstance(value, list) and typing.get_origin(unwrap_optional(hints[key])[0]) is tuple:
+            value = tuple(value)
+        kw[key] = value
+    return cls(**kw)
+
+
+def as_user_dict(cfg: Any) -> dict[str, Any]:
+    """``cfg`` as the nested mapping :func:`from_user_dict` reads back (tuples as lists): ``--print-config``."""
+    out: dict[str, Any] = {}
+    for f in file_fields(type(cfg)):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            v = as_user_dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        elif isinstance(v, Mapping):
+            v = dict(v)
+        out[f.name] = v
+    return out
+
+
+def read_config_file(path: str | os.PathLike, what: str = "--config") -> dict[str, Any]:
+    """A YAML (``.yaml``/``.yml``) or JSON file holding one mapping, as a dict.
+
+    Raises :class:`ConfigError` when the file is missing, does not parse, or is not a mapping.
+    """
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path}: no such file", "check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory", "pass a YAML or JSON file") from None
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # yaml.YAMLError or json.JSONDecodeError: one message either way
+        kind = "YAML" if p.suffix.lower() in (".yaml", ".yml") else "JSON"
+        reason = " ".join(str(e).split())
+        raise ConfigError(f"{what} {path}: not valid {kind} ({reason})", f"fix the {kind} syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{what} {path} holds a {type(data).__name__}", "write a mapping of setting names to values (key: value)"
+        )
+    return data
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> None:

@@ -15,13 +15,12 @@ trials on the autoencoder's latent size or reconstruction weight. A YAML/JSON fi
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fer_ray.config import replace
+from fer_ray.config import read_config_file, replace
 from fer_ray.train.augment import AugmentConfig
 from fer_ray.train.config import TrainConfig
 
@@ -72,21 +71,8 @@ _KINDS = ("choice", "grid", "uniform", "loguniform")
 
 
 def load_space_file(path: str | Path) -> dict[str, Any]:
-    """A YAML (``.yaml``/``.yml``) or JSON file mapping parameter names to specs."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--space {path}: no such file") from None
-    if p.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"--space {path}: expected a mapping of parameter name -> spec, got {type(data).__name__}")
-    return data
+    """A YAML (``.yaml``/``.yml``) or JSON file mapping parameter names to specs (checked by :func:`resolve_space`)."""
+    return read_config_file(path, "--space")
 
 
 def resolve_space(model: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

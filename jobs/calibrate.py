@@ -1,39 +1,55 @@
 """Calibrate a model artifact's confidence on the validation split (PublicTest for FER2013).
 
-    python jobs/calibrate.py fer_ray/assets/default_model
-    python jobs/calibrate.py runs/cnn/artifact --data ../shared/data/fer2013/fer2013.parquet
+    python jobs/calibrate.py --model fer_ray/assets/default_model
+    python jobs/calibrate.py --model runs/cnn/artifact --data ../shared/data/fer2013/fer2013.parquet
 
 Fits the temperature (softmax(logits / T)) and the `uncertain` cut-off, and records both in
 artifact.json, where scoring, Serve and evaluation apply them. Predictions do not change.
+The artifact may also be given without --model (python jobs/calibrate.py ARTIFACT), as before.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from fer_ray.cli import artifact_and_data_or_exit, setup
+from fer_ray.cli import Parser, before_ray, check_data, config_parser, local_artifact_dir, parse_config, run_cli
+from fer_ray.config import setting
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("artifact", metavar="ARTIFACT", help="model artifact directory (updated in place)")
-    p.add_argument("--data", default=None, help="labelled source with a validation split (default: FER2013)")
-    return p
+@dataclass(frozen=True)
+class CalibrateConfig:
+    model: str | None = setting(
+        None,
+        "model artifact to calibrate in place: its directory or a shipped name (default, ae_cnn_attn, cnn_attn)",
+        positional=True,
+        flag="--model",
+        metavar="ARTIFACT",
+        default_text="required",
+    )
+    data: str | None = setting(
+        None, "labelled source with a validation split", default_text="the data root's FER2013 Parquet"
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
-    setup()
-    p = get_args_parser()
-    a = p.parse_args(argv)
+def get_args_parser() -> Parser:
+    return config_parser(CalibrateConfig, __doc__)
+
+
+@run_cli
+def main(argv: list[str]) -> int:
+    cfg, ns = parse_config(get_args_parser(), argv)
+    artifact = local_artifact_dir(cfg.model, "calibrate")
+    source = check_data(cfg.data, need="labelled data with a validation split (calibration is fitted on it)")
     from fer_ray.calibration import calibrate_artifact
 
-    source = artifact_and_data_or_exit(p, a.artifact, a.data, "calibration needs a validation split")
-    print(json.dumps(calibrate_artifact(a.artifact, source), indent=2))
+    before_ray(ns)
+
+    print(json.dumps(calibrate_artifact(artifact, source), indent=2))
     return 0
 
 

@@ -6,43 +6,67 @@ python jobs/describe_data.py fer2013.csv photos/ s3://bucket/prefix --limit 1000
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from fer_ray.cli import add_ray_args, setup
-from fer_ray.runtime import RayConfig, init_ray
+from fer_ray.cli import (
+    Parser,
+    UserError,
+    before_ray,
+    check_input_path,
+    check_output_dir,
+    config_parser,
+    parse_config,
+    run_cli,
+)
+from fer_ray.config import RAY_FLAGS, setting
+from fer_ray.runtime import RayConfig
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "sources",
-        nargs="+",
-        metavar="SOURCE",
-        help="FER .parquet, Kaggle fer2013.csv, train/<emotion>/ folders, image dirs/files/globs, "
+@dataclass(frozen=True)
+class DescribeConfig:
+    sources: tuple[str, ...] = setting(
+        (),
+        "FER .parquet, Kaggle fer2013.csv, train/<emotion>/ folders, image dirs/files/globs, "
         "list files (.txt/.csv/.parquet with a path column) or s3://bucket/prefix",
+        positional=True,
+        metavar="SOURCE",
+        default_text="required",
     )
-    p.add_argument("--limit", type=int, default=None, help="read only the first N rows of each source")
-    p.add_argument("--json", default=None, help="also write the full report as JSON to this path")
-    add_ray_args(p)
-    return p
+    limit: int | None = setting(None, "read only the first N rows of each source (unset: all)")
+    json: str | None = setting(None, "also write the full report as JSON to this path", metavar="FILE")
+    ray: RayConfig = setting(
+        help="how the job reaches Ray", default_factory=RayConfig, flatten=True, fields=RAY_FLAGS, group="ray"
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
-    setup()
-    a = get_args_parser().parse_args(argv)
-    init_ray(RayConfig(address=a.address, num_cpus=a.ray_cpus))
+def get_args_parser() -> Parser:
+    return config_parser(DescribeConfig, __doc__)
+
+
+@run_cli
+def main(argv: list[str]) -> int:
+    cfg, ns = parse_config(get_args_parser(), argv)
+    if not cfg.sources:
+        raise UserError("no SOURCE given", "name at least one data source (see --help)")
+    for s in cfg.sources:
+        check_input_path(s, "SOURCE", "pass an existing file or folder, a glob in quotes, or s3://bucket/prefix")
+    if cfg.json:
+        check_output_dir(Path(cfg.json).parent, "--json's folder")
     from fer_ray.data.describe import describe, format_report
+    from fer_ray.runtime import init_ray
 
-    result = describe(a.sources, limit=a.limit)
+    before_ray(ns)
+    init_ray(cfg.ray)
+    result = describe(list(cfg.sources), limit=cfg.limit)
     print(format_report(result))
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if cfg.json:
+        Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
     return 0
 
 

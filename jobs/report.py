@@ -1,33 +1,52 @@
 """Rebuild summary.json and report.html of a scoring output and print its summary.
 
-python jobs/report.py out/demo
+python jobs/report.py out/photos
 python jobs/report.py s3://bucket/reports/photos
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from fer_ray.cli import setup
+from fer_ray.cli import Parser, UserError, check_bucket, config_parser, is_remote, parse_config, run_cli
+from fer_ray.config import setting
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("out", metavar="OUT", help="the --out of jobs/score.py (local directory or s3://bucket/prefix)")
-    return p
+@dataclass(frozen=True)
+class ReportJobConfig:
+    out: str | None = setting(
+        None,
+        "the --out of jobs/score.py (local directory or s3://bucket/prefix)",
+        positional=True,
+        metavar="OUT",
+        default_text="required",
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
-    setup()
-    a = get_args_parser().parse_args(argv)
+def get_args_parser() -> Parser:
+    return config_parser(ReportJobConfig, __doc__)
+
+
+@run_cli
+def main(argv: list[str]) -> int:
+    cfg, _ = parse_config(get_args_parser(), argv)
+    if not cfg.out:
+        raise UserError("no OUT given", "name the --out directory of a jobs/score.py run")
+    if is_remote(cfg.out):
+        check_bucket(cfg.out, "OUT")
+    elif not Path(cfg.out).expanduser().is_dir():
+        raise UserError(f"OUT {cfg.out}: no such directory", "name the --out directory of a jobs/score.py run")
     from fer_ray.score import format_table, write_report
     from fer_ray.score.store import REPORT_FILE
 
-    summary = write_report(a.out)
+    try:
+        summary = write_report(cfg.out)
+    except FileNotFoundError as e:  # no scoring output there: its message says what to run
+        raise UserError(str(e)) from None
     print(format_table(summary))
     print(f"{'report':<10} {summary['out']}/{REPORT_FILE}")
     return 0 if summary["complete"] else 1

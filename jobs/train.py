@@ -1,27 +1,40 @@
 """Train a FER model with Ray Train; rerun the same command to resume.
 
-python jobs/train.py --model ae_cnn_attn --epochs 30 --workers 1 --run-name ae
+python jobs/train.py --arch ae_cnn_attn --epochs 30 --workers 1 --run-name ae
 python jobs/train.py --run-name ae --export-only      # artifact from the best checkpoint so far
 python jobs/train.py --backend plain --use-gpu ...    # same recipe without Ray, on one device
 python jobs/train.py --config runs/sweep1/best_config.json --epochs 30 --run-name best   # flags override the file
+python jobs/train.py --arch cnn_attn --epochs 2 --print-config > my.yaml   # every setting, as a --config file
 ray job submit --working-dir . -- python jobs/train.py --data s3://bucket/fer2013.parquet ...
+
+--arch picks the architecture (--model, its old spelling here, still works with a warning).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from fer_ray.cli import add_train_args, parse_train_args, setup, train_config_from_args
+from fer_ray.cli import (
+    Parser,
+    UserError,
+    before_ray,
+    check_data,
+    check_input_path,
+    check_output_dir,
+    default_run_name,
+    is_remote,
+    parse_config,
+    run_cli,
+    train_parser,
+)
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_args(p)
+def get_args_parser() -> Parser:
+    p = train_parser(__doc__)
     p.add_argument(
         "--export-only",
         action="store_true",
@@ -30,10 +43,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    setup()
-    args = parse_train_args(get_args_parser(), argv)
-    cfg = train_config_from_args(args)
+@run_cli
+def main(argv: list[str]) -> int:
+    cfg, args = parse_config(get_args_parser(), argv, adjust=default_run_name)
+    check_output_dir(cfg.storage_path, "--storage-path")
+    if args.export_only:
+        run = Path(cfg.storage_path).expanduser() / cfg.run_name
+        if not is_remote(cfg.storage_path) and not run.is_dir():
+            raise UserError(f"--export-only: no run {run}", "check --storage-path and --run-name")
+    else:
+        check_data(cfg.data, need="training data")
+        if cfg.ferplus_csv:
+            check_input_path(cfg.ferplus_csv, "--ferplus-csv", "pass FER+'s fer2013new.csv")
+    before_ray(args)
     if cfg.backend == "plain" or (args.export_only and _is_plain_run(cfg)):
         from fer_ray.train.plain import export_plain, run_dir_of, train_plain
 

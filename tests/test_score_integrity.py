@@ -274,7 +274,7 @@ def test_stale_lock_is_taken_over_and_a_live_one_stops_the_cli(ray_local, tmp_pa
 
     with RunLock(OutputStore(str(out)), "live-run").acquire():
         code = main([str(src), "--out", str(out), "--model", str(model_dir)])
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fer_ray: error:")]
     assert code == 2 and len(err) == 1 and "in use by run live-run" in err[0], err
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_ray.cli import add_train_args, load_config_file, parse_train_args, train_config_from_args
+from fer_ray.cli import default_run_name, load_config_file, parse_config, train_parser
 from fer_ray.models import ModelConfig, create_model
 from fer_ray.search_spaces import AE_ONLY, SPACES, apply_params, resolve_space, validate_space
 from fer_ray.train.config import TrainConfig
@@ -82,8 +82,6 @@ def test_pretraining_epochs_report_nothing_to_tune():
 
 
 def test_config_file_with_cli_overrides(tmp_path):
-    import argparse
-
     import yaml
 
     best = trial_config(TrainConfig(momentum=0.8), {"optimizer": "sgd_plateau", "lr": 0.02, "augment": "strong"})
@@ -91,7 +89,7 @@ def test_config_file_with_cli_overrides(tmp_path):
     f.write_text(json.dumps(best_config_dict(best)))
 
     def parse(*argv):
-        return train_config_from_args(parse_train_args(add_train_args(argparse.ArgumentParser()), list(argv)))
+        return parse_config(train_parser(), list(argv), adjust=default_run_name)[0]
 
     cfg = parse("--config", str(f), "--epochs", "3", "--run-name", "x")
     # flags given win; everything else (flagged or not: momentum, augmentation strength) comes from the file

@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
+from fer_ray.config import check_choices, setting
 from fer_ray.labels import NUM_CLASSES
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "ae_cnn_attn"
-    num_classes: int = NUM_CLASSES
-    image_size: int = 48
+    name: str = setting("ae_cnn_attn", "architecture: ae_cnn_attn (autoencoder + attention CNN) or cnn_attn")
+    num_classes: int = setting(NUM_CLASSES, "classes of the label map")
+    image_size: int = setting(48, "input side in pixels (recorded in the artifact)")
     # Autoencoder only: side of the latent map. The paper advises against squeezing
     # below 24x24; 12 and 6 are there to measure that claim.
-    latent_size: int = 24
-    latent_channels: int = 32
+    latent_size: int = setting(24, "ae_cnn_attn: side of the latent map (24, 12 or 6 for 48x48 input)")
+    latent_channels: int = setting(32, "ae_cnn_attn: channels of the latent map")
     # One stage per width, each halving the map until it is 3x3. The last stage runs at 3x3,
     # so its 256 channels add 0.9M parameters (1.23M in all) for 20% more compute
     # (48.8M vs 40.9M multiply-adds per face with the 24x24 latent).
-    widths: tuple[int, ...] = field(default=(32, 64, 128, 256))
-    attention: str = "se"  # se | cbam | none
-    dropout: float = 0.3
+    widths: tuple[int, ...] = setting((32, 64, 128, 256), "channels per CNN stage, comma-separated")
+    attention: Literal["se", "cbam", "none"] = setting("se", "attention block of each stage")
+    dropout: float = setting(0.3, "dropout before the classifier")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        check_choices(self)
         if self.image_size % self.latent_size or self.image_size // self.latent_size not in (1, 2, 4, 8):
             raise ValueError(
                 f"latent_size must be image_size / 2**k with k in 0..3 (e.g. 24, 12, 6 for 48), "
@@ -35,8 +37,6 @@ class ModelConfig:
             raise ValueError(f"widths must be positive channel counts, got {self.widths}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.attention not in ("se", "cbam", "none"):
-            raise ValueError(f"attention must be one of se, cbam, none; got {self.attention!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

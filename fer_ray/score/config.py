@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
+from fer_ray.config import MODEL_HELP, RAY_FLAGS, setting
 from fer_ray.data.sources import S3Settings
-from fer_ray.engine import check_engine
+from fer_ray.engine import ENGINES, check_engine
 from fer_ray.runtime import RayConfig
 
-DETECTORS = ("yunet", "haar")
+Detector = Literal["yunet", "haar"]
+DETECTORS: tuple[str, ...] = Detector.__args__
 
 
 @dataclass(frozen=True)
@@ -23,17 +25,19 @@ class DetectConfig:
     benchmarks/results/detect_recall.md. The cascade detects on a copy at most ``max_side``.
     """
 
-    detector: str = "yunet"  # "yunet" or "haar"
-    min_face: int = 40  # smallest face side to find, in original-image pixels
-    max_side: int = 1024  # never detect on a copy larger than this (pixels, long side)
-    detect_face_px: int = 40  # YuNet: a min_face face is shrunk to no less than this for detection
-    score_threshold: float = 0.5  # YuNet: keep boxes scoring at least this (0..1); higher = fewer false boxes
-    nms_threshold: float = 0.3  # YuNet: IoU above which overlapping boxes are merged
-    top_k: int = 5000  # YuNet: candidate boxes kept before NMS
-    scale_factor: float = 1.1  # Haar: image pyramid step; smaller finds more faces, slower
-    min_neighbors: int = 5  # Haar: overlapping detections needed to keep a box; higher = fewer false positives
-    crop_max_side: int = 64  # images no larger than this per side are taken as face crops (FER2013 is 48x48)
-    max_faces: int = 100  # keep the largest N boxes of an image (guards against pathological false positives)
+    detector: Detector = setting("yunet", "yunet (cv2.FaceDetectorYN) or haar (OpenCV's cascade)")
+    min_face: int = setting(40, "smallest face side to find, in original-image pixels")
+    max_side: int = setting(
+        1024, "never detect on a copy larger than this (pixels, long side)", flag="--detect-max-side"
+    )
+    detect_face_px: int = setting(40, "yunet: a --min-face face is shrunk to no less than this for detection")
+    score_threshold: float = setting(0.5, "yunet: keep boxes scoring at least this (0..1); higher = fewer false boxes")
+    nms_threshold: float = setting(0.3, "yunet: IoU above which overlapping boxes are merged")
+    top_k: int = setting(5000, "yunet: candidate boxes kept before NMS")
+    scale_factor: float = setting(1.1, "haar: image pyramid step; smaller finds more faces, slower")
+    min_neighbors: int = setting(5, "haar: overlapping detections needed to keep a box; higher = fewer false boxes")
+    crop_max_side: int = setting(64, "images no larger than this per side are taken as face crops (0: never)")
+    max_faces: int = setting(100, "keep the largest N boxes of an image (guards against pathological false boxes)")
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -68,42 +72,82 @@ class ScoreConfig:
     there; ``overwrite=True`` deletes this job's earlier results under ``out`` first.
     """
 
-    inputs: tuple[str, ...]
-    out: str
-    model: str | None = None  # artifact directory; None = the model shipped in the package
-    whole_image: bool = False  # every input is already a face crop: skip detection
-    engine: str | None = None  # torch, onnx or onnx-int8; None: the artifact's default (int8 on CPU when as accurate)
-    flip_tta: bool | None = None  # None: the artifact's setting; False scores single pass (about 2x faster)
-    detect: DetectConfig = field(default_factory=DetectConfig)
+    inputs: tuple[str, ...] = setting(
+        (),
+        "dirs, files, globs, list files (.txt/.csv/.parquet) or s3://bucket/prefix",
+        positional=True,
+        metavar="INPUT",
+    )
+    out: str = setting(
+        "", "local directory or s3://bucket/prefix for the Parquet rows and report", default_text="required"
+    )
+    model: str | None = setting(None, MODEL_HELP, default_text="the shipped default model")
+    whole_image: bool = setting(False, "every input is already a face crop: skip face detection")
+    engine: str | None = setting(
+        None,
+        "torch, onnx or onnx-int8 (unset: the artifact's fastest engine as accurate as torch)",
+        choices=ENGINES,
+        group="model",
+    )
+    flip_tta: bool | None = setting(
+        None,
+        "single pass even if the artifact enables flip test-time augmentation (about 2x faster)",
+        flag="--no-tta",
+        default_text="the artifact's setting",
+        group="model",
+    )
+    detect: DetectConfig = setting(
+        help="face detection", default_factory=DetectConfig, flatten=True, group="face detection"
+    )
 
-    # Scale. The CPU stage (read, decode, detect, crop) runs as Ray tasks of `images_per_task`
-    # images each; inference runs on a fixed pool of `actors` actors, `batch_size` faces per call.
-    images_per_task: int = 32
-    cpus_per_task: float = 1.0
-    max_cpu_tasks: int | None = None  # cap on concurrent CPU tasks; None lets Ray Data decide
-    task_retries: int = 3  # a CPU task whose worker died (e.g. out of memory) is retried
-    actors: int = 1
-    batch_size: int = 256
-    cpus_per_actor: float = 1.0
-    gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    threads: int | None = None  # engine threads per actor (torch or ONNX Runtime); None: the cores it holds
-    rows_per_file: int | None = None  # None: one Parquet file per inference call; set to write fewer, larger files
+    # The CPU stage (read, decode, detect, crop) runs as Ray tasks of `images_per_task` images each;
+    # inference runs on a fixed pool of `actors` actors, `batch_size` faces per call.
+    images_per_task: int = setting(32, "images per CPU task (read, decode, detect, crop)", group="scale")
+    cpus_per_task: float = setting(1.0, "CPUs per CPU task", group="scale")
+    max_cpu_tasks: int | None = setting(None, "cap on concurrent CPU tasks (unset: Ray Data decides)", group="scale")
+    task_retries: int = setting(3, "retries of a CPU task whose worker died (e.g. out of memory)", group="scale")
+    actors: int = setting(1, "inference actors", group="scale")
+    batch_size: int = setting(256, "faces per inference call", group="scale")
+    cpus_per_actor: float = setting(1.0, "CPUs per inference actor", group="scale")
+    gpus_per_actor: float | None = setting(
+        None, "GPUs per inference actor", default_text="1 when the cluster has GPUs, else 0", group="scale"
+    )
+    threads: int | None = setting(
+        None,
+        "engine threads per actor (torch or ONNX Runtime)",
+        aliases=("--torch-threads",),
+        default_text="the CPUs it holds",
+        group="scale",
+    )
+    rows_per_file: int | None = setting(
+        None, "rows per Parquet file (unset: one file per inference call)", group="scale"
+    )
 
-    # Limits; None takes the model artifact's preprocessing limits.
-    max_pixels: int | None = None
-    max_bytes: int | None = None
+    max_pixels: int | None = setting(None, "larger images become error rows", default_text="the model's limit")
+    max_bytes: int | None = setting(None, "larger files are not read", default_text="the model's limit")
 
-    overwrite: bool = False
+    overwrite: bool = setting(False, "delete this job's earlier results in --out and score everything")
     # Integrity. Rows of another model (model_id, which names the engine) in `out` stop the run
     # unless allow_mixed_models. One run at a time holds out's lock: another waits lock_wait_s
     # for it, then stops; a lock without heartbeat for lock_stale_s is taken over.
-    allow_mixed_models: bool = False
-    allow_local: bool = False  # let a list file on S3 name local paths
-    lock_wait_s: float = 0.0
-    lock_stale_s: float = 300.0
-    save_crops: str | None = None  # opt-in: write every 48x48 model-input crop as PNG here (face pixels!)
-    s3: S3Settings | None = None  # None: resolved from the environment on the driver when S3 is used
-    ray: RayConfig = field(default_factory=RayConfig)
+    allow_mixed_models: bool = setting(
+        False, "add rows of this model/engine to an --out scored with another (the report groups by model)",
+        group="integrity",
+    )  # fmt: skip
+    allow_local: bool = setting(False, "let a list file on S3 name local paths", group="integrity")
+    lock_wait_s: float = setting(
+        0.0, "seconds to wait for another run holding --out", flag="--lock-wait", group="integrity"
+    )
+    lock_stale_s: float = setting(
+        300.0, "take over a lock whose heartbeat is older than this (seconds)", flag="--lock-stale", group="integrity"
+    )
+    save_crops: str | None = setting(
+        None, "also write every 48x48 model-input crop as PNG here (opt-in: face pixels!)", metavar="DIR"
+    )
+    s3: S3Settings | None = setting(None, "resolved from the environment on the driver", flag=None, file=False)
+    ray: RayConfig = setting(
+        help="how the job reaches Ray", default_factory=RayConfig, flatten=True, fields=RAY_FLAGS, group="ray"
+    )
 
     def __post_init__(self) -> None:
         inputs = (self.inputs,) if isinstance(self.inputs, str) else tuple(str(i) for i in self.inputs)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fer_ray.config import MODEL_HELP, field_types, setting, text_parser
+from fer_ray.engine import ENGINES
 from fer_ray.score.config import DetectConfig
 
 API_KEY_ENV = "FER_RAY_API_KEY"
@@ -35,27 +36,40 @@ class ServeConfig:
     and face detection. Fractional CPUs let both fit next to each other on a 2-core machine.
     """
 
-    model: str | None = None  # artifact directory; None = the model shipped in the package
-    engine: str | None = None  # torch | onnx | onnx-int8; None = the artifact's best for the device
-    num_replicas: int | str = 1  # model replicas, or "auto" for Serve's default autoscaling
-    autoscaling_config: Mapping[str, Any] | None = None  # e.g. {"min_replicas": 1, "max_replicas": 4}
-    ingress_replicas: int = 1
-    cpus_per_replica: float = 0.5
-    gpus_per_replica: float = 0.0
-    ingress_cpus: float = 0.5
-    torch_threads: int = 1  # per model replica (PyTorch threads, or ONNX Runtime intra-op threads)
-    prep_threads: int = 2  # decode/detect threads per ingress replica
-    max_batch_size: int = 32  # faces per predict_proba call
-    batch_wait_timeout_s: float = 0.005  # added to latency at low load: keep it small
-    max_ongoing_requests: int = 64  # per model replica; must be >= max_batch_size for batches to fill
-    ingress_max_ongoing_requests: int = 16  # per ingress replica
-    max_body_bytes: int = 20_000_000  # a request body above this (or the model's max_bytes) gets 413
-    max_files: int = 8  # multipart file parts per request; more get 413
-    body_timeout_s: float = 60.0  # the whole body must arrive within this, or 408 (slow-drip clients)
-    max_pixels: int | None = None  # None: the model artifact's preprocessing limit
-    api_key_file: str | None = None  # a file holding the API key (else $FER_RAY_API_KEY[_FILE]); no key = open
-    docs: bool = True  # /docs (Swagger UI, served from the package) and /openapi.json
-    detect: DetectConfig = field(default_factory=DetectConfig)
+    model: str | None = setting(None, MODEL_HELP, default_text="the shipped default model")
+    engine: str | None = setting(
+        None, "torch, onnx or onnx-int8 (unset: the artifact's best for the device)", choices=ENGINES
+    )
+    num_replicas: int | str = setting(
+        1, "model replicas, or auto for Serve's default autoscaling", flag="--replicas", aliases=("--num-replicas",)
+    )
+    autoscaling_config: Mapping[str, Any] | None = setting(
+        None, 'JSON, e.g. \'{"min_replicas": 1, "max_replicas": 4}\'; wins over --replicas', metavar="JSON"
+    )
+    ingress_replicas: int = setting(1, "ingress replicas (they decode images and detect faces)")
+    cpus_per_replica: float = setting(0.5, "CPUs per model replica (fractions let both fit on a small machine)")
+    gpus_per_replica: float = setting(0.0, "GPUs per model replica")
+    ingress_cpus: float = setting(0.5, "CPUs per ingress replica")
+    torch_threads: int = setting(1, "engine threads per model replica (PyTorch or ONNX Runtime intra-op)")
+    prep_threads: int = setting(2, "decode/detect threads per ingress replica")
+    max_batch_size: int = setting(32, "faces per model call (@serve.batch)")
+    batch_wait_timeout_s: float = setting(0.005, "longest wait for a batch to fill; adds to latency at low load")
+    max_ongoing_requests: int = setting(
+        64, "requests per model replica; must be >= --max-batch-size for batches to fill",
+        default_text="max(64, 2 x --max-batch-size) on the command line, else 64",
+    )  # fmt: skip
+    ingress_max_ongoing_requests: int = setting(16, "requests per ingress replica")
+    max_body_bytes: int = setting(20_000_000, "a larger request body (or above the model's max_bytes) gets HTTP 413")
+    max_files: int = setting(8, "multipart file parts per request; more get HTTP 413")
+    body_timeout_s: float = setting(60.0, "the whole body must arrive within this many seconds, else HTTP 408")
+    max_pixels: int | None = setting(None, "larger images are refused", default_text="the model's limit")
+    api_key_file: str | None = setting(
+        None, f"file holding the API key (else ${API_KEY_FILE_ENV} or ${API_KEY_ENV}); no key: an open service"
+    )
+    docs: bool = setting(True, "/docs (Swagger UI, served from the package) and /openapi.json")
+    detect: DetectConfig = setting(
+        help="face detection, as in batch scoring", default_factory=DetectConfig, flatten=True, group="face detection"
+    )
 
     def __post_init__(self) -> None:
         if self.engine is not None:
@@ -108,8 +122,8 @@ class ServeConfig:
         face-detection fields (``min_face``, ``min_neighbors``, ...) go to :class:`DetectConfig`.
         A key-like argument is refused, so a secret never lands in a config that Serve prints back.
         """
-        own = {f.name: f for f in dataclasses.fields(cls) if f.name != "detect"}
-        det = {f.name: f for f in dataclasses.fields(DetectConfig)}
+        own = {f.name: field_types(cls)[f.name] for f in dataclasses.fields(cls) if f.name != "detect"}
+        det = {f.name: field_types(DetectConfig)[f.name] for f in dataclasses.fields(DetectConfig)}
         kw: dict[str, Any] = {}
         detect_kw: dict[str, Any] = {}
         for key, value in (args or {}).items():
@@ -120,42 +134,18 @@ class ServeConfig:
                     f"Set the key in the environment of the Ray nodes ({API_KEY_ENV}=...) or put it in a file "
                     f"and pass its path: api_key_file=/run/secrets/fer_api_key (or {API_KEY_FILE_ENV})"
                 )
+            if name not in own and name not in det:
+                raise ValueError(
+                    f"unknown argument {key!r}; expected one of {sorted([*own, 'replicas', *det])} "
+                    "(e.g. `serve run fer_ray.serve:build_app model=runs/x/artifact replicas=2`)"
+                )
             try:
-                if name in own:
-                    kw[name] = _coerce(name, value, own[name].default)
-                elif name in det:
-                    detect_kw[name] = _coerce(name, value, det[name].default)
-                else:
-                    raise ValueError(
-                        f"unknown argument {key!r}; expected one of {sorted([*own, 'replicas', *det])} "
-                        "(e.g. `serve run fer_ray.serve:build_app model=runs/x/artifact replicas=2`)"
-                    )
-            except (TypeError, json.JSONDecodeError) as e:
+                # `serve run ... key=value` passes strings: the field's type converts them, as a CLI flag would
+                typed = text_parser(own.get(name) or det[name])(value) if isinstance(value, str) else value
+            except (TypeError, ValueError) as e:
                 raise ValueError(f"argument {key}={value!r}: {e}") from e
+            (kw if name in own else detect_kw)[name] = typed
         return cls(**kw, detect=DetectConfig(**detect_kw))
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    if name == "autoscaling_config":
-        return json.loads(value)
-    if name == "num_replicas":
-        return value
-    if value.lower() in ("none", "null", ""):
-        return None
-    if name in ("model", "engine", "api_key_file"):
-        return value
-    if isinstance(default, bool):
-        return value.lower() in ("1", "true", "yes")
-    if isinstance(default, float):
-        return float(value)
-    if isinstance(default, int) or default is None:  # max_pixels: int | None
-        try:
-            return int(value)
-        except ValueError:
-            raise ValueError(f"argument {name}={value!r} is not an integer") from None
-    return value
 
 
 def resolve_api_key(api_key_file: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:

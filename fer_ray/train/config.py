@@ -1,92 +1,129 @@
-"""The training config: one frozen dataclass, saved next to every checkpoint and artifact."""
+"""The training config: one frozen dataclass, saved next to every checkpoint and artifact.
+
+Its fields are also ``jobs/train.py``'s flags and ``--config`` file keys (see ``fer_ray.cli``):
+each field's help text, default and choices are written once, here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
+from fer_ray.config import RAY_FLAGS, check_choices, setting
 from fer_ray.models.config import ModelConfig
 from fer_ray.preprocess import PreprocessConfig
 from fer_ray.runtime import RayConfig
 from fer_ray.train.augment import AugmentConfig
 
-SCHEDULERS = ("cosine", "onecycle", "plateau")
-PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+Scheduler = Literal["cosine", "onecycle", "plateau"]
+PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+SCHEDULERS: tuple[str, ...] = Scheduler.__args__
+PLACEMENT_STRATEGIES: tuple[str, ...] = PlacementStrategy.__args__
+
+# How the nested configs appear on the command line: ModelConfig's fields as flat flags (the
+# architecture as --arch: --model names a trained artifact in every other job).
+MODEL_FLAGS = {
+    "name": {"flag": "--arch", "deprecated": ("--model",)},
+    "num_classes": {"flag": None},
+    "image_size": {"flag": None},
+}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    augment: AugmentConfig | None = field(default_factory=AugmentConfig)  # None disables augmentation
-    ray: RayConfig = field(default_factory=RayConfig)
+    model: ModelConfig = setting(
+        help="the architecture and its sizes", default_factory=ModelConfig, flatten=True, fields=MODEL_FLAGS,
+        group="model",
+    )  # fmt: skip
+    preprocess: PreprocessConfig = setting(
+        help="preprocessing recorded in the artifact (config file only)", default_factory=PreprocessConfig, flag=None
+    )
+    augment: AugmentConfig | None = setting(
+        help="batch augmentation (config file: shift, rotate_deg, scale, flip, erase_p, erase_area; null: none)",
+        default_factory=AugmentConfig,
+        flag="--no-augment",
+        group="recipe",
+    )
+    ray: RayConfig = setting(
+        help="how the job reaches Ray", default_factory=RayConfig, flatten=True, fields=RAY_FLAGS, group="ray"
+    )
 
-    # Data: None means the FER2013 Parquet under the data root (see fer_ray.config).
-    data: str | None = None
-    val_fraction: float = 0.1  # seeded share of train held out when the source has no val split
-    limit: int | None = None  # rows per split, for smoke tests only; None trains on everything
-    # fer2013: the original labels; ferplus: FER+ crowd majority (fer_ray.data.ferplus), Parquet sources only
-    labels: str = "fer2013"
-    ferplus_csv: str | None = None  # None: fer2013new.csv beside the Parquet
+    data: str | None = setting(
+        None,
+        "FER2013 .parquet, fer2013.csv or train/<emotion>/ image folders, local or s3:// "
+        "(unset: $FER_RAY_DATA/fer2013/fer2013.parquet, else ../shared/data beside the repo)",
+        group="data",
+    )
+    val_fraction: float = setting(
+        0.1, "seeded share of train held out when the source has no validation split", group="data"
+    )
+    limit: int | None = setting(None, "rows per split, for smoke tests only (unset: everything)", group="data")
+    labels: Literal["fer2013", "ferplus"] = setting(
+        "fer2013", "fer2013: the original labels; ferplus: FER+ crowd majority (our Parquet only)", group="data"
+    )
+    ferplus_csv: str | None = setting(None, "FER+ fer2013new.csv (unset: beside the Parquet)", group="data")
 
-    # Schedule. pretrain_epochs train the autoencoder alone (reconstruction), then
-    # `epochs` train everything jointly; models without a decoder skip pretraining.
-    epochs: int = 30
-    pretrain_epochs: int = 1
-    batch_size: int = 128  # global; each worker gets batch_size // workers
-    optimizer: str = "adamw"  # adamw | sgd (Nesterov)
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    scheduler: str = "cosine"  # cosine (linear warmup) | onecycle (cosine warmup from lr/25) | plateau (val acc)
-    warmup_epochs: float = 1.0  # of the step-wise schedules; OneCycle's usual 15% of 30 epochs is 4.5
-    label_smoothing: float = 0.1
-    class_weighting: bool = False
-    recon_weight: float = 0.1
-    seed: int = 0
+    # pretrain_epochs train the autoencoder alone (reconstruction), then `epochs` train everything
+    # jointly; models without a decoder skip pretraining.
+    epochs: int = setting(30, "joint epochs (all of the model)", group="recipe")
+    pretrain_epochs: int = setting(1, "reconstruction-only epochs before the joint ones (ae_cnn_attn)", group="recipe")
+    batch_size: int = setting(128, "global batch; each worker gets batch_size / workers", group="recipe")
+    optimizer: Literal["adamw", "sgd"] = setting("adamw", "adamw, or sgd (Nesterov)", group="recipe")
+    lr: float = setting(2e-3, "peak learning rate", group="recipe")
+    weight_decay: float = setting(0.05, "weight decay", group="recipe")
+    momentum: float = setting(0.9, "SGD momentum", group="recipe")
+    scheduler: Scheduler = setting(
+        "cosine",
+        "cosine (linear warm-up), onecycle (cosine warm-up from lr/25) or plateau (on val accuracy)",
+        group="recipe",
+    )
+    warmup_epochs: float = setting(
+        1.0, "warm-up of cosine/onecycle; OneCycle's usual 15% of 30 epochs is 4.5", group="recipe"
+    )
+    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", group="recipe")
+    class_weighting: bool = setting(False, "weight the loss by inverse class frequency", group="recipe")
+    recon_weight: float = setting(0.1, "weight of the reconstruction loss (ae_cnn_attn)", group="recipe")
+    seed: int = setting(0, "seed of initialisation, shuffling, augmentation and held-out splits", group="recipe")
 
-    # Scale. backend "ray" runs Ray Train (workers, shards, cluster storage); "plain" runs the same
-    # recipe in this process without Ray (one device: a GPU box or a laptop), see fer_ray.train.plain.
-    backend: str = "ray"
-    # cpus_per_worker may be fractional: on small machines, leave CPUs for Ray Data.
-    workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    # PACK fills one node first; SPREAD puts workers on different nodes (Ray placement group strategies)
-    placement_strategy: str = "PACK"
-    torch_threads: int = 0  # 0: this node's cores / workers
-    amp: bool = True  # autocast on GPU only
-    shuffle_buffer: int = 8192
+    backend: Literal["ray", "plain"] = setting(
+        "ray", "ray: Ray Train; plain: the same recipe in one process without Ray (a GPU box, a laptop)", group="scale"
+    )
+    workers: int = setting(1, "Ray Train workers", group="scale")
+    use_gpu: bool = setting(False, "one GPU per worker", group="scale")
+    cpus_per_worker: float = setting(
+        1.0, "CPUs per worker; fractions leave CPUs for Ray Data on small machines", group="scale"
+    )
+    placement_strategy: PlacementStrategy = setting(
+        "PACK", "PACK fills one node first; SPREAD puts workers on different nodes", group="scale"
+    )
+    torch_threads: int = setting(0, "PyTorch threads per worker (0: this node's cores / workers)", group="scale")
+    amp: bool = setting(True, "autocast (mixed precision) on GPU", flag="--no-amp", group="scale")
+    shuffle_buffer: int = setting(8192, "rows in Ray Data's local shuffle buffer", flag=None)
 
-    # Bookkeeping. Rerunning with the same storage_path/run_name resumes from the latest checkpoint.
-    run_name: str = "fer"
-    storage_path: str = "runs"
-    keep_checkpoints: int = 2
-    max_failures: int = 0
-    # Fault drill for tests: rank 0 exits abruptly halfway through this epoch, once per run dir.
-    crash_once_at_epoch: int | None = None
+    # Rerunning with the same storage_path/run_name resumes from the latest checkpoint.
+    run_name: str = setting(
+        "fer",
+        "folder of the run under --storage-path; the same name resumes",
+        group="run",
+        default_text="the --arch name",
+    )
+    storage_path: str = setting("runs", "local directory or s3:// (shared storage on multi-node)", group="run")
+    keep_checkpoints: int = setting(2, "best checkpoints kept", group="run")
+    max_failures: int = setting(0, "worker failures Ray Train recovers from", group="run")
+    crash_once_at_epoch: int | None = setting(
+        None, "fault drill for tests: rank 0 exits abruptly halfway through this epoch, once per run dir", flag=None
+    )
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if self.epochs < 0 or self.pretrain_epochs < 0:
             raise ValueError("epochs and pretrain_epochs must be >= 0")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.batch_size < self.workers:
             raise ValueError(f"batch_size ({self.batch_size}) must be >= workers ({self.workers})")
-        if self.labels not in ("fer2013", "ferplus"):
-            raise ValueError(f"labels must be fer2013 or ferplus, got {self.labels!r}")
-        if self.backend not in ("ray", "plain"):
-            raise ValueError(f"backend must be ray or plain, got {self.backend!r}")
-        if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}; got {self.scheduler!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.placement_strategy not in PLACEMENT_STRATEGIES:
-            raise ValueError(
-                f"placement_strategy must be one of {', '.join(PLACEMENT_STRATEGIES)}; got {self.placement_strategy!r}"
-            )
         if self.cpus_per_worker <= 0:
             raise ValueError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
         if self.keep_checkpoints < 1:
@@ -106,6 +143,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """From metadata fer_ray stored (checkpoints, artifacts): unknown keys are ignored, so runs and
+        artifacts of other versions stay readable. A file a person wrote goes through
+        :func:`fer_ray.config.from_user_dict` instead, which refuses unknown keys."""
         d = dict(d)
         d["model"] = ModelConfig.from_dict(d.get("model", {}))
         d["preprocess"] = PreprocessConfig.from_dict(d.get("preprocess", {}))
