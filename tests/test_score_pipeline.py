@@ -322,3 +322,76 @@ def test_s3_in_and_out(ray_local, s3_server, tmp_path, model_dir):
     again = score(cfg)
     assert again.run["images_scored"] == 0 and again.summary["rows"] == len(df)
     assert OutputStore(cfg.out, settings).scan().files == len(OutputStore(cfg.out, settings).part_files())
+
+
+def _write_scored(out: Path, confidences: list[list[float]], files_per_part: int = 7) -> pd.DataFrame:
+    """An OUT as a scoring run leaves it (part files of OUTPUT_SCHEMA rows, inputs.parquet), with the
+    given confidences per image (an empty list: no face), so the report's table can be checked exactly."""
+    import pyarrow as pa
+
+    from fer_ray.score.pipeline import PROB_COLUMNS
+
+    rows = []
+    for i, confs in enumerate(confidences):
+        base = {"path": f"/photos/img{i:04d}.jpg", "size": 1000 + i, "mtime": 1.0, "faces": len(confs)}
+        if not confs:
+            rows.append({**base, "status": "no_face"})
+        for k, c in enumerate(confs):
+            rest = (1 - c) / (len(EMOTIONS) - 1)
+            probs = {p: (c if j == k % len(EMOTIONS) else rest) for j, p in enumerate(PROB_COLUMNS)}
+            rows.append(
+                {**base, **probs, "status": "ok", "face_index": k, "emotion": EMOTIONS[k % len(EMOTIONS)],
+                 "confidence": c, "model_id": "m"}
+            )  # fmt: skip
+    df = pd.DataFrame(rows)
+    store = OutputStore(str(out))
+    (out / "rows").mkdir(parents=True)
+    images = df["path"].unique()
+    for n, start in enumerate(range(0, len(images), files_per_part)):  # an image's rows share a part file
+        part = df[df["path"].isin(images[start : start + files_per_part])]
+        part = part.astype(object).where(part.notna(), None)  # NaN -> null, so int columns convert
+        cols = {f.name: pa.array(part[f.name].tolist() if f.name in part else [None] * len(part), f.type)
+                for f in OUTPUT_SCHEMA}  # fmt: skip
+        pq.write_table(pa.table(cols, schema=OUTPUT_SCHEMA), out / "rows" / f"part-test-{n:04d}.parquet")
+    listing = df.drop_duplicates("path")[["path", "size", "mtime"]].assign(error=None)
+    store.write_inputs(listing)
+    return df
+
+
+def _html_table_rows(html: str) -> list[list[str]]:
+    import re
+
+    table = html.split("<table class='sortable'>", 1)[1].split("</table>", 1)[0]
+    return [re.findall(r"<td>(.*?)</td>", tr) for tr in re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>", 1)[1])]
+
+
+def test_report_image_table_least_confident_first_and_bounded(tmp_path):
+    rng = np.random.default_rng(0)
+    # 60 images: most with one face, some with two or none; confidences all distinct
+    confs = rng.permutation(np.linspace(0.2, 0.99, 100)).round(4).tolist()
+    images: list[list[float]] = []
+    for i in range(60):
+        n = 0 if i % 11 == 0 else (2 if i % 5 == 0 else 1)
+        images.append([confs.pop() for _ in range(n)])
+    _write_scored(tmp_path / "out", images)
+    summary = write_report(str(tmp_path / "out"), max_rows=10)
+
+    with_faces = [(min(c), f"/photos/img{i:04d}.jpg", c) for i, c in enumerate(images) if c]
+    want = sorted(with_faces)[:10]
+    table = summary["least_confident"]
+    assert table["images_with_faces"] == len(with_faces) and table["max_rows"] == 10
+    assert [r["path"] for r in table["rows"]] == [p for _, p, _ in want]
+    assert [r["confidence"] for r in table["rows"]] == [round(c, 4) for c, _, _ in want]
+    assert all(r["faces"] == len(c) for r, (_, _, c) in zip(table["rows"], want, strict=True))
+
+    html = (tmp_path / "out" / "report.html").read_text()
+    rows = _html_table_rows(html)
+    assert len(rows) == 10 and [r[0] for r in rows] == [p for _, p, _ in want]
+    assert [float(r[3]) for r in rows] == sorted(float(r[3]) for r in rows)  # least confident first
+    assert "holds every image" in html and "<script>" in html and "src=" not in html.split("<script>", 1)[1]
+    assert "least_confident" not in json.loads((tmp_path / "out" / "summary.json").read_text())
+
+    # a cap above the number of images lists all of them; 0 leaves the table out
+    assert len(write_report(str(tmp_path / "out"), max_rows=1000)["least_confident"]["rows"]) == len(with_faces)
+    write_report(str(tmp_path / "out"), max_rows=0)
+    assert "<table class='sortable'>" not in (tmp_path / "out" / "report.html").read_text()

@@ -2,14 +2,17 @@
 
 The summary is aggregated part file by part file, reading only the small columns, so
 the report costs the same memory for ten thousand images as for ten million rows
-(apart from one 8-byte hash per image for the exactly-once check). It holds counts,
-boxes and scores only, never face pixels.
+(apart from one 8-byte hash per image for the exactly-once check). The per-image table
+in ``report.html`` is likewise bounded: a heap keeps the ``max_rows`` least confident
+images seen so far while the part files stream by; the Parquet rows hold every image.
+It holds counts, boxes and scores only, never face pixels.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import heapq
 import html
 import io
 import logging
@@ -29,6 +32,7 @@ _COLUMNS = ["path", "size", "mtime", "face_index", "faces", "status", "error", "
 _HIST_BINS = 20
 _MAX_FOLDERS = 30
 _MAX_ERROR_EXAMPLES = 100
+REPORT_ROWS = 1000  # images in report.html's per-image table (the least confident first)
 TOP_LEVEL = "(top level)"
 TRANSIENT_REASON = "transient read error (retried by the next run)"
 
@@ -87,10 +91,65 @@ def _folders(dir_counts: Counter) -> dict[str, str]:
     return {d: (p[depth] if len(p) > depth else TOP_LEVEL) for d, p in parts.items()}
 
 
+class LeastConfident:
+    """The ``max_rows`` images with faces whose least confident face scores lowest, fed part by part.
+
+    An image's rows all sit in one part file (see :mod:`fer_ray.score.pipeline`), so each part's
+    images are complete; only candidates that beat the current worst kept image are formatted.
+    """
+
+    def __init__(self, max_rows: int):
+        self.max_rows = max(0, int(max_rows))
+        self.images = 0  # images with faces seen
+        self._heap: list[tuple[float, str, int, dict[str, Any]]] = []  # (-confidence, path, seq, row)
+        self._seq = 0
+
+    def add(self, ok: pd.DataFrame, keys: np.ndarray) -> None:
+        """``ok``: the ``status == "ok"`` rows (one per face) of one part file; ``keys``: their image keys."""
+        if ok.empty:
+            return
+        conf = pd.to_numeric(ok["confidence"]).to_numpy(dtype=np.float64)
+        per_image = pd.Series(conf).groupby(keys, sort=False).min()
+        self.images += len(per_image)
+        if not self.max_rows:
+            return
+        if len(self._heap) >= self.max_rows:
+            per_image = per_image[per_image < -self._heap[0][0]]
+        per_image = per_image.nsmallest(self.max_rows)
+        if per_image.empty:
+            return
+        rows = ok.assign(_key=keys, _conf=conf)
+        rows = rows[rows["_key"].isin(per_image.index)].sort_values(["_key", "face_index"])
+        for key, g in rows.groupby("_key", sort=False):
+            row = {
+                "path": str(g["path"].iloc[0]),
+                "faces": int(pd.to_numeric(g["faces"]).max()),
+                "emotions": ", ".join(f"{e} {c:.2f}" for e, c in zip(g["emotion"], g["_conf"], strict=True)),
+                "confidence": round(float(per_image[key]), 4),
+            }
+            self._seq += 1
+            item = (-row["confidence"], row["path"], self._seq, row)  # the most confident kept is on top
+            if len(self._heap) < self.max_rows:
+                heapq.heappush(self._heap, item)
+            elif item > self._heap[0]:
+                heapq.heapreplace(self._heap, item)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The kept images, least confident first (ties by path)."""
+        return [t[3] for t in sorted(self._heap, key=lambda t: (-t[0], t[1], t[2]))]
+
+
 def summarize(
-    store: OutputStore, listing: pd.DataFrame | None = None, run: dict[str, Any] | None = None
+    store: OutputStore,
+    listing: pd.DataFrame | None = None,
+    run: dict[str, Any] | None = None,
+    max_rows: int | None = None,
 ) -> dict[str, Any]:
-    """Aggregate every part file of ``store``; counts cover the inputs of ``listing`` (default: the last run's)."""
+    """Aggregate every part file of ``store``; counts cover the inputs of ``listing`` (default: the last run's).
+
+    ``summary["least_confident"]`` holds report.html's per-image table: the ``max_rows``
+    (default :data:`REPORT_ROWS`) least confident images with faces; it is not written to summary.json.
+    """
     if listing is None:
         listing = store.read_inputs()
     if run is None:
@@ -111,6 +170,7 @@ def summarize(
     hist = np.zeros(_HIST_BINS, dtype=np.int64)
     conf_sum = 0.0
     image_hashes: list[np.ndarray] = []
+    table = LeastConfident(REPORT_ROWS if max_rows is None else max_rows)
     parts = store.part_files()
     for part in parts:
         df = store.read_part(part, _COLUMNS).to_pandas()
@@ -133,6 +193,7 @@ def summarize(
         dirs = _dirnames(images["path"])
         per_dir_images.update(dirs.value_counts().to_dict())
         ok = df[status == "ok"]
+        table.add(ok, h[(status == "ok").to_numpy()])
         faces += len(ok)
         emotions.update(ok["emotion"].value_counts().to_dict())
         ok_dirs = _dirnames(ok["path"])
@@ -218,6 +279,7 @@ def summarize(
         "elapsed_s": run.get("elapsed_s"),
         "images_per_s": run.get("images_per_s"),
         "last_run": run,
+        "least_confident": {"max_rows": table.max_rows, "images_with_faces": table.images, "rows": table.rows()},
     }
     if not summary["complete"]:
         logger.warning(
@@ -230,6 +292,24 @@ def summarize(
 
 
 # -- rendering ----------------------------------------------------------------------------------
+def throughput_line(run: dict[str, Any]) -> str:
+    """What a run did and how fast, with one images/s figure and what it measures.
+
+    The figure is the scoring pipeline's (listing done to the last row written: decode, detect,
+    infer, write), which is what more CPUs or actors speed up; the job's wall time also counts
+    loading the model, starting or joining Ray, listing the inputs and writing the report.
+    """
+    scored, skipped = run.get("images_scored", 0), run.get("images_skipped", 0)
+    line = f"{scored:,} scored, {skipped:,} skipped (already in OUT)"
+    pipeline_s, elapsed = run.get("pipeline_s"), run.get("elapsed_s", 0)
+    if scored and pipeline_s:
+        line += (
+            f"; {scored / pipeline_s:,.2f} images/s through the pipeline "
+            f"(decode, detect, infer, write: {pipeline_s:,.1f} s)"
+        )
+    return line + f"; job wall time {elapsed:,.1f} s (incl. model load, Ray start-up, listing, report)"
+
+
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -302,6 +382,39 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+# Click a header to sort by it (again: the other way). Numbers sort as numbers; no external script.
+_SORT_JS = """<script>
+document.querySelectorAll("table.sortable th").forEach((th, i) => th.addEventListener("click", () => {
+  const body = th.closest("table").tBodies[0], up = th.dataset.dir !== "up", num = th.dataset.type === "num";
+  th.dataset.dir = up ? "up" : "down";
+  const key = r => num ? parseFloat(r.cells[i].textContent.replace(/,/g, "")) : r.cells[i].textContent.toLowerCase();
+  [...body.rows].sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (up ? 1 : -1))
+    .forEach(r => body.appendChild(r));
+}));
+</script>"""
+
+
+def _image_table(t: dict[str, Any]) -> str:
+    """report.html's per-image table: at most ``max_rows`` images, the least confident first, sortable."""
+    rows, total = t["rows"], t["images_with_faces"]
+    note = (
+        f"<p>The {len(rows):,} least confident of {total:,} images with faces (an image's confidence is that of "
+        f"its least confident face), least confident first; click a header to sort. The table stops at "
+        f"{t['max_rows']:,} images so that the report stays the same size for any collection: "
+        "<code>rows/*.parquet</code> holds every image and face, with all seven probabilities and the box.</p>"
+    )
+    if not rows:
+        return note
+    header = (("path", "text"), ("faces", "num"), ("emotion and confidence per face", "text"), ("confidence", "num"))
+    head = "".join(f"<th data-type='{k}'>{html.escape(h)}</th>" for h, k in header)
+    body = "".join(
+        f"<tr><td>{html.escape(r['path'])}</td><td>{r['faces']}</td><td>{html.escape(r['emotions'])}</td>"
+        f"<td>{r['confidence']:.4f}</td></tr>"
+        for r in rows
+    )
+    return f"{note}<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{_SORT_JS}"
+
+
 def render_html(summary: dict[str, Any]) -> str:
     """A self-contained HTML page (plots embedded as base64 PNG); no face pixels, no external resources."""
     s = summary
@@ -314,19 +427,15 @@ def render_html(summary: dict[str, Any]) -> str:
         ("faces", f"{s['faces']:,}"),
         ("images: ok / no face / error", " / ".join(f"{s['images_by_status'][k]:,}" for k in STATUSES)),
         ("mean confidence", s["mean_confidence"] if s["mean_confidence"] is not None else "-"),
-        (
-            "last run",
-            f"{run.get('run_id', '-')}: {run.get('images_scored', 0):,} scored, "
-            f"{run.get('images_skipped', 0):,} already done, {run.get('elapsed_s', 0)} s "
-            f"({run.get('images_per_s', 0)} images/s)",
-        ),
+        ("last run", f"{run.get('run_id', '-')}: {throughput_line(run)}" if run else "-"),
         ("rows in OUT not among these inputs", f"{s['rows_not_in_inputs']:,}"),
     ]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>fer_ray scoring report</title>",
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.2em .6em;"
-        "text-align:left;font-size:.9em}th{background:#f3f3f3}img{max-width:100%}</style></head><body>",
+        "text-align:left;font-size:.9em}th{background:#f3f3f3}table.sortable th{cursor:pointer}"
+        "img{max-width:100%}</style></head><body>",
         "<h1>Facial emotion scoring report</h1>",
         "<p>Boxes and scores only: this report holds no face pixels. "
         "Rows: <code>rows/*.parquet</code> (one per face, one per image without a face or with an error).</p>",
@@ -347,6 +456,9 @@ def render_html(summary: dict[str, Any]) -> str:
             for model, m in s["by_model"].items()
         ]
         parts.append(_table(rows, ("model", "images", "faces", "mean confidence", *EMOTIONS)))
+    if (s.get("least_confident") or {}).get("max_rows"):
+        parts.append("<h2>Images, least confident first</h2>")
+        parts.append(_image_table(s["least_confident"]))
     parts.append("<h2>Errors</h2>")
     if s["errors_by_reason"]:
         parts.append(_table(list(s["errors_by_reason"].items()), ("reason", "images")))
@@ -381,10 +493,7 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(f"{'by model':<10} {model}: {m['images']:,} images, {m['faces']:,} faces  {emo or '-'}")
     run = s.get("last_run") or {}
     if run:
-        lines.append(
-            f"{'this run':<10} {run.get('images_scored', 0):,} scored, {run.get('images_skipped', 0):,} skipped "
-            f"(already in OUT), {run.get('elapsed_s', 0)} s, {run.get('images_per_s', 0)} images/s"
-        )
+        lines.append(f"{'this run':<10} {throughput_line(run)}")
     return "\n".join(lines)
 
 
@@ -393,16 +502,21 @@ def write_report(
     settings: S3Settings | None = None,
     listing: pd.DataFrame | None = None,
     run: dict[str, Any] | None = None,
+    max_rows: int | None = None,
 ) -> dict[str, Any]:
-    """(Re)build ``summary.json`` and ``report.html`` in ``out`` from its part files; returns the summary."""
+    """(Re)build ``summary.json`` and ``report.html`` in ``out`` from its part files; returns the summary.
+
+    ``max_rows``: images in report.html's per-image table (default :data:`REPORT_ROWS`, 0: none).
+    The table is in the returned summary (``least_confident``) but not in summary.json.
+    """
     store = out if isinstance(out, OutputStore) else OutputStore(out, settings)
     if not store.part_files() and store.read_inputs() is None:
         raise FileNotFoundError(
             f"{store.uri} holds no fer_ray scoring output (no rows/part-*.parquet); "
             "run `python jobs/score.py INPUT... --out OUT` first"
         )
-    summary = summarize(store, listing, run)
-    store.write_json(SUMMARY_FILE, summary)
+    summary = summarize(store, listing, run, max_rows)
+    store.write_json(SUMMARY_FILE, {k: v for k, v in summary.items() if k != "least_confident"})
     store.write_bytes(REPORT_FILE, render_html(summary).encode())
     logger.info("wrote %s and %s", store.uri_of(SUMMARY_FILE), store.uri_of(REPORT_FILE))
     return summary
