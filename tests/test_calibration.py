@@ -67,20 +67,30 @@ def test_temperature_for_flip_tta_probabilities():
 
 
 @pytest.mark.skipif(fer2013_parquet() is None, reason="full FER2013 (../shared/data/fer2013) not present")
-def test_shipped_model_is_calibrated_on_public_and_better_calibrated_on_private_test():
-    """The temperature recorded in the shipped artifact (fitted on PublicTest) lowers ECE on PrivateTest."""
+@pytest.mark.parametrize("name", ["ae_cnn_attn", "cnn_attn"])
+def test_shipped_models_keep_a_temperature_only_where_validation_says_it_helps(name):
+    """Each shipped artifact's temperature follows calibrate_artifact's rule, checked again here on the data: the
+    temperature fitted on PublicTest is kept only if it lowers PublicTest ECE (label smoothing often leaves a model
+    calibrated already), and a kept one also lowers ECE on PrivateTest, which it never saw."""
     from fer_ray.artifact import load_artifact
     from fer_ray.onnx_export import labeled_faces
 
-    art = load_artifact(engine="torch")
-    assert art.temperature > 0 and art.temperature != 1.0
-    assert art.meta["metrics"]["calibration"]["fitted_on"] == "val (PublicTest)"
-    faces, labels = labeled_faces(str(fer2013_parquet()), "test", art.preprocess)
+    art = load_artifact(name, engine="torch")
+    cal = art.meta["metrics"]["calibration"]
+    assert cal["fitted_on"] == "val (PublicTest)" and art.temperature > 0 and cal["fitted_temperature"] > 0
+
+    def ece_at(split: str, t: float) -> float:
+        faces, labels = labeled_faces(str(fer2013_parquet()), split, art.preprocess)
+        z, zm = art.predict_logits(faces), art.predict_logits(np.ascontiguousarray(faces[..., ::-1]))
+        return ece((softmax(z, t) + softmax(zm, t)) / 2 if art.flip_tta else softmax(z, t), labels)
+
+    fitted = cal["fitted_temperature"]
+    if art.temperature == 1.0:
+        assert ece_at("val", fitted) >= ece_at("val", 1.0) - 1e-4  # fitted T would not have helped (4-decimal record)
+    else:
+        assert art.temperature == fitted and ece_at("val", fitted) < ece_at("val", 1.0)
+        assert ece_at("test", art.temperature) < ece_at("test", 1.0)
+    faces, _ = labeled_faces(str(fer2013_parquet()), "test", art.preprocess, limit=64)
     z, zm = art.predict_logits(faces), art.predict_logits(np.ascontiguousarray(faces[..., ::-1]))
-
-    def reported(t):
-        return (softmax(z, t) + softmax(zm, t)) / 2 if art.flip_tta else softmax(z, t)
-
-    assert ece(reported(art.temperature), labels) < ece(reported(1.0), labels)
-    # the artifact's own probabilities are the calibrated ones
-    np.testing.assert_allclose(art.predict_proba(faces[:64]), reported(art.temperature)[:64], atol=1e-5)
+    expected = (softmax(z, art.temperature) + softmax(zm, art.temperature)) / 2
+    np.testing.assert_allclose(art.predict_proba(faces), expected, atol=1e-5)  # the artifact reports these
