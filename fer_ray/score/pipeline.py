@@ -17,6 +17,7 @@ same part file; that is what makes a killed run safe to resume (see :mod:`fer_ra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -39,6 +40,7 @@ import pyarrow as pa
 from fer_ray.data.sources import S3Settings, fetch_bytes, is_s3_uri, list_images_and_settings, resolve_filesystem
 from fer_ray.labels import EMOTIONS
 from fer_ray.preprocess import ImageDecodeError, PreprocessConfig
+from fer_ray.progress import Poller, Progress, ProgressCounter, progress_mode, without_ray_data_bars
 from fer_ray.runtime import init_ray
 from fer_ray.score.config import DetectConfig, ScoreConfig
 from fer_ray.score.faces import faces_from_bytes
@@ -231,6 +233,7 @@ class FacePredictor:
         threads: int = 1,
         engine: str = "torch",
         flip_tta: bool | None = None,
+        progress=None,
     ):
         import torch
 
@@ -246,6 +249,7 @@ class FacePredictor:
             self.artifact: Artifact = load_artifact(tmp, self.device, engine=engine, threads=threads)
         self.flip_tta = flip_tta
         self.run_id = run_id
+        self.progress = progress  # a ProgressCounter actor handle, or None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
@@ -275,6 +279,10 @@ class FacePredictor:
         now = dt.datetime.now(dt.timezone.utc)
         out["scored_at"] = pa.array([now] * n, pa.timestamp("ms", tz="UTC"))
         out["run_id"] = pa.array([self.run_id] * n, pa.string())
+        if self.progress is not None and n:
+            # an image's first row has face_index 0 (a face) or null (no_face / error): one per image
+            face_index = batch.column("face_index").to_numpy(zero_copy_only=False)
+            self.progress.add.remote(images=int((~(face_index > 0)).sum()), faces=int(ok.sum()))
         return pa.table({f.name: out[f.name] for f in OUTPUT_SCHEMA}, schema=OUTPUT_SCHEMA)
 
 
@@ -325,8 +333,13 @@ def build_dataset(
     settings: S3Settings | None,
     engine: str = "torch",
     gpus: float | None = None,
+    counter=None,
 ):
-    """The lazy Ray Dataset of output rows for the listing rows in ``todo`` (nothing runs until written)."""
+    """The lazy Ray Dataset of output rows for the listing rows in ``todo`` (nothing runs until written).
+
+    ``counter``: a :class:`~fer_ray.progress.ProgressCounter` actor the inference actors report
+    their images and faces to, for the driver's progress display.
+    """
     import ray.data
 
     # The listing becomes blocks of metadata (path, size, mtime, error), one CPU task each: a small
@@ -368,17 +381,57 @@ def build_dataset(
             "threads": cfg.actor_threads,
             "engine": engine,
             "flip_tta": cfg.flip_tta,
+            "progress": counter,
         },
         num_cpus=cfg.cpus_per_actor,
         num_gpus=gpus,
     )
 
 
-def score(cfg: ScoreConfig) -> ScoreResult:
+def _new_counter():
+    import ray
+
+    return ray.remote(num_cpus=0)(ProgressCounter).remote()
+
+
+@contextlib.contextmanager
+def _scoring_progress(counter, total: int, progress: bool | None):
+    """Images (of ``total``) and faces scored so far, read from ``counter`` while the pipeline runs."""
+    if counter is None:
+        yield
+        return
+    import ray
+
+    bar = Progress("scoring", total=total, unit="images", progress=progress)
+
+    def poll() -> None:
+        c = ray.get(counter.get.remote(), timeout=10)
+        bar.set(min(c.get("images", 0), total), faces=c.get("faces", 0))
+
+    try:
+        with Poller(poll, every_s=0.5 if bar.mode == "bar" else 1.0):
+            yield
+        # Every input has its rows now; the actors' last counts may still be on their way.
+        deadline = time.monotonic() + 2.0
+        with contextlib.suppress(Exception):  # progress must never fail the job
+            while bar.n < total and time.monotonic() < deadline:
+                time.sleep(0.2)
+                poll()
+        bar.set(total)
+    finally:
+        bar.close()
+        ray.kill(counter)
+
+
+def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | None = None) -> ScoreResult:
     """Score every input of ``cfg`` not yet in ``cfg.out``; write the Parquet rows, summary.json and report.html.
 
     Holds ``OUT``'s :class:`~fer_ray.score.store.RunLock` from before it reads ``OUT`` until
     the report is written (:class:`~fer_ray.score.store.OutputLocked` when another run has it).
+    ``progress``: images and faces scored, rate and ETA as a bar on a terminal, log lines
+    elsewhere (``None``), always a bar (``True``) or nothing (``False``); it replaces Ray Data's
+    own progress bars. ``report_rows``: images in report.html's per-image table (default
+    :data:`fer_ray.score.report.REPORT_ROWS`).
     """
     from fer_ray.artifact import load_artifact
 
@@ -390,7 +443,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     store = OutputStore(cfg.out, settings)
     lock = RunLock(store, run_id, stale_s=cfg.lock_stale_s).acquire(cfg.lock_wait_s)
     try:
-        return _score_locked(cfg, artifact, settings, store, lock, run_id, started)
+        return _score_locked(cfg, artifact, settings, store, lock, run_id, started, progress, report_rows)
     finally:
         lock.release()
 
@@ -403,6 +456,8 @@ def _score_locked(
     lock: RunLock,
     run_id: str,
     started: float,
+    progress: bool | None = None,
+    report_rows: int | None = None,
 ) -> ScoreResult:
     from fer_ray.artifact import load_artifact
     from fer_ray.score.report import write_report
@@ -466,13 +521,16 @@ def _score_locked(
     if len(todo):
         t0 = time.time()
         files = artifact_files(artifact.path, artifact.engine_name)
-        ds = build_dataset(todo, cfg, preprocess, files, run_id, settings, artifact.engine_name, gpus)
-        ds.write_parquet(
-            store.path(ROWS_DIR),
-            filesystem=store.fs,
-            filename_provider=_PartFilenames(run_id),
-            min_rows_per_file=cfg.rows_per_file,
-        )
+        counter = _new_counter() if progress_mode(progress) != "off" else None
+        ds = build_dataset(todo, cfg, preprocess, files, run_id, settings, artifact.engine_name, gpus, counter)
+        without_ray_data_bars(ds)
+        with _scoring_progress(counter, len(todo), progress):
+            ds.write_parquet(
+                store.path(ROWS_DIR),
+                filesystem=store.fs,
+                filename_provider=_PartFilenames(run_id),
+                min_rows_per_file=cfg.rows_per_file,
+            )
         pipeline_s = time.time() - t0
         logger.info("scored %d images in %.1f s (%.2f images/s)", len(todo), pipeline_s, len(todo) / pipeline_s)
 
@@ -489,7 +547,8 @@ def _score_locked(
         "images_changed": len(stale),
         "transient_retried": len(retry),
         "rows_superseded": dropped,
-        "images_per_s": round(len(todo) / elapsed, 3) if len(todo) else 0.0,
+        "images_per_s": round(len(todo) / elapsed, 3) if len(todo) else 0.0,  # whole job (elapsed_s)
+        "pipeline_images_per_s": round(len(todo) / pipeline_s, 3) if len(todo) and pipeline_s > 0 else 0.0,
         "removed_part_files": [{"file": f, "reason": r} for f, r in scan.removed],
         "lock_taken_over": lock.taken_over,
         "model_id": artifact.model_id,
@@ -502,5 +561,5 @@ def _score_locked(
     store.write_json(posixpath.join(RUNS_DIR, f"{run_id}.json"), run)
     store.write_json(CONFIG_FILE, {"run_id": run_id, "score": cfg.to_dict(), "preprocess": preprocess.to_dict()})
     store.write_inputs(listing)
-    summary = write_report(store, listing=listing, run=run)
+    summary = write_report(store, listing=listing, run=run, max_rows=report_rows)
     return ScoreResult(out=store.uri, run=run, summary=summary)

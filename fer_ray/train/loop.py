@@ -167,6 +167,15 @@ def evaluate(
     return stats
 
 
+def epoch_line(metrics: dict, total_epochs: int, best: dict, seconds: float) -> str:
+    """One epoch's metrics row as a log line (also the training progress when stderr is not a terminal)."""
+    return (
+        f"epoch {metrics['epoch'] + 1}/{total_epochs} {metrics['phase']}: train acc {metrics['train_acc']:.4f} "
+        f"loss {metrics['train_loss']:.4f} | val acc {metrics['val_acc']:.4f} loss {metrics['val_loss']:.4f} "
+        f"| lr {metrics['lr']:.2e} | {seconds:.0f} s (best val {best['val_acc']:.4f} @ {best['epoch']})"
+    )
+
+
 def class_weights(counts: np.ndarray) -> tuple[float, ...]:
     """Inverse-square-root frequency weights, normalized to mean 1 (helps the rare ``disgust``)."""
     counts = np.maximum(np.asarray(counts, dtype=np.float64), 1)

@@ -35,7 +35,9 @@ from fer_ray.data.ferplus import load as ferplus_load
 from fer_ray.data.sources import fingerprint, is_s3_uri, resolve_filesystem
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.models import create_model
+from fer_ray.progress import Progress, iterate, progress_mode
 from fer_ray.train.config import TrainConfig
+from fer_ray.train.loop import epoch_line
 from fer_ray.train.recipe import (
     STATE,
     build_optimizer,
@@ -137,8 +139,13 @@ def run_dir_of(cfg: TrainConfig) -> Path:
     return Path(cfg.storage_path).expanduser().resolve() / cfg.run_name
 
 
-def train_plain(cfg: TrainConfig) -> PlainResult:
-    """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export its best checkpoint."""
+def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
+    """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export its best checkpoint.
+
+    ``progress``: on a terminal (``None``) or always (``True``), a bar of epochs with the latest
+    and best validation accuracy, and one of the epoch's steps; elsewhere one log line per epoch.
+    ``False``: the per-epoch log lines only.
+    """
     if cfg.workers != 1:
         raise ValueError("the plain back end trains on one device; use --backend ray for --workers > 1")
     run_dir = run_dir_of(cfg)
@@ -171,47 +178,52 @@ def train_plain(cfg: TrainConfig) -> PlainResult:
         logger.info("resumed at epoch %d from %s", start_epoch, latest)
     save_json(record, saved_path)
 
-    for epoch in range(start_epoch, cfg.total_epochs):
-        seed = epoch_seed(cfg, epoch)
-        gen = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(train.labels), generator=gen).to(device)
-        t0 = time.perf_counter()
-        metrics = run_epoch(
-            model,
-            cfg,
-            epoch,
-            _batches(train, cfg.batch_size, order),
-            _batches(val, EVAL_BATCH),
-            optimizer,
-            scheduler,
-            device,
-            loss_cfg,
-            generator=gen,
-            scaler=scaler,
-        )
-        history.append(metrics)
-        state = checkpoint_state(model, optimizer, scheduler, scaler, epoch, history, cfg.to_dict())
-        if best is None or rank_key(metrics) > rank_key(best):
-            best = metrics
-            _save_atomic(state, run_dir / BEST / STATE)
-        state["best"] = best
-        _save_atomic(state, latest)
-        (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-        logger.info(
-            "epoch %d/%d %s: train acc %.4f loss %.4f | val acc %.4f loss %.4f | lr %.2e | %.0f s (best val %.4f @ %d)",
-            epoch + 1,
-            cfg.total_epochs,
-            metrics["phase"],
-            metrics["train_acc"],
-            metrics["train_loss"],
-            metrics["val_acc"],
-            metrics["val_loss"],
-            metrics["lr"],
-            time.perf_counter() - t0,
-            best["val_acc"],
-            best["epoch"],
-        )
+    # A bar on a terminal; elsewhere the per-epoch log lines below are the progress.
+    on_tty = progress_mode(progress) == "bar"
+    bar = Progress("training", total=cfg.total_epochs, unit="epochs", initial=start_epoch, progress=on_tty)
+    try:
+        for epoch in range(start_epoch, cfg.total_epochs):
+            t0 = time.perf_counter()
+            _plain_epoch(cfg, epoch, model, train, val, optimizer, scheduler, device, loss_cfg, scaler, history, bar)
+            metrics = history[-1]
+            state = checkpoint_state(model, optimizer, scheduler, scaler, epoch, history, cfg.to_dict())
+            if best is None or rank_key(metrics) > rank_key(best):
+                best = metrics
+                _save_atomic(state, run_dir / BEST / STATE)
+            state["best"] = best
+            _save_atomic(state, latest)
+            (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+            # one line per epoch: the progress where there is no bar, above the bar where there is one
+            logger.info("%s", epoch_line(metrics, cfg.total_epochs, best, time.perf_counter() - t0))
+            bar.update(1, val_acc=metrics["val_acc"], best=best["val_acc"])
+    finally:
+        bar.close()
     return export_plain(run_dir)
+
+
+def _plain_epoch(cfg, epoch, model, train, val, optimizer, scheduler, device, loss_cfg, scaler, history, bar) -> None:
+    """One epoch of :func:`run_epoch`, with a bar of its steps under the epochs' bar on a terminal."""
+    seed = epoch_seed(cfg, epoch)
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(train.labels), generator=gen).to(device)
+    steps = math.ceil(len(train.labels) / cfg.batch_size)
+    batches = _batches(train, cfg.batch_size, order)
+    if bar.mode == "bar":
+        batches = iterate(batches, f"epoch {epoch + 1}", total=steps, unit="steps", progress=True, leave=False)
+    metrics = run_epoch(
+        model,
+        cfg,
+        epoch,
+        batches,
+        _batches(val, EVAL_BATCH),
+        optimizer,
+        scheduler,
+        device,
+        loss_cfg,
+        generator=gen,
+        scaler=scaler,
+    )
+    history.append(metrics)
 
 
 def is_plain_run(run_dir: Path) -> bool:
