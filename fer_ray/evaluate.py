@@ -8,6 +8,10 @@
   parameter count and size on disk;
 * every inference engine the artifact holds (torch, onnx, onnx-int8) on PrivateTest, single
   pass and flip TTA side by side (:func:`engine_results`).
+
+A user's own labelled folders rarely have a PrivateTest: the tables are then computed on the
+best labelled split there is (:func:`choose_split`: test, else val, else train with a warning),
+and ``split`` in evaluation.json (and every table heading) says which.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from fer_ray.artifact import WEIGHTS, Artifact
 from fer_ray.calibration import ece
 from fer_ray.data import decode, read_labeled
 from fer_ray.labels import EMOTIONS, NUM_CLASSES
+from fer_ray.progress import Progress, iterate, without_ray_data_bars
 
 logger = logging.getLogger(__name__)
 
@@ -40,32 +45,89 @@ class EvalConfig:
     batch_size: int = 512
 
 
-def test_predictions(artifact: Artifact, source: str, batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Probabilities, labels and usage for every val+test row of ``source`` (decoded with Ray Data)."""
-    ds = decode(read_labeled(source, splits=("val", "test")), artifact.preprocess)
-    probs, plain, raw, labels, usage, errors = [], [], [], [], [], 0
+# Where each evaluated split's rows come from: FER2013's PrivateTest is the headline; a user's
+# folders have test/, val/ or only train/ (see fer_ray.data.fer2013.read_image_folders).
+ENGINE_SPLIT = {"PrivateTest": "test", "test": "test", "val": "val", "train": "train"}
+
+
+def test_predictions(
+    artifact: Artifact,
+    source: str,
+    batch_size: int = 512,
+    splits: tuple[str, ...] = ("val", "test"),
+    progress: bool | None = None,
+) -> dict[str, np.ndarray]:
+    """Probabilities, labels, split and usage for every row of ``splits`` of ``source`` (decoded with Ray Data)."""
+    ds = without_ray_data_bars(decode(read_labeled(source, splits=splits), artifact.preprocess))
+    probs, plain, raw, labels, usage, split, errors = [], [], [], [], [], [], 0
     # the same model without its temperature: calibration is measured as ECE before/after
     uncalibrated = dataclasses.replace(artifact, temperature=1.0)
-    for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        ok = pd.isna(b["error"])  # an all-null column arrives as NaN, not None
+    with Progress(
+        f"evaluating {artifact.model_config.name} ({'+'.join(splits)})", unit="faces", progress=progress
+    ) as bar:
+        for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            ok = pd.isna(b["error"])  # an all-null column arrives as NaN, not None
 
-        errors += int((~ok).sum())
-        faces = b["face"][ok]
-        single, tta = artifact.predict_proba_both(faces) if artifact.flip_tta else (artifact.predict_proba(faces),) * 2
-        probs.append(tta)
-        plain.append(single)
-        raw.append(tta if artifact.temperature == 1.0 else uncalibrated.predict_proba(faces))
-        labels.append(b["label"][ok].astype(np.int64))
-        usage.append(np.asarray(b["usage"][ok], dtype=object))
+            errors += int((~ok).sum())
+            faces = b["face"][ok]
+            if artifact.flip_tta:
+                single, tta = artifact.predict_proba_both(faces)
+            else:
+                single = tta = artifact.predict_proba(faces)
+            probs.append(tta)
+            plain.append(single)
+            raw.append(tta if artifact.temperature == 1.0 else uncalibrated.predict_proba(faces))
+            labels.append(b["label"][ok].astype(np.int64))
+            usage.append(np.asarray(b["usage"][ok], dtype=object))
+            split.append(np.asarray(b["split"][ok], dtype=object))
+            bar.update(int(ok.sum()), errors=errors)
     if errors:
         logger.warning("%d evaluation images failed to decode and are left out", errors)
+    if not labels:
+        k = len(EMOTIONS)
+        return {
+            "probs": np.zeros((0, k), np.float32),
+            "probs_no_tta": np.zeros((0, k), np.float32),
+            "probs_uncalibrated": np.zeros((0, k), np.float32),
+            "labels": np.zeros(0, np.int64),
+            "usage": np.zeros(0, object),
+            "split": np.zeros(0, object),
+        }
     return {
         "probs": np.concatenate(probs),  # as scoring and Serve compute them (the artifact's flip_tta)
         "probs_no_tta": np.concatenate(plain),
         "probs_uncalibrated": np.concatenate(raw),
         "labels": np.concatenate(labels),
         "usage": np.concatenate(usage),
+        "split": np.concatenate(split),
     }
+
+
+def choose_split(pred: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
+    """(name, row mask) of the split the tables are computed on: PrivateTest, else test, else val; None if none.
+
+    FER2013's PrivateTest is never used in training or selection. Folders without it may still
+    have test/ (the same role) or val/ (used for checkpoint selection: slightly optimistic).
+    """
+    usage, split = pred["usage"], pred["split"]
+    for name, mask in (
+        ("PrivateTest", usage == "PrivateTest"),
+        ("test", split == "test"),
+        ("val", split == "val"),
+    ):
+        if mask.any():
+            return name, mask
+    return None
+
+
+_SPLIT_NOTES = {
+    "PrivateTest": "FER2013 PrivateTest: never used for training or checkpoint selection",
+    "test": "the test split (no FER2013 PrivateTest rows in this data)",
+    "val": "the validation split (no test split in this data; training chose its best checkpoint on it, "
+    "so this is optimistic)",
+    "train": "the training split (no test or validation split in this data; the model may have trained on "
+    "these images, so this is optimistic: add a test/ folder for an honest figure)",
+}
 
 
 def confusion(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
@@ -113,12 +175,35 @@ def random_draws(probs: np.ndarray, labels: np.ndarray, cfg: EvalConfig) -> dict
     return {"per_iteration": accs, "mean": float(np.mean(accs)), "std": float(np.std(accs))}
 
 
-def evaluate_artifact(artifact: Artifact, source: str, cfg: EvalConfig = EvalConfig()) -> dict[str, Any]:
-    pred = test_predictions(artifact, source, cfg.batch_size)
-    private = pred["usage"] == "PrivateTest"
-    paper = np.isin(pred["usage"], ["PublicTest", "PrivateTest"])
+def evaluate_artifact(
+    artifact: Artifact, source: str, cfg: EvalConfig = EvalConfig(), progress: bool | None = None
+) -> dict[str, Any]:
+    """The tables' numbers for one artifact on the split :func:`choose_split` picks (``split`` says which).
+
+    ``test*`` keys hold that split's metrics; ``public_test`` and ``paper_test_7178`` appear only
+    for FER2013 data (rows whose usage is PublicTest/PrivateTest).
+    """
+    pred = test_predictions(artifact, source, cfg.batch_size, progress=progress)
+    chosen = choose_split(pred)
+    if chosen is None:
+        logger.warning(
+            "%s has no test or validation rows: evaluating %s on its training split, which the model may "
+            "have been trained on (optimistic); add a test/ folder of labelled images for an honest figure",
+            source,
+            artifact.model_config.name,
+        )
+        pred = test_predictions(artifact, source, cfg.batch_size, splits=("train",), progress=progress)
+        chosen = ("train", np.ones(len(pred["labels"]), dtype=bool))
+    name, mask = chosen
+    if not mask.any():
+        raise ValueError(
+            f"{source} has no labelled images that decode in train, val or test: nothing to evaluate "
+            "(expected <split>/<emotion>/<image> folders, a FER2013 Parquet or the Kaggle CSV)"
+        )
+    probs, labels = pred["probs"][mask], pred["labels"][mask]
+    uncertain = artifact.uncertain(probs)
     weights = artifact.path / WEIGHTS if artifact.path else None
-    return {
+    result = {
         "model": artifact.model_config.name,
         "model_id": artifact.model_id,
         "engine": artifact.engine_name,
@@ -126,68 +211,92 @@ def evaluate_artifact(artifact: Artifact, source: str, cfg: EvalConfig = EvalCon
         "parameters": int(sum(p.numel() for p in artifact.model.parameters())),
         "weights_bytes": weights.stat().st_size if weights else None,
         "flip_tta": artifact.flip_tta,
-        "private_test": split_metrics(pred["probs"][private], pred["labels"][private]),
-        "private_test_accuracy_no_tta": _accuracy(pred["probs_no_tta"][private], pred["labels"][private]),
-        "paper_test_7178": split_metrics(pred["probs"][paper], pred["labels"][paper]),
-        "public_test": split_metrics(
-            pred["probs"][pred["usage"] == "PublicTest"], pred["labels"][pred["usage"] == "PublicTest"]
-        ),
-        "table4_private": random_draws(pred["probs"][private], pred["labels"][private], cfg),
+        "split": name,
+        "split_note": _SPLIT_NOTES[name],
+        "test": split_metrics(probs, labels),
+        "test_accuracy_no_tta": _accuracy(pred["probs_no_tta"][mask], labels),
+        "table4": random_draws(probs, labels, cfg),
         "calibration": {
             "temperature": artifact.temperature,
             "uncertain_below": artifact.uncertain_below,
-            "private_ece_before": ece(pred["probs_uncalibrated"][private], pred["labels"][private]),
-            "private_ece_after": ece(pred["probs"][private], pred["labels"][private]),
-            "private_uncertain_share": float(artifact.uncertain(pred["probs"][private]).mean()),
-            "private_accuracy_certain": _accuracy(
-                pred["probs"][private][~artifact.uncertain(pred["probs"][private])],
-                pred["labels"][private][~artifact.uncertain(pred["probs"][private])],
-            ),
+            "ece_before": ece(pred["probs_uncalibrated"][mask], labels),
+            "ece_after": ece(probs, labels),
+            "uncertain_share": float(uncertain.mean()),
+            "accuracy_certain": _accuracy(probs[~uncertain], labels[~uncertain]),
         },
         "best_epoch": artifact.meta.get("metrics", {}).get("best", {}),
     }
+    public = pred["usage"] == "PublicTest"
+    if name == "PrivateTest" and public.any():  # FER2013: the paper's 7,178-image test set as well
+        paper = public | (pred["usage"] == "PrivateTest")
+        result["public_test"] = split_metrics(pred["probs"][public], pred["labels"][public])
+        result["paper_test_7178"] = split_metrics(pred["probs"][paper], pred["labels"][paper])
+    logger.info(
+        "%s: %s accuracy %.2f%% on %d images", result["model"], name, 100 * result["test"]["accuracy"], len(labels)
+    )
+    return result
+
+
+def _split_of(results: list[dict[str, Any]]) -> str:
+    return results[0]["split"] if results else "PrivateTest"
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    """Table 2/6 side by side, plus Table 4 mean and model size."""
+    """Table 2/6 side by side, plus Table 4 mean and model size, on the split the results name."""
+    split = _split_of(results)
+    n = results[0]["test"]["n"] if results else 0
+    paper = any("paper_test_7178" in r for r in results)
+    draws = results[0]["table4"]["per_iteration"] if results else []
+    size = f"{len(draws)} draws"
     lines = [
-        "| model | params | weights | PrivateTest acc (3,589) | PrivateTest loss | paper test acc (7,178)* "
-        "| macro F1 (Private) | Table 4 mean (15x100) | flip TTA | PrivateTest acc without TTA |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"Evaluated on {split}: {results[0]['split_note'] if results else '-'}.\n",
+        f"| model | params | weights | {split} acc ({n:,}) | {split} loss "
+        + ("| paper test acc (7,178)* " if paper else "")
+        + f"| macro F1 ({split}) | Table 4 mean ({size}) | flip TTA | {split} acc without TTA |",
+        "|---|---|---|---|---|" + ("---|" if paper else "") + "---|---|---|---|",
     ]
     for r in results:
-        p, t = r["private_test"], r["paper_test_7178"]
-        no_tta = r.get("private_test_accuracy_no_tta")
+        p = r["test"]
+        no_tta = r.get("test_accuracy_no_tta")
+        paper_cell = ""
+        if paper:
+            paper_cell = f" {r['paper_test_7178']['accuracy']:.2%} |" if "paper_test_7178" in r else " - |"
         lines.append(
             f"| {r['model']} | {r['parameters']:,} | {r['weights_bytes'] / 2**20:.2f} MB | {p['accuracy']:.2%} "
-            f"| {p['loss']:.3f} | {t['accuracy']:.2%} | {p['macro_f1']:.3f} | {r['table4_private']['mean']:.2%} "
+            f"| {p['loss']:.3f} |{paper_cell} {p['macro_f1']:.3f} | {r['table4']['mean']:.2%} "
             f"| {'yes' if r.get('flip_tta') else 'no'} | {'-' if no_tta is None else f'{no_tta:.2%}'} |"
         )
-    lines.append("\n*PublicTest (half of the 7,178) served for model selection; PrivateTest is the headline.")
+    if paper:
+        lines.append("\n*PublicTest (half of the 7,178) served for model selection; PrivateTest is the headline.")
     lines.append(
         "Accuracies are as scoring and Serve compute them: with mirror-image test-time augmentation (flip TTA)"
         " when the artifact enables it; the last column is the single-pass figure."
     )
-    lines.append("\nPer-class F1 on PrivateTest:\n")
+    lines.append(f"\nPer-class F1 on {split}:\n")
     lines.append("| model | " + " | ".join(EMOTIONS) + " |")
     lines.append("|---|" + "---|" * len(EMOTIONS))
     for r in results:
-        pc = r["private_test"]["per_class"]
+        pc = r["test"]["per_class"]
         lines.append(f"| {r['model']} | " + " | ".join(f"{pc[e]['f1']:.2f}" for e in EMOTIONS) + " |")
-    lines.append("\nCalibration on PrivateTest (temperature and cut-off fitted on PublicTest):\n")
+    fitted = "PublicTest" if split == "PrivateTest" else "the validation split by jobs/calibrate.py"
+    lines.append(f"\nCalibration on {split} (temperature and cut-off fitted on {fitted}):\n")
     lines.append(
         "| model | temperature | ECE before | ECE after | uncertain below | uncertain share | acc. of the rest |"
     )
     lines.append("|---|---|---|---|---|---|---|")
     for r in results:
         c = r.get("calibration", {})
-        cut, rest = c.get("uncertain_below"), c.get("private_accuracy_certain")
+        cut, rest = c.get("uncertain_below"), c.get("accuracy_certain")
         lines.append(
-            f"| {r['model']} | {c.get('temperature', 1.0):.3f} | {c.get('private_ece_before', 0):.4f} "
-            f"| {c.get('private_ece_after', 0):.4f} | {'-' if cut is None else f'{cut:.2f}'} "
-            f"| {c.get('private_uncertain_share', 0):.1%} | {'-' if rest is None else f'{rest:.2%}'} |"
+            f"| {r['model']} | {c.get('temperature', 1.0):.3f} | {c.get('ece_before', 0):.4f} "
+            f"| {c.get('ece_after', 0):.4f} | {'-' if cut is None else f'{cut:.2f}'} "
+            f"| {c.get('uncertain_share', 0):.1%} | {'-' if rest is None else f'{rest:.2%}'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _split_slug(split: str) -> str:
+    return "private" if split == "PrivateTest" else split
 
 
 def write_plots(result: dict[str, Any], history: list[dict[str, Any]], out: Path, tag: str) -> None:
@@ -196,8 +305,10 @@ def write_plots(result: dict[str, Any], history: list[dict[str, Any]], out: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cm = np.array(result["private_test"]["confusion"])
-    np.savetxt(out / f"{tag}_confusion_private.csv", cm, fmt="%d", delimiter=",", header=",".join(EMOTIONS))
+    split = result["split"]
+    cm = np.array(result["test"]["confusion"])
+    name = f"{tag}_confusion_{_split_slug(split)}"
+    np.savetxt(out / f"{name}.csv", cm, fmt="%d", delimiter=",", header=",".join(EMOTIONS))
     fig, ax = plt.subplots(figsize=(6, 5))
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
@@ -208,9 +319,9 @@ def write_plots(result: dict[str, Any], history: list[dict[str, Any]], out: Path
     ax.set_yticks(range(NUM_CLASSES), EMOTIONS)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{tag}: PrivateTest confusion (row-normalized)")
+    ax.set_title(f"{tag}: {split} confusion (row-normalized)")
     fig.tight_layout()
-    fig.savefig(out / f"{tag}_confusion_private.png", dpi=120)
+    fig.savefig(out / f"{name}.png", dpi=120)
     plt.close(fig)
     if history:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -230,8 +341,10 @@ def write_plots(result: dict[str, Any], history: list[dict[str, Any]], out: Path
         plt.close(fig)
 
 
-def engine_results(artifact: Artifact, source: str, split: str = "test", threads: int | None = None) -> list[dict]:
-    """Accuracy of every engine ``artifact`` holds on one split (PrivateTest), single pass and flip TTA.
+def engine_results(
+    artifact: Artifact, source: str, split: str = "test", threads: int | None = None, progress: bool | None = None
+) -> list[dict]:
+    """Accuracy of every engine ``artifact`` holds on one split (FER2013's test: PrivateTest), single pass and TTA.
 
     The faces are decoded once and fed to each engine, so the rows differ only in the engine.
     """
@@ -247,9 +360,8 @@ def engine_results(artifact: Artifact, source: str, split: str = "test", threads
     if len(labels) == 0:
         return []
     rows, reference = [], None
-    for name in ENGINES:
-        if name in ONNX_FILES and not (artifact.path / ONNX_FILES[name]).is_file():
-            continue
+    names = [n for n in ENGINES if n not in ONNX_FILES or (artifact.path / ONNX_FILES[n]).is_file()]
+    for name in iterate(names, f"engines of {artifact.model_config.name}", len(names), "engines", progress):
         art = load_artifact(artifact.path, engine=name, threads=threads or os.cpu_count())
         acc = engine_accuracy(art, faces, labels)
         top = acc.pop("_top")
@@ -276,7 +388,7 @@ def engines_markdown(results: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     lines = [
-        "\nInference engines on PrivateTest (the same decoded faces through each engine):\n",
+        f"\nInference engines on {_split_of(results)} (the same decoded faces through each engine):\n",
         "| model | engine | file | MB | single pass | flip TTA | same top-1 as torch |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -295,14 +407,20 @@ def evaluate_all(
     out_dir: str | Path,
     cfg: EvalConfig = EvalConfig(),
     engines: bool = True,
+    progress: bool | None = None,
 ) -> list[dict]:
+    """Evaluate each artifact on ``source`` (see :func:`evaluate_artifact`); write evaluation.json/.md and plots.
+
+    ``progress``: faces evaluated as a bar on a terminal, log lines elsewhere (``None``), always a
+    bar (``True``) or nothing (``False``).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for art in artifacts:
-        r = evaluate_artifact(art, source, cfg)
+        r = evaluate_artifact(art, source, cfg, progress)
         if engines:
-            r["engines"] = engine_results(art, source)
+            r["engines"] = engine_results(art, source, ENGINE_SPLIT[r["split"]], progress=progress)
         tag = art.model_config.name
         write_plots(r, art.meta.get("metrics", {}).get("history", []), out, tag)
         results.append(r)

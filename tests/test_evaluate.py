@@ -1,13 +1,17 @@
-"""The paper's evaluation tables on a tiny labelled set with PublicTest and PrivateTest rows."""
+"""The paper's evaluation tables on a tiny labelled set with PublicTest and PrivateTest rows, and on a
+user's own folders without them."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from fer_ray.artifact import load_artifact, save_artifact
-from fer_ray.evaluate import EvalConfig, confusion, evaluate_all, per_class
+from fer_ray.evaluate import EvalConfig, choose_split, confusion, evaluate_all, per_class
+from fer_ray.labels import EMOTIONS
 from fer_ray.models import ModelConfig, create_model
-from tests.fer_fixtures import write_tiny_fer_parquet
+from tests.fer_fixtures import synthetic_face, write_tiny_fer_parquet
 
 
 def test_per_class_metrics():
@@ -35,12 +39,13 @@ def test_evaluate_all_writes_tables(ray_local, tmp_path):
     assert engines["torch"]["val_accuracy"] is not None and engines["onnx-int8"]["sha256"]
     art = load_artifact(path, engine="torch")
     (r,) = evaluate_all([art], str(data), tmp_path / "eval", EvalConfig(iterations=3, sample_size=10))
-    assert r["private_test"]["n"] == 21 and r["public_test"]["n"] == 21 and r["paper_test_7178"]["n"] == 42
-    acc = r["private_test"]["accuracy"]
-    assert 0 <= acc <= 1 and np.asarray(r["private_test"]["confusion"]).sum() == 21
-    assert len(r["table4_private"]["per_iteration"]) == 3
+    assert r["split"] == "PrivateTest" and "never used for training" in r["split_note"]
+    assert r["test"]["n"] == 21 and r["public_test"]["n"] == 21 and r["paper_test_7178"]["n"] == 42
+    acc = r["test"]["accuracy"]
+    assert 0 <= acc <= 1 and np.asarray(r["test"]["confusion"]).sum() == 21
+    assert len(r["table4"]["per_iteration"]) == 3
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())[0]["model"] == "ae_cnn_attn"
-    assert r["flip_tta"] is True and 0 <= r["private_test_accuracy_no_tta"] <= 1
+    assert r["flip_tta"] is True and 0 <= r["test_accuracy_no_tta"] <= 1
     md = (tmp_path / "eval" / "evaluation.md").read_text()
     assert "PrivateTest acc without TTA" in md
     assert "| 1 | joint | 1.500 | 40.00% | 1.400 | 45.00% |" in md  # the per-epoch history table
@@ -48,8 +53,57 @@ def test_evaluate_all_writes_tables(ray_local, tmp_path):
     # every engine on PrivateTest, the same faces through each
     assert [e["engine"] for e in r["engines"]] == ["torch", "onnx", "onnx-int8"]
     by = {e["engine"]: e for e in r["engines"]}
-    assert (
-        by["torch"]["accuracy_flip_tta"] == acc and by["torch"]["accuracy_single"] == r["private_test_accuracy_no_tta"]
-    )
+    assert by["torch"]["accuracy_flip_tta"] == acc and by["torch"]["accuracy_single"] == r["test_accuracy_no_tta"]
     assert by["onnx"]["top1_agreement_with_first"] == 1.0 and by["onnx"]["n"] == 21
     assert "Inference engines on PrivateTest" in md and "| onnx-int8 | model.int8.onnx |" in md
+
+
+def test_choose_split_prefers_private_test_then_test_then_val():
+    def pred(usage, split):
+        return {"usage": np.array(usage, dtype=object), "split": np.array(split, dtype=object)}
+
+    name, mask = choose_split(pred(["PublicTest", "PrivateTest", None], ["val", "test", "test"]))
+    assert name == "PrivateTest" and mask.tolist() == [False, True, False]
+    name, mask = choose_split(pred([None, None, None], ["val", "test", "test"]))
+    assert name == "test" and mask.tolist() == [False, True, True]
+    name, mask = choose_split(pred(["PublicTest", None], ["val", "val"]))
+    assert name == "val" and mask.all()
+    assert choose_split(pred([], [])) is None  # the caller falls back to train, with a warning
+
+
+def _write_folders(root: Path, splits: dict[str, int], seed: int = 0) -> Path:
+    """A user's own ``<split>/<emotion>/<n>.png`` folders (no Kaggle PrivateTest_ names)."""
+    rng = np.random.default_rng(seed)
+    for split, n in splits.items():
+        for label, emotion in enumerate(EMOTIONS):
+            d = root / split / emotion
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(synthetic_face(label, rng)).save(d / f"{i}.png")
+    return root
+
+
+def test_evaluate_own_folders_without_private_test(ray_local, tmp_path, caplog):
+    cfg = ModelConfig(widths=(16, 32), latent_channels=16)
+    art = load_artifact(save_artifact(create_model(cfg), cfg, tmp_path / "m"), engine="torch")
+    tiny = EvalConfig(iterations=2, sample_size=5)
+
+    # train/ and test/: the tables are on test/, and say so
+    data = _write_folders(tmp_path / "mine", {"train": 2, "test": 3})
+    (r,) = evaluate_all([art], str(data), tmp_path / "eval", tiny, engines=True, progress=False)
+    assert r["split"] == "test" and r["test"]["n"] == 21 and np.asarray(r["test"]["confusion"]).sum() == 21
+    assert "paper_test_7178" not in r and "public_test" not in r
+    assert [e["split"] for e in r["engines"]] == ["test"] and r["engines"][0]["n"] == 21
+    saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())[0]
+    assert saved["split"] == "test" and saved["split_note"].startswith("the test split")
+    md = (tmp_path / "eval" / "evaluation.md").read_text()
+    assert md.startswith("Evaluated on test:") and "| test acc (21) |" in md and "paper test" not in md
+    assert (tmp_path / "eval" / "ae_cnn_attn_confusion_test.png").stat().st_size > 0
+
+    # train/ only: evaluated on train with a warning that says why that is optimistic
+    data = _write_folders(tmp_path / "only_train", {"train": 2})
+    with caplog.at_level("WARNING", logger="fer_ray.evaluate"):
+        (r,) = evaluate_all([art], str(data), tmp_path / "eval2", tiny, engines=False, progress=False)
+    assert r["split"] == "train" and r["test"]["n"] == 14 and "optimistic" in r["split_note"]
+    assert any("no test or validation rows" in m for m in caplog.messages)
+    assert "Evaluated on train:" in (tmp_path / "eval2" / "evaluation.md").read_text()
