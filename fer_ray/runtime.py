@@ -40,33 +40,34 @@ def configure_logging(verbose: bool = False) -> None:
     ``/tmp/ray/session_latest/logs``). Our own loggers are untouched.
 
     Call it once, before :func:`init_ray` (the CLIs do, right after parsing); calling it again
-    switches. It imports ``ray`` (whose import installs the ``ray`` logger this adjusts).
+    switches. It does not import Ray (plain training runs without it): the levels are applied now
+    to what is imported and again by :func:`init_ray`.
     """
     global _verbose
-    import ray  # noqa: F401  (its import sets the "ray" logger's level; ours must come after)
-
     _verbose = verbose
-    logging.getLogger("ray").setLevel(logging.INFO if verbose else logging.WARNING)
-    _quiet_ray_data()
+    _apply_ray_log_levels()
 
 
 def is_verbose() -> bool:
-    """Whether Ray's own output is wanted: ``configure_logging(verbose=True)`` or never configured."""
-    return _verbose is not False
+    """Whether ``configure_logging(verbose=True)`` asked for Ray's own output (e.g. Tune's trial tables)."""
+    return _verbose is True
 
 
-def _quiet_ray_data() -> None:
-    """Ray Data logs INFO (plans, "Running Dataset", progress as log lines) through its own console
-    handler on ``ray.data``, set up when ``ray.data`` is first imported; raise that handler to WARNING
-    when quiet. A no-op until ``ray.data`` is imported: :func:`init_ray` calls it again."""
+def _apply_ray_log_levels() -> None:
+    """The ``ray`` logger's level (``import ray`` sets it to INFO) and that of Ray Data's console
+    handler (set up by ``import ray.data``: plans, "Running Dataset", progress as log lines), for
+    whichever of the two is imported; a no-op until :func:`configure_logging` has run."""
     import sys
 
-    if _verbose is None or "ray.data" not in sys.modules:
+    if _verbose is None:
         return
     level = logging.INFO if _verbose else logging.WARNING
-    for h in logging.getLogger("ray.data").handlers:
-        if not isinstance(h, logging.FileHandler) and type(h).__name__ != "SessionFileHandler":
-            h.setLevel(level)
+    if "ray" in sys.modules:
+        logging.getLogger("ray").setLevel(level)
+    if "ray.data" in sys.modules:  # its file handler (ray-data.log in the session dir) keeps everything
+        for h in logging.getLogger("ray.data").handlers:
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                h.setLevel(level)
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,8 @@ def init_ray(cfg: RayConfig | None = None) -> None:
         return
     if _verbose is False:
         import ray.data  # noqa: F401  (so that its console logging is quieted before any dataset runs)
-
-        _quiet_ray_data()
-    log_to_driver = is_verbose()
+    _apply_ray_log_levels()
+    log_to_driver = _verbose is not False  # Ray's default unless configure_logging() quieted it
     address = resolve_address(cfg)
     if address != LOCAL:
         if cfg.num_cpus is not None or cfg.num_gpus is not None:

@@ -75,3 +75,31 @@ def test_private_local_ray_despite_a_stale_cluster_file():
 
         _kill_cluster(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_configure_logging_quiets_ray_and_ray_data_consoles_and_verbose_restores_them(monkeypatch):
+    import logging
+
+    import ray.data  # noqa: F401  (sets up Ray Data's console handler, as a job's first dataset does)
+
+    from fer_ray import runtime
+
+    def consoles():
+        handlers = logging.getLogger("ray.data").handlers  # a terminal one, and one writing ray-data.log
+        return [h for h in handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+
+    ray_logger = logging.getLogger("ray")
+    saved = ray_logger.level, [h.level for h in consoles()]
+    monkeypatch.setattr(runtime, "_verbose", None)  # restored after the test, like the levels below
+    try:
+        assert consoles(), "Ray Data no longer logs through its own console handler: revisit configure_logging"
+        runtime.configure_logging(verbose=False)
+        assert ray_logger.level == logging.WARNING and {h.level for h in consoles()} == {logging.WARNING}
+        assert not runtime.is_verbose()
+        runtime.configure_logging(verbose=True)
+        assert ray_logger.level == logging.INFO and {h.level for h in consoles()} == {logging.INFO}
+        assert runtime.is_verbose()
+    finally:
+        ray_logger.setLevel(saved[0])
+        for h, level in zip(consoles(), saved[1], strict=True):
+            h.setLevel(level)
