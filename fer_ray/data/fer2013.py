@@ -124,11 +124,9 @@ def read_fer_parquet(
         filesystem, path = resolve_filesystem(str(path), settings)
     import ray.data
 
-    ds = ray.data.read_parquet(
-        path,
-        columns=parquet_columns(path, filesystem, labels),
-        filesystem=filesystem,
-        **read_kwargs,
+    # select_columns is pushed down into the read (Ray >= 2.51 deprecates read_parquet(columns=...))
+    ds = ray.data.read_parquet(path, filesystem=filesystem, **read_kwargs).select_columns(
+        parquet_columns(path, filesystem, labels)
     )
     return ds.map_batches(parquet_rows, fn_kwargs={"splits": splits, "ferplus": ferplus}, batch_format="pandas")
 
