@@ -57,13 +57,15 @@ class Exit(Exception):
 
 # ---------------------------------------------------------------- running a job
 def setup(verbose: bool = False) -> None:
-    """Logging for CLIs; usage stats stay off unless the user opted in (see fer_ray/__init__)."""
+    """Logging for CLIs: our INFO lines, other libraries' warnings only (botocore's "Found credentials ..." is
+    noise to a user); ``verbose``: everything at DEBUG. Usage stats stay off unless the user opted in."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("fer_ray").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def before_ray(ns: argparse.Namespace) -> None:
@@ -415,13 +417,13 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> None:
             return
 
 
-def check_model(spec: str | None, flag: str = "--model") -> None:
-    """``spec`` names a model artifact: a directory with artifact.json and weights.pt, or a shipped name."""
-    if spec is None or is_remote(spec):
-        if spec is not None:
-            check_bucket(spec, flag)
+def check_model(spec: str | None, flag: str = "--model", engine: str | None = None) -> None:
+    """``spec`` names a model artifact that loads: a directory with artifact.json and weights.pt whose hashes
+    match (and the ``engine``'s file when one is asked for), or a shipped name. s3:// artifacts: the bucket only."""
+    if is_remote(spec):
+        check_bucket(str(spec), flag)
         return
-    from fer_ray.artifact import META, WEIGHTS, resolve_model
+    from fer_ray.artifact import META, WEIGHTS, load_artifact, resolve_model
 
     p = resolve_model(spec)
     if not p.exists():
@@ -432,6 +434,10 @@ def check_model(spec: str | None, flag: str = "--model") -> None:
             f"{flag} {spec}: {p} is not a model artifact (no {' or '.join(missing)})",
             f"pass the artifact directory (jobs/train.py writes runs/<name>/artifact) or one of {SHIPPED}",
         )
+    try:
+        load_artifact(p, engine=engine)  # hashes, format, label map, the engine's file: the messages say what to do
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"{flag} {spec}: {e}") from e
 
 
 def local_artifact_dir(spec: str | None, verb: str) -> str:
@@ -471,7 +477,10 @@ def check_bucket(url: str, flag: str, output: bool = False) -> None:
 
     from fer_ray.data.sources import S3Settings
 
-    settings = S3Settings.from_env()
+    try:
+        settings = S3Settings.from_env()
+    except ValueError as e:
+        raise UserError(f"{flag} {url}: {e}", "fix AWS_ENDPOINT_URL (e.g. http://127.0.0.1:9000)") from None
     where = f" at {settings.endpoint_url}" if settings.endpoint_url else ""
     try:
         settings.client().head_bucket(Bucket=bucket)

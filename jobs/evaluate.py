@@ -61,7 +61,7 @@ def get_args_parser() -> Parser:
 def main(argv: list[str]) -> int:
     cfg, ns = parse_config(get_args_parser(), argv)
     for m in cfg.model:
-        check_model(m)
+        check_model(m, engine=cfg.engine)
     source = check_data(cfg.data)
     check_output_dir(cfg.out, "--out")
     if cfg.photos:

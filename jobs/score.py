@@ -77,7 +77,7 @@ def check_all(cfg: ScoreConfig) -> None:
     check_output_dir(cfg.out, "--out")
     if cfg.save_crops:
         check_output_dir(cfg.save_crops, "--save-crops")
-    check_model(cfg.model)
+    check_model(cfg.model, engine=cfg.engine)
 
 
 if __name__ == "__main__":

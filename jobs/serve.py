@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     from fer_ray.runtime import LOCAL, RayConfig, init_ray, resolve_address
 
     ray_cfg = RayConfig(address=a.address, num_cpus=a.ray_cpus)
-    check_model(cfg.model)
+    check_model(cfg.model, engine=cfg.engine)
     try:
         key = resolve_api_key(cfg.api_key_file)  # here too, so a bad key file stops us before Ray starts
     except ValueError as e:

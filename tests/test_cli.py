@@ -1,0 +1,276 @@
+"""The command line every job shares: flags from the config dataclasses, --config files, errors a person can act on.
+
+The jobs run as the user runs them (``python jobs/X.py ...`` in a subprocess) wherever the exit status,
+stderr or start-up cost is the point; none of these tests starts Ray (``--print-config`` and the checks
+before Ray leave first). Round trips of every job's settings run in-process through the same ``main``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fer_ray.models.config import ModelConfig
+from fer_ray.train.config import TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+JOBS = ("train", "tune", "score", "serve", "evaluate", "calibrate", "export_onnx", "describe_data", "report")
+# Settings each job is given in the round trip: a few of its own, incl. a nested one where it has them.
+SAMPLE_ARGS = {
+    "train": ["--arch", "cnn_attn", "--lr", "0.01", "--widths", "16,32", "--no-augment", "--address", "auto"],
+    "tune": ["--arch", "cnn_attn", "--run-name", "s1", "--num-samples", "3", "--epochs", "2", "--grace-period", "2"],
+    "score": ["in", "more/*.jpg", "--out", "o", "--min-face", "30", "--engine", "onnx", "--no-tta", "--ray-cpus", "3"],
+    "serve": ["--model", "cnn_attn", "--max-batch-size", "16", "--detector", "haar", "--replicas", "auto"],
+    "evaluate": ["cnn_attn", "--model", "default", "--out", "o", "--no-engines"],
+    "calibrate": ["--model", "cnn_attn", "--data", "d.parquet"],
+    "export_onnx": ["cnn_attn", "--calib", "64"],
+    "describe_data": ["a.parquet", "b/", "--limit", "5"],
+    "report": ["out/x"],
+}
+# A flag per job that the round trip gives on top of the file: (flag, value, its JSON path, the value expected).
+OVERRIDE = {
+    "train": ("--lr", "0.02", ("lr",), 0.02),
+    "tune": ("--epochs", "3", ("base", "epochs"), 3),
+    "score": ("--min-face", "50", ("detect", "min_face"), 50),
+    "serve": ("--detector", "yunet", ("detect", "detector"), "yunet"),
+    "evaluate": ("--seed", "7", ("seed",), 7),
+    "calibrate": ("--data", "e.parquet", ("data",), "e.parquet"),
+    "export_onnx": ("--seed", "3", ("seed",), 3),
+    "describe_data": ("--limit", "9", ("limit",), 9),
+    "report": None,  # its one setting is OUT
+}
+
+
+def run_job(job: str, *args: object, env: dict[str, str] | None = None, timeout: float = 600):
+    """``python jobs/<job>.py args`` from the repo root, as a user runs it."""
+    e = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    e.update(RAY_USAGE_STATS_ENABLED="0", **(env or {}))
+    cmd = [sys.executable, f"jobs/{job}.py", *map(str, args)]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def user_error(res: subprocess.CompletedProcess, *words: str) -> str:
+    """The one stderr line of a user error (exit 2, no traceback), checked to name ``words``."""
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    assert "Traceback" not in res.stderr and len(lines) == 1, res.stderr[-2000:]
+    assert lines[0].startswith("fer_ray: error: ") and " — " in lines[0], lines[0]
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+def in_process(job: str, argv: list[str]) -> tuple[int, str, str]:
+    """(status, stdout, stderr) of the job's ``main(argv)`` in this process (no Ray for --print-config)."""
+    main = importlib.import_module(f"jobs.{job}").main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def printed_config(job: str, argv: list[str]) -> dict:
+    code, out, err = in_process(job, [*argv, "--print-config"])
+    assert code == 0, err
+    return json.loads(out)
+
+
+def help_entries(text: str) -> list[str]:
+    """Each option's entry of ``--help`` (its flags and help text joined on one line)."""
+    entries: list[list[str]] = []
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if re.match(r"^  -", line):
+            current = [line.strip()]
+            entries.append(current)
+        elif current is not None and line.startswith("    "):
+            current.append(line.strip())
+        else:
+            current = None
+    return [" ".join(e) for e in entries]
+
+
+# ---------------------------------------------------------------- --help
+@pytest.mark.parametrize("job", JOBS)
+def test_help_lists_every_flag_with_its_default(job):
+    res = run_job(job, "--help")
+    assert res.returncode == 0, res.stderr
+    entries = help_entries(res.stdout)
+    parser = importlib.import_module(f"jobs.{job}").get_args_parser()
+    flags = [s for a in parser._actions for s in a.option_strings if s not in ("-h", "--help")]
+    assert {"--config", "--print-config", "--verbose", "--debug"} <= set(flags), flags
+    for flag in flags:
+        (entry,) = [e for e in entries if re.search(rf"(^|, ){re.escape(flag)}( |,|$)", e)]
+        text = entry.split("  ", 1)[-1].strip()
+        assert "(default: " in entry and len(text) > len("(default: x)"), f"{job} {flag}: {entry!r}"
+
+
+# ---------------------------------------------------------------- --config files
+@pytest.mark.parametrize("job", JOBS)
+def test_config_file_round_trips_and_flags_override_it(job, tmp_path):
+    first = printed_config(job, SAMPLE_ARGS[job])
+    for suffix, dump in ((".json", json.dumps), (".yaml", yaml.safe_dump)):
+        f = tmp_path / f"{job}{suffix}"
+        f.write_text(dump(first))
+        assert printed_config(job, ["--config", str(f)]) == first, suffix  # the file alone: the same settings
+    if OVERRIDE[job] is None:
+        return
+    flag, value, path, expected = OVERRIDE[job]
+    over = printed_config(job, ["--config", str(f), flag, value])
+    got = over
+    for k in path:
+        got = got[k]
+    assert got == expected
+    unchanged = {k: v for k, v in over.items() if k != path[0]}
+    assert unchanged == {k: v for k, v in first.items() if k != path[0]}  # everything else still from the file
+
+
+def test_config_file_values_reach_the_training_config(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text(yaml.safe_dump({"model": {"name": "cnn_attn", "widths": [16, 32]}, "augment": None, "momentum": 0.8}))
+    res = run_job("train", "--config", y, "--lr", "0.005", "--print-config")
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    got = json.loads(res.stdout)
+    assert (got["model"]["name"], got["model"]["widths"], got["augment"]) == ("cnn_attn", [16, 32], None)
+    assert (got["momentum"], got["lr"], got["run_name"]) == (0.8, 0.005, "cnn_attn")  # run name: the arch's
+
+
+def test_unknown_config_keys_are_named_with_the_valid_ones(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text(yaml.safe_dump({"lr": 0.01, "modle": {}, "model": {"widht": 3}}))
+    line = user_error(run_job("train", "--config", y), "model.widht, modle", "valid keys:", "epochs")
+    assert "lr" not in line.split("unknown key(s)")[1].split("—")[0]
+    j = tmp_path / "s.json"
+    j.write_text(json.dumps({"inputs": ["x"], "outt": "y", "detect": {"min_fase": 3}}))
+    user_error(run_job("score", "--config", j), "detect.min_fase, outt", "valid keys:")
+
+
+def test_bad_config_values_and_flags_are_one_line(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text(yaml.safe_dump({"optimizer": "adam"}))
+    user_error(run_job("train", "--config", y), "optimizer must be adamw or sgd")
+    user_error(run_job("train", "--optimizer", "adam"), "--optimizer", "invalid choice", "--help")
+    y.write_text("lr: [unclosed")
+    user_error(run_job("train", "--config", y), "not valid YAML")
+    user_error(run_job("train", "--config", tmp_path / "missing.yaml"), "no such file")
+
+
+def test_stored_metadata_keeps_ignoring_unknown_keys():
+    stored = {**TrainConfig().to_dict(), "from_a_newer_version": 1}
+    stored["model"] = {**stored["model"], "new_field": True}
+    assert TrainConfig.from_dict(stored) == TrainConfig()  # checkpoints and artifacts of other versions load
+
+
+# ---------------------------------------------------------------- renamed flags
+def test_model_in_train_still_works_with_one_warning():
+    res = run_job("train", "--model", "cnn_attn", "--print-config")
+    assert res.returncode == 0, res.stderr
+    (warning,) = res.stderr.strip().splitlines()
+    assert warning.startswith("fer_ray: warning: --model is deprecated") and "--arch" in warning
+    got = json.loads(res.stdout)
+    assert (got["model"]["name"], got["run_name"]) == ("cnn_attn", "cnn_attn")
+
+
+def test_resume_command_in_the_notes_resolves_to_the_same_config():
+    """The exact command of a run in progress (notes, model cards): same TrainConfig as before the rewrite."""
+    argv = (
+        "--backend plain --model ae_cnn_attn --widths 32,64,128,256 --epochs 28 --pretrain-epochs 1 --lr 3e-3 "
+        "--weight-decay 5e-4 --scheduler onecycle --warmup-epochs 4 --dropout 0.4 --label-smoothing 0.1 "
+        "--batch-size 128 --torch-threads 2 --run-name ae_oc_e28 --storage-path /home/u/.cache/fer_ray/runs"
+    ).split()
+    got = TrainConfig.from_dict(printed_config("train", argv))
+    want = TrainConfig(
+        model=ModelConfig(name="ae_cnn_attn", widths=(32, 64, 128, 256), dropout=0.4),
+        backend="plain", epochs=28, pretrain_epochs=1, lr=3e-3, weight_decay=5e-4, scheduler="onecycle",
+        warmup_epochs=4.0, label_smoothing=0.1, batch_size=128, torch_threads=2, run_name="ae_oc_e28",
+        storage_path="/home/u/.cache/fer_ray/runs",
+    )  # fmt: skip
+    assert got == want
+
+
+def test_tune_run_name_and_its_old_spelling():
+    assert printed_config("tune", ["--run-name", "s2"])["name"] == "s2"
+    code, out, err = in_process("tune", ["--name", "s3", "--print-config"])
+    assert code == 0 and json.loads(out)["name"] == "s3"
+    assert "--name is deprecated" in err and "--run-name" in err
+
+
+# ---------------------------------------------------------------- user errors: one line, exit 2, before Ray
+def test_missing_input_fails_before_ray_or_torch_load(tmp_path):
+    code = (
+        "import sys; sys.path.insert(0, '.'); from jobs.score import main; "
+        f"rc = main(['{tmp_path}/no_such_dir', '--out', '{tmp_path}/out']); "
+        "print(sorted(m for m in ('ray', 'torch') if m in sys.modules)); sys.exit(rc)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )  # fmt: skip
+    user_error(res, "INPUT", "no_such_dir", "no such file or directory")
+    assert res.stdout.strip() == "[]"  # neither Ray nor torch was even imported
+    assert not (tmp_path / "out").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    res = run_job("score", tmp_path / "nothing", "--out", tmp_path / "o", "--debug")
+    assert res.returncode == 2 and "Traceback" in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("fer_ray: error: INPUT")
+
+
+def test_output_that_is_a_file(tmp_path):
+    f = tmp_path / "report.txt"
+    f.write_text("x")
+    user_error(run_job("score", REPO / "examples" / "images", "--out", f), "--out", "is a file", "pass a directory")
+    user_error(run_job("train", "--data", f, "--storage-path", f), "--storage-path", "is a file")
+
+
+def test_missing_or_bad_artifact(tmp_path):
+    images = REPO / "examples" / "images"
+    user_error(run_job("score", images, "--out", tmp_path / "o", "--model", tmp_path / "nope"), "--model", "cnn_attn")
+    (tmp_path / "empty").mkdir()
+    line = user_error(run_job("serve", "--model", tmp_path / "empty"), "not a model artifact", "artifact.json")
+    assert "jobs/train.py" in line
+    user_error(run_job("evaluate", "--model", tmp_path / "nope"), "--model")
+    user_error(run_job("calibrate"), "no model to calibrate")
+
+
+def test_missing_training_data(tmp_path):
+    user_error(run_job("train", "--data", tmp_path / "fer.parquet"), "--data", "no such file", "FER_RAY_DATA")
+    (tmp_path / "root").mkdir()
+    line = user_error(run_job("train", env={"FER_RAY_DATA": str(tmp_path / "root")}), "no training data found")
+    assert "--data" in line
+    user_error(run_job("report", tmp_path / "never_scored"), "no such directory")
+
+
+def test_serve_port_in_use():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        user_error(run_job("serve", "--port", port), f"127.0.0.1:{port}", "--port")
+
+
+def test_s3_bucket_missing_or_no_credentials(s3_server, tmp_path):
+    from fer_ray.data.sources import S3Settings
+
+    S3Settings.from_env().client().create_bucket(Bucket="photos")
+    images = REPO / "examples" / "images"
+    user_error(run_job("score", "s3://no-such-bucket/x/", "--out", tmp_path / "o"), "no-such-bucket not found")
+    line = user_error(run_job("score", images, "--out", "s3://reports-missing/r"), "reports-missing not found")
+    assert f"aws s3 mb s3://reports-missing --endpoint-url {s3_server}" in line
+    no_credentials = {
+        "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+    }  # fmt: skip
+    user_error(run_job("score", "s3://photos/x/", "--out", tmp_path / "o", env=no_credentials), "no S3 credentials")
