@@ -5,9 +5,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from fer_ray.artifact import load_artifact, save_artifact
+from fer_ray.config import fer2013_parquet
 from fer_ray.evaluate import EvalConfig, choose_split, confusion, evaluate_all, per_class
 from fer_ray.labels import EMOTIONS
 from fer_ray.models import ModelConfig, create_model
@@ -56,6 +58,7 @@ def test_evaluate_all_writes_tables(ray_local, tmp_path):
     assert by["torch"]["accuracy_flip_tta"] == acc and by["torch"]["accuracy_single"] == r["test_accuracy_no_tta"]
     assert by["onnx"]["top1_agreement_with_first"] == 1.0 and by["onnx"]["n"] == 21
     assert "Inference engines on PrivateTest" in md and "| onnx-int8 | model.int8.onnx |" in md
+    assert r["ferplus_private_test"] is None and "FER+ labels" not in md  # no fer2013new.csv beside this Parquet
 
 
 def test_choose_split_prefers_private_test_then_test_then_val():
@@ -107,3 +110,21 @@ def test_evaluate_own_folders_without_private_test(ray_local, tmp_path, caplog):
     assert r["split"] == "train" and r["test"]["n"] == 14 and "optimistic" in r["split_note"]
     assert any("no test or validation rows" in m for m in caplog.messages)
     assert "Evaluated on train:" in (tmp_path / "eval2" / "evaluation.md").read_text()
+
+
+@pytest.mark.skipif(fer2013_parquet() is None, reason="full FER2013 (../shared/data/fer2013) not present")
+def test_shipped_model_on_ferplus_labels():
+    """The FER+ evaluation scores the 3,105 PrivateTest faces that have a FER+ label against both label sets, with the
+    artifact's own TTA setting, from the same predictions."""
+    from fer_ray.data.ferplus import labelled_faces
+    from fer_ray.evaluate import ferplus_markdown, ferplus_metrics
+
+    art = load_artifact("cnn_attn", engine="torch")
+    f = ferplus_metrics(art, str(fer2013_parquet()))
+    assert f["ferplus"]["n"] == 3105 and sum(f["left_out"].values()) == 3589 - 3105
+    faces, original, plus, _ = labelled_faces(str(fer2013_parquet()), "PrivateTest", art.preprocess)
+    preds = art.predict_proba(faces).argmax(1)  # flip TTA, as the artifact records
+    assert f["ferplus"]["accuracy"] == float((preds == plus).mean())
+    assert f["fer2013_accuracy_same_faces"] == float((preds == original).mean())
+    assert f["labels_agree"] == float((original == plus).mean())
+    assert "| cnn_attn |" in ferplus_markdown([{"model": "cnn_attn", "ferplus_private_test": f}])
