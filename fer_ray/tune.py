@@ -32,7 +32,8 @@ import numpy as np
 from fer_ray import storage as run_storage
 from fer_ray.config import replace
 from fer_ray.labels import NUM_CLASSES
-from fer_ray.runtime import init_ray
+from fer_ray.progress import Progress, progress_mode
+from fer_ray.runtime import init_ray, is_verbose
 from fer_ray.search_spaces import apply_params, resolve_space, to_tune
 from fer_ray.train.config import TrainConfig
 
@@ -121,6 +122,56 @@ def _joint_epoch_callback(pretrain_epochs: int):
                 super().after_report(run_context, [forwarded, *metrics[1:]], checkpoint)
 
     return JointEpochReport()
+
+
+def _trial_progress(num_trials: int, progress: bool | None):
+    """A Tune callback (it runs in the driver) showing trials finished of ``num_trials`` and the best
+    validation accuracy so far; one line per finished trial above the bar, or as a log line."""
+    from ray.tune import Callback
+
+    class TrialProgress(Callback):
+        def __init__(self) -> None:
+            self._bar: Progress | None = None
+            self._best: float | None = None
+
+        def __getstate__(self) -> dict[str, Any]:  # Tune saves its run config (with us) in tuner.pkl
+            return {**self.__dict__, "_bar": None}
+
+        def _update(self, trials) -> Progress:
+            if self._bar is None:
+                self._bar = Progress("sweep", total=num_trials, unit="trials", progress=progress)
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            errors = sum(t.status == "ERROR" for t in trials)
+            postfix = {"running": sum(t.status == "RUNNING" for t in trials)}
+            if self._best is not None:
+                postfix["best_val_acc"] = self._best
+            if errors:
+                postfix["errors"] = errors
+            self._bar.set(done, **postfix)
+            return self._bar
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            acc = result.get("val_acc")
+            if acc is not None and (self._best is None or acc > self._best):
+                self._best = float(acc)
+            self._update(trials)
+
+        def _finished(self, trials, trial, how: str) -> None:
+            last = trial.last_result or {}
+            acc, epoch = last.get("val_acc"), last.get("joint_epoch")
+            detail = f": val acc {acc:.4f} after {epoch} joint epochs" if acc is not None else ""
+            self._update(trials).write(f"trial {trial.trial_id} {how}{detail}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._finished(trials, trial, "finished")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._finished(trials, trial, "failed")
+
+        def on_experiment_end(self, trials, **info):
+            self._update(trials).close()
+
+    return TrialProgress()
 
 
 # ---------------------------------------------------------------- data: stratified training subset
@@ -234,8 +285,14 @@ def _check_same_sweep(root, cfg: SweepConfig) -> None:
         )
 
 
-def sweep(cfg: SweepConfig) -> SweepResult:
-    """Run (or continue) the sweep and write its table, plot, best artifact and best config."""
+def sweep(cfg: SweepConfig, progress: bool | None = None) -> SweepResult:
+    """Run (or continue) the sweep and write its table, plot, best artifact and best config.
+
+    ``progress``: trials finished (of ``num_samples``) and the best validation accuracy, as a bar on
+    a terminal (``None``) or always (``True``), else log lines; ``False``: nothing. It replaces
+    Tune's own trial tables unless :func:`fer_ray.runtime.configure_logging` asked for verbose output.
+    A sweep continued from an earlier run keeps the progress setting it was started with.
+    """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -281,7 +338,13 @@ def sweep(cfg: SweepConfig) -> SweepResult:
                 trial_name_creator=lambda t: f"trial_{t.trial_id}",
                 trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
             ),
-            run_config=tune.RunConfig(name=cfg.name, storage_path=tune_storage, storage_filesystem=tune_fs),
+            run_config=tune.RunConfig(
+                name=cfg.name,
+                storage_path=tune_storage,
+                storage_filesystem=tune_fs,
+                callbacks=[_trial_progress(cfg.num_trials, progress)] if progress_mode(progress) != "off" else None,
+                verbose=None if is_verbose() else 0,  # our progress replaces Tune's tables
+            ),
         )
     results = tuner.fit()
     finished = results.num_terminated + results.num_errors

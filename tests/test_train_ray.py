@@ -88,14 +88,18 @@ def _adam_steps(run_dir) -> tuple[int, int]:
     return state["epoch"], int(next(iter(state["optimizer"]["state"].values()))["step"])
 
 
-def test_stop_then_rerun_resumes(ray_local, tmp_path, tiny_parquet):
+def test_stop_then_rerun_resumes(ray_local, tmp_path, tiny_parquet, caplog):
     first = train(_cfg(tmp_path, tiny_parquet, epochs=1))
     assert [h["epoch"] for h in first.history] == [0]
     epoch, steps_after_1 = _adam_steps(first.run_dir)
     assert epoch == 0 and steps_after_1 > 0
     # Same run name, more epochs: continues at epoch 1 with the optimizer state restored.
-    second = train(_cfg(tmp_path, tiny_parquet, epochs=2))
+    with caplog.at_level("INFO", logger="fer_ray.train.ray_train"):
+        second = train(_cfg(tmp_path, tiny_parquet, epochs=2))
     assert [h["epoch"] for h in second.history] == [0, 1]
+    # the driver's progress (read from history.json while fit() runs): only the epoch this run trained
+    lines = [m for m in caplog.messages if m.startswith("epoch ")]
+    assert len(lines) == 1 and lines[0].startswith("epoch 2/2 joint: train acc "), lines
     assert second.history[0] == first.history[0]  # epoch 0 was not redone
     epoch, steps = _adam_steps(second.run_dir)
     assert epoch == 1 and steps == 2 * steps_after_1

@@ -156,7 +156,7 @@ def _result_rows(trial_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_smoke_sweep_asha_stops_early_and_the_winner_trains(ray_local, tmp_path):
+def test_smoke_sweep_asha_stops_early_and_the_winner_trains(ray_local, tmp_path, caplog):
     data = write_tiny_fer_parquet(tmp_path / "tiny.parquet", n_per_class=40)
     base = TrainConfig(
         model=ModelConfig(name="ae_cnn_attn"), data=str(data), epochs=2, storage_path=str(tmp_path / "runs"),
@@ -170,9 +170,14 @@ def test_smoke_sweep_asha_stops_early_and_the_winner_trains(ray_local, tmp_path)
     space.update(attention="se", dropout=0.0, label_smoothing=0.0)
     space.update(optimizer="sgd_plateau", lr={"grid": [0.05, 0.0, 0.05, 0.0]})
     cfg = SweepConfig(base=base, name="smoke", space=space, num_samples=1, grace_period=1, reduction_factor=2)
-    res = sweep(cfg)
+    with caplog.at_level("INFO", logger="fer_ray.progress"):
+        res = sweep(cfg)
     root = tmp_path / "runs" / "smoke"
     assert res.complete and len(res.trials) == 4 and res.root == root
+    # progress (stderr is no terminal here: log lines): one line per trial, and the total at the end
+    shown = [r.getMessage() for r in caplog.records if r.name == "fer_ray.progress"]
+    assert sum(m.startswith("trial ") and " finished: val acc " in m for m in shown) == 4, shown
+    assert shown[-1].startswith("sweep: 4/4 trials (100%), in "), shown
     assert all(t["error"] is None for t in res.trials), res.trials
     stopped = [t for t in res.trials if t["status"] == "stopped by ASHA"]
     finished = [t for t in res.trials if t["status"] == "finished"]

@@ -3,6 +3,7 @@ per-epoch reports and checkpoints, resume, fault tolerance and export."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,8 +31,10 @@ from fer_ray.data import decode, read_labeled
 from fer_ray.data.sources import S3Settings, fingerprint
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.models import create_model
+from fer_ray.progress import Poller, Progress, progress_mode
 from fer_ray.runtime import init_ray
 from fer_ray.train.config import TrainConfig
+from fer_ray.train.loop import epoch_line
 from fer_ray.train.recipe import (
     STATE,
     build_optimizer,
@@ -40,6 +43,7 @@ from fer_ray.train.recipe import (
     epoch_seed,
     export_state,
     loss_config,
+    rank_key,
     resolve_source,
     restore_state,
     resume_record,
@@ -328,8 +332,14 @@ def export_best(
     return TrainResult(run_dir, artifact_dir, best_metrics, history, counts)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export the best checkpoint."""
+def train(cfg: TrainConfig, progress: bool | None = None) -> TrainResult:
+    """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export the best checkpoint.
+
+    ``progress``: on a terminal (``None``) or always (``True``), a bar of epochs with the latest and
+    best validation accuracy; elsewhere one log line per epoch; ``False``: neither. Both are read on
+    the driver from the ``history.json`` rank 0 rewrites every epoch (Train V2 reports go to its
+    controller, not to the driver).
+    """
     init_ray(cfg.ray)
     storage, run_dir = run_dirs(cfg)
     data = training_data(cfg)
@@ -339,7 +349,42 @@ def train(cfg: TrainConfig) -> TrainResult:
         run_storage.join(run_dir, TRAIN_CONFIG), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
     )
     logger.info("train/val class counts: %s", {k: data.counts[k] for k in ("train", "val")})
-    return export_best(build_trainer(cfg, data, storage).fit(), cfg, data.counts, run_dir, record["segments"])
+    trainer = build_trainer(cfg, data, storage)
+    with _epoch_progress(run_dir, cfg.total_epochs, done, progress):
+        result = trainer.fit()
+    return export_best(result, cfg, data.counts, run_dir, record["segments"])
+
+
+@contextlib.contextmanager
+def _epoch_progress(run_dir: Path | str, total: int, done: int, progress: bool | None):
+    """Epochs finished, from the run's ``history.json``, while ``fit()`` blocks the main thread."""
+    mode = progress_mode(progress)
+    if mode == "off":
+        yield
+        return
+    bar = Progress("training", total=total, unit="epochs", initial=done, progress=mode == "bar")
+    seen = done
+
+    def poll() -> None:
+        nonlocal seen
+        try:
+            history = json.loads(run_storage.read_text(run_storage.join(run_dir, HISTORY)))
+        except FileNotFoundError:
+            return  # no epoch finished yet
+        seen = min(seen, len(history))
+        for k in range(seen, len(history)):
+            best = max(history[: k + 1], key=rank_key)
+            logger.info("%s", epoch_line(history[k], total, best, history[k]["epoch_s"]))  # above a bar
+        if len(history) > seen:
+            best = max(history, key=rank_key)
+            bar.set(len(history), val_acc=history[-1]["val_acc"], best=best["val_acc"])
+        seen = len(history)
+
+    try:
+        with Poller(poll, every_s=10.0 if run_storage.is_remote(run_dir) else 2.0):
+            yield
+    finally:
+        bar.close()
 
 
 def export_run(storage_path: str, run_name: str) -> TrainResult:
