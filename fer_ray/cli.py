@@ -426,6 +426,7 @@ def check_model(spec: str | None, flag: str = "--model", engine: str | None = No
     from fer_ray.artifact import META, WEIGHTS, load_artifact, resolve_model
 
     p = resolve_model(spec)
+    spec = spec if spec is not None else "default"  # what the messages call it
     if not p.exists():
         raise UserError(f"{flag} {spec}: no such artifact directory", f"pass an artifact directory or one of {SHIPPED}")
     missing = [n for n in (META, WEIGHTS) if not (p / n).is_file()]
