@@ -1,7 +1,7 @@
 """A tiny labelled image-folder dataset for trying training, evaluation and scoring without FER2013.
 
 The images are NOT faces: each is 48x48 grey noise with a bright vertical band whose position
-depends on the class, so a model learns it within an epoch or two. They exist to show the
+depends on the class, so a small model learns it within a few epochs. They exist to show the
 folder layout fer_ray reads (``<root>/{train,val,test}/<emotion>/*.png``, the same as your own
 labelled photos) and to exercise every job end to end in a minute, nothing more.
 
