@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from fer_ray.config import UserError
 from fer_ray.data import decode, read_labeled
 from fer_ray.data.fer2013 import read_image_folders
 from fer_ray.data.sources import (
@@ -59,6 +61,14 @@ def names(df: pd.DataFrame) -> list[str]:
     return sorted(os.path.basename(p) for p in df["path"])
 
 
+@contextlib.contextmanager
+def user_error(kind: type[Exception], match: str):
+    """The builtin error a library caller catches, which is also a UserError: one line from the CLI."""
+    with pytest.raises(kind, match=match) as info:
+        yield
+    assert isinstance(info.value, UserError), type(info.value).__mro__
+
+
 # -- listing on the driver ------------------------------------------------------------------------
 
 
@@ -76,7 +86,7 @@ def test_globs_and_explicit_files(tmp_path):
     write_tree(tmp_path)
     assert names(list_images([str(tmp_path / "sub" / "**" / "*.bmp")])) == ["d.bmp"]
     assert names(list_images([str(tmp_path / "*")])) == ["a.jpg", "b.PNG"]  # one level, images only
-    with pytest.raises(FileNotFoundError, match=r"nothing\*\.png"):
+    with user_error(FileNotFoundError, match=r"nothing\*\.png"):
         list_images([str(tmp_path / "nothing*.png")])
 
 
@@ -105,18 +115,18 @@ def test_list_files(tmp_path):
     assert errors["missing.png"] == f"not found: {tmp_path / 'sub' / 'missing.png'}"
     assert errors["notes.txt"] is None and errors["a.jpg"] is None
     (tmp_path / "nolist.csv").write_text("file\nx.jpg\n")
-    with pytest.raises(ValueError, match="no 'path' column"):
+    with user_error(ValueError, match="no 'path' column"):
         list_images([str(tmp_path / "nolist.csv")])
 
 
 def test_missing_local_input_names_it(tmp_path):
     missing = tmp_path / "no" / "such" / "dir"
-    with pytest.raises(FileNotFoundError, match=str(missing)):
+    with user_error(FileNotFoundError, match=str(missing)):
         list_images([str(missing)])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no image files"):
+    with user_error(FileNotFoundError, match="no image files"):
         list_images([str(tmp_path / "empty")])
-    with pytest.raises(ValueError, match="unsupported URI scheme 'gs'"):
+    with user_error(ValueError, match="unsupported URI scheme 'gs'"):
         list_images(["gs://bucket/x"])
 
 
@@ -153,9 +163,9 @@ def test_s3_settings(monkeypatch):
     assert s.client().meta.endpoint_url == "http://127.0.0.1:2"
     # Without an endpoint in the settings the client goes to AWS, whatever the environment says.
     assert "amazonaws.com" in S3Settings(region="eu-west-1").client().meta.endpoint_url
-    with pytest.raises(ValueError, match="endpoint_url"):
+    with user_error(ValueError, match="endpoint_url"):
         S3Settings(endpoint_url="127.0.0.1:9000")
-    with pytest.raises(ValueError, match="together"):
+    with user_error(ValueError, match="together"):
         S3Settings(access_key="k")
 
 
@@ -244,12 +254,12 @@ def test_list_s3(bucket):
 
 def test_missing_bucket_and_prefix(bucket, s3_server):
     s = S3Settings.from_env()
-    with pytest.raises(FileNotFoundError, match=r"bucket 'no-such-bucket' does not exist at endpoint " + s3_server):
+    with user_error(FileNotFoundError, match=r"bucket 'no-such-bucket' does not exist at endpoint " + s3_server):
         list_images(["s3://no-such-bucket/x"], s)
-    with pytest.raises(FileNotFoundError, match=rf"nothing at 's3://{BUCKET}/nope/'.*no object or prefix"):
+    with user_error(FileNotFoundError, match=rf"nothing at 's3://{BUCKET}/nope/'.*no object or prefix"):
         list_images([f"s3://{BUCKET}/nope/"], s)
     closed_port = S3Settings(endpoint_url="http://127.0.0.1:9", access_key="k", secret_key="s")
-    with pytest.raises(ConnectionError, match="cannot reach S3 at endpoint http://127.0.0.1:9"):
+    with user_error(ConnectionError, match="cannot reach S3 at endpoint http://127.0.0.1:9"):
         list_images([f"s3://{BUCKET}/photos"], closed_port)
 
 
@@ -330,7 +340,7 @@ def no_aws_credentials(monkeypatch, tmp_path):
 
 def test_missing_credentials_say_so(hidden_bucket, s3_server, no_aws_credentials):
     settings = S3Settings(endpoint_url=s3_server, region="us-east-1")  # what the driver sends to tasks
-    with pytest.raises(PermissionError, match=r"no AWS credentials found .* AWS_PROFILE"):
+    with user_error(PermissionError, match=r"no AWS credentials found .* AWS_PROFILE"):
         list_images([f"s3://{hidden_bucket}/p"], settings)
     # A worker without credentials: every row says so, and the next run (credentials fixed) retries them.
     listing = pd.DataFrame({"path": [f"s3://{hidden_bucket}/p/a.jpg"], "size": [100], "mtime": [0.0], "error": [None]})

@@ -5,7 +5,9 @@ listed (an entry of a list file that does not exist, an unreadable sub-directory
 row with an ``error`` reason, so that the rows of a run account for every file named.
 A problem with a whole input (a missing path, a pattern that matches nothing, no such
 bucket, refused or missing credentials, an unreachable endpoint) raises an exception
-whose message says what to check.
+whose message says what to check: a :class:`~fer_ray.config.UserError` (one line from
+the CLI) that is also the builtin error a library caller expects (``FileNotFoundError``,
+``PermissionError``, ``ConnectionError``, ``ValueError``).
 
 Local trees are walked with ``os.walk`` rather than ``pyarrow.fs.FileSelector``: it lets
 an unreadable sub-directory become one error row instead of failing the whole listing, and
@@ -26,6 +28,7 @@ from typing import NoReturn
 import numpy as np
 import pandas as pd
 
+from fer_ray.config import UserError
 from fer_ray.data.s3 import (
     CREDENTIALS_FIX,
     DENIED_CODES,
@@ -49,6 +52,30 @@ LISTING_COLUMNS = ("path", "size", "mtime", "error")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 Row = tuple[str, int, float | None, str | None]  # LISTING_COLUMNS
+
+
+class InputNotFoundError(FileNotFoundError, UserError):
+    """An input that names nothing to read: no such path, bucket or prefix, no image under it."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.what, self.fix = message, None
+
+
+class InputAccessError(PermissionError, UserError):
+    """S3 refused the request, or there are no credentials to make it."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.what, self.fix = message, None
+
+
+class EndpointError(ConnectionError, UserError):
+    """No answer from S3 at all: endpoint unreachable, DNS, TLS."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.what, self.fix = message, None
 
 
 def _ext(path: str) -> str:
@@ -102,7 +129,7 @@ def _parse_list_file(source: str, data: bytes) -> list[str]:
     else:
         df = pd.read_parquet(io.BytesIO(data))
     if "path" not in df.columns:
-        raise ValueError(
+        raise UserError(
             f"list file {source!r} has no 'path' column (columns: {list(df.columns)}); "
             "a .csv/.parquet list needs a column named path with one file or s3:// URI per row"
         )
@@ -172,7 +199,7 @@ class _Lister:
             # "dir/**" also matches every directory; the files below are matched too.
             rows = [_stat_row(m) for m in matches if not os.path.isdir(m) and _keep(os.path.basename(m))]
             if not rows:
-                raise FileNotFoundError(
+                raise InputNotFoundError(
                     f"the pattern {item!r} matched no image files ({len(matches)} paths matched in all); "
                     f"check the pattern, quote it so the shell does not expand it, and note that only "
                     f"{sorted(IMAGE_EXTENSIONS)} files are kept from a pattern"
@@ -181,7 +208,7 @@ class _Lister:
         if os.path.isdir(path):
             rows = _walk_local(path)
             if not rows:
-                raise FileNotFoundError(
+                raise InputNotFoundError(
                     f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {item!r}; "
                     "name files explicitly to read other extensions"
                 )
@@ -190,7 +217,7 @@ class _Lister:
             if _ext(path) in LIST_FILE_EXTENSIONS:
                 return self._list_file(item, _read_local(path))
             return [_stat_row(path)]
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"input {item!r} does not exist (resolved to {path}); pass an existing file, directory, "
             "glob pattern, list file (.txt/.csv/.parquet) or s3://bucket/prefix"
         )
@@ -205,7 +232,7 @@ class _Lister:
             objects = self._list_s3(bucket, base, uri)
             rows = [_object_row(bucket, o) for o in objects if regex.match(o["Key"]) and _keep(o["Key"][len(base) :])]
             if not rows:
-                raise FileNotFoundError(
+                raise InputNotFoundError(
                     f"the pattern {uri!r} matched no image objects{where}; check the pattern "
                     f"(only {sorted(IMAGE_EXTENSIONS)} objects are kept from a pattern)"
                 )
@@ -224,11 +251,11 @@ class _Lister:
         if rows:
             return rows
         if n_objects:
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"no image objects ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {uri!r}{where} "
                 f"({n_objects} other objects); name objects explicitly to read other extensions"
             )
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"nothing at {uri!r}{where}: bucket {bucket!r} exists but has no object or prefix "
             f"{key!r}; check the path (list it with `aws s3 ls {uri}`)"
         )
@@ -309,21 +336,21 @@ class _Lister:
 
         code, where, bucket = error_code(e), self.settings.where(), split_s3_uri(uri)[0]
         if code == "NoSuchBucket":
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"S3 bucket {bucket!r} does not exist{where} (input {uri!r}); check the bucket name, "
                 "and AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 if you use S3-compatible storage"
             ) from e
         if code in NOT_FOUND_CODES:
-            raise FileNotFoundError(f"{uri!r} not found{where} (deleted while listing?)") from e
+            raise InputNotFoundError(f"{uri!r} not found{where} (deleted while listing?)") from e
         if code in DENIED_CODES:
-            raise PermissionError(
+            raise InputAccessError(
                 f"S3 refused access to {uri!r}{where} ({code}); check the credentials "
                 "(AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and the bucket policy"
             ) from e
         if is_no_credentials(e):
-            raise PermissionError(f"no AWS credentials found to read {uri!r}{where}; {CREDENTIALS_FIX}") from e
+            raise InputAccessError(f"no AWS credentials found to read {uri!r}{where}; {CREDENTIALS_FIX}") from e
         if isinstance(e, BotoCoreError):  # no S3 answer at all: endpoint unreachable, DNS, TLS
-            raise ConnectionError(
+            raise EndpointError(
                 f"cannot reach S3{where} for {uri!r}: {e}; check AWS_ENDPOINT_URL(_S3) and the network"
             ) from e
         raise e
@@ -358,7 +385,7 @@ def list_images_and_settings(
         inputs = [inputs]
     inputs = [str(i) for i in inputs]
     if not inputs:
-        raise ValueError("no inputs given; pass at least one file, directory, glob, list file or s3:// URI")
+        raise UserError("no inputs given; pass at least one file, directory, glob, list file or s3:// URI")
     lister = _Lister(settings, allow_local)
     rows = [row for item in inputs for row in lister.rows(item)]
     df = pd.DataFrame(rows, columns=list(LISTING_COLUMNS))

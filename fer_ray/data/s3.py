@@ -24,6 +24,8 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from fer_ray.config import UserError
+
 DEFAULT_REGION = "us-east-1"
 # S3 error codes, as botocore reports them, that mean "no such object" and "not allowed".
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -54,11 +56,11 @@ class S3Settings:
         if self.endpoint_url:
             u = urlparse(self.endpoint_url)
             if u.scheme not in ("http", "https") or not u.netloc:
-                raise ValueError(
+                raise UserError(
                     f"S3 endpoint_url must look like http://host:port or https://host, got {self.endpoint_url!r}"
                 )
         if bool(self.access_key) != bool(self.secret_key):
-            raise ValueError("S3 access_key and secret_key must be given together (or neither)")
+            raise UserError("S3 access_key and secret_key must be given together (or neither)")
 
     @classmethod
     def from_env(cls, credentials: bool = True) -> S3Settings:
@@ -150,7 +152,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/key`` -> ``(bucket, key)``; ``key`` may be empty."""
     bucket, _, key = uri[len("s3://") :].partition("/")
     if not bucket:
-        raise ValueError(f"S3 URI {uri!r} has no bucket; expected s3://bucket/prefix")
+        raise UserError(f"S3 URI {uri!r} has no bucket; expected s3://bucket/prefix")
     return bucket, key
 
 
@@ -165,7 +167,7 @@ def check_scheme(path: str) -> None:
     """Refuse URIs other than ``s3://`` and ``file://`` with a message that says what is accepted."""
     scheme = urlparse(path).scheme
     if "://" in path and scheme not in ("s3", "file"):
-        raise ValueError(f"unsupported URI scheme {scheme!r} in {path!r}; use a local path or s3://bucket/prefix")
+        raise UserError(f"unsupported URI scheme {scheme!r} in {path!r}; use a local path or s3://bucket/prefix")
 
 
 def resolve_filesystem(uri: str, settings: S3Settings | None = None) -> tuple[pafs.FileSystem, str]:
