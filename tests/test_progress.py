@@ -85,6 +85,7 @@ def _run_on_pty(code: str, timeout: float = 600) -> str:
 def test_training_shows_bars_on_a_terminal(tmp_path, tiny_parquet):
     text = _run_on_pty(_train_code(tmp_path, tiny_parquet))
     assert "\r" in text  # a bar redraws its line
+    text = text.replace("s/epochs", "epochs/s").replace("s/steps", "steps/s")  # tqdm's rate below 1/s
     assert "training: 100%" in text and "2/2 [" in text and "epochs/s" in text  # tqdm: count, elapsed<ETA, rate
     assert "val_acc=" in text and "best=" in text  # the latest and best validation accuracy in the postfix
     assert "epoch 1:" in text and "steps/s" in text  # the epoch's steps
@@ -133,3 +134,23 @@ def test_scoring_progress_counts_images_and_faces(ray_local, tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scoring: ")]
     assert lines and lines[-1].startswith("scoring: 2/2 images (100%), in "), lines
     assert lines[-1].endswith(f"faces {res.summary['faces']}") and res.summary["faces"] == 5
+
+
+@pytest.mark.slow
+def test_scoring_cli_shows_a_bar_on_a_terminal(tmp_path):
+    """``jobs/score.py`` on a pseudo-terminal: its own private Ray, one bar of images with faces and rate."""
+    from fer_ray.artifact import save_artifact
+    from fer_ray.models import create_model
+    from tests.helpers_score import copy_samples
+
+    model = save_artifact(create_model(ModelConfig()), ModelConfig(), tmp_path / "model")
+    copy_samples(tmp_path / "in", ["photos/group_of_three.jpg", "photos/pair_rotated_exif6.jpg"])
+    argv = ["jobs/score.py", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", str(model)]
+    code = f"import runpy, sys; sys.argv = {argv!r}; runpy.run_path('jobs/score.py', run_name='__main__')"
+    text = _run_on_pty(code)
+    bars = [ln for ln in text.replace("\r", "\n").splitlines() if ln.startswith("scoring: ")]
+    # count, elapsed<remaining, rate (tqdm writes s/images below one image a second), faces found
+    assert bars and "2/2 [" in bars[-1] and "images/s" in bars[-1].replace("s/images", "images/s"), bars[-3:]
+    assert "faces=5" in bars[-1]
+    assert "Running Dataset" not in text and "MapBatches(FacePredictor):" not in text  # no Ray Data bars
+    assert "images/s through the pipeline" in text  # the summary's one throughput figure, and what it measures
