@@ -52,6 +52,8 @@ def resolve_model(path: str | os.PathLike | None) -> Path:
     if not p.exists() and str(path) in SHIPPED_MODELS and SHIPPED_MODELS[str(path)].is_dir():
         return SHIPPED_MODELS[str(path)]
     return p
+
+
 # The int8 engine is chosen by default only when its recorded validation accuracy is at most
 # this far below the PyTorch model's (0.005 = half a point).
 INT8_MAX_ACCURACY_DROP = 0.005
