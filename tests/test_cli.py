@@ -251,6 +251,9 @@ def test_missing_training_data(tmp_path):
     line = user_error(run_job("train", env={"FER_RAY_DATA": str(tmp_path / "root")}), "no training data found")
     assert "--data" in line
     user_error(run_job("report", tmp_path / "never_scored"), "no such directory")
+    (tmp_path / "folders" / "train" / "happy").mkdir(parents=True)
+    line = user_error(run_job("train", "--backend", "plain", "--data", tmp_path / "folders"), "Parquet only")
+    assert "leave out --backend plain" in line
 
 
 def test_serve_port_in_use():

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from fer_ray.config import save_json
+from fer_ray.config import UserError, save_json
 from fer_ray.data.decode import decode_batch
 from fer_ray.data.fer2013 import parquet_columns, parquet_rows
 from fer_ray.data.ferplus import load as ferplus_load
@@ -73,9 +73,9 @@ def load_fer_parquet(cfg: TrainConfig) -> tuple[dict[str, Split], dict[str, Any]
     """
     source, shown = resolve_source(cfg)
     if not source.endswith(".parquet"):
-        raise ValueError(
-            f"the plain back end reads FER2013 Parquet only, got {source!r}; "
-            "use --backend ray for a CSV or image folders"
+        raise UserError(
+            f"the plain back end reads FER2013 Parquet only, got {source!r} — "
+            "leave out --backend plain (the Ray back end reads CSVs and image folders)"
         )
     fs, path = resolve_filesystem(source) if is_s3_uri(source) else (None, source)
     ferplus = ferplus_load(source, cfg.ferplus_csv) if cfg.labels == "ferplus" else None
