@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from fer_ray.cli import Parser, UserError, check_bucket, config_parser, is_remote, parse_config, run_cli
 from fer_ray.config import setting
+from fer_ray.score.report import REPORT_ROWS
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class ReportJobConfig:
         metavar="OUT",
         default_text="required",
     )
+    max_rows: int = setting(REPORT_ROWS, "images in report.html's per-image table, least confident first (0: none)")
 
 
 def get_args_parser() -> Parser:
@@ -44,7 +46,7 @@ def main(argv: list[str]) -> int:
     from fer_ray.score.store import REPORT_FILE
 
     try:
-        summary = write_report(cfg.out)
+        summary = write_report(cfg.out, max_rows=cfg.max_rows)
     except FileNotFoundError as e:  # no scoring output there: its message says what to run
         raise UserError(str(e)) from None
     print(format_table(summary))
