@@ -467,6 +467,10 @@ def _score_locked(
         max_pixels=cfg.max_pixels or artifact.preprocess.max_pixels,
         max_bytes=cfg.max_bytes or artifact.preprocess.max_bytes,
     )
+    # Listing reads metadata only and needs no Ray: an input that matches nothing fails before Ray starts.
+    listing, _ = list_images_and_settings(cfg.inputs, settings, allow_local=cfg.allow_local)
+    n_list_errors = int(listing["error"].notna().sum())
+    logger.info("listed %d inputs (%d could not be listed and become error rows)", len(listing), n_list_errors)
     init_ray(cfg.ray)
     gpus = _gpus_per_actor(cfg)
     if gpus > 0 and cfg.engine is None and artifact.engine_name != "torch":
@@ -477,9 +481,6 @@ def _score_locked(
     flip_tta = artifact.flip_tta if cfg.flip_tta is None else cfg.flip_tta
     logger.info("model %s, engine %s, flip TTA %s", artifact.model_id, artifact.engine_name, flip_tta)
 
-    listing, _ = list_images_and_settings(cfg.inputs, settings, allow_local=cfg.allow_local)
-    n_list_errors = int(listing["error"].notna().sum())
-    logger.info("listed %d inputs (%d could not be listed and become error rows)", len(listing), n_list_errors)
     if cfg.overwrite:
         store.clear()
     scan = store.scan()
