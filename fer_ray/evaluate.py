@@ -172,7 +172,8 @@ def random_draws(probs: np.ndarray, labels: np.ndarray, cfg: EvalConfig) -> dict
     for _ in range(cfg.iterations):
         idx = rng.choice(len(labels), size=min(cfg.sample_size, len(labels)), replace=False)
         accs.append(float((probs[idx].argmax(1) == labels[idx]).mean()))
-    return {"per_iteration": accs, "mean": float(np.mean(accs)), "std": float(np.std(accs))}
+    size = min(cfg.sample_size, len(labels))
+    return {"per_iteration": accs, "mean": float(np.mean(accs)), "std": float(np.std(accs)), "sample_size": size}
 
 
 def evaluate_artifact(
@@ -246,8 +247,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     split = _split_of(results)
     n = results[0]["test"]["n"] if results else 0
     paper = any("paper_test_7178" in r for r in results)
-    draws = results[0]["table4"]["per_iteration"] if results else []
-    size = f"{len(draws)} draws"
+    t4 = results[0]["table4"] if results else {"per_iteration": []}
+    size = f"{len(t4['per_iteration'])}x{t4.get('sample_size', '?')}"
     lines = [
         f"Evaluated on {split}: {results[0]['split_note'] if results else '-'}.\n",
         f"| model | params | weights | {split} acc ({n:,}) | {split} loss "
