@@ -270,7 +270,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     if paper:
         lines.append("\n*PublicTest (half of the 7,178) served for model selection; PrivateTest is the headline.")
     lines.append(
-        "Accuracies are as scoring and Serve compute them: with mirror-image test-time augmentation (flip TTA)"
+        ("" if paper else "\n")  # a blank line ends the table
+        + "Accuracies are as scoring and Serve compute them: with mirror-image test-time augmentation (flip TTA)"
         " when the artifact enables it; the last column is the single-pass figure."
     )
     lines.append(f"\nPer-class F1 on {split}:\n")
