@@ -364,9 +364,9 @@ class RunLock:
         os.replace(tmp, self.path)
 
     def _client(self):
-        from fer_ray.data.sources import _client
+        from fer_ray.data.s3 import client_for
 
-        return _client(self.store.settings)
+        return client_for(self.store.settings)
 
     def read(self) -> dict[str, Any] | None:
         """The current lock record, or None when OUT is not locked."""
