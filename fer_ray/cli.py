@@ -468,44 +468,50 @@ def check_data(data: str | None, flag: str = "--data", need: str = "labelled FER
 
 
 def check_bucket(url: str, flag: str, output: bool = False) -> None:
-    """An ``s3://bucket/...`` whose bucket exists and whose credentials work; one HEAD request."""
+    """An ``s3://bucket/...`` whose bucket exists and whose credentials work; one HEAD request.
+
+    The error codes and the credentials fix are :mod:`fer_ray.data.s3`'s, as when listing and fetching.
+    """
     if not url.startswith("s3://"):
         return
     bucket = url[len("s3://") :].split("/", 1)[0]
     if not bucket:
         raise UserError(f"{flag} {url}: no bucket name", "write s3://bucket/prefix")
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    from fer_ray.data.sources import S3Settings
+    from fer_ray.data.s3 import (
+        CREDENTIALS_FIX,
+        DENIED_CODES,
+        NOT_FOUND_CODES,
+        S3Settings,
+        client_for,
+        error_code,
+        is_no_credentials,
+    )
 
     try:
         settings = S3Settings.from_env()
     except ValueError as e:
         raise UserError(f"{flag} {url}: {e}", "fix AWS_ENDPOINT_URL (e.g. http://127.0.0.1:9000)") from None
-    where = f" at {settings.endpoint_url}" if settings.endpoint_url else ""
+    where = settings.where()
     try:
-        settings.client().head_bucket(Bucket=bucket)
-    except NoCredentialsError:
-        raise UserError(
-            f"{flag} {url}: no S3 credentials found",
-            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE); for MinIO etc. also AWS_ENDPOINT_URL",
-        ) from None
-    except ClientError as e:
-        code = str(e.response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchBucket"):
+        client_for(settings).head_bucket(Bucket=bucket)
+    except (BotoCoreError, ClientError) as e:
+        code = error_code(e)
+        if is_no_credentials(e):
+            what, fix = "no S3 credentials found", f"{CREDENTIALS_FIX}; for MinIO etc. also AWS_ENDPOINT_URL"
+        elif code == "NoSuchBucket" or code in NOT_FOUND_CODES:  # HEAD has no body: a missing bucket is a bare 404
             endpoint = f" --endpoint-url {settings.endpoint_url}" if settings.endpoint_url else ""
+            what = f"bucket {bucket} not found{where}"
             fix = f"create it: aws s3 mb s3://{bucket}{endpoint}" if output else "check the bucket name and endpoint"
-            raise UserError(f"{flag} {url}: bucket {bucket} not found{where}", fix) from None
-        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            raise UserError(
-                f"{flag} {url}: access to bucket {bucket}{where} denied ({code})",
-                "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the bucket's policy",
-            ) from None
-        fix = "check the bucket, endpoint and credentials"
-        raise UserError(f"{flag} {url}: S3 answered {code}{where}", fix) from None
-    except BotoCoreError as e:
-        fix = "check AWS_ENDPOINT_URL and the network"
-        raise UserError(f"{flag} {url}: cannot reach S3{where} ({e})", fix) from None
+        elif code in DENIED_CODES:
+            what = f"access to bucket {bucket}{where} denied ({code})"
+            fix = "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and the bucket policy"
+        elif code:
+            what, fix = f"S3 answered {code}{where}", "check the bucket, endpoint and credentials"
+        else:
+            what, fix = f"cannot reach S3{where} ({e})", "check AWS_ENDPOINT_URL and the network"
+        raise UserError(f"{flag} {url}: {what}", fix) from None
 
 
 def check_port_free(host: str, port: int) -> None:
