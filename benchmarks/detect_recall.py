@@ -105,11 +105,13 @@ def evaluate(photos, detect, preprocess) -> dict:
 SETTINGS = [
     ("haar, max_side 1024", {"detector": "haar", "max_side": 1024}),
     ("haar, full resolution", {"detector": "haar", "max_side": 4096}),
+    ("yunet, max_side 512", {"max_side": 512, "detect_face_px": 1000}),
     ("yunet, max_side 640", {"max_side": 640, "detect_face_px": 1000}),
+    ("yunet, max_side 800", {"max_side": 800, "detect_face_px": 1000}),
+    ("yunet, max_side 800, score 0.7", {"max_side": 800, "detect_face_px": 1000, "score_threshold": 0.7}),
     ("yunet, max_side 1024", {"max_side": 1024, "detect_face_px": 1000}),
-    ("yunet, max_side 1024, score 0.5", {"max_side": 1024, "detect_face_px": 1000, "score_threshold": 0.5}),
-    ("yunet, max_side 1280, score 0.5", {"max_side": 1280, "detect_face_px": 1000, "score_threshold": 0.5}),
-    ("yunet, full resolution, score 0.5", {"max_side": 4096, "detect_face_px": 1000, "score_threshold": 0.5}),
+    ("yunet, max_side 1280", {"max_side": 1280, "detect_face_px": 1000}),
+    ("yunet, full resolution", {"max_side": 4096, "detect_face_px": 1000}),
     ("yunet, min_face 40 at 20 px (scale 0.5)", {"max_side": 4096, "detect_face_px": 20}),
     ("**default** (DetectConfig())", {}),
 ]

@@ -22,13 +22,18 @@ class DetectConfig:
     YuNet detects on a copy downscaled so that a ``min_face`` face is still ``detect_face_px``
     pixels for it, and no larger than ``max_side``: its cost grows with the pixel count, its
     recall drops below ~40 px faces. The defaults come from the recall/speed table in
-    benchmarks/results/detect_recall.md. The cascade detects on a copy at most ``max_side``.
+    benchmarks/results/detect_recall.md: at 640 px (YuNet's own training size) detection costs
+    a third of 1024 px and finds faces of about 1/15 of the photo's long side and up; group
+    photos with smaller faces need a larger ``max_side``. The cascade detects on a copy at
+    most ``max_side``.
     """
 
     detector: Detector = setting("yunet", "yunet (cv2.FaceDetectorYN) or haar (OpenCV's cascade)")
     min_face: int = setting(40, "smallest face side to find, in original-image pixels")
     max_side: int = setting(
-        1024, "never detect on a copy larger than this (pixels, long side)", flag="--detect-max-side"
+        640,
+        "never detect on a copy larger than this (pixels, long side); 1024 or more finds smaller faces, slower",
+        flag="--detect-max-side",
     )
     detect_face_px: int = setting(40, "yunet: a --min-face face is shrunk to no less than this for detection")
     score_threshold: float = setting(0.5, "yunet: keep boxes scoring at least this (0..1); higher = fewer false boxes")
