@@ -15,18 +15,24 @@ import datetime as dt
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from fer_ray.engine import ENGINES, ONNX_FILES, Engine, OnnxEngine, TorchEngine, check_engine
 from fer_ray.labels import EMOTIONS
-from fer_ray.models import ModelConfig, count_parameters, create_model
+from fer_ray.models import ModelConfig
 from fer_ray.preprocess import PreprocessConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch (~2 s to import, ~300 MB) is imported only when the PyTorch model is built or saved:
+# the ONNX Runtime engines, which batch scoring and Serve run on CPU, never need it.
 
 FORMAT_VERSION = 1
 WEIGHTS = "weights.pt"
@@ -71,9 +77,19 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _is_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _device_type(device: str | torch.device | None) -> str:
+    return "cpu" if device is None else str(device).split(":")[0]
+
+
 @dataclass
 class Artifact:
-    model: nn.Module
+    # The PyTorch model; for an ONNX engine built from weights.pt only when first used (see ``model``).
+    torch_model: nn.Module | None
     model_config: ModelConfig
     preprocess: PreprocessConfig
     labels: tuple[str, ...]
@@ -90,6 +106,13 @@ class Artifact:
     # probability below ``uncertain_below`` is flagged as uncertain in reports and answers.
     temperature: float = 1.0
     uncertain_below: float | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        """The PyTorch model (on CPU when built late): evaluation's parameter count, ONNX export, tests."""
+        if self.torch_model is None:
+            self.torch_model = _torch_model(self.path, self.model_config, self.meta.get("weights_sha256"), "cpu")
+        return self.torch_model
 
     def __post_init__(self) -> None:
         if self.engine is None:
@@ -120,7 +143,7 @@ class Artifact:
         """``uint8`` faces (B, S, S) (or a normalized float batch) -> logits (B, K) from the engine."""
         if isinstance(self.engine, TorchEngine):
             return self.engine.logits(faces, device)
-        return self.engine.logits(faces.cpu().numpy() if isinstance(faces, torch.Tensor) else faces)
+        return self.engine.logits(faces.cpu().numpy() if _is_tensor(faces) else faces)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Logits (B, K) -> probabilities (B, K): the one place every engine's output becomes probabilities.
@@ -161,8 +184,8 @@ class Artifact:
         if len(faces) == 0:
             empty = np.zeros((0, len(self.labels)), dtype=np.float32)
             return empty, empty
-        if isinstance(faces, torch.Tensor):
-            both = torch.cat([faces, faces.flip(-1)])
+        if _is_tensor(faces):
+            both = sys.modules["torch"].cat([faces, faces.flip(-1)])
         else:
             faces = np.asarray(faces)
             both = np.concatenate([faces, faces[..., ::-1]])  # (2B, ..., S, S)
@@ -182,6 +205,10 @@ def save_artifact(
     data_fingerprint: str | None = None,
     flip_tta: bool = False,
 ) -> Path:
+    import torch
+
+    from fer_ray.models import count_parameters
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
@@ -230,7 +257,7 @@ def engine_records(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def default_engine(meta: dict[str, Any], path: Path, device: str | torch.device = "cpu") -> str:
     """``torch`` on a GPU; on CPU ``onnx-int8`` when its recorded validation accuracy is within
     :data:`INT8_MAX_ACCURACY_DROP` of the PyTorch model's, else ``onnx``, else ``torch``."""
-    if torch.device(device).type != "cpu":
+    if _device_type(device) != "cpu":
         return "torch"
     rec = engine_records(meta)
     if (path / ONNX_FILES["onnx-int8"]).is_file():
@@ -241,6 +268,19 @@ def default_engine(meta: dict[str, Any], path: Path, device: str | torch.device 
     if (path / ONNX_FILES["onnx"]).is_file() and "onnx" in rec:
         return "onnx"
     return "torch"
+
+
+def _torch_model(path: Path, cfg: ModelConfig, sha256: str | None, device: str | torch.device) -> nn.Module:
+    """The PyTorch model from ``path/weights.pt`` in eval mode (checked against ``sha256`` when given)."""
+    import torch
+
+    from fer_ray.models import create_model
+
+    if sha256:
+        verify_file(path / WEIGHTS, sha256)
+    model = create_model(cfg)
+    model.load_state_dict(torch.load(path / WEIGHTS, map_location="cpu", weights_only=True))
+    return model.to(device).eval()
 
 
 def load_artifact(
@@ -278,7 +318,7 @@ def load_artifact(
                 f"{p} has no {ONNX_FILES[engine]} for engine {engine!r}; add it with "
                 f"`python jobs/export_onnx.py {p}`, or pick another engine ({', '.join(have)})"
             )
-        if torch.device(device).type != "cpu":
+        if _device_type(device) != "cpu":
             raise ValueError(f"engine {engine!r} runs on CPU only; use engine 'torch' on {device}")
     # The files this load reads are checked; a stale or damaged file of another engine is not
     # read, and re-exporting replaces it.
@@ -287,9 +327,7 @@ def load_artifact(
     if engine != "torch":
         engine_sha = verify_file(p / ONNX_FILES[engine], engine_records(meta).get(engine, {}).get("sha256"))
     cfg = ModelConfig.from_dict(meta["model_config"])
-    model = create_model(cfg)
-    model.load_state_dict(torch.load(p / WEIGHTS, map_location="cpu", weights_only=True))
-    model.to(device).eval()
+    model = _torch_model(p, cfg, None, device) if engine == "torch" else None  # verified above
     preprocess = PreprocessConfig.from_dict(meta["preprocess"])
     inference = meta.get("inference", {})
     flip_tta = bool(inference.get("flip_tta", False))  # absent in older artifacts

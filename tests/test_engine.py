@@ -20,7 +20,7 @@ from fer_ray.artifact import (
     save_artifact,
     sha256_file,
 )
-from fer_ray.engine import ENGINES, ONNX_FILES, model_input
+from fer_ray.engine import ENGINES, ONNX_FILES, TorchEngine, model_input
 from fer_ray.models import ModelConfig, create_model
 from fer_ray.onnx_export import export_engines
 from fer_ray.preprocess import PreprocessConfig, normalize, preprocess_bytes
@@ -201,3 +201,26 @@ def test_unknown_or_missing_engine(tiny_exported, tmp_path):
     with pytest.raises(FileNotFoundError, match="export_onnx.py"):
         load_artifact(path, engine="onnx-int8")
     assert load_artifact(path).engine_name == "onnx"  # the default falls back to the file that is there
+
+
+def test_onnx_engines_load_and_score_without_importing_torch():
+    """Scoring actors and Serve replicas on ONNX Runtime skip torch's ~2 s import; the PyTorch
+    model is still there, built from the checked weights on first use, and agrees with them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from fer_ray.artifact import load_artifact\n"
+        "from fer_ray.score import ScoreConfig, score\n"
+        "a = load_artifact('default', engine='onnx-int8')\n"
+        "p = a.predict_proba(np.full((3, 48, 48), 128, np.uint8))\n"
+        "assert p.shape == (3, 7) and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    art = load_artifact("default", engine="onnx")
+    faces = _bundled_faces()
+    logits = TorchEngine(art.model, art.preprocess, None, None).logits(faces)  # the model built late
+    assert np.abs(art.probabilities(logits) - art.predict_proba(faces, flip_tta=False)).max() <= 1e-4

@@ -1,38 +1,27 @@
-"""Model registry: ``create_model(cfg)`` builds any registered model by name.
+"""The models: ``create_model(cfg)`` builds any registered model by name (see :mod:`fer_ray.models.registry`).
 
 Every model maps a normalized batch (B, 1, 48, 48) to a dict with ``logits`` (B, 7)
 and, for autoencoders, ``recon`` (B, 1, 48, 48), so losses and evaluation are shared.
+
+Only :class:`ModelConfig` is imported eagerly: the registry imports torch (~2 s), which the
+ONNX Runtime engines of batch scoring and Serve never need, so it loads on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
-import torch
-from torch import nn
-
-from fer_ray.models.ae_cnn_attn import AECNNAttention
-from fer_ray.models.cnn_attn import CNNAttention
 from fer_ray.models.config import ModelConfig
 
-MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "ae_cnn_attn": AECNNAttention,
-    "cnn_attn": CNNAttention,
-}
+_LAZY = ("MODELS", "create_model", "count_parameters")
 
 
-def create_model(cfg: ModelConfig | str) -> nn.Module:
-    if isinstance(cfg, str):
-        cfg = ModelConfig(name=cfg)
-    if cfg.name not in MODELS:
-        raise ValueError(f"unknown model {cfg.name!r}; registered: {sorted(MODELS)}")
-    # NHWC weights (and NHWC inputs, see the models' forward): oneDNN's CPU convolutions
-    # train ~1.6x faster this way on the 2-core machine, and GPUs prefer it for AMP too.
-    return MODELS[cfg.name](cfg).to(memory_format=torch.channels_last)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from fer_ray.models import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-__all__ = ["MODELS", "ModelConfig", "create_model", "count_parameters"]
+__all__ = ["MODELS", "ModelConfig", "count_parameters", "create_model"]
