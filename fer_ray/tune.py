@@ -192,12 +192,12 @@ def _keep_below(batch: dict[str, np.ndarray], thresholds: list[int]) -> dict[str
 
 
 def stratified_subset(data, fraction: float, seed: int):
-    """``data`` (:class:`fer_ray.train.ray_train.TrainingData`) with ``fraction`` of each training class.
+    """``data`` (:class:`fer_ray.train.ray_data.TrainingData`) with ``fraction`` of each training class.
 
     Rows are ranked within their class by a seeded hash of the face pixels, so the subset is the
     same on every run and node whatever order Ray Data delivers rows in. Validation is untouched.
     """
-    from fer_ray.train.ray_train import TrainingData
+    from fer_ray.train.ray_data import TrainingData
 
     if fraction >= 1:
         return data
@@ -234,7 +234,8 @@ def trial(params: dict[str, Any], base: dict[str, Any], data, root: str, filesys
     import pyarrow.fs as pafs
     from ray import tune
 
-    from fer_ray.train.ray_train import TRAIN_CONFIG, build_trainer
+    from fer_ray.train.ray_train import build_trainer
+    from fer_ray.train.run_dir import TRAIN_CONFIG
 
     cfg = trial_config(TrainConfig.from_dict(base), params)
     trial_dir = f"{root}/trial_{tune.get_context().get_trial_id()}"
@@ -296,7 +297,8 @@ def sweep(cfg: SweepConfig, progress: bool | None = None) -> SweepResult:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from fer_ray.train.ray_train import ray_storage, run_dirs, training_data
+    from fer_ray.train.ray_data import training_data
+    from fer_ray.train.run_dir import ray_storage, run_dirs
 
     init_ray(cfg.base.ray)
     storage, root = run_dirs(replace(cfg.base, run_name=cfg.name))
@@ -487,7 +489,7 @@ def export_trial(trial_row: dict[str, Any], cfg: TrainConfig, counts: dict[str, 
     """Export a trial's best checkpoint as an artifact under ``out_dir/artifact``."""
     from ray.train.v2.api.result import Result as RunResult
 
-    from fer_ray.train.ray_train import export_best
+    from fer_ray.train.ray_export import export_best
 
     result = RunResult.from_path(f"{trial_row['_path']}/{TRAIN_SUBDIR}", storage_filesystem=trial_row["_fs"])
     return export_best(result, cfg, counts, out_dir).artifact_dir
