@@ -157,8 +157,9 @@ def config_parser(
     """A parser with one flag per field of the config dataclass ``cls`` (and of nested configs marked
     ``flatten``), plus ``--config``, ``--print-config``, ``--verbose`` and ``--debug``.
 
-    ``overlay`` adds or overrides field metadata by field name (for a config whose module does not carry
-    CLI metadata itself); ``defaults`` (a nested mapping) replaces the dataclass defaults for this job.
+    ``overlay`` adds or overrides field metadata by field name (what only the CLI knows, e.g. the registered
+    architectures as choices; the ``fields`` of nested configs merge); ``defaults`` (a nested mapping)
+    replaces the dataclass defaults for this job.
     """
     p = Parser(description=description)
     p.config_cls, p.config_defaults = cls, dict(defaults or {})
@@ -189,7 +190,7 @@ def _add_fields(
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
-        meta = {**f.metadata, **overlay.get(f.name, {})}
+        meta = _merge_meta(f.metadata, overlay.get(f.name, {}))
         title = meta.get("group", group_title)
         if title not in groups:
             groups[title] = _group(p, title)
@@ -201,6 +202,15 @@ def _add_fields(
         if "flag" in meta and meta["flag"] is None or meta.get("file") is False:
             continue
         _add_flag(groups[title], f, hints[f.name], meta, (*path, f.name), default)
+
+
+def _merge_meta(meta: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """A field's metadata with a job's overlay on top; the per-field ``fields`` of nested configs merge too."""
+    out = {**meta, **top}
+    if "fields" in meta and "fields" in top:
+        inner, over = meta["fields"], top["fields"]
+        out["fields"] = {k: _merge_meta(inner.get(k, {}), over.get(k, {})) for k in {**inner, **over}}
+    return out
 
 
 def _group(p: Parser, title: str | None):
@@ -353,11 +363,9 @@ def _model_names() -> tuple[str, ...]:
 
 
 def train_overlay(model_flag_note: str = " (--model names a trained artifact in score, serve and evaluate)") -> dict:
-    """Flag spellings of TrainConfig's nested model config for train and tune: ``--arch`` (``--model`` warns)."""
-    from fer_ray.train.config import MODEL_FLAGS
-
-    name = {**MODEL_FLAGS["name"], "choices": _model_names(), "deprecated_note": model_flag_note}
-    return {"model": {"fields": {**MODEL_FLAGS, "name": name}}}
+    """``--arch`` (TrainConfig's ``model.name``, spelled in ``fer_ray.train.config.MODEL_FLAGS``) for train and
+    tune: the registered architectures as its choices, and why its old spelling ``--model`` warns."""
+    return {"model": {"fields": {"name": {"choices": _model_names(), "deprecated_note": model_flag_note}}}}
 
 
 def default_run_name(train: dict[str, Any]) -> None:
@@ -373,6 +381,20 @@ def train_parser(description: str | None = None) -> Parser:
     from fer_ray.train.config import TrainConfig
 
     return config_parser(TrainConfig, description, overlay=train_overlay())
+
+
+def tune_parser(description: str | None = None) -> Parser:
+    """The flags of jobs/tune.py: SweepConfig's fields, the training ones flat (``--epochs``: 4 by default)."""
+    from fer_ray.tune_config import SweepConfig
+
+    return config_parser(
+        SweepConfig,
+        description,
+        overlay={"base": {"fields": train_overlay()}},
+        defaults={"base": {"epochs": 4}},  # a sweep's trials are short; the winner is trained longer afterwards
+        config_help="YAML or JSON file of the sweep's settings, training ones under base: (the keys of "
+        "--print-config); flags given override it",
+    )
 
 
 def load_config_file(path: str | os.PathLike, cls: type | None = None) -> Any:

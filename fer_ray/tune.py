@@ -23,8 +23,7 @@ import hashlib
 import io
 import json
 import logging
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,8 +33,9 @@ from fer_ray.config import replace
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.progress import Progress, progress_mode
 from fer_ray.runtime import init_ray, is_verbose
-from fer_ray.search_spaces import apply_params, resolve_space, to_tune
+from fer_ray.search_spaces import apply_params, to_tune
 from fer_ray.train.config import TrainConfig
+from fer_ray.tune_config import SweepConfig
 
 logger = logging.getLogger(__name__)
 
@@ -43,62 +43,6 @@ SWEEP_CONFIG, BEST_CONFIG = "sweep_config.json", "best_config.json"
 TRAIN_SUBDIR = "train"  # a trial's Ray Train run, inside its Tune trial dir
 # Bookkeeping that a config file for a new training run should not inherit from a sweep trial.
 _NOT_IN_BEST_CONFIG = ("run_name", "storage_path", "ray", "crash_once_at_epoch", "limit")
-# Where and how fast trials run: a rerun may change these and still continue the sweep.
-_HOW_IT_RUNS = ("ray", "workers", "cpus_per_worker", "torch_threads", "use_gpu", "placement_strategy", "max_failures")
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    base: TrainConfig = field(default_factory=TrainConfig)
-    name: str = "sweep"
-    space: dict[str, Any] | None = None  # overrides of the model's named space (fer_ray.search_spaces)
-    num_samples: int = 12
-    max_concurrent: int = 1  # each trial's trainer needs its own worker CPUs
-    grace_period: int = 1  # joint epochs before ASHA may stop a trial
-    reduction_factor: int = 2  # ASHA keeps the top 1/reduction_factor at each rung
-    train_fraction: float = 1.0  # stratified, seeded share of the training split (validation stays whole)
-    restart: bool = False  # delete <storage>/<name>/ and start over instead of continuing
-    driver_cpus: float = 0.1  # a trial's driver only waits on its trainer, whose workers reserve their own CPUs
-
-    def __post_init__(self) -> None:
-        if self.driver_cpus <= 0:
-            raise ValueError(f"driver_cpus must be > 0 (Ray needs a resource request), got {self.driver_cpus}")
-        if self.num_samples < 1 or self.max_concurrent < 1:
-            raise ValueError("num_samples and max_concurrent must be >= 1")
-        if not 1 <= self.grace_period <= self.base.epochs:
-            raise ValueError(
-                f"grace_period must be 1..--epochs ({self.base.epochs}) joint epochs, got {self.grace_period}"
-            )
-        if self.reduction_factor < 2:
-            raise ValueError(f"reduction_factor must be >= 2, got {self.reduction_factor}")
-        if not 0 < self.train_fraction <= 1:
-            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
-        if not self.name or "/" in self.name:
-            raise ValueError(f"sweep name must be a non-empty folder name, got {self.name!r}")
-        resolve_space(self.base.model.name, self.space)  # fail before Ray starts
-
-    @property
-    def resolved_space(self) -> dict[str, Any]:
-        return resolve_space(self.base.model.name, self.space)
-
-    @property
-    def num_trials(self) -> int:
-        """num_samples times the size of every grid in the space (Tune's count)."""
-        grids = [len(s["grid"]) for s in self.resolved_space.values() if isinstance(s, dict) and "grid" in s]
-        return self.num_samples * math.prod(grids)
-
-    def record(self) -> dict[str, Any]:
-        """What identifies the sweep: a rerun that differs in any of it is refused (use --restart)."""
-        base = {k: v for k, v in self.base.to_dict().items() if k not in _HOW_IT_RUNS}
-        return {
-            "model": self.base.model.name,
-            "base": base,
-            "space": self.resolved_space,
-            "num_samples": self.num_samples,
-            "grace_period": self.grace_period,
-            "reduction_factor": self.reduction_factor,
-            "train_fraction": self.train_fraction,
-        }
 
 
 # ---------------------------------------------------------------- what Tune sees of a training report

@@ -29,51 +29,16 @@ from fer_ray.cli import (
     before_ray,
     check_data,
     check_output_dir,
-    config_parser,
     default_run_name,
     parse_config,
     run_cli,
-    train_overlay,
+    tune_parser,
 )
 from fer_ray.config import read_config_file
-from fer_ray.tune import SweepConfig
-
-# SweepConfig (fer_ray/tune.py) carries no CLI metadata of its own: its flags' help lives here.
-SWEEP_FLAGS: dict[str, dict[str, Any]] = {
-    "base": {"flatten": True, "fields": {**train_overlay(), "run_name": {"flag": None}}},
-    "name": {
-        "flag": "--run-name",
-        "deprecated": ("--name",),
-        "help": "folder under --storage-path holding the whole sweep; the same name continues it",
-    },
-    "space": {
-        "metavar": "FILE",
-        "parse": lambda path: read_config_file(path, "--space"),
-        "default_text": "the architecture's named space",
-        "help": "YAML/JSON overriding entries of the architecture's named search space (a config file: inline)",
-    },
-    "num_samples": {"help": "trials (times the size of any grid)"},
-    "max_concurrent": {"help": "trials at once (each needs its workers' CPUs)"},
-    "grace_period": {"help": "joint epochs before ASHA may stop a trial"},
-    "reduction_factor": {"help": "ASHA keeps the top 1/N at each rung"},
-    "train_fraction": {
-        "help": "stratified, seeded share of the training split per class (validation is always all of PublicTest)"
-    },
-    "restart": {"help": "delete the sweep's folder and start over"},
-    "driver_cpus": {"help": "CPUs of each trial's driver, which only waits on its trainer's workers"},
-}
-SWEEP_FLAGS = {k: {"group": "sweep", **v} if k != "base" else v for k, v in SWEEP_FLAGS.items()}
 
 
 def get_args_parser() -> Parser:
-    p = config_parser(
-        SweepConfig,
-        __doc__,
-        overlay=SWEEP_FLAGS,
-        defaults={"base": {"epochs": 4}},
-        config_help="YAML or JSON file of the sweep's settings, training ones under base: (the keys of "
-        "--print-config); flags given override it",
-    )
+    p = tune_parser(__doc__)
     p.add_argument("--show-space", action="store_true", help="print the resolved search space and exit")
     return p
 
