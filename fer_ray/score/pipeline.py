@@ -41,7 +41,7 @@ from fer_ray.data.sources import S3Settings, fetch_bytes, is_s3_uri, list_images
 from fer_ray.labels import EMOTIONS
 from fer_ray.preprocess import ImageDecodeError, PreprocessConfig
 from fer_ray.progress import Poller, Progress, ProgressCounter, progress_mode, without_ray_data_bars
-from fer_ray.runtime import init_ray
+from fer_ray.runtime import LOCAL, init_ray, resolve_address
 from fer_ray.score.config import DetectConfig, ScoreConfig
 from fer_ray.score.faces import faces_from_bytes
 from fer_ray.score.store import CONFIG_FILE, ROWS_DIR, RUNS_DIR, OutputStore, RunLock, key_hash
@@ -365,7 +365,7 @@ def build_dataset(
             "whole_image": cfg.whole_image,
             "save_crops": cfg.save_crops,
         },
-        compute=ray.data.TaskPoolStrategy(size=cfg.max_cpu_tasks),
+        compute=ray.data.TaskPoolStrategy(size=cpu_tasks_cap(cfg)),
         num_cpus=cfg.cpus_per_task,
         # Retrying a task whose worker died also makes these remote args differ from the
         # actors', which keeps Ray Data from fusing this stage into the (small) actor pool.
@@ -388,6 +388,15 @@ def build_dataset(
         num_cpus=cfg.cpus_per_actor,
         num_gpus=gpus,
     )
+
+
+def cpu_tasks_cap(cfg: ScoreConfig) -> int | None:
+    """Concurrent decode/detect tasks: ``max_cpu_tasks``, else the cores of this machine when the job
+    starts its own Ray, which advertises twice the cores (see :func:`fer_ray.runtime.default_logical_cpus`):
+    more tasks than cores only take turns with the inference actor. On a cluster Ray Data decides."""
+    if cfg.max_cpu_tasks is not None:
+        return cfg.max_cpu_tasks
+    return (os.cpu_count() or 1) if resolve_address(cfg.ray) == LOCAL else None
 
 
 def _new_counter():
@@ -533,6 +542,7 @@ def _score_locked(
                 filesystem=store.fs,
                 filename_provider=_PartFilenames(run_id),
                 min_rows_per_file=cfg.rows_per_file,
+                ray_remote_args={"num_cpus": cfg.write_cpus},
             )
         pipeline_s = time.time() - t0
         logger.info("scored %d images in %.1f s (%.2f images/s)", len(todo), pipeline_s, len(todo) / pipeline_s)
