@@ -211,7 +211,21 @@ def _delete_dir(location) -> None:
         fs.delete_dir(path)
 
 
+def check_rerun(cfg: SweepConfig) -> None:
+    """Refuse, before Ray starts, to continue a sweep of the same name that was started with other settings.
+
+    Reads ``<storage>/<name>/sweep_config.json`` (local or S3); nothing to check on a new sweep or
+    with ``restart``. Raises :class:`fer_ray.config.UserError` naming what changed.
+    """
+    from fer_ray.train.run_dir import run_dirs
+
+    if not cfg.restart:
+        _check_same_sweep(run_dirs(replace(cfg.base, run_name=cfg.name))[1], cfg)
+
+
 def _check_same_sweep(root, cfg: SweepConfig) -> None:
+    from fer_ray.config import UserError
+
     try:
         saved = json.loads(run_storage.read_text(run_storage.join(root, SWEEP_CONFIG)))
     except FileNotFoundError:
@@ -224,9 +238,9 @@ def _check_same_sweep(root, cfg: SweepConfig) -> None:
             f"base.{k}" for k in sorted(b0.keys() | b1.keys()) if b0.get(k) != b1.get(k)
         ]
     if changed:
-        raise ValueError(
-            f"sweep {cfg.name!r} under {root} was started with different {', '.join(changed)}; "
-            "rerun with --restart to start it over, or pick a new --name"
+        raise UserError(
+            f"sweep {cfg.name!r} under {root} was started with different {', '.join(changed)}",
+            "rerun with --restart to start it over, or pick another --run-name",
         )
 
 

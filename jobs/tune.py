@@ -58,8 +58,9 @@ def main(argv: list[str]) -> int:
         return 0
     check_data(cfg.base.data, need="training data")
     check_output_dir(cfg.base.storage_path, "--storage-path")
-    from fer_ray.tune import sweep
+    from fer_ray.tune import check_rerun, sweep
 
+    check_rerun(cfg)  # a changed rerun of a sweep is one line, before Ray starts
     before_ray(a)
 
     res = sweep(cfg)

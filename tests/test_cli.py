@@ -222,6 +222,30 @@ def test_missing_input_fails_before_ray_or_torch_load(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_changed_sweep_rerun_is_one_line_before_ray(tmp_path):
+    """Continuing a sweep with other settings is refused before Ray is even imported; --restart is the way out."""
+    from fer_ray.cli import parse_config
+    from tests.fer_fixtures import write_tiny_fer_parquet
+
+    data = write_tiny_fer_parquet(tmp_path / "tiny.parquet", n_per_class=2)
+    argv = ["--arch", "cnn_attn", "--data", str(data), "--storage-path", str(tmp_path / "runs"), "--run-name", "s"]
+    tune_job = importlib.import_module("jobs.tune")
+    first, _ = parse_config(tune_job.get_args_parser(), [*argv, "--num-samples", "2"], adjust=tune_job._adjust)
+    (tmp_path / "runs" / "s").mkdir(parents=True)
+    (tmp_path / "runs" / "s" / "sweep_config.json").write_text(json.dumps(first.record()))  # as sweep() leaves it
+    code = (
+        "import sys; sys.path.insert(0, '.'); from jobs.tune import main; "
+        f"rc = main({[*argv, '--num-samples', '3']!r}); "
+        "print(sorted(m for m in ('ray',) if m in sys.modules)); sys.exit(rc)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )  # fmt: skip
+    user_error(res, "sweep 's'", "num_samples", "--restart")
+    assert res.stdout.strip() == "[]"  # Ray was not even imported
+
+
 def test_debug_shows_the_traceback(tmp_path):
     res = run_job("score", tmp_path / "nothing", "--out", tmp_path / "o", "--debug")
     assert res.returncode == 2 and "Traceback" in res.stderr

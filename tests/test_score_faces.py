@@ -137,7 +137,7 @@ def _recall(photos, detect: DetectConfig) -> tuple[dict[int, float], int]:
 def test_yunet_recall_on_composed_photos_beats_haar():
     """Each detector at the same detection size; the full table is benchmarks/results/detect_recall.md.
 
-    The default (640 px, YuNet's training size, a third of the cost of 1024 px) finds the faces
+    The default (640 px, YuNet's training size, 2.4x faster than 1024 px) finds the faces
     of >= 1/15 of the long side; --detect-max-side 1024 is the setting for smaller faces.
     """
     photos = _composed_recall_set()

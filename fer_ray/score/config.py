@@ -23,7 +23,7 @@ class DetectConfig:
     pixels for it, and no larger than ``max_side``: its cost grows with the pixel count, its
     recall drops below ~40 px faces. The defaults come from the recall/speed table in
     benchmarks/results/detect_recall.md: at 640 px (YuNet's own training size) detection costs
-    a third of 1024 px and finds faces of about 1/15 of the photo's long side and up; group
+    less than half of 1024 px and finds faces of about 1/15 of the photo's long side and up; group
     photos with smaller faces need a larger ``max_side``. The cascade detects on a copy at
     most ``max_side``.
     """
