@@ -71,6 +71,17 @@ def user_error(res: subprocess.CompletedProcess, *words: str) -> str:
     return lines[0]
 
 
+def main_in_child(job: str, argv: list[str]) -> subprocess.CompletedProcess:
+    """The job's ``main(argv)`` in a fresh interpreter; stdout ends with ``[ray imported?, torch imported?]``
+    as two lists, so a test can tell that a user error came before either was even imported."""
+    code = (
+        f"import json, sys; sys.path.insert(0, '.'); from jobs.{job} import main; rc = main({argv!r}); "
+        "print(json.dumps([[m] if m in sys.modules else [] for m in ('ray', 'torch')])); sys.exit(rc)"
+    )
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+
+
 def in_process(job: str, argv: list[str]) -> tuple[int, str, str]:
     """(status, stdout, stderr) of the job's ``main(argv)`` in this process (no Ray for --print-config)."""
     main = importlib.import_module(f"jobs.{job}").main
@@ -208,17 +219,9 @@ def test_tune_run_name_and_its_old_spelling():
 
 # ---------------------------------------------------------------- user errors: one line, exit 2, before Ray
 def test_missing_input_fails_before_ray_or_torch_load(tmp_path):
-    code = (
-        "import sys; sys.path.insert(0, '.'); from jobs.score import main; "
-        f"rc = main(['{tmp_path}/no_such_dir', '--out', '{tmp_path}/out']); "
-        "print(sorted(m for m in ('ray', 'torch') if m in sys.modules)); sys.exit(rc)"
-    )
-    res = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
-    )  # fmt: skip
+    res = main_in_child("score", [f"{tmp_path}/no_such_dir", "--out", f"{tmp_path}/out"])
     user_error(res, "INPUT", "no_such_dir", "no such file or directory")
-    assert res.stdout.strip() == "[]"  # neither Ray nor torch was even imported
+    assert json.loads(res.stdout) == [[], []]  # neither Ray nor torch was even imported
     assert not (tmp_path / "out").exists()
 
 
@@ -233,17 +236,9 @@ def test_changed_sweep_rerun_is_one_line_before_ray(tmp_path):
     first, _ = parse_config(tune_job.get_args_parser(), [*argv, "--num-samples", "2"], adjust=tune_job._adjust)
     (tmp_path / "runs" / "s").mkdir(parents=True)
     (tmp_path / "runs" / "s" / "sweep_config.json").write_text(json.dumps(first.record()))  # as sweep() leaves it
-    code = (
-        "import sys; sys.path.insert(0, '.'); from jobs.tune import main; "
-        f"rc = main({[*argv, '--num-samples', '3']!r}); "
-        "print(sorted(m for m in ('ray',) if m in sys.modules)); sys.exit(rc)"
-    )
-    res = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
-    )  # fmt: skip
+    res = main_in_child("tune", [*argv, "--num-samples", "3"])
     user_error(res, "sweep 's'", "num_samples", "--restart")
-    assert res.stdout.strip() == "[]"  # Ray was not even imported
+    assert json.loads(res.stdout)[0] == []  # Ray was not even imported
 
 
 def test_debug_shows_the_traceback(tmp_path):
