@@ -110,6 +110,36 @@ def test_resume_refuses_a_changed_model_or_recipe(tmp_path, tiny_parquet):
         train_plain(_cfg(tmp_path, tiny_parquet, epochs=0))
 
 
+def test_a_run_saved_before_a_setting_existed_resumes(tmp_path, tiny_parquet):
+    """A run started by an older fer_ray (its train_config.json lacks a setting added since) resumes
+    unchanged when the new setting keeps its default, and refuses a non-default value as any recipe change."""
+    train_plain(_cfg(tmp_path, tiny_parquet, epochs=1))
+    saved = tmp_path / "runs" / "p" / "train_config.json"
+    record = json.loads(saved.read_text())
+    for config in (record["train_config"], *(seg["train_config"] for seg in record["segments"])):
+        del config["recon_schedule"]  # as written before the setting existed
+    saved.write_text(json.dumps(record))
+    train_plain(_cfg(tmp_path, tiny_parquet, epochs=1))  # the same command: resumes, nothing to add
+    assert len(json.loads(saved.read_text())["segments"]) == 1
+    with pytest.raises(ValueError, match="recon_schedule"):
+        train_plain(_cfg(tmp_path, tiny_parquet, epochs=2, recon_schedule="cosine"))
+
+
+def test_reconstruction_weight_schedules(tmp_path, tiny_parquet):
+    cfg = TrainConfig(model=ModelConfig(name="ae_cnn_attn"), epochs=5, pretrain_epochs=1, recon_weight=0.2)
+    assert [cfg.recon_weight_at(e) for e in range(6)] == [0.2] * 6
+    linear = [TrainConfig(**{**cfg.__dict__, "recon_schedule": "linear"}).recon_weight_at(e) for e in range(1, 6)]
+    assert linear == pytest.approx([0.2, 0.15, 0.1, 0.05, 0.0])
+    cosine = [TrainConfig(**{**cfg.__dict__, "recon_schedule": "cosine"}).recon_weight_at(e) for e in range(1, 6)]
+    assert cosine[0] == pytest.approx(0.2) and cosine[2] == pytest.approx(0.1) and cosine[-1] == pytest.approx(0.0)
+    assert all(a > b for a, b in zip(cosine, cosine[1:], strict=False))
+    # the weight each epoch trained with is in its history row
+    ae = ModelConfig(name="ae_cnn_attn", widths=(8, 16), latent_channels=8)
+    train_plain(_cfg(tmp_path, tiny_parquet, model=ae, epochs=3, recon_weight=0.3, recon_schedule="linear"))
+    history = json.loads((tmp_path / "runs" / "p" / "history.json").read_text())
+    assert [h["recon_weight"] for h in history] == pytest.approx([0.3, 0.15, 0.0])
+
+
 class _Payload:
     def __reduce__(self):
         return (print, ("pickle payload ran",))

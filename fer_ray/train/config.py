@@ -6,6 +6,7 @@ each field's help text, default and choices are written once, here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -83,6 +84,14 @@ class TrainConfig:
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", group="recipe")
     class_weighting: bool = setting(False, "weight the loss by inverse class frequency", group="recipe")
     recon_weight: float = setting(0.1, "weight of the reconstruction loss (ae_cnn_attn)", group="recipe")
+    # The decoder shapes the latent early on; a decaying weight leaves the latent to the classifier
+    # by the end (the paper trains both losses throughout: "constant").
+    recon_schedule: Literal["constant", "linear", "cosine"] = setting(
+        "constant",
+        "reconstruction weight over the joint epochs: constant, or decaying from --recon-weight to 0 at the "
+        "last joint epoch (linear or cosine) (ae_cnn_attn)",
+        group="recipe",
+    )
     seed: int = setting(0, "seed of initialisation, shuffling, augmentation and held-out splits", group="recipe")
 
     backend: Literal["ray", "plain"] = setting(
@@ -135,6 +144,15 @@ class TrainConfig:
 
     def phase(self, epoch: int) -> str:
         return "pretrain" if epoch < self.total_epochs - self.epochs else "joint"
+
+    def recon_weight_at(self, epoch: int) -> float:
+        """The reconstruction loss weight in (0-based, pretraining included) ``epoch`` of a joint phase."""
+        if self.recon_schedule == "constant":
+            return self.recon_weight
+        joint = epoch - (self.total_epochs - self.epochs)
+        t = min(1.0, max(0.0, joint / max(1, self.epochs - 1)))
+        decay = 1.0 - t if self.recon_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
+        return self.recon_weight * decay
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -8,6 +8,7 @@ without Ray and a run on a Ray cluster follow the same recipe. Nothing here impo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Callable, Iterable
@@ -104,6 +105,7 @@ def run_epoch(
 ) -> dict[str, Any]:
     """Train one epoch, validate, step an epoch-wise schedule; returns the epoch's metrics row."""
     phase = cfg.phase(epoch)
+    loss_cfg = dataclasses.replace(loss_cfg, recon_weight=cfg.recon_weight_at(epoch))
     tr = train_one_epoch(
         model,
         train_batches,
@@ -129,6 +131,7 @@ def run_epoch(
         **tr.as_metrics("train"),
         **va.as_metrics("val"),
         "lr": optimizer.param_groups[0]["lr"],
+        **({"recon_weight": loss_cfg.recon_weight} if cfg.model.name == "ae_cnn_attn" else {}),
         "epoch_s": seconds,
         "images_per_s": tr.n / max(seconds, 1e-9),
     }
@@ -292,7 +295,9 @@ def resume_record(
     current = cfg.to_dict()
     if not saved:
         return {"train_config": current, "counts": counts, "segments": [{"start_epoch": 0, "train_config": current}]}
-    before, after = _flat(saved["train_config"]), _flat(current)
+    # Read back through TrainConfig: a setting added since the run started counts as its default, so
+    # a new version of fer_ray resumes runs started by an older one.
+    before, after = _flat(TrainConfig.from_dict(saved["train_config"]).to_dict()), _flat(current)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     unsafe = [k for k in changed if k.split(".")[0] not in RESUMABLE]
     old_fp, new_fp = saved.get("counts", {}).get("fingerprint"), counts.get("fingerprint")
