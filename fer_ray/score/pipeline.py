@@ -365,7 +365,7 @@ def build_dataset(
             "whole_image": cfg.whole_image,
             "save_crops": cfg.save_crops,
         },
-        compute=ray.data.TaskPoolStrategy(size=cpu_tasks_cap(cfg)),
+        compute=ray.data.TaskPoolStrategy(size=cpu_tasks_cap(cfg, len(blocks))),
         num_cpus=cfg.cpus_per_task,
         # Retrying a task whose worker died also makes these remote args differ from the
         # actors', which keeps Ray Data from fusing this stage into the (small) actor pool.
@@ -390,13 +390,15 @@ def build_dataset(
     )
 
 
-def cpu_tasks_cap(cfg: ScoreConfig) -> int | None:
+def cpu_tasks_cap(cfg: ScoreConfig, blocks: int) -> int | None:
     """Concurrent decode/detect tasks: ``max_cpu_tasks``, else the cores of this machine when the job
     starts its own Ray, which advertises twice the cores (see :func:`fer_ray.runtime.default_logical_cpus`):
-    more tasks than cores only take turns with the inference actor. On a cluster Ray Data decides."""
-    if cfg.max_cpu_tasks is not None:
-        return cfg.max_cpu_tasks
-    return (os.cpu_count() or 1) if resolve_address(cfg.ray) == LOCAL else None
+    more tasks than cores only take turns with the inference actor. On a cluster Ray Data decides.
+    Never more than the ``blocks`` there are (Ray Data warns about a cap it cannot reach)."""
+    cap = cfg.max_cpu_tasks
+    if cap is None and resolve_address(cfg.ray) == LOCAL:
+        cap = os.cpu_count() or 1
+    return None if cap is None else max(1, min(cap, blocks))
 
 
 def _new_counter():
