@@ -75,7 +75,7 @@ def test_draft_decode_finds_the_same_faces_and_crops_them_at_full_detail():
     data = photo_bytes((2000, 1500), boxes, seed=5)
     full = decode_image(data)
     pp = PreprocessConfig()
-    cfg = DetectConfig(max_side=1000)  # detection at 1000x750: the JPEG decodes at 1/2
+    cfg = DetectConfig(max_side=1000, align=False)  # detection at 1000x750: the JPEG decodes at 1/2; crops as cut
     found, crops, size = faces_from_bytes(data, cfg, pp)
     assert size == (2000, 1500) and samples().matches(found, boxes), found
     big, small = (face_input(full, box, pp).astype(np.float64) for box in found)
@@ -191,3 +191,30 @@ def test_small_images_are_face_crops():
 def test_detect_config_rejects_bad_values(kw):
     with pytest.raises(ValueError):
         DetectConfig(**kw)
+
+
+def test_tilted_faces_are_cropped_upright():
+    """A face pasted at 25 degrees of tilt, aligned by YuNet's eyes, gives a crop much closer to the same
+    face pasted upright than the unaligned crop does (correlation 0.72 vs 0.17 here); an upright face's
+    crop barely changes."""
+    from PIL import Image
+
+    m, pp = samples(), PreprocessConfig()
+    face = bundled_crops()[3].resize((240, 240), Image.BICUBIC)
+    fill = int(np.median(np.asarray(face)[0]))
+
+    def crop(angle: float, align: bool) -> np.ndarray:
+        tilted = face.rotate(angle, Image.BICUBIC, fillcolor=fill)
+        photo = m.compose_photo([tilted], (900, 700), [(330, 230, 240, 240)], 5)
+        _, crops, _ = faces_from_bytes(m.encode(photo, "JPEG", quality=92), DetectConfig(align=align), pp)
+        assert len(crops) == 1
+        return crops[0].astype(np.float64)
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    upright = crop(0, align=False)
+    assert corr(crop(0, align=True), upright) > 0.95  # an upright face: a few degrees of landmark noise at most
+    tilted, aligned = crop(25, align=False), crop(25, align=True)
+    assert corr(aligned, upright) > corr(tilted, upright) + 0.4, (corr(aligned, upright), corr(tilted, upright))
+    assert corr(aligned, upright) > 0.7
