@@ -111,7 +111,8 @@ def detect_faces(
 
 
 def _detect(gray: np.ndarray, cfg: DetectConfig, full_size: tuple[int, int] | None) -> list[tuple[Box, float | None]]:
-    """:func:`detect_faces` with each face's roll in degrees (the eye line's tilt; None without landmarks)."""
+    """:func:`detect_faces` with each face's roll in degrees (the eye line's tilt), or None: no landmarks
+    (Haar) or ``cfg.align`` off, so the face is cut as detected."""
     import cv2
 
     h, w = gray.shape[:2]
@@ -126,6 +127,8 @@ def _detect(gray: np.ndarray, cfg: DetectConfig, full_size: tuple[int, int] | No
         rolls: list[float | None] = [None] * len(found)
     else:
         found, rolls = _yunet_boxes(small, cfg)
+        if not cfg.align:
+            rolls = [None] * len(found)
     sx, sy = full_w / size[0], full_h / size[1]
     faces: list[tuple[Box, float | None]] = []
     for (x, y, bw, bh), roll in zip(found, rolls, strict=True):
@@ -207,16 +210,12 @@ def find_faces(
     threads share it (OpenCV does not promise ``detectMultiScale`` is thread-safe; YuNet
     detectors are per thread and need no lock).
     """
-    boxes: list[Box | None]
     if whole_image or is_face_crop(gray, detect):
-        boxes = [None]
-    else:
-        guard = lock if lock is not None and detect.detector == "haar" else contextlib.nullcontext()
-        with guard:
-            faces = _detect(gray, detect, None)
-        boxes = [box for box, _ in faces]
-        return boxes, [face_crop(gray, box, roll if detect.align else None, preprocess) for box, roll in faces]
-    return boxes, [face_input(gray, box, preprocess) for box in boxes]
+        return [None], [face_input(gray, None, preprocess)]
+    guard = lock if lock is not None and detect.detector == "haar" else contextlib.nullcontext()
+    with guard:
+        faces = _detect(gray, detect, None)
+    return [box for box, _ in faces], [face_crop(gray, box, roll, preprocess) for box, roll in faces]
 
 
 def faces_from_bytes(
@@ -251,7 +250,7 @@ def faces_from_bytes(
     if need > have * 1.001:
         gray, _ = decode_image_scaled(data, preprocess.max_pixels, need)
     sx, sy = gray.shape[1] / size[0], gray.shape[0] / size[1]
-    crops = [face_crop(gray, _scale_box(b, sx, sy), roll if detect.align else None, preprocess) for b, roll in faces]
+    crops = [face_crop(gray, _scale_box(b, sx, sy), roll, preprocess) for b, roll in faces]
     return boxes, crops, size
 
 
