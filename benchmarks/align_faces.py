@@ -2,13 +2,14 @@
 
 PrivateTest faces (labels known) are rotated by 0, +-10, +-20 or +-30 degrees, upscaled to 240 px and pasted
 one per photo on 1200x900 photo-like backgrounds (JPEG), then found by YuNet with the default DetectConfig
-and classified by the shipped default model (its default engine, single pass) twice:
+and classified by the shipped default model (its default engine, single pass) twice, through batch
+scoring's own :func:`fer_ray.score.faces.faces_from_bytes`:
 
-(a) as batch scoring crops today: YuNet's box made square, cut from the upright photo;
-(b) aligned: the photo rotated about the box centre so that the two eye landmarks are level, then the same crop.
+(a) ``DetectConfig(align=False)``: YuNet's box made square, cut from the upright photo;
+(b) ``DetectConfig(align=True)`` (the default): the face turned so that its eye landmarks are level, then cut.
 
 Prints detection rate and accuracy per |angle| for both and writes JSON. A benchmark, not a test:
-it decides whether batch scoring should align (issue #10).
+it is why batch scoring aligns (issue #10).
 
 python benchmarks/align_faces.py --faces 700          # -> benchmarks/results/align_faces.json
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import sys
 from pathlib import Path
 
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from common import fer2013_or_exit, machine_info, write_result  # noqa: E402
+from detect_recall import iou  # noqa: E402
 
 from fer_ray.cli import setup  # noqa: E402
 
@@ -59,45 +60,6 @@ def compose(face, angle: float, k: int, samples) -> tuple[bytes, tuple[int, int,
     return buf.getvalue(), (x, y, SIDE, SIDE)
 
 
-def detect_with_landmarks(gray: np.ndarray, cfg) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
-    """(square box as batch scoring makes it, 5 landmarks (x, y)) per YuNet detection, in photo pixels."""
-    import cv2
-
-    from fer_ray.score.faces import YUNET_BOX_SCALE, _yunet, detection_scale
-
-    h, w = gray.shape
-    scale = detection_scale(w, h, cfg)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA) if size != (w, h) else gray
-    det = _yunet(cfg)
-    det.setInputSize(size)
-    _, found = det.detect(cv2.cvtColor(small, cv2.COLOR_GRAY2BGR))
-    out = []
-    for row in [] if found is None else found:
-        bx, by, bw, bh = (float(v) / scale for v in row[:4])
-        side = max(bw, bh) * YUNET_BOX_SCALE
-        box = (int(round(bx + (bw - side) / 2)), int(round(by + (bh - side) / 2)), int(round(side)), int(round(side)))
-        out.append((box, np.asarray(row[4:14], dtype=np.float64).reshape(5, 2) / scale))
-    return out
-
-
-def aligned(gray: np.ndarray, box, landmarks: np.ndarray) -> np.ndarray:
-    """The photo rotated about the box centre so that the eyes (landmarks 0 and 1) are level."""
-    import cv2
-
-    (rx, ry), (lx, ly) = landmarks[0], landmarks[1]  # the subject's right eye is on the image's left
-    angle = math.degrees(math.atan2(ly - ry, lx - rx))
-    centre = (box[0] + box[2] / 2, box[1] + box[3] / 2)
-    m = cv2.getRotationMatrix2D(centre, angle, 1.0)
-    return cv2.warpAffine(gray, m, gray.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-
-
-def iou(a, b) -> float:
-    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    return ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy)
-
-
 def main(argv: list[str] | None = None) -> int:
     setup()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,30 +72,28 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from fer_ray.artifact import load_artifact
-    from fer_ray.preprocess import decode_image, face_input
     from fer_ray.score.config import DetectConfig
+    from fer_ray.score.faces import faces_from_bytes
 
     cv2.setNumThreads(1)
     t = pq.read_table(fer2013_or_exit(a.data), columns=["image", "label", "usage"])
     t = t.filter(np.asarray(t.column("usage").to_pylist()) == "PrivateTest").slice(0, a.faces)
     images, labels = t.column("image").to_pylist(), np.asarray(t.column("label").to_pylist())
-    art, cfg, samples = load_artifact(), DetectConfig(), _samples()
-    pp = art.preprocess
-    crops = {"upright": [], "aligned": []}
+    art, samples = load_artifact(), _samples()
+    modes = {"upright": DetectConfig(align=False), "aligned": DetectConfig(align=True)}
+    crops: dict[str, list[np.ndarray]] = {m: [] for m in modes}
     kept, angles = [], []
     for k, data in enumerate(images):
         angle = ANGLES[k % len(ANGLES)]
         photo, truth = compose(Image.open(io.BytesIO(data)), angle, k, samples)
-        gray = decode_image(photo)
-        found = [(iou(box, truth), box, lm) for box, lm in detect_with_landmarks(gray, cfg)]
         angles.append(angle)
-        if not found or max(found)[0] < 0.3:
-            kept.append(False)
-            continue
-        _, box, landmarks = max(found, key=lambda f: f[0])
-        kept.append(True)
-        crops["upright"].append(face_input(gray, box, pp))
-        crops["aligned"].append(face_input(aligned(gray, box, landmarks), box, pp))
+        found = {m: faces_from_bytes(photo, cfg, art.preprocess) for m, cfg in modes.items()}
+        boxes = found["upright"][0]  # the same detections in both modes; only the crops differ
+        best = max(range(len(boxes)), key=lambda j: iou(boxes[j], truth), default=None)
+        kept.append(best is not None and iou(boxes[best], truth) >= 0.3)
+        if kept[-1]:
+            for m, (_, mode_crops, _) in found.items():
+                crops[m].append(mode_crops[best])
     kept, angles = np.asarray(kept), np.abs(np.asarray(angles))
     y = labels[kept]
     pred = {m: art.predict_proba(np.stack(c), flip_tta=False).argmax(1) for m, c in crops.items()}
@@ -157,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "eye-landmark alignment before the crop, rotated PrivateTest faces in composed photos",
             "command": command,
             "model_id": art.model_id,
-            "detect": {"max_side": cfg.max_side, "score_threshold": cfg.score_threshold},
+            "detect": {"max_side": modes["aligned"].max_side, "score_threshold": modes["aligned"].score_threshold},
             "rows": rows,
             "all_detected": {"faces": int(kept.sum()), **{f"accuracy_{m}": v for m, v in total.items()}},
             "machine": machine_info(opencv=cv2.__version__),

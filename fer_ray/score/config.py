@@ -40,7 +40,7 @@ class DetectConfig:
         True,
         "yunet: turn tilted faces upright by their eye landmarks before the crop",
         flag="--no-align",
-        default_text="on (benchmarks/align_faces.py: +8 points of accuracy at 30 degrees of tilt)",
+        default_text="on (benchmarks/align_faces.py: +7 points of accuracy at 30 degrees of tilt)",
     )
     score_threshold: float = setting(0.5, "yunet: keep boxes scoring at least this (0..1); higher = fewer false boxes")
     nms_threshold: float = setting(0.3, "yunet: IoU above which overlapping boxes are merged")
