@@ -143,15 +143,18 @@ def _check_range(name: str, kind: str, r: Any) -> None:
 
 
 class _PerOptimizerLogUniform:
-    """``tune.sample_from`` body: a log-uniform draw in the range of the trial's sampled optimizer."""
+    """``tune.sample_from`` body: a log-uniform draw in the range of the trial's sampled optimizer.
+
+    Takes the trial's config dict (Ray's current calling convention); the old ``spec.config`` form
+    made Tune log a deprecation warning for every trial."""
 
     def __init__(self, ranges: dict[str, list[float]]):
         self.ranges = ranges
 
-    def __call__(self, spec) -> float:
+    def __call__(self, config: Mapping[str, Any]) -> float:
         import numpy as np
 
-        lo, hi = self.ranges[spec.config.optimizer]
+        lo, hi = self.ranges[config["optimizer"]]
         return float(math.exp(np.random.uniform(math.log(lo), math.log(hi))))
 
 
