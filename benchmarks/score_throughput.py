@@ -97,7 +97,7 @@ def run_ray_job(
     cfg = ScoreConfig(
         inputs=tuple(inputs), out=str(out), model=a.model, overwrite=True, actors=a.actors,
         batch_size=a.batch_size, threads=a.actor_threads, ray=ray_cfg, engine=a.engine,
-        flip_tta=flip_tta, whole_image=whole_image,
+        flip_tta=flip_tta, whole_image=whole_image, stages=a.stages,
     )  # fmt: skip
     res = score(cfg)
     if not res.summary["complete"]:
@@ -176,7 +176,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="artifact directory (default: the shipped model)")
     p.add_argument("--work", default="out/bench_score", help="generated inputs and outputs go here")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--actors", type=int, default=1)
+    p.add_argument("--actors", type=int, default=None, help="the job's --actors (default: its own)")
+    p.add_argument("--stages", default="auto", choices=("auto", "fused", "split"), help="the job's --stages")
     p.add_argument(
         "--actor-threads", type=int, default=None, help="engine threads per actor in (a) (default: its CPUs)"
     )
@@ -265,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         # The 1,000-crop runs above are dominated by start-up; the largest memory run (the artifact's
         # own TTA mode) is the crops job at scale.
         "crops_at_scale": _at_scale(memory, forward["flip_tta" if tta else "single"], tta),
-        "settings": {"batch_size": a.batch_size, "actors": a.actors, "threads_per_actor": a.actor_threads,
+        "settings": {"batch_size": a.batch_size, "actors": a.actors, "stages": a.stages,
+                     "threads_per_actor": a.actor_threads,
                      "threads_plain_and_forward": a.threads, "detector": "yunet (DetectConfig defaults)",
                      "ray_startup_s_not_counted": round(startup, 1)},
         "machine": machine_info(torch=torch.__version__),

@@ -96,6 +96,24 @@ def test_score_config_validation():
     with pytest.raises(ValueError, match="save_crops"):
         ScoreConfig(inputs=("a",), out="x", save_crops="x/")
     assert ScoreConfig(inputs="a", out="x").inputs == ("a",)
+    with pytest.raises(ValueError, match="actors"):
+        ScoreConfig(inputs=("a",), out="x", actors=0)
+
+
+def test_stage_plan_fuses_cpu_inference_on_the_jobs_own_ray(monkeypatch):
+    from fer_ray.runtime import RayConfig
+    from fer_ray.score.pipeline import stage_plan
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cores = os.cpu_count() or 1
+    cfg = ScoreConfig(inputs="a", out="x")
+    assert stage_plan(cfg, gpus=0) == (True, cores)  # one single-threaded actor per core
+    assert stage_plan(cfg, gpus=0, blocks=1) == (True, 1)  # no actor without a block to score
+    assert stage_plan(cfg, gpus=1) == (False, 1)  # GPU actors only run the model
+    cluster = ScoreConfig(inputs="a", out="x", ray=RayConfig(address="ray://head:10001"))
+    assert stage_plan(cluster, gpus=0) == (False, 1)  # Ray Data sizes the CPU stage there
+    assert stage_plan(ScoreConfig(inputs="a", out="x", stages="split"), gpus=0) == (False, 1)
+    assert stage_plan(ScoreConfig(inputs="a", out="x", stages="fused", actors=3), gpus=1) == (True, 3)
 
 
 # -- the Ray Data job ----------------------------------------------------------------------------------
@@ -158,6 +176,24 @@ def test_whole_image_mode_and_overwrite_via_cli(ray_local, tmp_path, model_dir):
     assert main([*args, "--overwrite"]) == 0
     df = _rows(tmp_path / "out")
     assert len(df) == 3 + 2 and df["run_id"].nunique() == 1 and (df["faces"] > 1).all()
+
+
+def test_fused_stages_give_the_rows_of_the_split_pipeline(ray_local, tmp_path, model_dir):
+    """--stages fused moves decode/detect into the actors: the same rows, bad files included."""
+    frames = {}
+    for stages, actors in (("split", 1), ("fused", 2)):
+        out = tmp_path / stages
+        res = score(ScoreConfig(inputs=(str(EXAMPLES),), out=str(out), model=str(model_dir), stages=stages,
+                                actors=actors))  # fmt: skip
+        assert res.summary["complete"] and res.summary["images_in"] == res.summary["image_rows_out"] == len(expected())
+        assert (res.run["stages"], res.run["actors"]) == (stages, actors)
+        frames[stages] = _rel(_rows(out), EXAMPLES).sort_values(["rel", "face_index"]).reset_index(drop=True)
+    split, fused = frames["split"], frames["fused"]
+    assert_exactly_once(fused)
+    keys = ["rel", "face_index", "faces", "status", "error", "x", "y", "w", "h", "emotion"]
+    pd.testing.assert_frame_equal(split[keys], fused[keys])
+    probs = [f"p_{e}" for e in EMOTIONS]
+    np.testing.assert_allclose(split[probs].to_numpy(float), fused[probs].to_numpy(float), atol=1e-6)
 
 
 def test_real_fer_faces(ray_local, fer2013_path, tmp_path, model_dir):
