@@ -364,10 +364,9 @@ def build_dataset(
     """
     import ray.data
 
-    # The listing becomes blocks of metadata (path, size, mtime, error), one CPU task each: a small
-    # collection is spread over every CPU; a large one gets ~4 blocks per CPU of at most 1,024 rows,
-    # so the driver does not put millions of tiny objects, and each task calls
-    # prepare_images on images_per_task rows at a time.
+    # The listing becomes blocks of metadata (path, size, mtime, error), sized by block_rows so the
+    # driver does not put millions of tiny objects; each CPU task (split) calls prepare_images on
+    # images_per_task rows at a time, each fused actor on batch_size rows.
     n, step = len(todo), block_rows(len(todo), cfg)
     blocks = [pa.Table.from_pandas(todo.iloc[i : i + step], preserve_index=False) for i in range(0, n, step)]
     gpus = _gpus_per_actor(cfg) if gpus is None else gpus
