@@ -297,7 +297,7 @@ class FusedScorer(FacePredictor):
 
     On a few cores the split pipeline pays for every crop twice: a hop through the object store
     between the CPU tasks and the actor, and two kinds of processes taking turns on the same
-    cores. Here each actor holds one core and does the whole path for its blocks (``fuse_stages``).
+    cores. Here each actor holds one core and does the whole path for its blocks (``stages="fused"``).
     """
 
     def __init__(self, prepare_kwargs: dict[str, Any], **predictor_kwargs: Any):
