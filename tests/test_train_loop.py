@@ -1,6 +1,7 @@
 """The plain-PyTorch core, without Ray: augmentation, losses, one epoch, evaluation."""
 
 import numpy as np
+import pytest
 import torch
 
 from fer_ray.models import ModelConfig, create_model
@@ -42,14 +43,15 @@ def test_class_weights_favour_rare_classes():
     assert np.isclose(np.mean(w), 1) and np.argmax(w) == 1
 
 
-def test_loss_falls_and_accuracy_rises():
+@pytest.mark.parametrize("cpu_bf16", [False, True], ids=["fp32", "cpu_bf16"])
+def test_loss_falls_and_accuracy_rises(cpu_bf16):
     torch.manual_seed(0)
     batches = _batches()
     model = create_model(ModelConfig(widths=(16, 32), latent_channels=16))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     dev = torch.device("cpu")
     before = evaluate(model, batches, dev)
-    stats = [train_one_epoch(model, batches, opt, dev, aug_cfg=None) for _ in range(10)]
+    stats = [train_one_epoch(model, batches, opt, dev, aug_cfg=None, cpu_bf16=cpu_bf16) for _ in range(10)]
     after = evaluate(model, batches, dev)
     assert stats[-1].loss / stats[-1].n < stats[0].loss / stats[0].n
     assert after.correct / after.n > max(0.5, before.correct / before.n)

@@ -107,6 +107,9 @@ class TrainConfig:
     )
     torch_threads: int = setting(0, "PyTorch threads per worker (0: this node's cores / workers)", group="scale")
     amp: bool = setting(True, "autocast (mixed precision) on GPU", flag="--no-amp", group="scale")
+    cpu_bf16: bool = setting(
+        False, "bf16 autocast on CPU (about 2x faster steps on AVX512-BF16/AMX cores, slower elsewhere)", group="scale"
+    )
     shuffle_buffer: int = setting(8192, "rows in Ray Data's local shuffle buffer", flag=None)
 
     # Rerunning with the same storage_path/run_name resumes from the latest checkpoint.

@@ -119,6 +119,7 @@ def run_epoch(
         scaler=scaler,
         amp=cfg.amp and device.type == "cuda",
         generator=generator,
+        cpu_bf16=cfg.cpu_bf16,
     )
     seconds = tr.seconds
     tr: EpochStats = tr.reduce(reducer)
@@ -259,6 +260,7 @@ RESUMABLE = frozenset(
         "torch_threads",
         "use_gpu",
         "amp",
+        "cpu_bf16",
         "placement_strategy",
         "backend",
         "storage_path",
