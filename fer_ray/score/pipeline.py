@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -356,20 +356,23 @@ def build_dataset(
     engine: str = "torch",
     gpus: float | None = None,
     counter=None,
+    plan: StagePlan | None = None,
 ):
     """The lazy Ray Dataset of output rows for the listing rows in ``todo`` (nothing runs until written).
 
     ``counter``: a :class:`~fer_ray.progress.ProgressCounter` actor the inference actors report
-    their images and faces to, for the driver's progress display.
+    their images and faces to, for the driver's progress display. ``plan``: the
+    :func:`plan_stages` result the caller already recorded (computed here when not given).
     """
     import ray.data
 
+    gpus = _gpus_per_actor(cfg) if gpus is None else gpus
+    plan = plan or plan_stages(len(todo), cfg, gpus)
     # The listing becomes blocks of metadata (path, size, mtime, error), sized by block_rows so the
     # driver does not put millions of tiny objects; each CPU task (split) calls prepare_images on
     # images_per_task rows at a time, each fused actor on batch_size rows.
-    n, step = len(todo), block_rows(len(todo), cfg)
-    blocks = [pa.Table.from_pandas(todo.iloc[i : i + step], preserve_index=False) for i in range(0, n, step)]
-    gpus = _gpus_per_actor(cfg) if gpus is None else gpus
+    step = plan.block_rows
+    blocks = [pa.Table.from_pandas(todo.iloc[i : i + step], preserve_index=False) for i in range(0, len(todo), step)]
     ds = ray.data.from_arrow(blocks)
     prepare_kwargs = {
         "settings": settings,
@@ -387,15 +390,14 @@ def build_dataset(
         "flip_tta": cfg.flip_tta,
         "progress": counter,
     }
-    fused, actors = stage_plan(cfg, gpus, len(blocks))
-    if fused:
+    if plan.fused:
         return ds.map_batches(
             FusedScorer,
             batch_format="pandas",
             # batch_size images per call (one face each when pre-cropped): the model then runs on
             # as many faces as in the split stages; 256 vs 32 images gave 1,430 vs 860-1,260 crops/s.
             batch_size=cfg.batch_size if step > cfg.batch_size else None,
-            compute=ray.data.ActorPoolStrategy(size=actors),
+            compute=ray.data.ActorPoolStrategy(size=plan.actors),
             fn_constructor_kwargs={"prepare_kwargs": prepare_kwargs, **predictor_kwargs},
             num_cpus=cfg.cpus_per_actor,
             num_gpus=gpus,
@@ -416,11 +418,26 @@ def build_dataset(
         FacePredictor,
         batch_format="pyarrow",
         batch_size=cfg.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
         fn_constructor_kwargs=predictor_kwargs,
         num_cpus=cfg.cpus_per_actor,
         num_gpus=gpus,
     )
+
+
+class StagePlan(NamedTuple):
+    """How one scoring run lays out its pipeline; computed once, recorded in the run record."""
+
+    block_rows: int
+    fused: bool
+    actors: int
+
+
+def plan_stages(n: int, cfg: ScoreConfig, gpus: float) -> StagePlan:
+    """The :class:`StagePlan` for ``n`` inputs (needs Ray up: :func:`block_rows` asks it for CPUs)."""
+    step = block_rows(n, cfg) if n else 1
+    fused, actors = stage_plan(cfg, gpus, math.ceil(n / step) if n else None)
+    return StagePlan(step, fused, actors)
 
 
 def block_rows(n: int, cfg: ScoreConfig) -> int:
@@ -587,12 +604,12 @@ def _score_locked(
     )
 
     pipeline_s = 0.0
-    fused, actors = stage_plan(cfg, gpus, math.ceil(len(todo) / block_rows(len(todo), cfg)) if len(todo) else None)
+    plan = plan_stages(len(todo), cfg, gpus)
     if len(todo):
         t0 = time.time()
         files = artifact_files(artifact.path, artifact.engine_name)
         counter = _new_counter() if progress_mode(progress) != "off" else None
-        ds = build_dataset(todo, cfg, preprocess, files, run_id, settings, artifact.engine_name, gpus, counter)
+        ds = build_dataset(todo, cfg, preprocess, files, run_id, settings, artifact.engine_name, gpus, counter, plan)
         without_ray_data_bars(ds)
         with _scoring_progress(counter, len(todo), progress):
             ds.write_parquet(
@@ -628,8 +645,8 @@ def _score_locked(
         "model_sha256": artifact.model_sha256,
         "flip_tta": flip_tta,
         "detector": cfg.detect.detector,
-        "stages": "fused" if fused else "split",
-        "actors": actors,
+        "stages": "fused" if plan.fused else "split",
+        "actors": plan.actors,
     }
     store.write_json(posixpath.join(RUNS_DIR, f"{run_id}.json"), run)
     store.write_json(CONFIG_FILE, {"run_id": run_id, "score": cfg.to_dict(), "preprocess": preprocess.to_dict()})
