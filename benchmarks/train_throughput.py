@@ -1,4 +1,5 @@
-"""Training throughput: Ray Train (1 and 2 workers) vs a bare single-process PyTorch loop.
+"""Training throughput: Ray Train (1 and 2 workers) vs a bare single-process PyTorch loop, and the
+bare loop in fp32 vs bf16 autocast on CPU (``--cpu-bf16``).
 
 Same model, same images, same augmentation, same cores, in one run. images/s counts the
 training phase of each epoch only (the first epoch of each path is a warm-up and dropped);
@@ -7,11 +8,13 @@ comes from a second, sampled run of each path, so sampling does not slow the tim
 
 python benchmarks/train_throughput.py                       # 4096 FER2013 train images, 3 epochs
 python benchmarks/train_throughput.py --images 1024 --epochs 2 --out out/train_smoke.json   # smoke test
+python benchmarks/train_throughput.py --bare-only --model cnn_attn --out out/bf16.json       # fp32 vs bf16 only
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -70,6 +73,7 @@ def bare(data: Path, cfg: TrainConfig) -> dict:
             torch.device("cpu"),
             aug_cfg=cfg.augment,
             generator=torch.Generator().manual_seed(epoch),
+            cpu_bf16=cfg.cpu_bf16,
         )
         ips.append(st.n / st.seconds)
     return {"images_per_s_by_epoch": ips, "images_per_s": float(np.mean(ips[1:] or ips))}
@@ -107,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="ae_cnn_attn")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--bare-only", action="store_true", help="only the bare loop, fp32 and bf16 (no Ray)")
     a = p.parse_args(argv)
     src = fer2013_or_exit()
     cfg = TrainConfig(
@@ -122,21 +127,30 @@ def main(argv: list[str] | None = None) -> int:
         # Each path runs twice, timed unobserved and then with the memory sampler (see timed_then_measured);
         # every Ray run gets a fresh storage dir so the second one trains rather than resumes.
         res = {"bare": timed_then_measured(lambda: bare(data, cfg))}
-        for w in (1, 2):
+        res["bare_cpu_bf16"] = timed_then_measured(lambda: bare(data, dataclasses.replace(cfg, cpu_bf16=True)))
+        for w in () if a.bare_only else (1, 2):
             res[f"ray_{w}w"] = timed_then_measured(
                 lambda w=w: with_ray(data, cfg, w, Path(tempfile.mkdtemp(dir=d, prefix="runs")))
             )
     bare_ips = res["bare"]["images_per_s"]
-    res["ratio_ray_1w_vs_bare"] = res["ray_1w"]["images_per_s"] / bare_ips
-    res["ratio_ray_2w_vs_bare"] = res["ray_2w"]["images_per_s"] / bare_ips
+    res["ratio_cpu_bf16_vs_fp32"] = res["bare_cpu_bf16"]["images_per_s"] / bare_ips
+    for w in () if a.bare_only else (1, 2):
+        res[f"ratio_ray_{w}w_vs_bare"] = res[f"ray_{w}w"]["images_per_s"] / bare_ips
     res["machine"] = machine_info(torch=torch.__version__)
     res["config"] = {
         "images": a.images,
         "epochs": a.epochs,
         "model": a.model,
         "batch_size": a.batch_size,
+        "native_cpu_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
     }
     print(f"bare loop      {bare_ips:8.1f} images/s  peak {res['bare']['peak_memory_mb']:.0f} MB")
+    b = res["bare_cpu_bf16"]
+    print(f"bare cpu bf16  {b['images_per_s']:8.1f} images/s  peak {b['peak_memory_mb']:.0f} MB")
+    print(f"ratio bf16 / fp32 (bare) = {res['ratio_cpu_bf16_vs_fp32']:.2f}")
+    if a.bare_only:
+        write_result(res, a.out)
+        return 0
     for w in (1, 2):
         r = res[f"ray_{w}w"]
         print(
