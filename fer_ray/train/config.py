@@ -92,6 +92,17 @@ class TrainConfig:
         "last joint epoch (linear or cosine) (ae_cnn_attn)",
         group="recipe",
     )
+    # Knowledge distillation (fer_ray.train.distill): the loss becomes (1 - w) x cross-entropy +
+    # w x KL to the teachers' averaged softened probabilities on the same augmented batch.
+    teachers: tuple[str, ...] = setting(
+        (), "trained artifacts to distil from (shipped names or paths, comma-separated; unset: none)", group="recipe"
+    )
+    distill_weight: float = setting(
+        0.5, "share of the loss that matches the teachers (with --teachers)", group="recipe"
+    )
+    distill_temperature: float = setting(
+        2.0, "softmax temperature of teachers and student in the distillation loss", group="recipe"
+    )
     seed: int = setting(0, "seed of initialisation, shuffling, augmentation and held-out splits", group="recipe")
 
     backend: Literal["ray", "plain"] = setting(

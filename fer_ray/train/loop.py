@@ -21,6 +21,7 @@ from torch import nn
 
 from fer_ray.preprocess import PreprocessConfig, normalize
 from fer_ray.train.augment import AugmentConfig, augment
+from fer_ray.train.distill import Teacher, distill_loss
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +33,20 @@ class LossConfig:
     label_smoothing: float = 0.1
     recon_weight: float = 0.1
     class_weights: tuple[float, ...] | None = None
+    distill_weight: float = 0.0  # with teacher probabilities: (1 - w) x cross-entropy + w x distillation
+    distill_temperature: float = 2.0
 
 
 def compute_loss(
-    out: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, cfg: LossConfig, phase: str
+    out: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: LossConfig,
+    phase: str,
+    teacher_probs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``phase="pretrain"`` trains reconstruction only; ``"joint"`` adds cross-entropy."""
+    """``phase="pretrain"`` trains reconstruction only; ``"joint"`` adds cross-entropy, and with
+    ``teacher_probs`` (:meth:`fer_ray.train.distill.Teacher.probabilities`) the distillation term."""
     parts: dict[str, torch.Tensor] = {}
     total = torch.zeros((), device=x.device)
     if "recon" in out:
@@ -45,9 +54,12 @@ def compute_loss(
         total = total + (parts["recon"] if phase == "pretrain" else cfg.recon_weight * parts["recon"])
     weight = torch.tensor(cfg.class_weights, device=x.device) if cfg.class_weights else None
     parts["ce"] = F.cross_entropy(out["logits"].float(), y, weight=weight, label_smoothing=cfg.label_smoothing)
-    if phase != "pretrain":
-        total = total + parts["ce"]
-    return total, parts
+    if phase == "pretrain":
+        return total, parts
+    if teacher_probs is None:
+        return total + parts["ce"], parts
+    parts["kd"] = distill_loss(out["logits"], teacher_probs, cfg.distill_temperature)
+    return total + (1 - cfg.distill_weight) * parts["ce"] + cfg.distill_weight * parts["kd"], parts
 
 
 @functools.cache
@@ -117,6 +129,7 @@ def train_one_epoch(
     amp: bool = False,
     generator: torch.Generator | None = None,
     cpu_bf16: bool = False,
+    teacher: Teacher | None = None,
 ) -> EpochStats:
     model.train()
     stats = EpochStats()
@@ -127,8 +140,9 @@ def train_one_epoch(
         if aug_cfg is not None:
             x = augment(x, aug_cfg, generator)
         with autocast(device, amp, cpu_bf16):
+            soft = teacher.probabilities(x, loss_cfg.distill_temperature) if teacher and phase != "pretrain" else None
             out = model(x)
-            loss, parts = compute_loss(out, x, y, loss_cfg, phase)
+            loss, parts = compute_loss(out, x, y, loss_cfg, phase, soft)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

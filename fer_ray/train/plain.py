@@ -32,17 +32,19 @@ from fer_ray.config import UserError, save_json
 from fer_ray.data.decode import decode_batch
 from fer_ray.data.fer2013 import parquet_columns, parquet_rows
 from fer_ray.data.ferplus import load as ferplus_load
-from fer_ray.data.sources import fingerprint, is_s3_uri, resolve_filesystem
+from fer_ray.data.sources import is_s3_uri, resolve_filesystem
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.models import create_model
 from fer_ray.progress import Progress, iterate, progress_mode
 from fer_ray.train.config import TrainConfig
+from fer_ray.train.distill import load_teacher
 from fer_ray.train.loop import epoch_line
 from fer_ray.train.recipe import (
     STATE,
     build_optimizer,
     build_scheduler,
     checkpoint_state,
+    data_record,
     epoch_seed,
     export_state,
     loss_config,
@@ -81,8 +83,7 @@ def load_fer_parquet(cfg: TrainConfig) -> tuple[dict[str, Split], dict[str, Any]
     ferplus = ferplus_load(source, cfg.ferplus_csv) if cfg.labels == "ferplus" else None
     table = pq.read_table(path, columns=parquet_columns(path, fs, cfg.labels), filesystem=fs)
     df = parquet_rows(table.to_pandas(), ("train", "val"), ferplus)
-    counts: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "labels": cfg.labels}
-    counts["decode_errors"] = {}
+    counts = data_record(cfg, source, shown)
     splits: dict[str, Split] = {}
     for split in ("train", "val"):
         rows = df[df["split"] == split]
@@ -164,6 +165,7 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
     loss_cfg = loss_config(cfg, counts)
+    teacher = load_teacher(cfg.teachers, cfg.preprocess, device) if cfg.teachers else None
 
     start_epoch, history, best = 0, [], None
     latest = run_dir / LATEST / STATE
@@ -184,7 +186,9 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     try:
         for epoch in range(start_epoch, cfg.total_epochs):
             t0 = time.perf_counter()
-            _plain_epoch(cfg, epoch, model, train, val, optimizer, scheduler, device, loss_cfg, scaler, history, bar)
+            _plain_epoch(
+                cfg, epoch, model, train, val, optimizer, scheduler, device, loss_cfg, scaler, history, bar, teacher
+            )
             metrics = history[-1]
             state = checkpoint_state(model, optimizer, scheduler, scaler, epoch, history, cfg.to_dict())
             if best is None or rank_key(metrics) > rank_key(best):
@@ -201,7 +205,9 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     return export_plain(run_dir)
 
 
-def _plain_epoch(cfg, epoch, model, train, val, optimizer, scheduler, device, loss_cfg, scaler, history, bar) -> None:
+def _plain_epoch(
+    cfg, epoch, model, train, val, optimizer, scheduler, device, loss_cfg, scaler, history, bar, teacher
+) -> None:
     """One epoch of :func:`run_epoch`, with a bar of its steps under the epochs' bar on a terminal."""
     seed = epoch_seed(cfg, epoch)
     gen = torch.Generator().manual_seed(seed)
@@ -222,6 +228,7 @@ def _plain_epoch(cfg, epoch, model, train, val, optimizer, scheduler, device, lo
         loss_cfg,
         generator=gen,
         scaler=scaler,
+        teacher=teacher,
     )
     history.append(metrics)
 

@@ -12,10 +12,9 @@ import pandas as pd
 import ray.data
 
 from fer_ray.data import decode, read_labeled
-from fer_ray.data.sources import fingerprint
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.train.config import TrainConfig
-from fer_ray.train.recipe import resolve_source
+from fer_ray.train.recipe import data_record, resolve_source
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +62,7 @@ def training_data(cfg: TrainConfig) -> TrainingData:
             _assign_val, fn_kwargs={"fraction": cfg.val_fraction, "seed": cfg.seed}, batch_format="pandas"
         ).materialize()
         val = train
-    counts: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "labels": cfg.labels}
-    counts["decode_errors"] = {}
+    counts = data_record(cfg, source, shown)
     splits = {}
     for split, ds in (("train", train), ("val", val)):
         meta = ds.select_columns(["label", "split", "error"]).to_pandas()

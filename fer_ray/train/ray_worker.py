@@ -20,6 +20,7 @@ import torch
 
 from fer_ray.models import create_model
 from fer_ray.train.config import TrainConfig
+from fer_ray.train.distill import load_teacher
 from fer_ray.train.recipe import (
     STATE,
     build_optimizer,
@@ -81,6 +82,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
     loss_cfg = loss_config(cfg, config["counts"])
+    teacher = load_teacher(cfg.teachers, cfg.preprocess, device) if cfg.teachers else None
 
     start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
@@ -119,6 +121,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             generator=torch.Generator().manual_seed(seed),
             scaler=scaler,
             reducer=reducer,
+            teacher=teacher,
         )
         history.append(metrics)
         if rank == 0:  # per-epoch history next to the checkpoints, readable while the run goes on

@@ -23,6 +23,7 @@ from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, fer2013_parquet
 from fer_ray.data.sources import fingerprint
 from fer_ray.models import create_model
 from fer_ray.train.config import TrainConfig
+from fer_ray.train.distill import Teacher, teacher_ids
 from fer_ray.train.loop import Batch, EpochStats, LossConfig, class_weights, evaluate, train_one_epoch
 
 STATE = "state.pt"  # one checkpoint = one torch.save'd dict {model, optimizer, scheduler, epoch, history, ...}
@@ -79,8 +80,22 @@ def seed_everything(seed: int) -> None:
 
 def loss_config(cfg: TrainConfig, counts: dict[str, Any]) -> LossConfig:
     return LossConfig(
-        cfg.label_smoothing, cfg.recon_weight, class_weights(counts["train"]) if cfg.class_weighting else None
+        cfg.label_smoothing,
+        cfg.recon_weight,
+        class_weights(counts["train"]) if cfg.class_weighting else None,
+        distill_weight=cfg.distill_weight if cfg.teachers else 0.0,
+        distill_temperature=cfg.distill_temperature,
     )
+
+
+def data_record(cfg: TrainConfig, source: str, shown: str) -> dict[str, Any]:
+    """The head of a run's ``counts`` record: what it learnt from (data, labels, and teachers by
+    ``model_id``), so a resume on other data or teachers is refused and the artifact names them."""
+    record: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "labels": cfg.labels}
+    if cfg.teachers:
+        record["teachers"] = teacher_ids(cfg.teachers)
+    record["decode_errors"] = {}
+    return record
 
 
 def epoch_seed(cfg: TrainConfig, epoch: int, rank: int = 0) -> int:
@@ -102,6 +117,7 @@ def run_epoch(
     generator: torch.Generator,
     scaler: torch.amp.GradScaler | None = None,
     reducer: Reducer | None = None,
+    teacher: Teacher | None = None,
 ) -> dict[str, Any]:
     """Train one epoch, validate, step an epoch-wise schedule; returns the epoch's metrics row."""
     phase = cfg.phase(epoch)
@@ -120,6 +136,7 @@ def run_epoch(
         amp=cfg.amp and device.type == "cuda",
         generator=generator,
         cpu_bf16=cfg.cpu_bf16,
+        teacher=teacher,
     )
     seconds = tr.seconds
     tr: EpochStats = tr.reduce(reducer)
@@ -305,6 +322,8 @@ def resume_record(
     old_fp, new_fp = saved.get("counts", {}).get("fingerprint"), counts.get("fingerprint")
     if old_fp and new_fp and old_fp != new_fp:
         unsafe.append("data (its fingerprint changed)")
+    if saved.get("counts", {}).get("teachers", []) != counts.get("teachers", []):
+        unsafe.append("teachers (other weights)")
     if after.get("epochs", 0) < before.get("epochs", 0):
         unsafe.append(f"epochs (shorter: {before['epochs']} -> {after['epochs']})")
     if unsafe:

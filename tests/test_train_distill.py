@@ -1,0 +1,79 @@
+"""Knowledge distillation: the loss, the frozen teacher ensemble, and a plain run that learns from one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fer_ray.artifact import load_artifact
+from fer_ray.preprocess import PreprocessConfig
+from fer_ray.train.distill import distill_loss, load_teacher
+from fer_ray.train.loop import LossConfig, compute_loss
+from fer_ray.train.plain import train_plain
+from tests.test_train_plain import _cfg, tiny_parquet  # noqa: F401  (the module-scoped fixture)
+
+
+def test_distill_loss_is_zero_only_where_the_student_agrees():
+    torch.manual_seed(0)
+    logits = torch.randn(8, 7)
+    same = F.softmax(logits / 2.0, dim=1)
+    assert distill_loss(logits, same, 2.0).abs() < 1e-5
+    other = F.softmax(torch.randn(8, 7), dim=1)
+    assert distill_loss(logits, other, 2.0) > 0.01
+
+
+def test_distillation_weight_splits_the_loss_between_labels_and_teacher():
+    torch.manual_seed(0)
+    out = {"logits": torch.randn(4, 7)}
+    x, y = torch.zeros(4, 1, 48, 48), torch.tensor([0, 1, 2, 3])
+    soft = F.softmax(torch.randn(4, 7), dim=1)
+    losses = {}
+    for w in (0.0, 0.5, 1.0):
+        cfg = LossConfig(label_smoothing=0.0, distill_weight=w, distill_temperature=3.0)
+        losses[w], parts = compute_loss(out, x, y, cfg, "joint", soft)
+    assert torch.isclose(losses[0.0], parts["ce"]) and torch.isclose(losses[1.0], parts["kd"])
+    assert torch.isclose(losses[0.5], (parts["ce"] + parts["kd"]) / 2)
+    # pre-training (reconstruction only) ignores the teacher as it ignores the labels
+    pre, _ = compute_loss({**out, "recon": x}, x, y, LossConfig(distill_weight=1.0), "pretrain", soft)
+    assert float(pre) == 0.0
+
+
+def test_teacher_averages_the_shipped_models_and_stays_frozen():
+    teacher = load_teacher(("ae_cnn_attn", "cnn_attn"), PreprocessConfig())
+    assert teacher.ids == [load_artifact(n, engine="torch").model_id for n in ("ae_cnn_attn", "cnn_attn")]
+    teacher.train()  # a student's .train() must not switch the teacher's batch norm to batch statistics
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    x = torch.randn(5, 1, 48, 48)
+    probs = teacher.probabilities(x, 1.0)
+    each = [F.softmax(m(x)["logits"], dim=1) for m in teacher.members]
+    assert torch.allclose(probs, (each[0] + each[1]) / 2, atol=1e-6)
+    assert torch.allclose(probs.sum(1), torch.ones(5))
+
+
+def test_a_teacher_that_reads_faces_differently_is_refused():
+    with pytest.raises(ValueError, match="must read the student's input"):
+        load_teacher(("cnn_attn",), dataclasses.replace(PreprocessConfig(), std=0.25))
+
+
+def test_a_plain_run_distils_records_its_teachers_and_refuses_others_on_resume(tmp_path, tiny_parquet):  # noqa: F811
+    res = train_plain(_cfg(tmp_path, tiny_parquet, epochs=1, teachers=("cnn_attn",), distill_weight=0.7))
+    art = load_artifact(res.artifact_dir)
+    assert art.meta["metrics"]["counts"]["teachers"] == [load_artifact("cnn_attn", engine="torch").model_id]
+    assert art.meta["train_config"]["teachers"] == ["cnn_attn"]
+    assert res.history[-1]["train_loss"] > 0
+    with pytest.raises(ValueError, match="teachers"):
+        train_plain(_cfg(tmp_path, tiny_parquet, epochs=2, teachers=("ae_cnn_attn",), distill_weight=0.7))
+
+
+def test_teachers_come_from_the_command_line():
+    import importlib
+
+    from fer_ray.cli import parse_config
+
+    train_job = importlib.import_module("jobs.train")
+    argv = ["--teachers", "ae_cnn_attn,cnn_attn", "--distill-weight", "0.6", "--cpu-bf16"]
+    cfg, _ = parse_config(train_job.get_args_parser(), argv)
+    assert (cfg.teachers, cfg.distill_weight, cfg.cpu_bf16) == (("ae_cnn_attn", "cnn_attn"), 0.6, True)
