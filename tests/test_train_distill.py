@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 
 from fer_ray.artifact import load_artifact
 from fer_ray.preprocess import PreprocessConfig
+from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import distill_loss, load_teacher
 from fer_ray.train.loop import LossConfig, compute_loss
 from fer_ray.train.plain import train_plain
@@ -77,3 +79,7 @@ def test_teachers_come_from_the_command_line():
     argv = ["--teachers", "ae_cnn_attn,cnn_attn", "--distill-weight", "0.6", "--cpu-bf16"]
     cfg, _ = parse_config(train_job.get_args_parser(), argv)
     assert (cfg.teachers, cfg.distill_weight, cfg.cpu_bf16) == (("ae_cnn_attn", "cnn_attn"), 0.6, True)
+    # stored configs (JSON lists) read back equal, so a resume does not see a changed recipe
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="distill_weight"):
+        TrainConfig(distill_weight=1.5)

@@ -138,7 +138,10 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "teachers", tuple(str(t) for t in self.teachers))  # JSON gives lists
         check_choices(self)
+        if not 0 <= self.distill_weight <= 1 or self.distill_temperature <= 0:
+            raise ValueError("distill_weight must be in [0, 1] and distill_temperature > 0")
         if self.epochs < 0 or self.pretrain_epochs < 0:
             raise ValueError("epochs and pretrain_epochs must be >= 0")
         if self.workers < 1:
