@@ -60,8 +60,18 @@ def test_a_teacher_that_reads_faces_differently_is_refused():
         load_teacher(("cnn_attn",), dataclasses.replace(PreprocessConfig(), std=0.25))
 
 
-def test_a_plain_run_distils_records_its_teachers_and_refuses_others_on_resume(tmp_path, tiny_parquet):  # noqa: F811
+def test_a_plain_run_distils_records_its_teachers_and_refuses_others_on_resume(
+    tmp_path,
+    tiny_parquet,  # noqa: F811
+    monkeypatch,
+):
+    import fer_ray.train.distill as distill
+
+    reads = []
+    real_load = distill.load_artifact
+    monkeypatch.setattr(distill, "load_artifact", lambda p, **kw: reads.append(p) or real_load(p, **kw))
     res = train_plain(_cfg(tmp_path, tiny_parquet, epochs=1, teachers=("cnn_attn",), distill_weight=0.7))
+    assert reads == ["cnn_attn"]  # loaded once: the run's record takes the loaded teacher's id
     art = load_artifact(res.artifact_dir)
     assert art.meta["metrics"]["counts"]["teachers"] == [load_artifact("cnn_attn", engine="torch").model_id]
     assert art.meta["train_config"]["teachers"] == ["cnn_attn"]

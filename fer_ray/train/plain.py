@@ -37,7 +37,7 @@ from fer_ray.labels import NUM_CLASSES
 from fer_ray.models import create_model
 from fer_ray.progress import Progress, iterate, progress_mode
 from fer_ray.train.config import TrainConfig
-from fer_ray.train.distill import load_teacher
+from fer_ray.train.distill import Teacher, load_teacher
 from fer_ray.train.loop import epoch_line
 from fer_ray.train.recipe import (
     STATE,
@@ -67,11 +67,12 @@ class Split:
     labels: torch.Tensor  # (N,) int64
 
 
-def load_fer_parquet(cfg: TrainConfig) -> tuple[dict[str, Split], dict[str, Any]]:
+def load_fer_parquet(cfg: TrainConfig, teacher: Teacher | None = None) -> tuple[dict[str, Split], dict[str, Any]]:
     """Train (Training) and val (PublicTest) faces of a FER2013 Parquet, decoded by the shared stage.
 
     The test split (PrivateTest) is never read. Returns the splits and the same ``counts``
-    record the Ray back end saves (source as given, fingerprint, per-class counts, decode errors).
+    record the Ray back end saves (source as given, fingerprint, per-class counts, decode errors);
+    ``teacher`` (already loaded) names the teachers in it without reading their artifacts again.
     """
     source, shown = resolve_source(cfg)
     if not source.endswith(".parquet"):
@@ -83,7 +84,7 @@ def load_fer_parquet(cfg: TrainConfig) -> tuple[dict[str, Split], dict[str, Any]
     ferplus = ferplus_load(source, cfg.ferplus_csv) if cfg.labels == "ferplus" else None
     table = pq.read_table(path, columns=parquet_columns(path, fs, cfg.labels), filesystem=fs)
     df = parquet_rows(table.to_pandas(), ("train", "val"), ferplus)
-    counts = data_record(cfg, source, shown)
+    counts = data_record(cfg, source, shown, teacher)
     splits: dict[str, Split] = {}
     for split in ("train", "val"):
         rows = df[df["split"] == split]
@@ -152,7 +153,8 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     run_dir = run_dir_of(cfg)
     device = _device(cfg)
     torch.set_num_threads(cfg.torch_threads or os.cpu_count() or 1)
-    splits, counts = load_fer_parquet(cfg)
+    teacher = load_teacher(cfg.teachers, cfg.preprocess, device) if cfg.teachers else None
+    splits, counts = load_fer_parquet(cfg, teacher)
     run_dir.mkdir(parents=True, exist_ok=True)
     train, val = (Split(s.faces.to(device), s.labels.to(device)) for s in (splits["train"], splits["val"]))
     logger.info("plain training on %s: train %s, val %s", device, counts["train"], counts["val"])
@@ -165,7 +167,6 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
     loss_cfg = loss_config(cfg, counts)
-    teacher = load_teacher(cfg.teachers, cfg.preprocess, device) if cfg.teachers else None
 
     start_epoch, history, best = 0, [], None
     latest = run_dir / LATEST / STATE

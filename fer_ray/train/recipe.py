@@ -88,12 +88,15 @@ def loss_config(cfg: TrainConfig, counts: dict[str, Any]) -> LossConfig:
     )
 
 
-def data_record(cfg: TrainConfig, source: str, shown: str) -> dict[str, Any]:
+def data_record(cfg: TrainConfig, source: str, shown: str, teacher: Teacher | None = None) -> dict[str, Any]:
     """The head of a run's ``counts`` record: what it learnt from (data, labels, and teachers by
-    ``model_id``), so a resume on other data or teachers is refused and the artifact names them."""
+    ``model_id``), so a resume on other data or teachers is refused and the artifact names them.
+
+    ``teacher``: the already loaded teachers, whose ids are taken as they are (else each artifact
+    in ``cfg.teachers`` is read once for its id, as on a Ray driver that trains nothing itself)."""
     record: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "labels": cfg.labels}
     if cfg.teachers:
-        record["teachers"] = teacher_ids(cfg.teachers)
+        record["teachers"] = list(teacher.ids) if teacher is not None else teacher_ids(cfg.teachers)
     record["decode_errors"] = {}
     return record
 
