@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fer_fixtures import write_tiny_fer_parquet
+from tests.ray_processes import kill_cluster
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -25,22 +26,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _kill_cluster(temp_dir: str) -> None:
-    """Stop only the processes of this test's cluster (`ray stop` would stop every Ray on the machine)."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if temp_dir.encode() in cmd:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _submit(job: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -86,11 +71,14 @@ def head_cluster():
             )
         ),
     ]
-    subprocess.run(cmd, check=True, env=env, timeout=180, capture_output=True)
+    # its own session: every process of the cluster shares one process group, which kill_cluster stops
+    subprocess.run(cmd, check=True, env=env, timeout=180, capture_output=True, start_new_session=True)
     try:
         yield f"http://127.0.0.1:{dash}", env
     finally:
-        _kill_cluster(temp_dir)
+        left = kill_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        assert not left, f"processes of the head cluster still running: {left}"
 
 
 def test_submit_train_job(head_cluster, tmp_path):

@@ -71,9 +71,9 @@ def test_private_local_ray_despite_a_stale_cluster_file():
         assert seen == {"cpus": 3.0, "nodes": 1}
         assert "starting a private local Ray with 3 logical CPUs" in log
     finally:
-        from tests.test_jobs_submit import _kill_cluster
+        from tests.ray_processes import kill_cluster
 
-        _kill_cluster(root)
+        kill_cluster(root)
         shutil.rmtree(root, ignore_errors=True)
 
 

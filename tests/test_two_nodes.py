@@ -17,12 +17,12 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from tests.fer_fixtures import write_tiny_fer_parquet
-from tests.test_jobs_submit import RAY, REPO, _free_port, _kill_cluster, _submit
+from tests.ray_processes import kill_cluster
+from tests.test_jobs_submit import RAY, REPO, _free_port, _submit
 from tests.test_runtime import probe_ray
 
 pytestmark = pytest.mark.slow
@@ -47,21 +47,12 @@ class Cluster:
 
 
 def _ray_start(args: list[str], env: dict[str, str]) -> None:
-    out = subprocess.run([RAY, "start", *args], env=env, timeout=180, capture_output=True, text=True)
+    # its own session: each node's processes share one process group, which kill_cluster stops
+    out = subprocess.run(
+        [RAY, "start", *args], env=env, timeout=180, capture_output=True, text=True, start_new_session=True
+    )
     if out.returncode != 0:
         raise RuntimeError(f"ray start {' '.join(args[:2])} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
-
-
-def _our_processes(root: str) -> list[int]:
-    pids = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit() and int(pid) != os.getpid():
-            try:
-                if root.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    pids.append(int(pid))
-            except OSError:
-                pass
-    return pids
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +97,7 @@ def two_nodes():
             time.sleep(1)
         yield Cluster(address, root, env)
     finally:
-        _kill_cluster(root)  # only this cluster's processes: `ray stop` would stop every Ray here
-        deadline = time.monotonic() + 10
-        while _our_processes(root) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        left = _our_processes(root)
+        left = kill_cluster(root)  # only this cluster's processes: `ray stop` would stop every Ray here
         shutil.rmtree(root, ignore_errors=True)
         assert not left, f"processes of the two-node cluster still running: {left}"
 
