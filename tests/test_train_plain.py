@@ -82,6 +82,27 @@ def test_resume_with_longer_horizon_records_a_segment(tmp_path, tiny_parquet):
     assert again.best_metrics == best["history"][-1]
 
 
+def test_weight_average_is_validated_exported_and_resumed(tmp_path, tiny_parquet):
+    run = tmp_path / "runs" / "p"
+    train_plain(_cfg(tmp_path, tiny_parquet, epochs=1, ema_decay=0.9))
+    first = torch.load(run / LATEST / STATE, weights_only=False)
+    steps = int(next(iter(first["optimizer"]["state"].values()))["step"])
+    assert first["ema"]["updates"] == steps > 0
+    res = train_plain(_cfg(tmp_path, tiny_parquet, epochs=2, ema_decay=0.9))
+    latest = torch.load(run / LATEST / STATE, weights_only=False)
+    assert latest["ema"]["updates"] == 2 * steps  # the average went on from where it stopped
+    assert all({"val_acc", "val_acc_raw", "val_loss_raw"} <= set(h) for h in res.history)
+    # the artifact holds the averaged weights of the best epoch, which its val_acc measured
+    best = torch.load(run / BEST / STATE, weights_only=False)
+    art = load_artifact(res.artifact_dir, engine="torch")
+    for k, v in art.model.state_dict().items():
+        assert torch.equal(v, best["ema"]["weights"][k])
+    assert any(not torch.equal(v, best["model"][k]) for k, v in art.model.state_dict().items())
+    assert art.meta["metrics"]["best"]["val_acc"] == max(h["val_acc"] for h in res.history)
+    with pytest.raises(ValueError, match="ema_decay"):  # a recipe change, as any other
+        train_plain(_cfg(tmp_path, tiny_parquet, epochs=3, ema_decay=0.99))
+
+
 def test_plain_back_end_refuses_what_it_cannot_do(tmp_path, tiny_parquet):
     with pytest.raises(ValueError, match="--backend ray"):
         train_plain(_cfg(tmp_path, tiny_parquet, workers=2))

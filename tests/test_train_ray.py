@@ -52,7 +52,7 @@ def test_two_workers_loss_falls(ray_local, tmp_path, tiny_parquet, request):
         data, limit = request.getfixturevalue("fer2013_path"), 448
     except pytest.skip.Exception:
         data, limit = tiny_parquet, None
-    cfg = _cfg(tmp_path, data, workers=2, epochs=3, pretrain_epochs=1, limit=limit, batch_size=64)
+    cfg = _cfg(tmp_path, data, workers=2, epochs=3, pretrain_epochs=1, limit=limit, batch_size=64, ema_decay=0.9)
     res = train(cfg)
     joint = [h for h in res.history if h["phase"] == "joint"]
     assert [h["epoch"] for h in res.history] == [0, 1, 2, 3]
@@ -60,6 +60,7 @@ def test_two_workers_loss_falls(ray_local, tmp_path, tiny_parquet, request):
     assert joint[-1]["train_loss"] < joint[0]["train_loss"]
     assert res.history[-1]["train_images"] == sum(res.counts["train"])  # both shards counted
     assert res.history[-1]["val_images"] == sum(res.counts["val"])
+    assert "val_acc_raw" in res.history[-1]  # the weight average (of the DDP-wrapped model) was validated too
     art = load_artifact(res.artifact_dir)
     assert art.meta["metrics"]["best"]["val_acc"] == max(h["val_acc"] for h in res.history)
     assert art.meta["data_fingerprint"].startswith("sha256:")

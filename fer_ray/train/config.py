@@ -103,6 +103,12 @@ class TrainConfig:
     distill_temperature: float = setting(
         2.0, "softmax temperature of teachers and student in the distillation loss", group="recipe"
     )
+    # fer_ray.train.ema: validate, select and export an exponential moving average of the weights.
+    ema_decay: float = setting(
+        0.0,
+        "per-step decay of a moving average of the weights that is validated and exported (0: off; e.g. 0.999)",
+        group="recipe",
+    )
     seed: int = setting(0, "seed of initialisation, shuffling, augmentation and held-out splits", group="recipe")
 
     backend: Literal["ray", "plain"] = setting(
@@ -142,6 +148,8 @@ class TrainConfig:
         check_choices(self)
         if not 0 <= self.distill_weight <= 1 or self.distill_temperature <= 0:
             raise ValueError("distill_weight must be in [0, 1] and distill_temperature > 0")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.epochs < 0 or self.pretrain_epochs < 0:
             raise ValueError("epochs and pretrain_epochs must be >= 0")
         if self.workers < 1:

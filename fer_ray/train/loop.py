@@ -22,6 +22,7 @@ from torch import nn
 from fer_ray.preprocess import PreprocessConfig, normalize
 from fer_ray.train.augment import AugmentConfig, augment
 from fer_ray.train.distill import Teacher, distill_loss
+from fer_ray.train.ema import WeightEMA
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,9 @@ def train_one_epoch(
     generator: torch.Generator | None = None,
     cpu_bf16: bool = False,
     teacher: Teacher | None = None,
+    ema: WeightEMA | None = None,
 ) -> EpochStats:
+    """One pass over ``batches``; ``ema`` (when given) follows the weights after every step."""
     model.train()
     stats = EpochStats()
     t0 = time.perf_counter()
@@ -153,6 +156,8 @@ def train_one_epoch(
             optimizer.step()
         if step_scheduler is not None:
             step_scheduler()
+        if ema is not None:
+            ema.update(model)
         with torch.no_grad():
             correct = int((out["logits"].argmax(1) == y).sum())
         stats.add(float(loss.detach()), float(parts.get("recon", torch.zeros(())).detach()), correct, len(y))
@@ -201,9 +206,10 @@ def evaluate(
 
 def epoch_line(metrics: dict, total_epochs: int, best: dict, seconds: float) -> str:
     """One epoch's metrics row as a log line (also the training progress when stderr is not a terminal)."""
+    raw = f" (raw weights {metrics['val_acc_raw']:.4f})" if "val_acc_raw" in metrics else ""
     return (
         f"epoch {metrics['epoch'] + 1}/{total_epochs} {metrics['phase']}: train acc {metrics['train_acc']:.4f} "
-        f"loss {metrics['train_loss']:.4f} | val acc {metrics['val_acc']:.4f} loss {metrics['val_loss']:.4f} "
+        f"loss {metrics['train_loss']:.4f} | val acc {metrics['val_acc']:.4f}{raw} loss {metrics['val_loss']:.4f} "
         f"| lr {metrics['lr']:.2e} | {seconds:.0f} s (best val {best['val_acc']:.4f} @ {best['epoch']})"
     )
 

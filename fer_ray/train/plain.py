@@ -38,6 +38,7 @@ from fer_ray.models import create_model
 from fer_ray.progress import Progress, iterate, progress_mode
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher, load_teacher
+from fer_ray.train.ema import WeightEMA
 from fer_ray.train.loop import epoch_line
 from fer_ray.train.recipe import (
     STATE,
@@ -167,6 +168,7 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
     loss_cfg = loss_config(cfg, counts)
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
 
     start_epoch, history, best = 0, [], None
     latest = run_dir / LATEST / STATE
@@ -176,7 +178,7 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     # check the resume before touching the model: a changed config is one clear error, not a shape mismatch
     record = resume_record(saved, cfg, counts, state["epoch"] + 1 if state else 0)
     if state is not None:
-        start_epoch, history = restore_state(state, model, optimizer, scheduler, scaler)
+        start_epoch, history = restore_state(state, model, optimizer, scheduler, scaler, ema)
         best = state.get("best")
         logger.info("resumed at epoch %d from %s", start_epoch, latest)
     save_json(record, saved_path)
@@ -188,10 +190,23 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
         for epoch in range(start_epoch, cfg.total_epochs):
             t0 = time.perf_counter()
             _plain_epoch(
-                cfg, epoch, model, train, val, optimizer, scheduler, device, loss_cfg, scaler, history, bar, teacher
+                cfg,
+                epoch,
+                model,
+                train,
+                val,
+                optimizer,
+                scheduler,
+                device,
+                loss_cfg,
+                scaler,
+                history,
+                bar,
+                teacher=teacher,
+                ema=ema,
             )
             metrics = history[-1]
-            state = checkpoint_state(model, optimizer, scheduler, scaler, epoch, history, cfg.to_dict())
+            state = checkpoint_state(model, optimizer, scheduler, scaler, epoch, history, cfg.to_dict(), ema)
             if best is None or rank_key(metrics) > rank_key(best):
                 best = metrics
                 _save_atomic(state, run_dir / BEST / STATE)
@@ -207,7 +222,7 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
 
 
 def _plain_epoch(
-    cfg, epoch, model, train, val, optimizer, scheduler, device, loss_cfg, scaler, history, bar, teacher
+    cfg, epoch, model, train, val, optimizer, scheduler, device, loss_cfg, scaler, history, bar, *, teacher, ema
 ) -> None:
     """One epoch of :func:`run_epoch`, with a bar of its steps under the epochs' bar on a terminal."""
     seed = epoch_seed(cfg, epoch)
@@ -230,6 +245,7 @@ def _plain_epoch(
         generator=gen,
         scaler=scaler,
         teacher=teacher,
+        ema=ema,
     )
     history.append(metrics)
 

@@ -21,6 +21,7 @@ import torch
 from fer_ray.models import create_model
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import load_teacher
+from fer_ray.train.ema import WeightEMA
 from fer_ray.train.recipe import (
     STATE,
     build_optimizer,
@@ -83,13 +84,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
     loss_cfg = loss_config(cfg, config["counts"])
     teacher = load_teacher(cfg.teachers, cfg.preprocess, device) if cfg.teachers else None
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
 
     start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / STATE, map_location=device, weights_only=True)
-        start_epoch, history = restore_state(state, model, optimizer, scheduler, scaler)
+        start_epoch, history = restore_state(state, model, optimizer, scheduler, scaler, ema)
         logger.info("resumed at epoch %d from %s", start_epoch, checkpoint.path)
 
     reducer = None
@@ -122,6 +124,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             scaler=scaler,
             reducer=reducer,
             teacher=teacher,
+            ema=ema,
         )
         history.append(metrics)
         if rank == 0:  # per-epoch history next to the checkpoints, readable while the run goes on
@@ -129,7 +132,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:
-                state = checkpoint_state(model, optimizer, scheduler, scaler, epoch, history, config["train"])
+                state = checkpoint_state(model, optimizer, scheduler, scaler, epoch, history, config["train"], ema)
                 torch.save(state, Path(d) / STATE)
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=ckpt)

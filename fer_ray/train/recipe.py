@@ -24,6 +24,7 @@ from fer_ray.data.sources import fingerprint
 from fer_ray.models import create_model
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher, teacher_ids
+from fer_ray.train.ema import WeightEMA
 from fer_ray.train.loop import Batch, EpochStats, LossConfig, class_weights, evaluate, train_one_epoch
 
 STATE = "state.pt"  # one checkpoint = one torch.save'd dict {model, optimizer, scheduler, epoch, history, ...}
@@ -121,8 +122,12 @@ def run_epoch(
     scaler: torch.amp.GradScaler | None = None,
     reducer: Reducer | None = None,
     teacher: Teacher | None = None,
+    ema: WeightEMA | None = None,
 ) -> dict[str, Any]:
-    """Train one epoch, validate, step an epoch-wise schedule; returns the epoch's metrics row."""
+    """Train one epoch, validate, step an epoch-wise schedule; returns the epoch's metrics row.
+
+    With ``ema`` the ``val_*`` metrics (selection, plateau schedule) are the averaged weights', and
+    ``val_*_raw`` the trained weights' on the same faces."""
     phase = cfg.phase(epoch)
     loss_cfg = dataclasses.replace(loss_cfg, recon_weight=cfg.recon_weight_at(epoch))
     tr = train_one_epoch(
@@ -140,9 +145,16 @@ def run_epoch(
         generator=generator,
         cpu_bf16=cfg.cpu_bf16,
         teacher=teacher,
+        ema=ema,
     )
     seconds = tr.seconds
     tr: EpochStats = tr.reduce(reducer)
+    raw = {}
+    if ema is not None:
+        val_batches = list(val_batches)  # read twice: the raw weights, then the average
+        raw = evaluate(model, val_batches, device, loss_cfg, cfg.preprocess).reduce(reducer).as_metrics("val")
+        raw = {f"{k}_raw": v for k, v in raw.items() if k in ("val_acc", "val_loss")}
+        model = ema.module
     va = evaluate(model, val_batches, device, loss_cfg, cfg.preprocess).reduce(reducer)
     if cfg.scheduler == "plateau" and phase == "joint":
         scheduler.step(va.correct / max(va.n, 1))
@@ -151,6 +163,7 @@ def run_epoch(
         "phase": phase,
         **tr.as_metrics("train"),
         **va.as_metrics("val"),
+        **raw,
         "lr": optimizer.param_groups[0]["lr"],
         **({"recon_weight": loss_cfg.recon_weight} if cfg.model.name == "ae_cnn_attn" else {}),
         "epoch_s": seconds,
@@ -169,9 +182,11 @@ def checkpoint_state(
     epoch: int,
     history: list[dict[str, Any]],
     train_config: dict[str, Any],
+    ema: WeightEMA | None = None,
 ) -> dict[str, Any]:
     """Everything a resume needs, as one dict (torchvision references' checkpoint layout)."""
     return {
+        **({"ema": ema.state_dict()} if ema is not None else {}),
         "model": getattr(model, "module", model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -183,9 +198,13 @@ def checkpoint_state(
     }
 
 
-def restore_state(state: dict[str, Any], model, optimizer, scheduler, scaler) -> tuple[int, list[dict[str, Any]]]:
+def restore_state(
+    state: dict[str, Any], model, optimizer, scheduler, scaler, ema: WeightEMA | None = None
+) -> tuple[int, list[dict[str, Any]]]:
     """Load a :func:`checkpoint_state` dict; returns (next epoch, history so far)."""
     getattr(model, "module", model).load_state_dict(state["model"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
@@ -246,7 +265,7 @@ def export_state(
     artifact's record reproduces its weights and not only the last command.
     """
     model = create_model(cfg.model)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["ema"]["weights"] if "ema" in state else state["model"])  # what was validated
     return save_artifact(
         model,
         cfg.model,
