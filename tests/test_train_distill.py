@@ -46,13 +46,28 @@ def test_distillation_weight_splits_the_loss_between_labels_and_teacher():
 def test_teacher_averages_the_shipped_models_and_stays_frozen():
     teacher = load_teacher(("ae_cnn_attn", "cnn_attn"), PreprocessConfig())
     assert teacher.ids == [load_artifact(n, engine="torch").model_id for n in ("ae_cnn_attn", "cnn_attn")]
-    teacher.train()  # a student's .train() must not switch the teacher's batch norm to batch statistics
-    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    models = [a.model for a in teacher.artifacts]
+    assert not any(m.training for m in models)  # batch norm keeps its running statistics
+    assert not any(p.requires_grad for m in models for p in m.parameters())
     x = torch.randn(5, 1, 48, 48)
     probs = teacher.probabilities(x, 1.0)
-    each = [F.softmax(m(x)["logits"], dim=1) for m in teacher.members]
+    each = [F.softmax(m(x)["logits"], dim=1) for m in models]
     assert torch.allclose(probs, (each[0] + each[1]) / 2, atol=1e-6)
     assert torch.allclose(probs.sum(1), torch.ones(5))
+
+
+def test_int8_teachers_with_flip_tta_average_both_views_of_each_model():
+    teacher = load_teacher(("ae_cnn_attn", "cnn_attn"), PreprocessConfig(), engine="onnx-int8", flip_tta=True)
+    assert teacher.ids == [load_artifact(n, engine="onnx-int8").model_id for n in ("ae_cnn_attn", "cnn_attn")]
+    assert all(i.endswith("+onnx-int8") for i in teacher.ids)  # the run records which engine taught it
+    x = torch.randn(6, 1, 48, 48)
+    probs = teacher.probabilities(x, 2.0)
+    views = [x, x.flip(-1)]
+    each = [F.softmax(torch.from_numpy(a.predict_logits(v)) / 2.0, dim=1) for a in teacher.artifacts for v in views]
+    assert torch.allclose(probs, torch.stack(each).mean(0), atol=1e-6)
+    # and close to the PyTorch teachers' (int8 quantisation moves probabilities by about a percent)
+    fp32 = load_teacher(("ae_cnn_attn", "cnn_attn"), PreprocessConfig(), flip_tta=True).probabilities(x, 2.0)
+    assert (probs - fp32).abs().max() < 0.05
 
 
 def test_a_teacher_that_reads_faces_differently_is_refused():
@@ -80,6 +95,15 @@ def test_a_plain_run_distils_records_its_teachers_and_refuses_others_on_resume(
         train_plain(_cfg(tmp_path, tiny_parquet, epochs=2, teachers=("ae_cnn_attn",), distill_weight=0.7))
 
 
+def test_a_plain_run_learns_from_int8_teachers_with_flip_tta(tmp_path, tiny_parquet):  # noqa: F811
+    cfg = _cfg(tmp_path, tiny_parquet, epochs=1, teachers=("cnn_attn",), teacher_engine="onnx-int8", teacher_tta=True)
+    res = train_plain(cfg)
+    art = load_artifact(res.artifact_dir)
+    assert art.meta["metrics"]["counts"]["teachers"] == [load_artifact("cnn_attn", engine="onnx-int8").model_id]
+    assert (art.meta["train_config"]["teacher_engine"], art.meta["train_config"]["teacher_tta"]) == ("onnx-int8", True)
+    assert res.history[-1]["train_loss"] > 0
+
+
 def test_teachers_come_from_the_command_line():
     import importlib
 
@@ -87,8 +111,10 @@ def test_teachers_come_from_the_command_line():
 
     train_job = importlib.import_module("jobs.train")
     argv = ["--teachers", "ae_cnn_attn,cnn_attn", "--distill-weight", "0.6", "--cpu-bf16"]
+    argv += ["--teacher-engine", "onnx-int8", "--teacher-tta"]
     cfg, _ = parse_config(train_job.get_args_parser(), argv)
     assert (cfg.teachers, cfg.distill_weight, cfg.cpu_bf16) == (("ae_cnn_attn", "cnn_attn"), 0.6, True)
+    assert (cfg.teacher_engine, cfg.teacher_tta) == ("onnx-int8", True)
     # stored configs (JSON lists) read back equal, so a resume does not see a changed recipe
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="distill_weight"):

@@ -103,6 +103,15 @@ class TrainConfig:
     distill_temperature: float = setting(
         2.0, "softmax temperature of teachers and student in the distillation loss", group="recipe"
     )
+    teacher_engine: Literal["torch", "onnx", "onnx-int8"] = setting(
+        "torch",
+        "what runs the teachers: torch (on the training device, under its autocast) or ONNX Runtime on the CPU "
+        "(onnx-int8: ~2x faster than torch bf16 on 2 cores)",
+        group="recipe",
+    )
+    teacher_tta: bool = setting(
+        False, "teachers also score the mirrored batch (flip TTA, as the shipped models are scored)", group="recipe"
+    )
     # fer_ray.train.ema: validate, select and export an exponential moving average of the weights.
     ema_decay: float = setting(
         0.0,

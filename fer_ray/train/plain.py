@@ -37,7 +37,7 @@ from fer_ray.labels import NUM_CLASSES
 from fer_ray.models import create_model
 from fer_ray.progress import Progress, iterate, progress_mode
 from fer_ray.train.config import TrainConfig
-from fer_ray.train.distill import Teacher, load_teacher
+from fer_ray.train.distill import Teacher
 from fer_ray.train.ema import WeightEMA
 from fer_ray.train.loop import epoch_line
 from fer_ray.train.recipe import (
@@ -55,6 +55,7 @@ from fer_ray.train.recipe import (
     resume_record,
     run_epoch,
     seed_everything,
+    teacher_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     run_dir = run_dir_of(cfg)
     device = _device(cfg)
     torch.set_num_threads(cfg.torch_threads or os.cpu_count() or 1)
-    teacher = load_teacher(cfg.teachers, cfg.preprocess, device) if cfg.teachers else None
+    teacher = teacher_of(cfg, device)
     splits, counts = load_fer_parquet(cfg, teacher)
     run_dir.mkdir(parents=True, exist_ok=True)
     train, val = (Split(s.faces.to(device), s.labels.to(device)) for s in (splits["train"], splits["val"]))

@@ -20,7 +20,6 @@ import torch
 
 from fer_ray.models import create_model
 from fer_ray.train.config import TrainConfig
-from fer_ray.train.distill import load_teacher
 from fer_ray.train.ema import WeightEMA
 from fer_ray.train.recipe import (
     STATE,
@@ -32,6 +31,7 @@ from fer_ray.train.recipe import (
     restore_state,
     run_epoch,
     seed_everything,
+    teacher_of,
 )
 from fer_ray.train.run_dir import CRASH_MARKER, HISTORY, write_run_file
 
@@ -83,7 +83,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
     loss_cfg = loss_config(cfg, config["counts"])
-    teacher = load_teacher(cfg.teachers, cfg.preprocess, device) if cfg.teachers else None
+    teacher = teacher_of(cfg, device)
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
 
     start_epoch, history = 0, []

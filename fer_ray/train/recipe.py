@@ -23,7 +23,7 @@ from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, fer2013_parquet
 from fer_ray.data.sources import fingerprint
 from fer_ray.models import create_model
 from fer_ray.train.config import TrainConfig
-from fer_ray.train.distill import Teacher, teacher_ids
+from fer_ray.train.distill import Teacher, load_teacher, teacher_ids
 from fer_ray.train.ema import WeightEMA
 from fer_ray.train.loop import Batch, EpochStats, LossConfig, class_weights, evaluate, train_one_epoch
 
@@ -97,9 +97,18 @@ def data_record(cfg: TrainConfig, source: str, shown: str, teacher: Teacher | No
     in ``cfg.teachers`` is read once for its id, as on a Ray driver that trains nothing itself)."""
     record: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "labels": cfg.labels}
     if cfg.teachers:
-        record["teachers"] = list(teacher.ids) if teacher is not None else teacher_ids(cfg.teachers)
+        record["teachers"] = list(teacher.ids) if teacher is not None else teacher_ids(cfg.teachers, cfg.teacher_engine)
     record["decode_errors"] = {}
     return record
+
+
+def teacher_of(cfg: TrainConfig, device: torch.device) -> Teacher | None:
+    """The run's teachers (``None`` without ``--teachers``); ONNX teachers get torch's thread count,
+    the cores this worker holds (they never run at the same time as the student)."""
+    if not cfg.teachers:
+        return None
+    threads = torch.get_num_threads()
+    return load_teacher(cfg.teachers, cfg.preprocess, device, cfg.teacher_engine, cfg.teacher_tta, threads)
 
 
 def epoch_seed(cfg: TrainConfig, epoch: int, rank: int = 0) -> int:
