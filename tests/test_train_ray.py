@@ -52,7 +52,18 @@ def test_two_workers_loss_falls(ray_local, tmp_path, tiny_parquet, request):
         data, limit = request.getfixturevalue("fer2013_path"), 448
     except pytest.skip.Exception:
         data, limit = tiny_parquet, None
-    cfg = _cfg(tmp_path, data, workers=2, epochs=3, pretrain_epochs=1, limit=limit, batch_size=64, ema_decay=0.9)
+    cfg = _cfg(
+        tmp_path,
+        data,
+        workers=2,
+        epochs=3,
+        pretrain_epochs=1,
+        limit=limit,
+        batch_size=64,
+        ema_decay=0.9,
+        teachers=("cnn_attn",),
+        teacher_engine="onnx-int8",
+    )
     res = train(cfg)
     joint = [h for h in res.history if h["phase"] == "joint"]
     assert [h["epoch"] for h in res.history] == [0, 1, 2, 3]
@@ -61,6 +72,7 @@ def test_two_workers_loss_falls(ray_local, tmp_path, tiny_parquet, request):
     assert res.history[-1]["train_images"] == sum(res.counts["train"])  # both shards counted
     assert res.history[-1]["val_images"] == sum(res.counts["val"])
     assert "val_acc_raw" in res.history[-1]  # the weight average (of the DDP-wrapped model) was validated too
+    assert res.counts["teachers"] == [load_artifact("cnn_attn", engine="onnx-int8").model_id]  # engine recorded
     art = load_artifact(res.artifact_dir)
     assert art.meta["metrics"]["best"]["val_acc"] == max(h["val_acc"] for h in res.history)
     assert art.meta["data_fingerprint"].startswith("sha256:")
