@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -93,6 +94,14 @@ def test_a_plain_run_distils_records_its_teachers_and_refuses_others_on_resume(
     assert res.history[-1]["train_loss"] > 0
     with pytest.raises(ValueError, match="teachers"):
         train_plain(_cfg(tmp_path, tiny_parquet, epochs=2, teachers=("ae_cnn_attn",), distill_weight=0.7))
+    # the same weights found elsewhere (copied aside before a new model ships under the name) resume
+    moved = tmp_path / "elsewhere" / "cnn_oc_e30"
+    shutil.copytree(load_artifact("cnn_attn").path, moved)
+    res = train_plain(_cfg(tmp_path, tiny_parquet, epochs=2, teachers=(str(moved),), distill_weight=0.7))
+    meta = load_artifact(res.artifact_dir).meta
+    assert meta["metrics"]["segments"][-1]["changed"] == ["epochs", "teachers"]
+    assert meta["train_config"]["teachers"] == ["cnn_oc_e30"]  # by directory name: no path of this machine
+    assert meta["metrics"]["counts"]["teachers"] == [load_artifact("cnn_attn", engine="torch").model_id]
 
 
 def test_a_plain_run_learns_from_int8_teachers_with_flip_tta(tmp_path, tiny_parquet):  # noqa: F811

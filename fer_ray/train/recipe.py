@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer_ray.artifact import save_artifact
+from fer_ray.artifact import SHIPPED_MODELS, save_artifact
 from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, fer2013_parquet
 from fer_ray.data.sources import fingerprint
 from fer_ray.models import create_model
@@ -257,7 +257,12 @@ MACHINE_FIELDS = ("storage_path", "ray")
 
 
 def portable(train_config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in train_config.items() if k not in MACHINE_FIELDS}
+    """``train_config`` without this machine's facts; teachers by shipped name or directory name (their
+    exact weights are in the record's ``counts["teachers"]``, by ``model_id``)."""
+    out = {k: v for k, v in train_config.items() if k not in MACHINE_FIELDS}
+    if out.get("teachers"):
+        out["teachers"] = [t if t in SHIPPED_MODELS else Path(t).name for t in out["teachers"]]
+    return out
 
 
 def export_state(
@@ -317,6 +322,10 @@ RESUMABLE = frozenset(
         "shuffle_buffer",
         "crash_once_at_epoch",
         "ray",
+        # Where the teachers are found (a shipped name, a directory): their identity is the weights and
+        # engine recorded in ``counts["teachers"]``, which a resume must match (checked in resume_record).
+        # So a teacher may move, e.g. be copied aside before a better model ships under its name.
+        "teachers",
     }
 )
 
