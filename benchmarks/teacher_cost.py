@@ -24,8 +24,12 @@ from common import machine_info, write_result  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "teacher_cost.json"
 # (label, engine, autocast to bf16 on CPU)
-SETTINGS = (("torch fp32", "torch", False), ("torch bf16", "torch", True), ("onnx", "onnx", False))
-SETTINGS += (("onnx-int8", "onnx-int8", False),)
+SETTINGS = (
+    ("torch fp32", "torch", False),
+    ("torch bf16", "torch", True),
+    ("onnx", "onnx", False),
+    ("onnx-int8", "onnx-int8", False),
+)
 
 
 def ms_per_batch(teacher, x: torch.Tensor, bf16: bool, repeats: int) -> float:

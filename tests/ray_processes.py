@@ -17,6 +17,11 @@ import time
 from pathlib import Path
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the parenthesised command name: state, ppid, pgrp, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _table() -> dict[int, tuple[bytes, int, int]]:
     """pid -> (command line, parent pid, process group) of every process still readable."""
     out = {}
@@ -25,8 +30,7 @@ def _table() -> dict[int, tuple[bytes, int, int]]:
             continue
         try:
             cmd = Path(f"/proc/{name}/cmdline").read_bytes()
-            # fields after the parenthesised command name: state ppid pgrp ...
-            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = _stat(name)
         except (OSError, IndexError):
             continue
         out[int(name)] = (cmd, int(fields[1]), int(fields[2]))
@@ -64,6 +68,6 @@ def kill_cluster(marker: str, wait_s: float = 10.0) -> list[int]:
 
 def _zombie(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        return _stat(pid)[0] == "Z"
     except (OSError, IndexError):
         return True
