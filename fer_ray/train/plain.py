@@ -38,22 +38,16 @@ from fer_ray.models import create_model
 from fer_ray.progress import Progress, iterate, progress_mode
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher
-from fer_ray.train.ema import WeightEMA
 from fer_ray.train.loop import epoch_line
 from fer_ray.train.recipe import (
     STATE,
-    build_optimizer,
-    build_scheduler,
-    checkpoint_state,
+    Learner,
     data_record,
     epoch_seed,
     export_state,
-    loss_config,
     rank_key,
     resolve_source,
-    restore_state,
     resume_record,
-    run_epoch,
     seed_everything,
     teacher_of,
 )
@@ -162,14 +156,8 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     logger.info("plain training on %s: train %s, val %s", device, counts["train"], counts["val"])
 
     seed_everything(cfg.seed)
-    model = create_model(cfg.model).to(device)
-    optimizer = build_optimizer(model, cfg)
     steps_per_epoch = max(1, math.ceil(len(train.labels) / cfg.batch_size))
-    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-    amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
-    loss_cfg = loss_config(cfg, counts)
-    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    learner = Learner.build(cfg, create_model(cfg.model).to(device), device, steps_per_epoch, counts, teacher)
 
     start_epoch, history, best = 0, [], None
     latest = run_dir / LATEST / STATE
@@ -179,7 +167,7 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     # check the resume before touching the model: a changed config is one clear error, not a shape mismatch
     record = resume_record(saved, cfg, counts, state["epoch"] + 1 if state else 0)
     if state is not None:
-        start_epoch, history = restore_state(state, model, optimizer, scheduler, scaler, ema)
+        start_epoch, history = learner.restore(state)
         best = state.get("best")
         logger.info("resumed at epoch %d from %s", start_epoch, latest)
     save_json(record, saved_path)
@@ -190,24 +178,15 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     try:
         for epoch in range(start_epoch, cfg.total_epochs):
             t0 = time.perf_counter()
-            _plain_epoch(
-                cfg,
-                epoch,
-                model,
-                train,
-                val,
-                optimizer,
-                scheduler,
-                device,
-                loss_cfg,
-                scaler,
-                history,
-                bar,
-                teacher=teacher,
-                ema=ema,
-            )
-            metrics = history[-1]
-            state = checkpoint_state(model, optimizer, scheduler, scaler, epoch, history, cfg.to_dict(), ema)
+            gen = torch.Generator().manual_seed(epoch_seed(cfg, epoch))
+            order = torch.randperm(len(train.labels), generator=gen).to(device)
+            batches = _batches(train, cfg.batch_size, order)
+            if on_tty:  # a bar of the epoch's steps under the epochs' bar
+                steps = {"total": steps_per_epoch, "unit": "steps", "progress": True, "leave": False}
+                batches = iterate(batches, f"epoch {epoch + 1}", **steps)
+            metrics = learner.run_epoch(epoch, batches, _batches(val, EVAL_BATCH), generator=gen)
+            history.append(metrics)
+            state = learner.state(epoch, history)
             if best is None or rank_key(metrics) > rank_key(best):
                 best = metrics
                 _save_atomic(state, run_dir / BEST / STATE)
@@ -220,35 +199,6 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     finally:
         bar.close()
     return export_plain(run_dir)
-
-
-def _plain_epoch(
-    cfg, epoch, model, train, val, optimizer, scheduler, device, loss_cfg, scaler, history, bar, *, teacher, ema
-) -> None:
-    """One epoch of :func:`run_epoch`, with a bar of its steps under the epochs' bar on a terminal."""
-    seed = epoch_seed(cfg, epoch)
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(train.labels), generator=gen).to(device)
-    steps = math.ceil(len(train.labels) / cfg.batch_size)
-    batches = _batches(train, cfg.batch_size, order)
-    if bar.mode == "bar":
-        batches = iterate(batches, f"epoch {epoch + 1}", total=steps, unit="steps", progress=True, leave=False)
-    metrics = run_epoch(
-        model,
-        cfg,
-        epoch,
-        batches,
-        _batches(val, EVAL_BATCH),
-        optimizer,
-        scheduler,
-        device,
-        loss_cfg,
-        generator=gen,
-        scaler=scaler,
-        teacher=teacher,
-        ema=ema,
-    )
-    history.append(metrics)
 
 
 def is_plain_run(run_dir: Path) -> bool:

@@ -20,19 +20,7 @@ import torch
 
 from fer_ray.models import create_model
 from fer_ray.train.config import TrainConfig
-from fer_ray.train.ema import WeightEMA
-from fer_ray.train.recipe import (
-    STATE,
-    build_optimizer,
-    build_scheduler,
-    checkpoint_state,
-    epoch_seed,
-    loss_config,
-    restore_state,
-    run_epoch,
-    seed_everything,
-    teacher_of,
-)
+from fer_ray.train.recipe import STATE, Learner, epoch_seed, seed_everything, teacher_of
 from fer_ray.train.run_dir import CRASH_MARKER, HISTORY, write_run_file
 
 logger = logging.getLogger(__name__)
@@ -76,22 +64,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # DDP's search for them costs a graph traversal per step, so ask for it only then.
     pretraining = cfg.total_epochs > cfg.epochs
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": pretraining})
-    optimizer = build_optimizer(model, cfg)
     per_worker = max(1, cfg.batch_size // world)
     steps_per_epoch = max(1, math.ceil(config["n_train"] / cfg.batch_size))
-    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-    amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
-    loss_cfg = loss_config(cfg, config["counts"])
-    teacher = teacher_of(cfg, device)
-    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    learner = Learner.build(cfg, model, device, steps_per_epoch, config["counts"], teacher_of(cfg, device))
 
     start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / STATE, map_location=device, weights_only=True)
-        start_epoch, history = restore_state(state, model, optimizer, scheduler, scaler, ema)
+        start_epoch, history = learner.restore(state)
         logger.info("resumed at epoch %d from %s", start_epoch, checkpoint.path)
 
     reducer = None
@@ -110,29 +92,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if cfg.crash_once_at_epoch == epoch and rank == 0:
             after = max(1, config["n_train"] // per_worker // world // 2)
             batches = _crash_midway(batches, after, run_fs, f"{run_path}/{CRASH_MARKER}")
-        metrics = run_epoch(
-            model,
-            cfg,
-            epoch,
-            batches,
-            _torch_batches(val_it, per_worker, 0, 0),
-            optimizer,
-            scheduler,
-            device,
-            loss_cfg,
-            generator=torch.Generator().manual_seed(seed),
-            scaler=scaler,
-            reducer=reducer,
-            teacher=teacher,
-            ema=ema,
-        )
+        val_batches = _torch_batches(val_it, per_worker, 0, 0)
+        gen = torch.Generator().manual_seed(seed)
+        metrics = learner.run_epoch(epoch, batches, val_batches, generator=gen, reducer=reducer)
         history.append(metrics)
         if rank == 0:  # per-epoch history next to the checkpoints, readable while the run goes on
             write_run_file(run_fs, f"{run_path}/{HISTORY}", json.dumps(history, indent=2) + "\n")
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:
-                state = checkpoint_state(model, optimizer, scheduler, scaler, epoch, history, config["train"], ema)
+                state = learner.state(epoch, history)
                 torch.save(state, Path(d) / STATE)
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=ckpt)

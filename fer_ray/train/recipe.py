@@ -116,110 +116,132 @@ def epoch_seed(cfg: TrainConfig, epoch: int, rank: int = 0) -> int:
     return cfg.seed * 100_003 + epoch * 101 + rank
 
 
-def run_epoch(
-    model: torch.nn.Module,
-    cfg: TrainConfig,
-    epoch: int,
-    train_batches: Iterable[Batch],
-    val_batches: Iterable[Batch],
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    device: torch.device,
-    loss_cfg: LossConfig,
-    *,
-    generator: torch.Generator,
-    scaler: torch.amp.GradScaler | None = None,
-    reducer: Reducer | None = None,
-    teacher: Teacher | None = None,
-    ema: WeightEMA | None = None,
-) -> dict[str, Any]:
-    """Train one epoch, validate, step an epoch-wise schedule; returns the epoch's metrics row.
+@dataclasses.dataclass
+class Learner:
+    """What a run trains and checkpoints: the model with its optimizer, schedule, loss, teachers and
+    weight average, assembled once by :meth:`build` for both back ends, so no option can reach one
+    back end and not the other; they differ only in where batches come from and checkpoints go."""
 
-    With ``ema`` the ``val_*`` metrics (selection, plateau schedule) are the averaged weights', and
-    ``val_*_raw`` the trained weights' on the same faces."""
-    phase = cfg.phase(epoch)
-    loss_cfg = dataclasses.replace(loss_cfg, recon_weight=cfg.recon_weight_at(epoch))
-    tr = train_one_epoch(
-        model,
-        train_batches,
-        optimizer,
-        device,
-        phase=phase,
-        loss_cfg=loss_cfg,
-        aug_cfg=cfg.augment,
-        pre_cfg=cfg.preprocess,
-        step_scheduler=None if cfg.scheduler == "plateau" else scheduler.step,
-        scaler=scaler,
-        amp=cfg.amp and device.type == "cuda",
-        generator=generator,
-        cpu_bf16=cfg.cpu_bf16,
-        teacher=teacher,
-        ema=ema,
-    )
-    seconds = tr.seconds
-    tr: EpochStats = tr.reduce(reducer)
-    raw = {}
-    if ema is not None:
-        val_batches = list(val_batches)  # read twice: the raw weights, then the average
-        raw = evaluate(model, val_batches, device, loss_cfg, cfg.preprocess).reduce(reducer).as_metrics("val")
-        raw = {f"{k}_raw": v for k, v in raw.items() if k in ("val_acc", "val_loss")}
-        model = ema.module
-    va = evaluate(model, val_batches, device, loss_cfg, cfg.preprocess).reduce(reducer)
-    if cfg.scheduler == "plateau" and phase == "joint":
-        scheduler.step(va.correct / max(va.n, 1))
-    metrics = {
-        "epoch": epoch,
-        "phase": phase,
-        **tr.as_metrics("train"),
-        **va.as_metrics("val"),
-        **raw,
-        "lr": optimizer.param_groups[0]["lr"],
-        **({"recon_weight": loss_cfg.recon_weight} if cfg.model.name == "ae_cnn_attn" else {}),
-        "epoch_s": seconds,
-        "images_per_s": tr.n / max(seconds, 1e-9),
-    }
-    if phase == "pretrain":
-        metrics["val_acc"] = 0.0  # the classifier is untrained: never select a pretraining checkpoint
-    return metrics
+    cfg: TrainConfig
+    model: torch.nn.Module  # on Ray Train the DDP-wrapped model
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    device: torch.device
+    loss_cfg: LossConfig
+    scaler: torch.amp.GradScaler | None = None
+    teacher: Teacher | None = None
+    ema: WeightEMA | None = None
 
+    @classmethod
+    def build(
+        cls,
+        cfg: TrainConfig,
+        model: torch.nn.Module,
+        device: torch.device,
+        steps_per_epoch: int,
+        counts: dict[str, Any],
+        teacher: Teacher | None = None,
+    ) -> Learner:
+        optimizer = build_optimizer(model, cfg)
+        amp = cfg.amp and device.type == "cuda"
+        # fp16 needs loss scaling; bf16 (where the GPU has it) does not
+        scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
+        return cls(
+            cfg,
+            model,
+            optimizer,
+            build_scheduler(optimizer, cfg, steps_per_epoch),
+            device,
+            loss_config(cfg, counts),
+            scaler,
+            teacher,
+            WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None,
+        )
 
-def checkpoint_state(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    scaler: torch.amp.GradScaler | None,
-    epoch: int,
-    history: list[dict[str, Any]],
-    train_config: dict[str, Any],
-    ema: WeightEMA | None = None,
-) -> dict[str, Any]:
-    """Everything a resume needs, as one dict (torchvision references' checkpoint layout)."""
-    return {
-        **({"ema": ema.state_dict()} if ema is not None else {}),
-        "model": getattr(model, "module", model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "epoch": epoch,
-        "history": history,
-        "rng": {"torch": torch.get_rng_state()},
-        "train_config": train_config,
-    }
+    def run_epoch(
+        self,
+        epoch: int,
+        train_batches: Iterable[Batch],
+        val_batches: Iterable[Batch],
+        *,
+        generator: torch.Generator,
+        reducer: Reducer | None = None,
+    ) -> dict[str, Any]:
+        """Train one epoch, validate, step an epoch-wise schedule; returns the epoch's metrics row.
 
+        With ``ema`` the ``val_*`` metrics (selection, plateau schedule) are the averaged weights', and
+        ``val_*_raw`` the trained weights' on the same faces."""
+        cfg, device, ema = self.cfg, self.device, self.ema
+        phase = cfg.phase(epoch)
+        loss_cfg = dataclasses.replace(self.loss_cfg, recon_weight=cfg.recon_weight_at(epoch))
+        tr = train_one_epoch(
+            self.model,
+            train_batches,
+            self.optimizer,
+            device,
+            phase=phase,
+            loss_cfg=loss_cfg,
+            aug_cfg=cfg.augment,
+            pre_cfg=cfg.preprocess,
+            step_scheduler=None if cfg.scheduler == "plateau" else self.scheduler.step,
+            scaler=self.scaler,
+            amp=cfg.amp and device.type == "cuda",
+            generator=generator,
+            cpu_bf16=cfg.cpu_bf16,
+            teacher=self.teacher,
+            ema=ema,
+        )
+        seconds = tr.seconds
+        tr: EpochStats = tr.reduce(reducer)
+        model, raw = self.model, {}
+        if ema is not None:
+            val_batches = list(val_batches)  # read twice: the raw weights, then the average
+            raw = evaluate(model, val_batches, device, loss_cfg, cfg.preprocess).reduce(reducer).as_metrics("val")
+            raw = {f"{k}_raw": v for k, v in raw.items() if k in ("val_acc", "val_loss")}
+            model = ema.module
+        va = evaluate(model, val_batches, device, loss_cfg, cfg.preprocess).reduce(reducer)
+        if cfg.scheduler == "plateau" and phase == "joint":
+            self.scheduler.step(va.correct / max(va.n, 1))
+        metrics = {
+            "epoch": epoch,
+            "phase": phase,
+            **tr.as_metrics("train"),
+            **va.as_metrics("val"),
+            **raw,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            **({"recon_weight": loss_cfg.recon_weight} if cfg.model.name == "ae_cnn_attn" else {}),
+            "epoch_s": seconds,
+            "images_per_s": tr.n / max(seconds, 1e-9),
+        }
+        if phase == "pretrain":
+            metrics["val_acc"] = 0.0  # the classifier is untrained: never select a pretraining checkpoint
+        return metrics
 
-def restore_state(
-    state: dict[str, Any], model, optimizer, scheduler, scaler, ema: WeightEMA | None = None
-) -> tuple[int, list[dict[str, Any]]]:
-    """Load a :func:`checkpoint_state` dict; returns (next epoch, history so far)."""
-    getattr(model, "module", model).load_state_dict(state["model"])
-    if ema is not None:
-        ema.load_state_dict(state["ema"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    return state["epoch"] + 1, state["history"]
+    def state(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """Everything a resume needs, as one dict (torchvision references' checkpoint layout)."""
+        return {
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+            "model": getattr(self.model, "module", self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": epoch,
+            "history": history,
+            "rng": {"torch": torch.get_rng_state()},
+            "train_config": self.cfg.to_dict(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+        """Load a :meth:`state` dict; returns (next epoch, history so far)."""
+        getattr(self.model, "module", self.model).load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        return state["epoch"] + 1, state["history"]
 
 
 def select_checkpoint(candidates: list[tuple[Any, dict[str, Any]]]):
