@@ -73,7 +73,7 @@ def plot(rows: list[dict], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="default,cnn_attn", help="artifact paths or shipped names, comma separated")
+    p.add_argument("--models", default="cnn_attn,ae_cnn_attn", help="artifact paths or shipped names, comma separated")
     p.add_argument("--engines", default="torch,onnx,onnx-int8")
     p.add_argument("--data", default=None, help="FER2013 Parquet (default: the shared copy)")
     p.add_argument("--batch-size", type=int, default=256)

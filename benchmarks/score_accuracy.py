@@ -7,7 +7,7 @@ with the artifact's own setting and once single pass (`--no-tta`). The crops are
 JPEG bytes, unchanged, named ``<row>_<label>.jpg``; the run compares each row's emotion with the
 label in its file name. The jobs run as subprocesses, exactly as a user types them.
 
-python benchmarks/score_accuracy.py --model default --out benchmarks/results/score_accuracy_default.json
+python benchmarks/score_accuracy.py --model ae_cnn_attn --out benchmarks/results/score_accuracy_ae_cnn_attn.json
 python benchmarks/score_accuracy.py --model cnn_attn --engine torch
 """
 

@@ -1,6 +1,6 @@
 """Calibrate a model artifact's confidence on the validation split (PublicTest for FER2013).
 
-    python jobs/calibrate.py --model fer_ray/assets/default_model
+    python jobs/calibrate.py --model fer_ray/assets/ae_cnn_attn
     python jobs/calibrate.py --model runs/cnn/artifact --data ../shared/data/fer2013/fer2013.parquet
 
 Fits the temperature (softmax(logits / T)) and the `uncertain` cut-off, and records both in

@@ -1,7 +1,7 @@
 """Add ONNX Runtime engines to a model artifact: model.onnx (fp32) and model.int8.onnx (static int8).
 
     python jobs/export_onnx.py --model runs/ae_cnn_attn/artifact              # FER2013 from the data root
-    python jobs/export_onnx.py --model fer_ray/assets/default_model --data ../shared/data/fer2013/fer2013.parquet
+    python jobs/export_onnx.py --model fer_ray/assets/ae_cnn_attn --data ../shared/data/fer2013/fer2013.parquet
 
 The int8 model is calibrated on --calib training faces; every engine's accuracy on the
 validation split (PublicTest for FER2013) is recorded in artifact.json, where scoring,
