@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/python jobs/score.py examples/images --out out/demo
+	$(BIN)/python jobs/score.py examples/images --out out/demo --overwrite
 
 test: install
 	$(BIN)/python -m pytest -q -ra
