@@ -40,3 +40,15 @@ def test_seeded_private_sample_scores_what_the_card_states(name):
         int(m[1]),
         int(m[2]),
     )
+
+
+def test_the_default_is_the_shipped_model_with_the_better_publictest_accuracy():
+    """Issue #9's rule, checked on what the artifacts record (their engines' PublicTest accuracy with the
+    artifact's own TTA setting), so shipping a better model without switching the default fails here."""
+    from fer_ray.artifact import DEFAULT_MODEL, DEFAULT_MODEL_DIR
+
+    public = {name: load_artifact(name, engine="torch").meta["engines"]["torch"]["val_accuracy"] for name in SHIPPED}
+    assert SHIPPED_MODELS["default"] == DEFAULT_MODEL_DIR == SHIPPED_MODELS[DEFAULT_MODEL]
+    assert DEFAULT_MODEL == max(public, key=public.get), public
+    says_default = "the default model (`fer_ray.artifact.DEFAULT_MODEL`)"
+    assert [name for name in SHIPPED if says_default in _card(name)] == [DEFAULT_MODEL]
