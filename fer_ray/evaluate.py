@@ -263,7 +263,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         if paper:
             paper_cell = f" {r['paper_test_7178']['accuracy']:.2%} |" if "paper_test_7178" in r else " - |"
         lines.append(
-            f"| {r['model']} | {r['parameters']:,} | {r['weights_bytes'] / 2**20:.2f} MB | {p['accuracy']:.2%} "
+            f"| {r['label']} | {r['parameters']:,} | {r['weights_bytes'] / 2**20:.2f} MB | {p['accuracy']:.2%} "
             f"| {p['loss']:.3f} |{paper_cell} {p['macro_f1']:.3f} | {r['table4']['mean']:.2%} "
             f"| {'yes' if r.get('flip_tta') else 'no'} | {'-' if no_tta is None else f'{no_tta:.2%}'} |"
         )
@@ -279,7 +279,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     lines.append("|---|" + "---|" * len(EMOTIONS))
     for r in results:
         pc = r["test"]["per_class"]
-        lines.append(f"| {r['model']} | " + " | ".join(f"{pc[e]['f1']:.2f}" for e in EMOTIONS) + " |")
+        lines.append(f"| {r['label']} | " + " | ".join(f"{pc[e]['f1']:.2f}" for e in EMOTIONS) + " |")
     fitted = "PublicTest" if split == "PrivateTest" else "the validation split by jobs/calibrate.py"
     lines.append(f"\nCalibration on {split} (temperature and cut-off fitted on {fitted}):\n")
     lines.append(
@@ -290,7 +290,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         c = r.get("calibration", {})
         cut, rest = c.get("uncertain_below"), c.get("accuracy_certain")
         lines.append(
-            f"| {r['model']} | {c.get('temperature', 1.0):.3f} | {c.get('ece_before', 0):.4f} "
+            f"| {r['label']} | {c.get('temperature', 1.0):.3f} | {c.get('ece_before', 0):.4f} "
             f"| {c.get('ece_after', 0):.4f} | {'-' if cut is None else f'{cut:.2f}'} "
             f"| {c.get('uncertain_share', 0):.1%} | {'-' if rest is None else f'{rest:.2%}'} |"
         )
@@ -386,7 +386,7 @@ def engine_results(
 
 
 def engines_markdown(results: list[dict[str, Any]]) -> str:
-    rows = [(r["model"], e) for r in results for e in r.get("engines", [])]
+    rows = [(r["label"], e) for r in results for e in r.get("engines", [])]
     if not rows:
         return ""
     lines = [
@@ -449,7 +449,7 @@ def ferplus_markdown(results: list[dict[str, Any]]) -> str:
     for r in rows:
         f = r["ferplus_private_test"]
         lines.append(
-            f"| {r['model']} | {f['ferplus']['accuracy']:.2%} | {f['ferplus_accuracy_no_tta']:.2%} "
+            f"| {r['label']} | {f['ferplus']['accuracy']:.2%} | {f['ferplus_accuracy_no_tta']:.2%} "
             f"| {f['fer2013_accuracy_same_faces']:.2%} | {f['fer2013_accuracy_same_faces_no_tta']:.2%} "
             f"| {f['ferplus']['macro_f1']:.3f} |"
         )
@@ -472,21 +472,30 @@ def evaluate_all(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for art in artifacts:
-        r = evaluate_artifact(art, source, cfg, progress)
+    for art, label in zip(artifacts, labels_of(artifacts), strict=True):
+        r = {"label": label, **evaluate_artifact(art, source, cfg, progress)}
         if engines:
             r["engines"] = engine_results(art, source, ENGINE_SPLIT[r["split"]], progress=progress)
         if r["split"] == "PrivateTest":
             r["ferplus_private_test"] = ferplus_metrics(art, source, cfg.batch_size)
-        tag = art.model_config.name
-        write_plots(r, art.meta.get("metrics", {}).get("history", []), out, tag)
+        write_plots(r, art.meta.get("metrics", {}).get("history", []), out, label)
         results.append(r)
     (out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
     md = markdown_table(results) + engines_markdown(results) + ferplus_markdown(results)
-    for art in artifacts:
-        md += history_table(art.model_config.name, art.meta.get("metrics", {}).get("history", []))
+    for art, r in zip(artifacts, results, strict=True):
+        md += history_table(r["label"], art.meta.get("metrics", {}).get("history", []))
     (out / "evaluation.md").write_text(md)
     return results
+
+
+def labels_of(artifacts: list[Artifact]) -> list[str]:
+    """What tables and file names call each artifact: its architecture, or ``name@weights-id`` where two share one.
+
+    A candidate is usually evaluated beside the shipped model of its own architecture; by name alone
+    their rows read the same and the second one's plots overwrite the first's.
+    """
+    names = [a.model_config.name for a in artifacts]
+    return [n if names.count(n) == 1 else a.model_id.split("+")[0] for n, a in zip(names, artifacts, strict=True)]
 
 
 def history_table(name: str, history: list[dict[str, Any]]) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fer_ray.artifact import load_artifact, save_artifact
@@ -59,6 +60,25 @@ def test_evaluate_all_writes_tables(ray_local, tmp_path):
     assert by["onnx"]["top1_agreement_with_first"] == 1.0 and by["onnx"]["n"] == 21
     assert "Inference engines on PrivateTest" in md and "| onnx-int8 | model.int8.onnx |" in md
     assert r["ferplus_private_test"] is None and "FER+ labels" not in md  # no fer2013new.csv beside this Parquet
+
+
+def test_same_architecture_twice_is_told_apart(ray_local, tmp_path):
+    """A candidate beside the shipped model of its architecture: rows and plots keep both, named by weights id."""
+    data = write_tiny_fer_parquet(tmp_path / "d.parquet", n_per_class=2, splits=("Training", "PrivateTest"))
+    cfg = ModelConfig(name="cnn_attn", widths=(16, 32))
+    arts = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        arts.append(load_artifact(save_artifact(create_model(cfg), cfg, tmp_path / f"m{seed}"), engine="torch"))
+    small = EvalConfig(iterations=2, sample_size=5)
+    results = evaluate_all(arts, str(data), tmp_path / "eval", small, engines=False)
+    labels = [r["label"] for r in results]
+    assert labels == [a.model_id for a in arts] and labels[0] != labels[1] and labels[0].startswith("cnn_attn@")
+    md = (tmp_path / "eval" / "evaluation.md").read_text()
+    assert all(md.count(f"| {label} |") == 3 for label in labels)  # accuracy, per-class F1, calibration rows
+    assert all((tmp_path / "eval" / f"{label}_confusion_private.csv").is_file() for label in labels)
+    (alone,) = evaluate_all(arts[:1], str(data), tmp_path / "one", small, engines=False)
+    assert alone["label"] == "cnn_attn"
 
 
 def test_choose_split_prefers_private_test_then_test_then_val():
@@ -127,4 +147,4 @@ def test_shipped_model_on_ferplus_labels():
     assert f["ferplus"]["accuracy"] == float((preds == plus).mean())
     assert f["fer2013_accuracy_same_faces"] == float((preds == original).mean())
     assert f["labels_agree"] == float((original == plus).mean())
-    assert "| cnn_attn |" in ferplus_markdown([{"model": "cnn_attn", "ferplus_private_test": f}])
+    assert "| cnn_attn |" in ferplus_markdown([{"label": "cnn_attn", "ferplus_private_test": f}])
