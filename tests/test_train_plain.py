@@ -176,3 +176,21 @@ def test_a_checkpoint_carrying_code_is_refused(tmp_path, tiny_parquet, capsys):
     with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
         train_plain(_cfg(tmp_path, tiny_parquet, epochs=2))
     assert "pickle payload ran" not in capsys.readouterr().out
+
+
+def test_a_run_can_start_from_a_trained_artifact_and_records_which(tmp_path, tiny_parquet):
+    first = load_artifact(train_plain(_cfg(tmp_path, tiny_parquet, epochs=1, run_name="a")).artifact_dir)
+    # a near-zero learning rate: the fine-tuned weights are the starting artifact's, not a fresh draw
+    res = train_plain(_cfg(tmp_path, tiny_parquet, epochs=1, run_name="b", lr=1e-9, init_from=str(first.path)))
+    tuned = load_artifact(res.artifact_dir)
+    start, after = first.model.state_dict(), tuned.model.state_dict()
+    convs = [k for k in start if k.endswith("weight") and start[k].dim() == 4]
+    assert convs and all(torch.allclose(start[k], after[k], atol=1e-6) for k in convs)
+    assert tuned.meta["metrics"]["counts"]["init_from"] == first.model_id
+    assert tuned.meta["train_config"]["init_from"] == "artifact"  # by directory name: no path of this machine
+    # a resume must start from the same weights; another architecture is one clear error
+    seed1 = train_plain(_cfg(tmp_path, tiny_parquet, epochs=1, run_name="a1", seed=1)).artifact_dir
+    with pytest.raises(ValueError, match="init_from"):
+        train_plain(_cfg(tmp_path, tiny_parquet, epochs=2, run_name="b", lr=1e-9, init_from=str(seed1)))
+    with pytest.raises(ValueError, match=r"--init-from cnn_attn: .*widths \[32, 64, 128, 256\] vs \[8, 16\]"):
+        train_plain(_cfg(tmp_path, tiny_parquet, epochs=1, run_name="c", init_from="cnn_attn"))

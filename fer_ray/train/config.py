@@ -112,6 +112,14 @@ class TrainConfig:
     teacher_tta: bool = setting(
         False, "teachers also score the mirrored batch (flip TTA, as the shipped models are scored)", group="recipe"
     )
+    # Fine-tuning: a finished run's weights start a new schedule (an SGDR-style restart with new
+    # teachers, say) without replaying the epochs that made them; the record names them by model_id.
+    init_from: str | None = setting(
+        None,
+        "trained artifact (shipped name or path) whose weights start the run, e.g. to fine-tune it with new "
+        "teachers; same architecture (dropout may differ); unset: random initialisation",
+        group="recipe",
+    )
     # fer_ray.train.ema: validate, select and export an exponential moving average of the weights.
     ema_decay: float = setting(
         0.0,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer_ray.artifact import SHIPPED_MODELS, save_artifact
+from fer_ray.artifact import SHIPPED_MODELS, load_artifact, save_artifact
 from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, fer2013_parquet
 from fer_ray.data.sources import fingerprint
 from fer_ray.models import create_model
@@ -98,8 +98,23 @@ def data_record(cfg: TrainConfig, source: str, shown: str, teacher: Teacher | No
     record: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "labels": cfg.labels}
     if cfg.teachers:
         record["teachers"] = list(teacher.ids) if teacher is not None else teacher_ids(cfg.teachers, cfg.teacher_engine)
+    if cfg.init_from:
+        record["init_from"] = load_artifact(cfg.init_from).model_id
     record["decode_errors"] = {}
     return record
+
+
+def load_initial_weights(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Copy ``cfg.init_from``'s weights into ``model`` (or its DDP ``module``): the start of a
+    fine-tuning run. Refuses another architecture by name and sizes, one clear line instead of a
+    state-dict mismatch; dropout may differ, it holds no weights."""
+    art = load_artifact(cfg.init_from)
+    theirs, ours = art.model_config.to_dict(), cfg.model.to_dict()
+    differ = sorted(k for k in theirs.keys() | ours.keys() if k != "dropout" and theirs.get(k) != ours.get(k))
+    if differ:
+        shown = ", ".join(f"{k} {theirs.get(k)} vs {ours.get(k)}" for k in differ)
+        raise ValueError(f"--init-from {cfg.init_from}: its model differs from this run's ({shown}); match them")
+    getattr(model, "module", model).load_state_dict(art.model.state_dict())
 
 
 def teacher_of(cfg: TrainConfig, device: torch.device) -> Teacher | None:
@@ -142,6 +157,8 @@ class Learner:
         counts: dict[str, Any],
         teacher: Teacher | None = None,
     ) -> Learner:
+        if cfg.init_from:  # before the optimizer and the weight average take their copies
+            load_initial_weights(model, cfg)
         optimizer = build_optimizer(model, cfg)
         amp = cfg.amp and device.type == "cuda"
         # fp16 needs loss scaling; bf16 (where the GPU has it) does not
@@ -284,6 +301,8 @@ def portable(train_config: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in train_config.items() if k not in MACHINE_FIELDS}
     if out.get("teachers"):
         out["teachers"] = [t if t in SHIPPED_MODELS else Path(t).name for t in out["teachers"]]
+    if out.get("init_from") and out["init_from"] not in SHIPPED_MODELS:
+        out["init_from"] = Path(out["init_from"]).name
     return out
 
 
@@ -348,6 +367,8 @@ RESUMABLE = frozenset(
         # engine recorded in ``counts["teachers"]``, which a resume must match (checked in resume_record).
         # So a teacher may move, e.g. be copied aside before a better model ships under its name.
         "teachers",
+        # Likewise where the starting weights are found: their identity is counts["init_from"].
+        "init_from",
     }
 )
 
@@ -386,6 +407,8 @@ def resume_record(
         unsafe.append("data (its fingerprint changed)")
     if saved.get("counts", {}).get("teachers", []) != counts.get("teachers", []):
         unsafe.append("teachers (other weights)")
+    if saved.get("counts", {}).get("init_from") != counts.get("init_from"):
+        unsafe.append("init_from (other starting weights)")
     if after.get("epochs", 0) < before.get("epochs", 0):
         unsafe.append(f"epochs (shorter: {before['epochs']} -> {after['epochs']})")
     if unsafe:
