@@ -52,10 +52,12 @@ def resolve_model(path: str | os.PathLike | None) -> Path:
     """An artifact directory from a path or a shipped model's name (``None``: the default model).
 
     A directory of that name wins over a shipped name, so a local ``cnn_attn/`` artifact is not shadowed.
+    A leading ``~`` is the home directory: the shell expands it only at the start of a word, so the
+    second path of ``--teachers ~/a,~/b`` arrives unexpanded.
     """
     if path is None:
         return DEFAULT_MODEL_DIR
-    p = Path(path)
+    p = Path(path).expanduser()
     if not p.exists() and str(path) in SHIPPED_MODELS and SHIPPED_MODELS[str(path)].is_dir():
         return SHIPPED_MODELS[str(path)]
     return p

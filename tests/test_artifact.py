@@ -100,3 +100,16 @@ def test_tampered_truncated_or_empty_weights_refused(tmp_path):
         msg = str(e.value)
         assert str(path / WEIGHTS) in msg and recorded in msg and sha256_file(path / WEIGHTS) in msg, msg
         assert ("empty (0 bytes)" in msg) == (case == "empty"), msg
+
+
+def test_a_path_under_home_may_be_written_with_a_tilde(tmp_path, monkeypatch):
+    """``--teachers ~/a,~/b``: the shell leaves the second ``~`` as it is, the loader expands it."""
+    import shutil
+
+    from fer_ray.artifact import DEFAULT_MODEL_DIR
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "models" / "m")
+    art = load_artifact("~/models/m", engine="torch")
+    assert art.path == tmp_path / "models" / "m"
+    assert art.model_id == load_artifact(DEFAULT_MODEL_DIR, engine="torch").model_id
