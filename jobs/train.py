@@ -24,6 +24,7 @@ from fer_ray.cli import (
     before_ray,
     check_data,
     check_input_path,
+    check_model,
     check_output_dir,
     default_run_name,
     is_remote,
@@ -55,6 +56,13 @@ def main(argv: list[str]) -> int:
         check_data(cfg.data, need="training data")
         if cfg.ferplus_csv:
             check_input_path(cfg.ferplus_csv, "--ferplus-csv", "pass FER+'s fer2013new.csv")
+        for teacher in cfg.teachers:
+            check_model(teacher, "--teachers", engine=cfg.teacher_engine)
+        if cfg.init_from:
+            check_model(cfg.init_from, "--init-from")
+            from fer_ray.train.recipe import initial_artifact
+
+            initial_artifact(cfg)  # the architecture matches: one line now, not after the data is read
     before_ray(args)
     if cfg.backend == "plain" or (args.export_only and _is_plain_run(cfg)):
         from fer_ray.train.plain import export_plain, run_dir_of, train_plain

@@ -296,3 +296,19 @@ def test_s3_bucket_missing_or_no_credentials(s3_server, tmp_path):
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
     }  # fmt: skip
     user_error(run_job("score", "s3://photos/x/", "--out", tmp_path / "o", env=no_credentials), "no S3 credentials")
+
+
+def test_unusable_teachers_starting_weights_or_resume_are_one_line(tmp_path):
+    from tests.fer_fixtures import write_tiny_fer_parquet
+
+    data = write_tiny_fer_parquet(tmp_path / "tiny.parquet", n_per_class=2)
+    small = ["--arch", "cnn_attn", "--widths", "8,16", "--latent-channels", "8", "--epochs", "1", "--batch-size", "8"]
+    base = ["--backend", "plain", *small, "--data", data, "--storage-path", tmp_path / "runs", "--torch-threads", "1"]
+    user_error(run_job("train", *base, "--teachers", f"cnn_attn,{tmp_path}/nope"), "--teachers", "nope")
+    user_error(run_job("train", *base, "--init-from", "cnn_attn"), "--init-from cnn_attn", "widths", "--arch")
+    assert run_job("train", *base, "--run-name", "r").returncode == 0
+    res = run_job("train", *base, "--run-name", "r", "--label-smoothing", "0.2")  # after the data's log line
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("fer_ray: error: run 'r' was trained with a different label_smoothing")
+    assert line.endswith("— use a new --run-name to train with these settings")

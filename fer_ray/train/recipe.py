@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer_ray.artifact import SHIPPED_MODELS, load_artifact, save_artifact
-from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, fer2013_parquet
+from fer_ray.artifact import SHIPPED_MODELS, Artifact, load_artifact, save_artifact
+from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, UserError, fer2013_parquet
 from fer_ray.data.sources import fingerprint
 from fer_ray.models import create_model
 from fer_ray.train.config import TrainConfig
@@ -29,6 +29,12 @@ from fer_ray.train.loop import Batch, EpochStats, LossConfig, class_weights, eva
 
 STATE = "state.pt"  # one checkpoint = one torch.save'd dict {model, optimizer, scheduler, epoch, history, ...}
 Reducer = Callable[[torch.Tensor], torch.Tensor]
+
+
+class RunRefused(UserError):
+    """A run that would continue or start from weights under another question (a resume with another
+    model, recipe, data or teachers; a starting artifact of another architecture): a user's choice to
+    change, so the CLI shows it as one line, not a traceback."""
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -99,22 +105,29 @@ def data_record(cfg: TrainConfig, source: str, shown: str, teacher: Teacher | No
     if cfg.teachers:
         record["teachers"] = list(teacher.ids) if teacher is not None else teacher_ids(cfg.teachers, cfg.teacher_engine)
     if cfg.init_from:
-        record["init_from"] = load_artifact(cfg.init_from).model_id
+        record["init_from"] = initial_artifact(cfg).model_id
     record["decode_errors"] = {}
     return record
 
 
-def load_initial_weights(model: torch.nn.Module, cfg: TrainConfig) -> None:
-    """Copy ``cfg.init_from``'s weights into ``model`` (or its DDP ``module``): the start of a
-    fine-tuning run. Refuses another architecture by name and sizes, one clear line instead of a
-    state-dict mismatch; dropout may differ, it holds no weights."""
-    art = load_artifact(cfg.init_from)
+def initial_artifact(cfg: TrainConfig) -> Artifact:
+    """``cfg.init_from`` loaded, refused when its architecture (name and sizes) is not the run's: one
+    clear line instead of a state-dict mismatch; dropout may differ, it holds no weights."""
+    art = load_artifact(cfg.init_from, engine="torch")
     theirs, ours = art.model_config.to_dict(), cfg.model.to_dict()
     differ = sorted(k for k in theirs.keys() | ours.keys() if k != "dropout" and theirs.get(k) != ours.get(k))
     if differ:
         shown = ", ".join(f"{k} {theirs.get(k)} vs {ours.get(k)}" for k in differ)
-        raise ValueError(f"--init-from {cfg.init_from}: its model differs from this run's ({shown}); match them")
-    getattr(model, "module", model).load_state_dict(art.model.state_dict())
+        raise RunRefused(
+            f"--init-from {cfg.init_from}: its model differs from this run's ({shown})",
+            "start from an artifact of this architecture, or give the flags its sizes (--arch, --widths, ...)",
+        )
+    return art
+
+
+def load_initial_weights(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Copy ``cfg.init_from``'s weights into ``model`` (or its DDP ``module``): the start of a fine-tuning run."""
+    getattr(model, "module", model).load_state_dict(initial_artifact(cfg).model.state_dict())
 
 
 def teacher_of(cfg: TrainConfig, device: torch.device) -> Teacher | None:
@@ -392,7 +405,7 @@ def resume_record(
     that changes only :data:`RESUMABLE` fields (a longer horizon, an LR restart, more workers)
     appends a segment with the epoch it takes effect, which the exported artifact carries, so
     the record reproduces the weights. Any other change, or different training data, raises
-    ``ValueError`` naming the fields: start a new ``--run-name`` instead.
+    :class:`RunRefused` naming the fields: start a new ``--run-name`` instead.
     """
     current = cfg.to_dict()
     if not saved:
@@ -412,9 +425,10 @@ def resume_record(
     if after.get("epochs", 0) < before.get("epochs", 0):
         unsafe.append(f"epochs (shorter: {before['epochs']} -> {after['epochs']})")
     if unsafe:
-        raise ValueError(
+        raise RunRefused(
             f"run {cfg.run_name!r} was trained with a different {', '.join(unsafe)}; a resume may change only "
-            f"{', '.join(sorted(RESUMABLE))}. Use a new --run-name to train with these settings"
+            f"{', '.join(sorted(RESUMABLE))}",
+            "use a new --run-name to train with these settings",
         )
     segments = saved.get("segments") or [{"start_epoch": 0, "train_config": saved["train_config"]}]
     if changed:
