@@ -123,6 +123,12 @@ class Artifact:
             self.engine = TorchEngine(self.model, self.preprocess, weights, self.meta.get("weights_sha256"))
 
     @property
+    def label_set(self) -> str:
+        """The labels it learnt, ``fer2013`` or ``ferplus`` (``train_config.labels``; older artifacts: fer2013):
+        what its validation figures and calibration are measured against."""
+        return (self.meta.get("train_config") or {}).get("labels", "fer2013")
+
+    @property
     def engine_name(self) -> str:
         return self.engine.name
 

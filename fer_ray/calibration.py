@@ -144,11 +144,11 @@ def calibrate_artifact(artifact_dir: str | Path, source: str | Path, batch_size:
     the record: temperature, cut-off, validation ECE before and after, and the split's size.
     """
     from fer_ray.artifact import META, load_artifact
-    from fer_ray.onnx_export import labeled_faces
+    from fer_ray.onnx_export import validation_faces
 
     path = Path(artifact_dir)
     art = load_artifact(path, engine="torch")
-    faces, labels = labeled_faces(source, "val", art.preprocess)
+    faces, labels, split = validation_faces(source, art.preprocess, art.label_set)
     if len(labels) == 0:
         raise ValueError(f"{source} has no validation split to calibrate on")
     single, mirror = [], []
@@ -173,7 +173,7 @@ def calibrate_artifact(artifact_dir: str | Path, source: str | Path, batch_size:
         "temperature": round(t, 4),
         "fitted_temperature": round(fitted, 4),
         "uncertain_below": threshold,
-        "fitted_on": "val (PublicTest)" if str(source).endswith((".parquet", ".csv")) else "val",
+        "fitted_on": split,
         "faces": int(len(labels)),
         "flip_tta": art.flip_tta,
         "val_ece_before": round(ece(reported(1.0), labels), 4),

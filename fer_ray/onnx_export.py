@@ -299,6 +299,21 @@ def labeled_faces(
     return faces[ok], np.asarray(labels, dtype=np.int64)[ok]
 
 
+def validation_faces(
+    source: str | os.PathLike, preprocess: PreprocessConfig, labels: str = "fer2013"
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The validation split's faces, labels and name in the label set a model learnt (its artifact's
+    ``label_set``): a FER+ model's engines are compared and its confidence calibrated against FER+
+    majority votes (the PublicTest faces that have one), not against FER2013 labels it never saw."""
+    if labels == "ferplus":
+        from fer_ray.data import ferplus
+
+        faces, _, plus, _ = ferplus.labelled_faces(str(source), "PublicTest", preprocess)
+        return faces, plus, "val (PublicTest, FER+ labels)"
+    faces, y = labeled_faces(source, "val", preprocess)
+    return faces, y, "val (PublicTest)" if str(source).endswith((".parquet", ".csv")) else "val"
+
+
 def export_engines_from_source(
     artifact_dir: str | os.PathLike,
     source: str | os.PathLike,
@@ -309,17 +324,18 @@ def export_engines_from_source(
 ) -> dict[str, Any]:
     """:func:`export_engines` with ``calib_size`` training faces and the whole validation split of ``source``."""
     path = Path(artifact_dir)
-    preprocess = load_artifact(path, engine="torch").preprocess
+    art = load_artifact(path, engine="torch")
+    preprocess = art.preprocess
     calib, _ = labeled_faces(source, "train", preprocess, limit=calib_size, seed=seed)
     if len(calib) == 0:
         raise ValueError(f"{source} has no training faces to calibrate the int8 model on")
-    val_faces, val_labels = labeled_faces(source, "val", preprocess)
+    val_faces, val_labels, val_split = validation_faces(source, preprocess, art.label_set)
     return export_engines(
         path,
         calib,
         val_faces if len(val_faces) else None,
         val_labels if len(val_labels) else None,
-        val_split="val (PublicTest)" if str(source).endswith((".parquet", ".csv")) else "val",
+        val_split=val_split,
         calibration={"seed": seed, "source": Path(str(source)).name},
         threads=threads,
     )

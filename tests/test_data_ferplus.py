@@ -85,6 +85,17 @@ def test_plain_training_on_ferplus_labels(tmp_path):
     res = train_plain(cfg)
     assert res.counts["labels"] == "ferplus"
     assert sum(res.counts["train"]) == int((t["usage"] == "Training").sum()) - 2
+    # the artifact's engines and confidence are measured against the labels it learnt
+    from fer_ray.artifact import load_artifact
+    from fer_ray.calibration import calibrate_artifact
+    from fer_ray.onnx_export import export_engines_from_source
+
+    assert load_artifact(res.artifact_dir).label_set == "ferplus"
+    public = int((t["usage"] == "PublicTest").sum())  # every PublicTest row has a FER+ majority here
+    record = calibrate_artifact(res.artifact_dir, str(path))
+    assert (record["fitted_on"], record["faces"]) == ("val (PublicTest, FER+ labels)", public)
+    export_engines_from_source(res.artifact_dir, str(path), calib_size=8)
+    assert load_artifact(res.artifact_dir).meta["engine_validation"]["split"] == "val (PublicTest, FER+ labels)"
 
 
 def test_missing_votes_file_says_what_to_pass(tmp_path):
