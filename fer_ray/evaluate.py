@@ -207,6 +207,7 @@ def evaluate_artifact(
     result = {
         "model": artifact.model_config.name,
         "model_id": artifact.model_id,
+        "trained_on": artifact.label_set,  # its calibration row is against FER2013 labels; FER+ table: ferplus_ece
         "engine": artifact.engine_name,
         "model_sha256": artifact.model_sha256,
         "parameters": int(sum(p.numel() for p in artifact.model.parameters())),
@@ -431,6 +432,8 @@ def ferplus_metrics(artifact: Artifact, source: str, batch_size: int = 512) -> d
         "fer2013_accuracy_same_faces": _accuracy(probs, original),
         "fer2013_accuracy_same_faces_no_tta": _accuracy(probs_single, original),
         "labels_agree": float((original == plus).mean()),
+        # a FER+-trained model's confidence is judged against the labels it learnt (its own temperature applied)
+        "ferplus_ece": ece(probs, plus),
     }
 
 
@@ -443,15 +446,18 @@ def ferplus_markdown(results: list[dict[str, Any]]) -> str:
     lines = [
         f"\nFER+ labels: the {n:,} PrivateTest faces with a FER+ majority label (FER2013's own label agrees on "
         f"{agree:.1%} of them), scored against each label set:\n",
-        "| model | FER+ labels | FER+ single pass | FER2013 labels, same faces | FER2013 single pass | FER+ macro F1 |",
-        "|---|---|---|---|---|---|",
+        "| model | trained on | FER+ labels | FER+ single pass | FER2013 labels, same faces | FER2013 single pass "
+        "| FER+ macro F1 | ECE against FER+ |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         f = r["ferplus_private_test"]
+        ece_plus = f.get("ferplus_ece")
         lines.append(
-            f"| {r['label']} | {f['ferplus']['accuracy']:.2%} | {f['ferplus_accuracy_no_tta']:.2%} "
-            f"| {f['fer2013_accuracy_same_faces']:.2%} | {f['fer2013_accuracy_same_faces_no_tta']:.2%} "
-            f"| {f['ferplus']['macro_f1']:.3f} |"
+            f"| {r['label']} | {r.get('trained_on', 'fer2013')} | {f['ferplus']['accuracy']:.2%} "
+            f"| {f['ferplus_accuracy_no_tta']:.2%} | {f['fer2013_accuracy_same_faces']:.2%} "
+            f"| {f['fer2013_accuracy_same_faces_no_tta']:.2%} | {f['ferplus']['macro_f1']:.3f} "
+            f"| {'-' if ece_plus is None else f'{ece_plus:.4f}'} |"
         )
     return "\n".join(lines) + "\n"
 

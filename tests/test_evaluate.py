@@ -48,7 +48,7 @@ def test_evaluate_all_writes_tables(ray_local, tmp_path):
     assert 0 <= acc <= 1 and np.asarray(r["test"]["confusion"]).sum() == 21
     assert len(r["table4"]["per_iteration"]) == 3
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())[0]["model"] == "ae_cnn_attn"
-    assert r["flip_tta"] is True and 0 <= r["test_accuracy_no_tta"] <= 1
+    assert r["flip_tta"] is True and 0 <= r["test_accuracy_no_tta"] <= 1 and r["trained_on"] == "fer2013"
     md = (tmp_path / "eval" / "evaluation.md").read_text()
     assert "PrivateTest acc without TTA" in md
     assert "| 1 | joint | 1.500 | 40.00% | 1.400 | 45.00% |" in md  # the per-epoch history table
@@ -136,6 +136,7 @@ def test_evaluate_own_folders_without_private_test(ray_local, tmp_path, caplog):
 def test_shipped_model_on_ferplus_labels():
     """The FER+ evaluation scores the 3,105 PrivateTest faces that have a FER+ label against both label sets, with the
     artifact's own TTA setting, from the same predictions."""
+    from fer_ray.calibration import ece
     from fer_ray.data.ferplus import labelled_faces
     from fer_ray.evaluate import ferplus_markdown, ferplus_metrics
 
@@ -147,4 +148,6 @@ def test_shipped_model_on_ferplus_labels():
     assert f["ferplus"]["accuracy"] == float((preds == plus).mean())
     assert f["fer2013_accuracy_same_faces"] == float((preds == original).mean())
     assert f["labels_agree"] == float((original == plus).mean())
-    assert "| cnn_attn |" in ferplus_markdown([{"label": "cnn_attn", "ferplus_private_test": f}])
+    assert f["ferplus_ece"] == ece(art.predict_proba(faces), plus)
+    row = {"label": "cnn_attn", "trained_on": "fer2013", "ferplus_private_test": f}
+    assert f"| cnn_attn | fer2013 | {f['ferplus']['accuracy']:.2%} |" in ferplus_markdown([row])
