@@ -12,6 +12,7 @@ import torch
 
 from fer_ray.artifact import load_artifact
 from fer_ray.models import ModelConfig
+from fer_ray.train import recipe
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.plain import BEST, LATEST, export_plain, train_plain
 from fer_ray.train.recipe import STATE, lr_factor
@@ -178,10 +179,13 @@ def test_a_checkpoint_carrying_code_is_refused(tmp_path, tiny_parquet, capsys):
     assert "pickle payload ran" not in capsys.readouterr().out
 
 
-def test_a_run_can_start_from_a_trained_artifact_and_records_which(tmp_path, tiny_parquet):
+def test_a_run_can_start_from_a_trained_artifact_and_records_which(tmp_path, tiny_parquet, monkeypatch):
     first = load_artifact(train_plain(_cfg(tmp_path, tiny_parquet, epochs=1, run_name="a")).artifact_dir)
+    loads = []
+    monkeypatch.setattr(recipe, "load_artifact", lambda *a, **k: loads.append(a) or load_artifact(*a, **k))
     # a near-zero learning rate: the fine-tuned weights are the starting artifact's, not a fresh draw
     res = train_plain(_cfg(tmp_path, tiny_parquet, epochs=1, run_name="b", lr=1e-9, init_from=str(first.path)))
+    assert len(loads) == 1  # read once, for both its id in the record and its weights
     tuned = load_artifact(res.artifact_dir)
     start, after = first.model.state_dict(), tuned.model.state_dict()
     convs = [k for k in start if k.endswith("weight") and start[k].dim() == 4]

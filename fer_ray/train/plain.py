@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from fer_ray.artifact import Artifact
 from fer_ray.config import UserError, save_json
 from fer_ray.data.decode import decode_batch
 from fer_ray.data.fer2013 import parquet_columns, parquet_rows
@@ -45,6 +46,7 @@ from fer_ray.train.recipe import (
     data_record,
     epoch_seed,
     export_state,
+    initial_artifact_of,
     rank_key,
     resolve_source,
     resume_record,
@@ -63,12 +65,15 @@ class Split:
     labels: torch.Tensor  # (N,) int64
 
 
-def load_fer_parquet(cfg: TrainConfig, teacher: Teacher | None = None) -> tuple[dict[str, Split], dict[str, Any]]:
+def load_fer_parquet(
+    cfg: TrainConfig, teacher: Teacher | None = None, initial: Artifact | None = None
+) -> tuple[dict[str, Split], dict[str, Any]]:
     """Train (Training) and val (PublicTest) faces of a FER2013 Parquet, decoded by the shared stage.
 
     The test split (PrivateTest) is never read. Returns the splits and the same ``counts``
     record the Ray back end saves (source as given, fingerprint, per-class counts, decode errors);
-    ``teacher`` (already loaded) names the teachers in it without reading their artifacts again.
+    ``teacher`` and ``initial`` (already loaded) name the teachers and the starting weights in it
+    without reading their artifacts again.
     """
     source, shown = resolve_source(cfg)
     if not source.endswith(".parquet"):
@@ -80,7 +85,7 @@ def load_fer_parquet(cfg: TrainConfig, teacher: Teacher | None = None) -> tuple[
     ferplus = ferplus_load(source, cfg.ferplus_csv) if cfg.labels == "ferplus" else None
     table = pq.read_table(path, columns=parquet_columns(path, fs, cfg.labels), filesystem=fs)
     df = parquet_rows(table.to_pandas(), ("train", "val"), ferplus)
-    counts = data_record(cfg, source, shown, teacher)
+    counts = data_record(cfg, source, shown, teacher, initial)
     splits: dict[str, Split] = {}
     for split in ("train", "val"):
         rows = df[df["split"] == split]
@@ -149,15 +154,15 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     run_dir = run_dir_of(cfg)
     device = _device(cfg)
     torch.set_num_threads(cfg.torch_threads or os.cpu_count() or 1)
-    teacher = teacher_of(cfg, device)
-    splits, counts = load_fer_parquet(cfg, teacher)
+    teacher, initial = teacher_of(cfg, device), initial_artifact_of(cfg)
+    splits, counts = load_fer_parquet(cfg, teacher, initial)
     run_dir.mkdir(parents=True, exist_ok=True)
     train, val = (Split(s.faces.to(device), s.labels.to(device)) for s in (splits["train"], splits["val"]))
     logger.info("plain training on %s: train %s, val %s", device, counts["train"], counts["val"])
 
     seed_everything(cfg.seed)
     steps_per_epoch = max(1, math.ceil(len(train.labels) / cfg.batch_size))
-    learner = Learner.build(cfg, create_model(cfg.model).to(device), device, steps_per_epoch, counts, teacher)
+    learner = Learner.build(cfg, create_model(cfg.model).to(device), device, steps_per_epoch, counts, teacher, initial)
 
     start_epoch, history, best = 0, [], None
     latest = run_dir / LATEST / STATE

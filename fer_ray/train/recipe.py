@@ -95,17 +95,24 @@ def loss_config(cfg: TrainConfig, counts: dict[str, Any]) -> LossConfig:
     )
 
 
-def data_record(cfg: TrainConfig, source: str, shown: str, teacher: Teacher | None = None) -> dict[str, Any]:
-    """The head of a run's ``counts`` record: what it learnt from (data, labels, and teachers by
-    ``model_id``), so a resume on other data or teachers is refused and the artifact names them.
+def data_record(
+    cfg: TrainConfig,
+    source: str,
+    shown: str,
+    teacher: Teacher | None = None,
+    initial: Artifact | None = None,
+) -> dict[str, Any]:
+    """The head of a run's ``counts`` record: what it learnt from (data, labels, teachers and
+    starting weights by ``model_id``), so a resume on other data or teachers is refused and the
+    artifact names them.
 
-    ``teacher``: the already loaded teachers, whose ids are taken as they are (else each artifact
-    in ``cfg.teachers`` is read once for its id, as on a Ray driver that trains nothing itself)."""
+    ``teacher`` / ``initial``: the already loaded teachers and starting artifact, whose ids are taken
+    as they are (else each artifact is read once for its id, as on a Ray driver that trains nothing itself)."""
     record: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "labels": cfg.labels}
     if cfg.teachers:
         record["teachers"] = list(teacher.ids) if teacher is not None else teacher_ids(cfg.teachers, cfg.teacher_engine)
     if cfg.init_from:
-        record["init_from"] = initial_artifact(cfg).model_id
+        record["init_from"] = (initial or initial_artifact(cfg)).model_id
     record["decode_errors"] = {}
     return record
 
@@ -125,9 +132,15 @@ def initial_artifact(cfg: TrainConfig) -> Artifact:
     return art
 
 
-def load_initial_weights(model: torch.nn.Module, cfg: TrainConfig) -> None:
-    """Copy ``cfg.init_from``'s weights into ``model`` (or its DDP ``module``): the start of a fine-tuning run."""
-    getattr(model, "module", model).load_state_dict(initial_artifact(cfg).model.state_dict())
+def initial_artifact_of(cfg: TrainConfig) -> Artifact | None:
+    """The run's starting artifact (``None`` without ``--init-from``), loaded once per process and
+    handed to :func:`data_record` and :meth:`Learner.build`, as the teachers are."""
+    return initial_artifact(cfg) if cfg.init_from else None
+
+
+def load_initial_weights(model: torch.nn.Module, initial: Artifact) -> None:
+    """Copy ``initial``'s weights into ``model`` (or its DDP ``module``): the start of a fine-tuning run."""
+    getattr(model, "module", model).load_state_dict(initial.model.state_dict())
 
 
 def teacher_of(cfg: TrainConfig, device: torch.device) -> Teacher | None:
@@ -169,9 +182,10 @@ class Learner:
         steps_per_epoch: int,
         counts: dict[str, Any],
         teacher: Teacher | None = None,
+        initial: Artifact | None = None,
     ) -> Learner:
         if cfg.init_from:  # before the optimizer and the weight average take their copies
-            load_initial_weights(model, cfg)
+            load_initial_weights(model, initial or initial_artifact(cfg))
         optimizer = build_optimizer(model, cfg)
         amp = cfg.amp and device.type == "cuda"
         # fp16 needs loss scaling; bf16 (where the GPU has it) does not
