@@ -35,12 +35,26 @@ def test_latent_sizes(latent):
     assert out["logits"].shape == (2, 7) and out["recon"].shape == (2, 1, 48, 48)
 
 
+def test_deeper_encoder_adds_full_resolution_convs_only():
+    base, deeper = create_model(ModelConfig()), create_model(ModelConfig(encoder_convs=3))
+    # two more 32->32 3x3 convs with their BatchNorm (weight, bias), nothing else
+    assert count_parameters(deeper) - count_parameters(base) == 2 * (32 * 32 * 9 + 2 * 32)
+    z = deeper.encoder(torch.randn(2, 1, 48, 48))
+    assert z.shape == (2, 32, 24, 24)
+    # artifacts written before the field existed rebuild the one-conv encoder they were trained with
+    old = ModelConfig().to_dict()
+    del old["encoder_convs"]
+    assert ModelConfig.from_dict(old).encoder_convs == 1
+
+
 def test_unknown_model_lists_registered():
     with pytest.raises(ValueError, match="ae_cnn_attn"):
         create_model(ModelConfig(name="resnet9000"))
 
 
-@pytest.mark.parametrize("kw", [{"latent_size": 20}, {"dropout": 1.5}, {"attention": "transformer"}, {"widths": ()}])
+@pytest.mark.parametrize(
+    "kw", [{"latent_size": 20}, {"dropout": 1.5}, {"attention": "transformer"}, {"widths": ()}, {"encoder_convs": 0}]
+)
 def test_config_validation(kw):
     with pytest.raises(ValueError):
         ModelConfig(**kw)

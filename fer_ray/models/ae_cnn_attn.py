@@ -22,7 +22,7 @@ class AECNNAttention(nn.Module):
         self.cfg = cfg
         downs = int(math.log2(cfg.image_size // cfg.latent_size))
         c = 32
-        enc: list[nn.Module] = [ConvBNAct(1, c)]
+        enc: list[nn.Module] = [ConvBNAct(1, c)] + [ConvBNAct(c, c) for _ in range(cfg.encoder_convs - 1)]
         for _ in range(downs):
             enc.append(ConvBNAct(c, cfg.latent_channels, stride=2))
             c = cfg.latent_channels

@@ -18,6 +18,10 @@ class ModelConfig:
     # below 24x24; 12 and 6 are there to measure that claim.
     latent_size: int = setting(24, "ae_cnn_attn: side of the latent map (24, 12 or 6 for 48x48 input)")
     latent_channels: int = setting(32, "ae_cnn_attn: channels of the latent map")
+    # The encoder's 3x3 convs (32 channels) at full resolution before it downsamples to the latent.
+    # With one, the autoencoder model sees 48x48 through a single conv while cnn_attn runs three
+    # there: the one place the two spend very different compute (48.8M vs 138.7M multiply-adds).
+    encoder_convs: int = setting(1, "ae_cnn_attn: 3x3 convs at full resolution before the encoder downsamples")
     # One stage per width, each halving the map until it is 3x3. The last stage runs at 3x3,
     # so its 256 channels add 0.9M parameters (1.23M in all) for 20% more compute
     # (48.8M vs 40.9M multiply-adds per face with the 24x24 latent).
@@ -35,6 +39,8 @@ class ModelConfig:
             )
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"widths must be positive channel counts, got {self.widths}")
+        if self.encoder_convs < 1:
+            raise ValueError(f"encoder_convs must be at least 1, got {self.encoder_convs}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
