@@ -152,6 +152,11 @@ def teacher_of(cfg: TrainConfig, device: torch.device) -> Teacher | None:
     return load_teacher(cfg.teachers, cfg.preprocess, device, cfg.teacher_engine, cfg.teacher_tta, threads)
 
 
+def uses_amp(cfg: TrainConfig, device: torch.device) -> bool:
+    """Autocast applies on CUDA only (on unless ``--no-amp``); the CPU has its own switch, ``--cpu-bf16``."""
+    return cfg.amp and device.type == "cuda"
+
+
 def epoch_seed(cfg: TrainConfig, epoch: int, rank: int = 0) -> int:
     """Shuffling and augmentation seed of one epoch on one worker: a resumed run replays the same epochs."""
     return cfg.seed * 100_003 + epoch * 101 + rank
@@ -187,9 +192,8 @@ class Learner:
         if cfg.init_from:  # before the optimizer and the weight average take their copies
             load_initial_weights(model, initial or initial_artifact(cfg))
         optimizer = build_optimizer(model, cfg)
-        amp = cfg.amp and device.type == "cuda"
         # fp16 needs loss scaling; bf16 (where the GPU has it) does not
-        scaler = torch.amp.GradScaler("cuda") if amp and not torch.cuda.is_bf16_supported() else None
+        scaler = torch.amp.GradScaler("cuda") if uses_amp(cfg, device) and not torch.cuda.is_bf16_supported() else None
         return cls(
             cfg,
             model,
@@ -229,7 +233,7 @@ class Learner:
             pre_cfg=cfg.preprocess,
             step_scheduler=None if cfg.scheduler == "plateau" else self.scheduler.step,
             scaler=self.scaler,
-            amp=cfg.amp and device.type == "cuda",
+            amp=uses_amp(cfg, device),
             generator=generator,
             cpu_bf16=cfg.cpu_bf16,
             teacher=self.teacher,
