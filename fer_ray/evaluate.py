@@ -32,6 +32,7 @@ from fer_ray.artifact import WEIGHTS, Artifact
 from fer_ray.calibration import ece
 from fer_ray.data import decode, read_labeled
 from fer_ray.labels import EMOTIONS, NUM_CLASSES
+from fer_ray.models import count_parameters, multiply_adds
 from fer_ray.progress import Progress, iterate, without_ray_data_bars
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,8 @@ def evaluate_artifact(
         "trained_on": artifact.label_set,  # its calibration row is against FER2013 labels; FER+ table: ferplus_ece
         "engine": artifact.engine_name,
         "model_sha256": artifact.model_sha256,
-        "parameters": int(sum(p.numel() for p in artifact.model.parameters())),
+        "parameters": count_parameters(artifact.model),
+        "multiply_adds": multiply_adds(artifact.model),
         "weights_bytes": weights.stat().st_size if weights else None,
         "flip_tta": artifact.flip_tta,
         "split": name,
@@ -252,10 +254,10 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     size = f"{len(t4['per_iteration'])}x{t4.get('sample_size', '?')}"
     lines = [
         f"Evaluated on {split}: {results[0]['split_note'] if results else '-'}.\n",
-        f"| model | params | weights | {split} acc ({n:,}) | {split} loss "
+        f"| model | params | multiply-adds | weights | {split} acc ({n:,}) | {split} loss "
         + ("| paper test acc (7,178)* " if paper else "")
         + f"| macro F1 ({split}) | Table 4 mean ({size}) | flip TTA | {split} acc without TTA |",
-        "|---|---|---|---|---|" + ("---|" if paper else "") + "---|---|---|---|",
+        "|---|---|---|---|---|---|" + ("---|" if paper else "") + "---|---|---|---|",
     ]
     for r in results:
         p = r["test"]
@@ -264,7 +266,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         if paper:
             paper_cell = f" {r['paper_test_7178']['accuracy']:.2%} |" if "paper_test_7178" in r else " - |"
         lines.append(
-            f"| {r['label']} | {r['parameters']:,} | {r['weights_bytes'] / 2**20:.2f} MB | {p['accuracy']:.2%} "
+            f"| {r['label']} | {r['parameters']:,} | {r['multiply_adds'] / 1e6:.1f}M "
+            f"| {r['weights_bytes'] / 2**20:.2f} MB | {p['accuracy']:.2%} "
             f"| {p['loss']:.3f} |{paper_cell} {p['macro_f1']:.3f} | {r['table4']['mean']:.2%} "
             f"| {'yes' if r.get('flip_tta') else 'no'} | {'-' if no_tta is None else f'{no_tta:.2%}'} |"
         )

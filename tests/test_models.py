@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fer_ray.models import MODELS, ModelConfig, count_parameters, create_model
+from fer_ray.models import MODELS, ModelConfig, count_parameters, create_model, multiply_adds
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -39,6 +39,7 @@ def test_deeper_encoder_adds_full_resolution_convs_only():
     base, deeper = create_model(ModelConfig()), create_model(ModelConfig(encoder_convs=3))
     # two more 32->32 3x3 convs with their BatchNorm (weight, bias), nothing else
     assert count_parameters(deeper) - count_parameters(base) == 2 * (32 * 32 * 9 + 2 * 32)
+    assert multiply_adds(deeper) - multiply_adds(base) == 2 * 48 * 48 * 32 * 32 * 9  # one face, at full resolution
     z = deeper.encoder(torch.randn(2, 1, 48, 48))
     assert z.shape == (2, 32, 24, 24)
     # artifacts written before the field existed rebuild the one-conv encoder they were trained with
@@ -66,3 +67,14 @@ def test_config_round_trip_and_size():
     # Far below the paper's 54 MB / 2.8 GB models.
     for name in MODELS:
         assert count_parameters(create_model(name)) * 4 < 10 * 2**20
+
+
+def test_multiply_adds_count_what_scoring_runs():
+    cnn, ae = create_model("cnn_attn"), create_model("ae_cnn_attn")
+    # stem 1->32 at 48x48: 48*48*32*9; the figure the README and the model cards state for cnn_attn
+    assert multiply_adds(cnn) == 138_706_176
+    # the decoder (reconstruction, training only; not in the ONNX files) is not counted
+    without_decoder = multiply_adds(ae)
+    ae.decoder = torch.nn.Sequential()
+    assert multiply_adds(ae) == without_decoder == 45_808_896
+    assert cnn.training  # counted in eval mode, handed back as it came

@@ -13,7 +13,7 @@ from typing import Any
 
 from fer_ray.models.config import ModelConfig
 
-_LAZY = ("MODELS", "create_model", "count_parameters")
+_LAZY = ("MODELS", "create_model", "count_parameters", "multiply_adds")
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +24,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["MODELS", "ModelConfig", "count_parameters", "create_model"]
+__all__ = ["MODELS", "ModelConfig", "count_parameters", "create_model", "multiply_adds"]

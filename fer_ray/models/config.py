@@ -20,11 +20,11 @@ class ModelConfig:
     latent_channels: int = setting(32, "ae_cnn_attn: channels of the latent map")
     # The encoder's 3x3 convs (32 channels) at full resolution before it downsamples to the latent.
     # With one, the autoencoder model sees 48x48 through a single conv while cnn_attn runs three
-    # there: the one place the two spend very different compute (48.8M vs 138.7M multiply-adds).
+    # there: the one place the two spend very different compute (45.8M vs 138.7M multiply-adds).
     encoder_convs: int = setting(1, "ae_cnn_attn: 3x3 convs at full resolution before the encoder downsamples")
     # One stage per width, each halving the map until it is 3x3. The last stage runs at 3x3,
     # so its 256 channels add 0.9M parameters (1.23M in all) for 20% more compute
-    # (48.8M vs 40.9M multiply-adds per face with the 24x24 latent).
+    # (45.8M vs 37.8M multiply-adds per face with the 24x24 latent).
     widths: tuple[int, ...] = setting((32, 64, 128, 256), "channels per CNN stage, comma-separated")
     attention: Literal["se", "cbam", "none"] = setting("se", "attention block of each stage")
     dropout: float = setting(0.3, "dropout before the classifier")

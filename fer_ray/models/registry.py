@@ -32,4 +32,34 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "ModelConfig", "create_model", "count_parameters"]
+def multiply_adds(model: nn.Module) -> int:
+    """Multiply-adds of one face through what scoring runs: convolutions and linear layers on the way
+    to the logits; an autoencoder's decoder is left out, as the ONNX engines leave it out.
+
+    The speed figure that does not depend on the machine: faces/s per accuracy point compares models
+    only on one host, while this compares them anywhere."""
+    size = getattr(model, "cfg", ModelConfig()).image_size
+    decoder = set(getattr(model, "decoder", nn.Sequential()).modules())
+    total = 0
+
+    def count(m: nn.Module, _inputs: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            total += out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):
+            total += m.in_features * m.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if m not in decoder]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 1, size, size))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return total
+
+
+__all__ = ["MODELS", "ModelConfig", "create_model", "count_parameters", "multiply_adds"]
