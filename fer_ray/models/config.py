@@ -19,8 +19,8 @@ class ModelConfig:
     latent_size: int = setting(24, "ae_cnn_attn: side of the latent map (24, 12 or 6 for 48x48 input)")
     latent_channels: int = setting(32, "ae_cnn_attn: channels of the latent map")
     # The encoder's 3x3 convs (32 channels) at full resolution before it downsamples to the latent.
-    # With one, the autoencoder model sees 48x48 through a single conv while cnn_attn runs three
-    # there: the one place the two spend very different compute (45.8M vs 138.7M multiply-adds).
+    # With one, the autoencoder model sees 48x48 through a single conv (0.7M multiply-adds) where
+    # cnn_attn runs three (43.1M): the largest single piece of their 45.8M vs 138.7M per face.
     encoder_convs: int = setting(1, "ae_cnn_attn: 3x3 convs at full resolution before the encoder downsamples")
     # One stage per width, each halving the map until it is 3x3. The last stage runs at 3x3,
     # so its 256 channels add 0.9M parameters (1.23M in all) for 20% more compute
