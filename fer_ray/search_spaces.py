@@ -42,7 +42,9 @@ AUGMENT_LEVELS: dict[str, AugmentConfig | None] = {
 AE_ONLY = frozenset(
     {"latent_size", "latent_channels", "encoder_convs", "recon_weight", "recon_schedule", "pretrain_epochs"}
 )
-MODEL_FIELDS = frozenset({"latent_size", "latent_channels", "encoder_convs", "widths", "attention", "dropout"})
+MODEL_FIELDS = frozenset(
+    {"latent_size", "latent_channels", "encoder_convs", "unpooled_stages", "widths", "attention", "dropout"}
+)
 TRAIN_FIELDS = frozenset(
     {"recon_weight", "recon_schedule", "pretrain_epochs", "lr", "weight_decay", "label_smoothing", "batch_size"}
 )
@@ -67,6 +69,8 @@ SPACES: dict[str, dict[str, Any]] = {
         "latent_size": {"choice": [24, 12, 6]},  # the paper: do not squeeze below 24x24; 12 and 6 test it
         "latent_channels": {"choice": [16, 32, 64]},
         "encoder_convs": {"choice": [1, 2, 3]},  # the full-resolution compute cnn_attn has and the encoder lacks
+        # 1: the classifier on the 24x24 latent runs its later stages at cnn_attn's map sizes
+        "unpooled_stages": {"choice": [0, 1]},
         "recon_weight": {"loguniform": [0.02, 0.5]},
         "recon_schedule": {"choice": ["constant", "linear", "cosine"]},  # decay to 0 by the last joint epoch
         "pretrain_epochs": {"choice": [0, 1]},  # reconstruction-only epochs before the joint phase

@@ -48,13 +48,37 @@ def test_deeper_encoder_adds_full_resolution_convs_only():
     assert ModelConfig.from_dict(old).encoder_convs == 1
 
 
+def test_unpooled_stage_moves_the_classifier_to_larger_maps_only():
+    base, unpooled = create_model(ModelConfig()), create_model(ModelConfig(unpooled_stages=1))
+    assert count_parameters(unpooled) == count_parameters(base)  # pooling has no weights
+    # stages 2-4 (32->64->64, 64->128->128, 128->256->256) each at twice the side: 4x their multiply-adds
+    later = 9 * (12 * 12 * (32 * 64 + 64 * 64) + 6 * 6 * (64 * 128 + 128 * 128) + 3 * 3 * (128 * 256 + 256 * 256))
+    assert multiply_adds(unpooled) - multiply_adds(base) == 3 * later  # squeeze-excite works on pooled vectors
+    out = unpooled(torch.randn(2, 1, 48, 48))
+    assert out["logits"].shape == (2, 7) and unpooled.classifier.out_size == 3
+    cnn = create_model(ModelConfig(name="cnn_attn", unpooled_stages=1))
+    assert cnn(torch.randn(2, 1, 48, 48))["logits"].shape == (2, 7)
+    old = ModelConfig().to_dict()
+    del old["unpooled_stages"]  # artifacts written before the field existed pool after every stage
+    assert ModelConfig.from_dict(old).unpooled_stages == 0
+
+
 def test_unknown_model_lists_registered():
     with pytest.raises(ValueError, match="ae_cnn_attn"):
         create_model(ModelConfig(name="resnet9000"))
 
 
 @pytest.mark.parametrize(
-    "kw", [{"latent_size": 20}, {"dropout": 1.5}, {"attention": "transformer"}, {"widths": ()}, {"encoder_convs": 0}]
+    "kw",
+    [
+        {"latent_size": 20},
+        {"dropout": 1.5},
+        {"attention": "transformer"},
+        {"widths": ()},
+        {"encoder_convs": 0},
+        {"unpooled_stages": 4},
+        {"unpooled_stages": -1},
+    ],
 )
 def test_config_validation(kw):
     with pytest.raises(ValueError):

@@ -38,7 +38,13 @@ class AECNNAttention(nn.Module):
         self.decoder = nn.Sequential(*dec)
 
         self.classifier = AttentionCNN(
-            cfg.latent_channels, cfg.latent_size, cfg.widths, cfg.attention, cfg.dropout, cfg.num_classes
+            cfg.latent_channels,
+            cfg.latent_size,
+            cfg.widths,
+            cfg.attention,
+            cfg.dropout,
+            cfg.num_classes,
+            unpooled=cfg.unpooled_stages,
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

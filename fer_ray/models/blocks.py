@@ -59,7 +59,9 @@ def make_attention(kind: str, channels: int) -> nn.Module:
 class AttentionCNN(nn.Module):
     """The classifier both models share: stages of two convs + attention + 2x2 pooling, then GAP.
 
-    Pooling stops once the map is 3x3 so that small latent maps (6x6) still fit.
+    Pooling stops once the map is 3x3 so that small latent maps (6x6) still fit; the first
+    ``unpooled`` stages do not pool, so a classifier on a half-size latent can still run its later
+    stages at the sizes the full-size classifier does.
     """
 
     def __init__(
@@ -70,13 +72,14 @@ class AttentionCNN(nn.Module):
         attention: str,
         dropout: float,
         num_classes: int,
+        unpooled: int = 0,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = c_in
-        for w in widths:
+        for i, w in enumerate(widths):
             layers += [ConvBNAct(c, w), ConvBNAct(w, w), make_attention(attention, w)]
-            if size >= 6:
+            if i >= unpooled and size >= 6:
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
             c = w

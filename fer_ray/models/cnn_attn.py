@@ -17,7 +17,13 @@ class CNNAttention(nn.Module):
         # so the comparison differs only in the autoencoder.
         self.stem = ConvBNAct(1, cfg.latent_channels)
         self.classifier = AttentionCNN(
-            cfg.latent_channels, cfg.image_size, cfg.widths, cfg.attention, cfg.dropout, cfg.num_classes
+            cfg.latent_channels,
+            cfg.image_size,
+            cfg.widths,
+            cfg.attention,
+            cfg.dropout,
+            cfg.num_classes,
+            unpooled=cfg.unpooled_stages,
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

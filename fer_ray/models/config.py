@@ -26,6 +26,12 @@ class ModelConfig:
     # so its 256 channels add 0.9M parameters (1.23M in all) for 20% more compute
     # (45.8M vs 37.8M multiply-adds per face with the 24x24 latent).
     widths: tuple[int, ...] = setting((32, 64, 128, 256), "channels per CNN stage, comma-separated")
+    # Leading classifier stages that keep their input's size. The autoencoder model's classifier
+    # starts on the 24x24 latent, so each of its stages runs at half the side cnn_attn's does
+    # (24-12-6-3 vs 48-24-12-6); with 1, its stages 2-4 see cnn_attn's 24-12-6.
+    unpooled_stages: int = setting(
+        0, "classifier stages, from the first, that skip the 2x2 pooling (0: each stage halves the map until 3x3)"
+    )
     attention: Literal["se", "cbam", "none"] = setting("se", "attention block of each stage")
     dropout: float = setting(0.3, "dropout before the classifier")
 
@@ -41,6 +47,11 @@ class ModelConfig:
             raise ValueError(f"widths must be positive channel counts, got {self.widths}")
         if self.encoder_convs < 1:
             raise ValueError(f"encoder_convs must be at least 1, got {self.encoder_convs}")
+        if not 0 <= self.unpooled_stages < len(self.widths):
+            raise ValueError(
+                f"unpooled_stages must be in 0..{len(self.widths) - 1} (one per width but the last), "
+                f"got {self.unpooled_stages}"
+            )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
