@@ -98,7 +98,7 @@ def test_shipped_artifact_records_engines_and_defaults_to_int8():
 def tiny_exported(tmp_path_factory):
     """A tiny random model exported with both ONNX files (calibration and validation on random faces)."""
     torch.manual_seed(0)
-    cfg = ModelConfig(widths=(8, 16), latent_channels=8)
+    cfg = ModelConfig(widths=(8, 16), latent_channels=8, unpooled_stages=1)  # export covers an unpooled stage
     model = create_model(cfg).eval()
     with torch.no_grad():
         model.classifier.head[-1].weight.normal_(0, 5)  # spread the near-uniform logits of an untrained model
