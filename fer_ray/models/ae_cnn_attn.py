@@ -37,15 +37,7 @@ class AECNNAttention(nn.Module):
         dec += [nn.Conv2d(c, 1, 3, padding=1), nn.Tanh()]  # normalized pixels lie in [-1, 1]
         self.decoder = nn.Sequential(*dec)
 
-        self.classifier = AttentionCNN(
-            cfg.latent_channels,
-            cfg.latent_size,
-            cfg.widths,
-            cfg.attention,
-            cfg.dropout,
-            cfg.num_classes,
-            unpooled=cfg.unpooled_stages,
-        )
+        self.classifier = AttentionCNN.of(cfg, cfg.latent_channels, cfg.latent_size)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last)

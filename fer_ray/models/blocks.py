@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from fer_ray.models.config import ModelConfig
 
 
 class ConvBNAct(nn.Sequential):
@@ -86,6 +91,12 @@ class AttentionCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, num_classes))
         self.out_size = size
+
+    @classmethod
+    def of(cls, cfg: ModelConfig, c_in: int, size: int) -> AttentionCNN:
+        """The classifier ``cfg`` describes, on a ``c_in``-channel map of side ``size``: one place for
+        both models to read the classifier's settings."""
+        return cls(c_in, size, cfg.widths, cfg.attention, cfg.dropout, cfg.num_classes, cfg.unpooled_stages)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (B, C_last, s, s)

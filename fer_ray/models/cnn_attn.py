@@ -16,15 +16,7 @@ class CNNAttention(nn.Module):
         # A stem to the same channel count the autoencoder's latent has, at full resolution,
         # so the comparison differs only in the autoencoder.
         self.stem = ConvBNAct(1, cfg.latent_channels)
-        self.classifier = AttentionCNN(
-            cfg.latent_channels,
-            cfg.image_size,
-            cfg.widths,
-            cfg.attention,
-            cfg.dropout,
-            cfg.num_classes,
-            unpooled=cfg.unpooled_stages,
-        )
+        self.classifier = AttentionCNN.of(cfg, cfg.latent_channels, cfg.image_size)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last)
