@@ -43,7 +43,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 SHIPPED_MODELS: dict[str, Path] = {"ae_cnn_attn": ASSETS / "ae_cnn_attn", "cnn_attn": ASSETS / "cnn_attn"}
 # What scoring, Serve and evaluation use without --model: the shipped model with the better PublicTest
 # accuracy (issue #9's rule; docs/RESULTS.md has the figures). Switching it is this one line.
-DEFAULT_MODEL = "cnn_attn"
+DEFAULT_MODEL = "ae_cnn_attn"
 DEFAULT_MODEL_DIR = SHIPPED_MODELS[DEFAULT_MODEL]
 SHIPPED_MODELS["default"] = DEFAULT_MODEL_DIR
 

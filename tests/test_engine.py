@@ -148,7 +148,7 @@ def test_exported_files_hold_no_exporter_stack_traces(tiny_exported):
         assert _machine_paths(path / file) == [], file
 
 
-@pytest.mark.parametrize("name", ["default", "cnn_attn"])
+@pytest.mark.parametrize("name", ["ae_cnn_attn", "cnn_attn"])
 def test_shipped_onnx_files_hold_no_machine_paths(name):
     art_dir = resolve_model(name)
     for file in ONNX_FILES.values():
