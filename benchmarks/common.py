@@ -100,7 +100,10 @@ def machine_info(**extra: Any) -> dict[str, Any]:
     """Facts that make a figure comparable: cores, load while it ran, versions."""
     import ray
 
+    from fer_ray.host_check import cpu_description
+
     info = {
+        "cpu": cpu_description(),  # model and the flags that decide speed and int8 answers
         "cpus": os.cpu_count(),
         "ray_cpus": ray.cluster_resources().get("CPU") if ray.is_initialized() else None,
         "loadavg_at_end": os.getloadavg(),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fer_ray.engine import ENGINES, ONNX_FILES, Engine, OnnxEngine, TorchEngine, check_engine
+from fer_ray.host_check import CHECK_FILE, HostCheck, load_check
+from fer_ray.host_check import check_engine as check_on_host
 from fer_ray.labels import EMOTIONS
 from fer_ray.models import ModelConfig
 from fer_ray.preprocess import PreprocessConfig
@@ -30,6 +33,8 @@ from fer_ray.preprocess import PreprocessConfig
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+logger = logging.getLogger(__name__)
 
 # torch (~2 s to import, ~300 MB) is imported only when the PyTorch model is built or saved:
 # the ONNX Runtime engines, which batch scoring and Serve run on CPU, never need it.
@@ -66,6 +71,10 @@ def resolve_model(path: str | os.PathLike | None) -> Path:
 # The int8 engine is chosen by default only when its recorded validation accuracy is at most
 # this far below the PyTorch model's (0.005 = half a point).
 INT8_MAX_ACCURACY_DROP = 0.005
+
+
+class EngineCheckError(RuntimeError):
+    """An ONNX engine (and its fp32 fallback) gives answers on this CPU that stray from the reference."""
 
 
 class ArtifactIntegrityError(ValueError):
@@ -109,6 +118,8 @@ class Artifact:
     # probability below ``uncertain_below`` is flagged as uncertain in reports and answers.
     temperature: float = 1.0
     uncertain_below: float | None = None
+    # The engine's check on this host (fer_ray.host_check), None for torch or when not verified.
+    host_check: HostCheck | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -265,11 +276,12 @@ def engine_records(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def default_engine(meta: dict[str, Any], path: Path, device: str | torch.device = "cpu") -> str:
     """``torch`` on a GPU; on CPU ``onnx-int8`` when its recorded validation accuracy is within
-    :data:`INT8_MAX_ACCURACY_DROP` of the PyTorch model's, else ``onnx``, else ``torch``."""
+    :data:`INT8_MAX_ACCURACY_DROP` of the PyTorch model's and the artifact holds the host check that
+    :func:`load_artifact` verifies it with on this CPU, else ``onnx``, else ``torch``."""
     if _device_type(device) != "cpu":
         return "torch"
     rec = engine_records(meta)
-    if (path / ONNX_FILES["onnx-int8"]).is_file():
+    if (path / ONNX_FILES["onnx-int8"]).is_file() and (path / CHECK_FILE).is_file():
         acc8 = rec.get("onnx-int8", {}).get("val_accuracy")
         acc32 = rec.get("torch", {}).get("val_accuracy")
         if acc8 is not None and acc32 is not None and acc8 >= acc32 - INT8_MAX_ACCURACY_DROP:
@@ -297,6 +309,7 @@ def load_artifact(
     device: str | torch.device = "cpu",
     engine: str | None = None,
     threads: int | None = None,
+    verify: bool = True,
 ) -> Artifact:
     """Load an artifact directory (default: the model shipped inside the package).
 
@@ -304,6 +317,10 @@ def load_artifact(
     ``threads``: ONNX Runtime intra-op threads (the cores the caller holds; default 1).
     The files it reads (``weights.pt`` and the engine's ONNX file) are checked against the
     sha256 ``artifact.json`` records: a mismatch raises :class:`ArtifactIntegrityError`.
+    ``verify``: an ONNX engine first scores the artifact's check faces on this CPU
+    (:mod:`fer_ray.host_check`); an ``onnx-int8`` that strays from the fp32 reference is replaced
+    by ``onnx`` with one warning line, so ``engine_name`` is always the engine that runs. Off only
+    where an engine is measured as it is (export, evaluation, benchmarks).
     """
     p = resolve_model(path)
     check_engine(engine)
@@ -344,19 +361,49 @@ def load_artifact(
     if not temperature > 0:
         raise ValueError(f"{p}: {META} records temperature {temperature}; it must be > 0")
     runner: Engine
+    host_check = None
     if engine == "torch":
         runner = TorchEngine(model, preprocess, p / WEIGHTS, weights_sha, device)
     else:
         runner = OnnxEngine(engine, p / ONNX_FILES[engine], preprocess, engine_sha, threads or 1)
-    return Artifact(
-        model, cfg, preprocess, labels, meta, p, flip_tta, runner, temperature, inference.get("uncertain_below")
-    )
+        if verify:
+            runner, host_check = _verified(p, meta, runner, preprocess, threads or 1)
+    uncertain_below = inference.get("uncertain_below")
+    return Artifact(model, cfg, preprocess, labels, meta, p, flip_tta, runner, temperature, uncertain_below, host_check)
+
+
+def _verified(
+    p: Path, meta: dict[str, Any], runner: Engine, preprocess: PreprocessConfig, threads: int
+) -> tuple[Engine, HostCheck | None]:
+    """``runner`` if it passes the host check, else fp32 ONNX (itself checked), with one warning line."""
+    check = load_check(p) if (p / CHECK_FILE).is_file() else None
+    if check is None and runner.name == "onnx":
+        return runner, None  # exported before the check: fp32 runs as PyTorch does, int8 is refused
+    if check is None:
+        raise FileNotFoundError(
+            f"{p} has no {CHECK_FILE}, so engine {runner.name!r} cannot be checked on this CPU; re-export it "
+            f"with `python jobs/export_onnx.py {p}`, or use engine 'torch'"
+        )
+    verify_file(p / CHECK_FILE, (meta.get("host_check") or {}).get("sha256"))
+    result = check_on_host(runner, check)
+    if result.passed:
+        return runner, result
+    if runner.name == "onnx-int8" and (p / ONNX_FILES["onnx"]).is_file():
+        sha = verify_file(p / ONNX_FILES["onnx"], engine_records(meta).get("onnx", {}).get("sha256"))
+        fp32 = OnnxEngine("onnx", p / ONNX_FILES["onnx"], preprocess, sha, threads)
+        fallback = check_on_host(fp32, check)
+        if fallback.passed:
+            logger.warning("%s; running onnx (fp32) instead", result.line())
+            return fp32, fallback
+        result = fallback
+    raise EngineCheckError(f"{result.line()}; run this host with engine 'torch' (--engine torch)")
 
 
 __all__ = [
     "ENGINES",
     "Artifact",
     "ArtifactIntegrityError",
+    "EngineCheckError",
     "default_engine",
     "load_artifact",
     "save_artifact",

@@ -218,8 +218,11 @@ def artifact_files(path: str | os.PathLike, engine: str = "torch") -> dict[str, 
     """The files :func:`load_artifact` reads for ``engine``, shipped to the actors so that they need no shared disk."""
     from fer_ray.artifact import META, WEIGHTS
     from fer_ray.engine import ONNX_FILES
+    from fer_ray.host_check import CHECK_FILE
 
-    names = (META, WEIGHTS, *([ONNX_FILES[engine]] if engine in ONNX_FILES else []))
+    # An ONNX engine is checked on each actor's host, and int8 may fall back to fp32 there.
+    onnx = {"onnx": [ONNX_FILES["onnx"]], "onnx-int8": [ONNX_FILES["onnx-int8"], ONNX_FILES["onnx"]]}
+    names = (META, WEIGHTS, *([*onnx[engine], CHECK_FILE] if engine in onnx else []))
     return {name: (Path(path) / name).read_bytes() for name in names}
 
 
