@@ -29,7 +29,7 @@ from fer_ray.models import ModelConfig, create_model
 from fer_ray.score import ScoreConfig, score
 from fer_ray.score.pipeline import FacePredictor, MixedModelsError, artifact_files
 from fer_ray.score.report import TRANSIENT_REASON
-from fer_ray.score.store import LOCK_FILE, OutputLocked, OutputStore, RunLock
+from fer_ray.score.store import LOCK_FILE, OutputLocked, OutputStore, RunLock, _died_on_this_host, _process_start
 from tests.helpers_score import EXAMPLES, assert_exactly_once, copy_samples
 
 CROPS = [
@@ -276,6 +276,43 @@ def test_stale_lock_is_taken_over_and_a_live_one_stops_the_cli(ray_local, tmp_pa
         code = main([str(src), "--out", str(out), "--model", str(model_dir)])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fer_ray: error:")]
     assert code == 2 and len(err) == 1 and "in use by run live-run" in err[0], err
+
+
+def test_lock_of_a_killed_run_on_this_host_is_taken_over_at_once(tmp_path, caplog):
+    """kill -9 or the OOM killer leaves a fresh heartbeat behind; the rerun need not wait stale_s for it."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    store = OutputStore(str(tmp_path / "out"))
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    record = {"owner": "killed-run", "host": socket.gethostname(), "pid": victim.pid, "heartbeat": time.time()}
+    record["pid_start"] = _process_start(victim.pid)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / LOCK_FILE).write_text(json.dumps(record))
+    with pytest.raises(OutputLocked, match="in use by run killed-run"):  # alive: its lock holds
+        RunLock(store, "rerun", stale_s=300).acquire()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="fer_ray.score.store"):
+        lock = RunLock(store, "rerun", stale_s=300).acquire()
+    assert time.monotonic() - t0 < 5 and lock.taken_over["owner"] == "killed-run"
+    assert any("is no longer running" in r.getMessage() for r in caplog.records)
+    lock.release()
+    # A pid reused by a later process is not the run that locked: its start time differs.
+    record.update(pid=os.getpid(), pid_start=-1)
+    assert not _died_on_this_host(record)  # our own pid is never taken for dead
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record.update(pid=other.pid, pid_start=(_process_start(other.pid) or 0) + 1)
+        assert _died_on_this_host(record)
+        record.update(host="another-host")
+        assert not _died_on_this_host(record)  # another host's pids say nothing here
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_lock_on_s3_is_exclusive_beats_and_expires(s3_server):

@@ -295,6 +295,30 @@ class OutputLocked(RuntimeError):
     """Another live run holds the lock of this ``OUT``."""
 
 
+def _process_start(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (Linux), or None where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])  # field 22; the name may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _died_on_this_host(held: dict[str, Any]) -> bool:
+    """True when the lock's run ran on this host and its process is gone (or the pid now names another)."""
+    pid = held.get("pid")
+    if held.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    start = _process_start(pid)
+    return held.get("pid_start") is not None and start is not None and start != held["pid_start"]
+
+
 class RunLock:
     """``OUT/lock.json``: at most one run writes to an ``OUT`` at a time.
 
@@ -303,9 +327,11 @@ class RunLock:
     of two runs starting together exactly one gets it; the other waits up to ``wait_s``
     for it (0: not at all) and then raises :class:`OutputLocked`. A lock whose heartbeat
     is older than ``stale_s`` belongs to a run that died (killed, machine lost): it is
-    taken over with a warning. If two runs take over the same stale lock at the same
-    moment, the later one wins; the heartbeat thread of the other sees a foreign owner
-    and :meth:`check` then raises before that run touches OUT's files again.
+    taken over with a warning; so is, at once, the lock of a process on this host that no
+    longer runs (``kill -9``, the OOM killer), whose rerun would otherwise wait ``stale_s``.
+    If two runs take over the same stale lock at the same moment, the later one wins; the
+    heartbeat thread of the other sees a foreign owner and :meth:`check` then raises before
+    that run touches OUT's files again.
     """
 
     def __init__(self, store: OutputStore, owner: str, stale_s: float = 300.0, heartbeat_s: float | None = None):
@@ -326,6 +352,7 @@ class RunLock:
             "owner": self.owner,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "pid_start": _process_start(os.getpid()),  # tells the pid from a later process that reuses it
             "started_at": getattr(self, "_started", now),
             "heartbeat": now,
             "heartbeat_iso": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
@@ -403,6 +430,17 @@ class RunLock:
             if held is None:
                 continue  # released between our create and read: try again
             age = time.time() - float(held.get("heartbeat", 0))
+            gone = _died_on_this_host(held)
+            if gone:  # killed (kill -9, OOM) on this very host: no need to wait for its heartbeat to age
+                logger.warning(
+                    "taking over the lock of %s: run %s (pid %s on this host) is no longer running",
+                    self.store.uri,
+                    held.get("owner"),
+                    held.get("pid"),
+                )
+                self.taken_over = held
+                self._delete()
+                continue
             if age > self.stale_s:
                 logger.warning(
                     "taking over the lock of %s: run %s (host %s, pid %s) sent no heartbeat for %.0f s (> %.0f s); "
