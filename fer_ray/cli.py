@@ -75,6 +75,10 @@ def before_ray(ns: argparse.Namespace) -> None:
     configure_logging(verbose=bool(getattr(ns, "verbose", False)))
 
 
+# What the `train` extra adds to the lean install (pyproject.toml).
+TRAIN_EXTRA = ("torch", "onnx", "onnxscript")
+
+
 def run_cli(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], int]:
     """``main`` with user errors as one line on stderr and status 2 (the traceback only with ``--debug``)."""
 
@@ -89,6 +93,17 @@ def run_cli(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], in
             if "--debug" in args:
                 traceback.print_exc()
             print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+            return 2
+        except ModuleNotFoundError as e:
+            if e.name not in TRAIN_EXTRA:
+                raise
+            if "--debug" in args:
+                traceback.print_exc()
+            print(
+                f"{PROG}: error: this job needs {e.name}, which the lean install (scoring, reports, Serve) leaves "
+                "out — pip install -e '.[train]' (or `make test`) adds training, export and evaluation",
+                file=sys.stderr,
+            )
             return 2
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
@@ -411,6 +426,19 @@ def is_remote(path: str | os.PathLike | None) -> bool:
     return path is not None and "://" in str(path)
 
 
+def submitted_working_dir(environ: dict[str, str] | None = None) -> bool:
+    """True in the entrypoint of `ray job submit --working-dir DIR`: it runs in Ray's temporary copy of DIR
+    (under /tmp/ray/session_*), which holds only the files git does not ignore and is deleted at `ray stop`."""
+    raw = (os.environ if environ is None else environ).get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    try:
+        return bool(raw) and bool((json.loads(raw).get("runtime_env") or {}).get("working_dir"))
+    except (ValueError, AttributeError):
+        return False
+
+
+_UPLOADED = "`ray job submit --working-dir` uploads only files git does not ignore (out/, runs/ and data are not)"
+
+
 def check_input_path(path: str | os.PathLike, flag: str, fix: str) -> None:
     """A local input that must exist (globs and s3:// are left to their readers)."""
     s = str(path)
@@ -419,16 +447,31 @@ def check_input_path(path: str | os.PathLike, flag: str, fix: str) -> None:
         return
     if any(c in s for c in "*?[") or Path(s).expanduser().exists():
         return
+    if not Path(s).expanduser().is_absolute() and submitted_working_dir():
+        raise UserError(f"{flag} {s}: no such file in the job's copy of --working-dir ({_UPLOADED})", fix_abs(flag))
     raise UserError(f"{flag} {s}: no such file or directory", fix)
 
 
+def fix_abs(flag: str) -> str:
+    return f"pass {flag} as an absolute path that exists on the cluster's nodes, or s3://bucket/..."
+
+
 def check_output_dir(path: str | os.PathLike, flag: str) -> None:
-    """A local output directory that may not exist yet, but must not be (or sit under) a file."""
+    """A local output directory that may not exist yet, but must not be (or sit under) a file.
+
+    In a submitted job a relative one would land in Ray's temporary copy of the working dir and vanish
+    at `ray stop` without a word: refused with the fix instead."""
     s = str(path)
     if is_remote(s):
         check_bucket(s, flag, output=True)
         return
     p = Path(s).expanduser()
+    if not p.is_absolute() and submitted_working_dir():
+        raise UserError(
+            f"{flag} {s} is relative, and this job runs in Ray's temporary copy of --working-dir (deleted at "
+            "`ray stop`)",
+            fix_abs(flag),
+        )
     for q in (p, *p.parents):
         if q.exists():
             if not q.is_dir():

@@ -312,3 +312,27 @@ def test_unusable_teachers_starting_weights_or_resume_are_one_line(tmp_path):
     line = res.stderr.strip().splitlines()[-1]
     assert line.startswith("fer_ray: error: run 'r' was trained with a different label_smoothing")
     assert line.endswith("— use a new --run-name to train with these settings")
+
+
+def test_relative_paths_in_a_submitted_job_fail_with_the_fix(tmp_path, monkeypatch):
+    """`ray job submit --working-dir .` runs in a temporary copy: a relative --out would vanish at `ray stop`,
+    and a git-ignored input is not there. Both become one line that says what to pass instead."""
+    import json
+
+    from fer_ray.cli import UserError, check_input_path, check_output_dir, submitted_working_dir
+
+    job = {"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}, "metadata": {}}
+    assert not submitted_working_dir({}) and not submitted_working_dir({"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"})
+    assert submitted_working_dir({"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(job)})
+    monkeypatch.chdir(tmp_path)
+    check_output_dir("runs", "--storage-path")  # outside a submitted job: fine
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    with pytest.raises(UserError) as e:
+        check_output_dir("runs", "--storage-path")
+    assert "relative" in str(e.value) and "ray stop" in str(e.value) and "absolute path" in e.value.fix
+    check_output_dir(str(tmp_path / "runs"), "--storage-path")  # absolute: fine
+    with pytest.raises(UserError) as e:
+        check_input_path("out/tiny", "--data", "unused")
+    assert "git does not ignore" in str(e.value) and "s3://" in e.value.fix
+    (tmp_path / "there").mkdir()
+    check_input_path("there", "--data", "unused")  # uploaded with the working dir: fine
