@@ -15,7 +15,6 @@ FROM rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-${VARIANT}
 ARG VARIANT=cpu
 # The same pins as pyproject.toml; PyTorch's own index picks the CPU or CUDA build.
 ARG TORCH_VERSION=2.14.1
-ARG TORCHVISION_VERSION=0.29.1
 ARG TORCH_CUDA=cu128
 
 ENV RAY_USAGE_STATS_ENABLED=0 \
@@ -24,11 +23,11 @@ ENV RAY_USAGE_STATS_ENABLED=0 \
 
 WORKDIR /home/ray/fer_ray
 RUN if [ "$VARIANT" = "gpu" ]; then flavour="$TORCH_CUDA"; else flavour=cpu; fi \
-    && pip install --index-url "https://download.pytorch.org/whl/${flavour}" \
-        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+    && pip install --index-url "https://download.pytorch.org/whl/${flavour}" "torch==${TORCH_VERSION}"
 # Dependencies first (cached while only the code changes), then the package itself.
 COPY --chown=ray:users pyproject.toml README.md ./
-RUN mkdir fer_ray && touch fer_ray/__init__.py && pip install -e . && rm -rf fer_ray
+# The train extra: the image also runs training workers (torch is the CPU or CUDA build installed above).
+RUN mkdir fer_ray && touch fer_ray/__init__.py && pip install -e '.[train]' && rm -rf fer_ray
 COPY --chown=ray:users fer_ray ./fer_ray
 COPY --chown=ray:users jobs ./jobs
 COPY --chown=ray:users examples ./examples

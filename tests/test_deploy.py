@@ -31,7 +31,13 @@ def _pyproject() -> dict:
 
 
 def _pins() -> dict[str, Requirement]:
-    return {Requirement(d).name: Requirement(d) for d in _pyproject()["project"]["dependencies"]}
+    """Every pinned requirement of a cluster node: the lean install and the `train` extra (torch)."""
+    project = _pyproject()["project"]
+    reqs = [*project["dependencies"], *project["optional-dependencies"]["train"]]
+    pins: dict[str, Requirement] = {}
+    for r in map(Requirement, reqs):
+        pins.setdefault(r.name, r)
+    return pins
 
 
 def _pinned(name: str) -> str:
@@ -72,7 +78,7 @@ def test_dockerfile_builds_on_our_ray_and_python():
         python = f"{m['major']}.{m['minor']}"
         assert python in SpecifierSet(_pyproject()["project"]["requires-python"]), python
     assert args["VARIANT"] == "cpu"
-    assert args["TORCH_VERSION"] == _pinned("torch") and args["TORCHVISION_VERSION"] == _pinned("torchvision")
+    assert args["TORCH_VERSION"] == _pinned("torch")
     assert ("WORKDIR", IMAGE_DIR) in steps
     # What it copies exists and is not excluded from the build context.
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
