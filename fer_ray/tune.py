@@ -342,7 +342,8 @@ def summarize(results, cfg: SweepConfig) -> list[dict[str, Any]]:
                 "trial": r.path.rstrip("/").rsplit("/", 1)[-1] if r.path else None,
                 "val_acc": float(best["val_acc"]) if has else float("nan"),
                 "val_loss": float(best["val_loss"]) if has else float("nan"),
-                "best_epoch": int(best["joint_epoch"]) if has else None,
+                # 1-based over all epochs (pretraining too), as the training log and the export line count
+                "best_epoch": int(best["epoch"]) + 1 if has and "epoch" in best else None,
                 "epochs_run": epochs_run,
                 "status": status,
                 "minutes": round(float(r.metrics.get("time_total_s", 0.0)) / 60, 2) if r.metrics else 0.0,
@@ -490,7 +491,7 @@ def write_outputs(
     ]
     if artifact is not None:
         md += [
-            f"Best: `{best['trial']}`, val_acc {best['val_acc']:.4f} at joint epoch {best['best_epoch']}; "
+            f"Best: `{best['trial']}`, val_acc {best['val_acc']:.4f} at epoch {best['best_epoch']}; "
             f"artifact `best/artifact/`, config `{BEST_CONFIG}`. Train it on all the data:\n",
             "```bash",
             f"python jobs/train.py --config {best_config} --epochs 30 --run-name {cfg.name}_best",

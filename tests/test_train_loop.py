@@ -55,3 +55,12 @@ def test_loss_falls_and_accuracy_rises(cpu_bf16):
     after = evaluate(model, batches, dev)
     assert stats[-1].loss / stats[-1].n < stats[0].loss / stats[0].n
     assert after.correct / after.n > max(0.5, before.correct / before.n)
+
+
+def test_epoch_lines_count_epochs_from_one():
+    """Checkpoints and histories keep 0-based epochs; what people read is 1-based, the best epoch too."""
+    from fer_ray.train.loop import epoch_line
+
+    metrics = {"epoch": 4, "phase": "joint", "train_acc": 0.5, "train_loss": 1.0, "val_acc": 0.6, "val_loss": 1.1}
+    line = epoch_line({**metrics, "lr": 1e-3}, 5, {"val_acc": 0.62, "epoch": 3}, 12.0)
+    assert line.startswith("epoch 5/5 joint:") and line.endswith("(best val 0.6200 @ epoch 4)"), line

@@ -205,12 +205,14 @@ def evaluate(
 
 
 def epoch_line(metrics: dict, total_epochs: int, best: dict, seconds: float) -> str:
-    """One epoch's metrics row as a log line (also the training progress when stderr is not a terminal)."""
+    """One epoch's metrics row as a log line (also the training progress when stderr is not a terminal).
+
+    Epochs are 0-based in checkpoints and histories, 1-based wherever people read them."""
     raw = f" (raw weights {metrics['val_acc_raw']:.4f})" if "val_acc_raw" in metrics else ""
     return (
         f"epoch {metrics['epoch'] + 1}/{total_epochs} {metrics['phase']}: train acc {metrics['train_acc']:.4f} "
         f"loss {metrics['train_loss']:.4f} | val acc {metrics['val_acc']:.4f}{raw} loss {metrics['val_loss']:.4f} "
-        f"| lr {metrics['lr']:.2e} | {seconds:.0f} s (best val {best['val_acc']:.4f} @ {best['epoch']})"
+        f"| lr {metrics['lr']:.2e} | {seconds:.0f} s (best val {best['val_acc']:.4f} @ epoch {best['epoch'] + 1})"
     )
 
 

@@ -174,7 +174,7 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     if state is not None:
         start_epoch, history = learner.restore(state)
         best = state.get("best")
-        logger.info("resumed at epoch %d from %s", start_epoch, latest)
+        logger.info("resumed after epoch %d from %s", start_epoch, latest)
     save_json(record, saved_path)
 
     # A bar on a terminal; elsewhere the per-epoch log lines below are the progress.

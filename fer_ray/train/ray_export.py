@@ -49,7 +49,8 @@ def export_best(
     else:
         artifact_dir = export_state(state, cfg, counts, history, target, segments)
     run_storage.write_text(run_storage.join(run_dir, HISTORY), json.dumps(history, indent=2) + "\n")
-    logger.info("exported the best checkpoint (epoch %s) to %s", best_metrics.get("epoch"), artifact_dir)
+    epoch = best_metrics.get("epoch")
+    logger.info("exported the best checkpoint (epoch %s) to %s", "?" if epoch is None else epoch + 1, artifact_dir)
     return TrainResult(run_dir, artifact_dir, best_metrics, history, counts)
 
 

@@ -74,7 +74,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / STATE, map_location=device, weights_only=True)
         start_epoch, history = learner.restore(state)
-        logger.info("resumed at epoch %d from %s", start_epoch, checkpoint.path)
+        logger.info("resumed after epoch %d from %s", start_epoch, checkpoint.path)
 
     reducer = None
     if world > 1:
