@@ -140,7 +140,24 @@ class Parser(argparse.ArgumentParser):
         self.warned: set[str] = set()
 
     def error(self, message: str) -> typing.NoReturn:
-        raise UserError(message, f"see `{self.prog} --help`")
+        raise UserError(message, self._did_you_mean(message) or f"see `{self.prog} --help`")
+
+    def _did_you_mean(self, message: str) -> str | None:
+        """For "unrecognized arguments: --ouput x": the closest flags this parser knows (argparse of Python 3.11
+        offers none)."""
+        import difflib
+
+        if not message.startswith("unrecognized arguments:"):
+            return None
+        known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        hints = []
+        for arg in message.split(":", 1)[1].split():
+            flag = arg.split("=", 1)[0]
+            if flag.startswith("--"):
+                close = difflib.get_close_matches(flag, known, n=2, cutoff=0.6)
+                if close:
+                    hints.append(f"{flag}: did you mean {' or '.join(close)}?")
+        return "; ".join(hints) + f" (see `{self.prog} --help`)" if hints else None
 
 
 class _Set(argparse.Action):

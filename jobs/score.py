@@ -9,6 +9,9 @@
     python jobs/score.py photos/ --engine torch --detector haar --out out/x  # the PyTorch model, Haar cascade
     python jobs/score.py --config score.yaml --out out/y                     # settings from a file, flags win
 
+Exit status: 0 when every input has its rows, 1 when some have none (rerun to resume), 2 for a usage
+mistake (one line says which; nothing is written), 3 when every input is an error row (none could be read).
+
 Rerunning with the same --out scores only inputs not yet there (new, or changed size/mtime: their
 old rows are replaced) and retries transient read errors; --overwrite starts over. A killed run is
 resumed the same way. One run at a time writes to an --out (a second exits, or waits --lock-wait);
@@ -51,16 +54,27 @@ def main(argv: list[str]) -> int:
     check_all(cfg)
     before_ray(ns)
     from fer_ray.score import format_table, score
-    from fer_ray.score.pipeline import MixedModelsError
+    from fer_ray.score.pipeline import MixedModelsError, NoInputsError
     from fer_ray.score.store import REPORT_FILE, OutputLocked
 
     try:
         res = score(cfg)
-    except (OutputLocked, MixedModelsError) as e:  # their messages say what to do
+    except (OutputLocked, MixedModelsError, NoInputsError) as e:  # their messages say what to do
         raise UserError(str(e)) from e
     print(format_table(res.summary))
     print(f"{'report':<10} {res.out}/{REPORT_FILE}")
-    return 0 if res.summary["complete"] else 1
+    return exit_code(res.summary)
+
+
+def exit_code(summary: dict) -> int:
+    """0: every input has its rows; 1: some have none (incomplete: rerun to resume); 3: every input is an
+    ``error`` row (nothing could be read: wrong files, credentials, a broken store)."""
+    if not summary["complete"]:
+        return 1
+    images = summary.get("images_by_status") or {}
+    if summary.get("images_in", 0) and images.get("error", 0) == summary["images_in"]:
+        return 3
+    return 0
 
 
 def _require(d: dict) -> None:

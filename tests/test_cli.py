@@ -336,3 +336,28 @@ def test_relative_paths_in_a_submitted_job_fail_with_the_fix(tmp_path, monkeypat
     assert "git does not ignore" in str(e.value) and "s3://" in e.value.fix
     (tmp_path / "there").mkdir()
     check_input_path("there", "--data", "unused")  # uploaded with the working dir: fine
+
+
+def test_misspelled_flag_gets_did_you_mean(capsys):
+    from jobs.score import main
+
+    assert main(["examples/images", "--ouput", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unrecognized arguments: --ouput x" in err[0] and "did you mean --out?" in err[0], err
+
+
+def test_score_exit_codes_and_nothing_written_for_no_images(tmp_path, capsys):
+    """Documented statuses: 0 complete, 1 incomplete, 3 when every input is an error row; inputs without any
+    image are a usage mistake (2) that leaves no --out behind."""
+    from jobs.score import exit_code, main
+
+    assert exit_code({"complete": True, "images_in": 3, "images_by_status": {"ok": 2, "error": 1}}) == 0
+    assert exit_code({"complete": True, "images_in": 2, "images_by_status": {"no_face": 2}}) == 0
+    assert exit_code({"complete": True, "images_in": 2, "images_by_status": {"error": 2}}) == 3
+    assert exit_code({"complete": False, "images_in": 2, "images_by_status": {"error": 1}}) == 1
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "empty"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no image files" in err[0], err
+    assert not out.exists()

@@ -431,3 +431,26 @@ def test_report_image_table_least_confident_first_and_bounded(tmp_path):
     assert len(write_report(str(tmp_path / "out"), max_rows=1000)["least_confident"]["rows"]) == len(with_faces)
     write_report(str(tmp_path / "out"), max_rows=0)
     assert "<table class='sortable'>" not in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_noop_rerun_does_not_start_ray(ray_local, tmp_path, model_dir, monkeypatch):
+    """A rerun with nothing new rewrites the report without Ray (its start-up would be most of the job);
+    a changed input brings Ray back."""
+    import fer_ray.score.pipeline as pipeline
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    copy_samples(src, ["crops/happy_PrivateTest_33571817.jpg", "crops/sad_PrivateTest_82773820.jpg"])
+    cfg = ScoreConfig(inputs=(str(src),), out=str(out), model=str(model_dir))
+    first = score(cfg)
+    assert first.run["images_scored"] == 2
+
+    def no_ray(*a, **k):
+        raise AssertionError("Ray was started for a rerun with nothing to score")
+
+    monkeypatch.setattr(pipeline, "init_ray", no_ray)
+    again = score(cfg)
+    assert again.run["images_scored"] == 0 and again.run["images_skipped"] == 2 and again.summary["complete"]
+    assert again.summary["last_run"]["run_id"] == again.run["run_id"]  # the report is this run's
+    (src / "happy_PrivateTest_33571817.jpg").touch()  # changed mtime: rescored, so Ray is needed
+    with pytest.raises(AssertionError, match="Ray was started"):
+        score(cfg)

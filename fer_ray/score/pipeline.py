@@ -528,12 +528,33 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
     artifact = load_artifact(cfg.model, engine=cfg.engine)  # fails fast, before Ray starts, on a wrong --model
     # Endpoint and region only: the driver and every worker take credentials from the AWS chain.
     settings = cfg.s3 or (S3Settings.from_env(credentials=False) if _uses_s3(cfg) else None)
+    # Listing reads metadata only and needs no Ray, nor OUT: inputs that hold no image leave nothing behind.
+    listing, _ = list_images_and_settings(cfg.inputs, settings, allow_local=cfg.allow_local)
+    if listing.empty:
+        raise NoInputsError(
+            f"no image files in {', '.join(map(str, cfg.inputs))} (nothing was written to {cfg.out}); "
+            "name folders or files that hold photos"
+        )
     store = OutputStore(cfg.out, settings)
     lock = RunLock(store, run_id, stale_s=cfg.lock_stale_s).acquire(cfg.lock_wait_s)
     try:
-        return _score_locked(cfg, artifact, settings, store, lock, run_id, started, progress, report_rows)
+        return _score_locked(cfg, artifact, settings, store, lock, run_id, started, listing, progress, report_rows)
     finally:
         lock.release()
+
+
+def _all_scored(store: OutputStore, listing: pd.DataFrame, model_id: str) -> bool:
+    """Every listed input has current rows of ``model_id`` alone in ``store``: nothing to score or retry."""
+    scan = store.scan()
+    if not scan.rows or set(scan.models) - {model_id}:
+        return False
+    listed = key_hash(listing)
+    retry = np.isin(scan.transient, listed).any()
+    return bool(np.isin(listed, scan.done).all()) and not len(scan.stale(listing)) and not retry
+
+
+class NoInputsError(ValueError):
+    """The inputs list no image at all: a user mistake, reported before OUT is created."""
 
 
 def _score_locked(
@@ -544,6 +565,7 @@ def _score_locked(
     lock: RunLock,
     run_id: str,
     started: float,
+    listing: pd.DataFrame,
     progress: bool | None = None,
     report_rows: int | None = None,
 ) -> ScoreResult:
@@ -555,12 +577,15 @@ def _score_locked(
         max_pixels=cfg.max_pixels or artifact.preprocess.max_pixels,
         max_bytes=cfg.max_bytes or artifact.preprocess.max_bytes,
     )
-    # Listing reads metadata only and needs no Ray: an input that matches nothing fails before Ray starts.
-    listing, _ = list_images_and_settings(cfg.inputs, settings, allow_local=cfg.allow_local)
     n_list_errors = int(listing["error"].notna().sum())
     logger.info("listed %d inputs (%d could not be listed and become error rows)", len(listing), n_list_errors)
-    init_ray(cfg.ray)
-    gpus = _gpus_per_actor(cfg)
+    if not cfg.overwrite and _all_scored(store, listing, artifact.model_id):
+        # A rerun with nothing new needs no Ray (its start-up is most of a small job): the report is rewritten.
+        logger.info("every input is already scored by %s; Ray is not started", artifact.model_id)
+        gpus = 0.0
+    else:
+        init_ray(cfg.ray)
+        gpus = _gpus_per_actor(cfg)
     if gpus > 0 and cfg.engine is None and artifact.engine_name != "torch":
         artifact = load_artifact(cfg.model, "cpu", engine="torch")  # GPU actors run the PyTorch model
     elif gpus > 0 and artifact.engine_name != "torch":
