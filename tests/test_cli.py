@@ -361,3 +361,21 @@ def test_score_exit_codes_and_nothing_written_for_no_images(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no image files" in err[0], err
     assert not out.exists()
+
+
+def test_job_without_the_virtualenv_says_how_to_run_it():
+    """A Python without the project's packages (here: ours with site-packages switched off, -S) gets one line."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    res = subprocess.run(
+        [sys.executable, "-S", str(repo / "jobs" / "score.py"), "examples/images", "--out", "out/x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=repo,
+    )
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(err) == 1, res.stderr[-2000:]
+    assert err[0].startswith("fer_ray: error: ") and "virtualenv" in err[0] and "Traceback" not in res.stderr
