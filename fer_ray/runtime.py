@@ -37,10 +37,10 @@ def configure_logging(verbose: bool = False) -> None:
     ``ray`` loggers show warnings and errors only, Ray Data's console handler likewise (its
     ``ray-data.log`` in the session directory keeps everything), and workers' output is not
     forwarded to the driver (errors still arrive as exceptions; every worker's log stays under
-    ``/tmp/ray/session_latest/logs``). Our own loggers are untouched. One Ray line stays: the
-    driver's C++ core worker reports at ERROR level that an actor pool's constructor argument sits
-    in the object store (Ray Data always puts its map transformer there; ray#53727). Only
-    ``RAY_BACKEND_LOG_LEVEL=fatal`` would hide it, and that also drops errors from Ray's log files.
+    ``/tmp/ray/session_latest/logs``). Our own loggers are untouched. The driver's C++ core worker
+    reports at ERROR level that a restartable actor pool's constructor argument sits in the object
+    store (Ray Data always puts its map transformer there; ray#53727): scoring on its own local Ray
+    runs actors without restarts, which avoids it; on a cluster the line stays with the restarts.
 
     Call it once, before :func:`init_ray` (the CLIs do, right after parsing); calling it again
     switches. It does not import Ray (plain training runs without it): the levels are applied now

@@ -454,3 +454,24 @@ def test_noop_rerun_does_not_start_ray(ray_local, tmp_path, model_dir, monkeypat
     (src / "happy_PrivateTest_33571817.jpg").touch()  # changed mtime: rescored, so Ray is needed
     with pytest.raises(AssertionError, match="Ray was started"):
         score(cfg)
+
+
+def test_cli_run_prints_no_error_level_line(tmp_path):
+    """What a newcomer sees (`make demo`: the shipped model, whose ONNX files make the actors' constructor
+    arguments large): a successful scoring run on its own local Ray prints no Ray error line (ray#53727's
+    core_worker line needs restartable actors) and no traceback; the table and the report path."""
+    import re
+    import subprocess
+    import sys
+
+    src = tmp_path / "in"
+    copy_samples(src, ["crops/happy_PrivateTest_33571817.jpg", "photos/group_of_three.jpg"])
+    repo = Path(__file__).resolve().parent.parent
+    res = subprocess.run(
+        [sys.executable, str(repo / "jobs" / "score.py"), str(src), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if re.search(r" E \d+ \d+\]|\bERROR\b|Traceback", line)]
+    assert errors == [], errors
+    assert "complete: yes" in res.stdout and "report.html" in res.stdout

@@ -393,6 +393,11 @@ def build_dataset(
         "flip_tta": cfg.flip_tta,
         "progress": counter,
     }
+    # On the job's own local Ray no node is lost, and an actor that dies (out of memory, say) would die again:
+    # the run fails instead and a rerun resumes where it stopped. Restartable actors would also make Ray
+    # log an error-level line in every run (ray#53727: Ray Data keeps its map transformer in the object
+    # store). On a cluster, Ray Data's default stays: actors on a lost node are restarted elsewhere.
+    actor_args = {"max_restarts": 0} if resolve_address(cfg.ray) == LOCAL else {}
     if plan.fused:
         return ds.map_batches(
             FusedScorer,
@@ -404,6 +409,7 @@ def build_dataset(
             fn_constructor_kwargs={"prepare_kwargs": prepare_kwargs, **predictor_kwargs},
             num_cpus=cfg.cpus_per_actor,
             num_gpus=gpus,
+            **actor_args,
         )
     ds = ds.map_batches(
         prepare_images,
@@ -425,6 +431,7 @@ def build_dataset(
         fn_constructor_kwargs=predictor_kwargs,
         num_cpus=cfg.cpus_per_actor,
         num_gpus=gpus,
+        **actor_args,
     )
 
 
