@@ -19,10 +19,12 @@ Everything of a sweep lives under ``<storage>/<name>/`` (local or ``s3://``)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -306,7 +308,8 @@ def sweep(cfg: SweepConfig, progress: bool | None = None) -> SweepResult:
                 verbose=None if is_verbose() else 0,  # our progress replaces Tune's tables
             ),
         )
-    results = tuner.fit()
+    with _tune_output(is_verbose()):
+        results = tuner.fit()
     finished = results.num_terminated + results.num_errors
     complete = finished == len(results) == cfg.num_trials and not _pending(results)
     trials = summarize(results, cfg)
@@ -319,6 +322,24 @@ def _pending(results) -> bool:
         return any(t.status not in ("TERMINATED", "ERROR") for t in results._experiment_analysis.trials)
     except AttributeError:  # the private attribute moved: fall back to the public counters
         return False
+
+
+@contextlib.contextmanager
+def _tune_output(verbose: bool):
+    """Tune's new console output prints a configuration banner and a TensorBoard hint (pointing into
+    /tmp/ray; TensorBoard is not installed) even at ``verbose=0``; its legacy output stays silent there."""
+    if verbose:
+        yield
+        return
+    saved = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = saved
 
 
 def summarize(results, cfg: SweepConfig) -> list[dict[str, Any]]:

@@ -266,6 +266,8 @@ def test_interrupted_sweep_continues_without_rerunning_finished_trials(tmp_path)
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "continuing sweep resumable" in again.stderr
+    for noise in ("TensorBoard", "Configuration for experiment"):  # Tune's banner and hint: not for users
+        assert noise not in again.stdout + again.stderr, noise
     rows = (root / "sweep.csv").read_text().splitlines()[1:]
     assert len(rows) == 2 and all(",finished," in r for r in rows), rows
     for name, text in done.items():  # the finished trial was not run again
