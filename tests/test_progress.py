@@ -154,3 +154,4 @@ def test_scoring_cli_shows_a_bar_on_a_terminal(tmp_path):
     assert "faces=5" in bars[-1]
     assert "Running Dataset" not in text and "MapBatches(FacePredictor):" not in text  # no Ray Data bars
     assert "images/s through the pipeline" in text  # the summary's one throughput figure, and what it measures
+    assert "a small run: starting the pipeline's actors takes most of it" in text  # 2 photos: says why it is slow
