@@ -5,7 +5,8 @@ python jobs/train.py --run-name ae --export-only      # artifact from the best c
 python jobs/train.py --backend plain --use-gpu ...    # same recipe without Ray, on one device
 python jobs/train.py --config runs/sweep1/best_config.json --epochs 30 --run-name best   # flags override the file
 python jobs/train.py --arch cnn_attn --epochs 2 --print-config > my.yaml   # every setting, as a --config file
-ray job submit --working-dir . -- python jobs/train.py --data s3://bucket/fer2013.parquet ...
+ray job submit --working-dir . -- python jobs/train.py --data s3://bucket/fer2013.parquet \
+    --storage-path s3://bucket/fer_ray/runs ...   # a relative path there is refused: it would vanish at `ray stop`
 
 --arch picks the architecture (--model, its old spelling here, still works with a warning).
 """
