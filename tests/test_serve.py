@@ -111,7 +111,9 @@ def url(ray_local, artifact_dir, key_file) -> str:
         "body_timeout_s": BODY_TIMEOUT_S,
         "api_key_file": str(key_file),
     }
-    serve.run(build_app(args), name=APP, route_prefix=PREFIX)
+    # Replicas log every request at INFO (access logs, useful in production); here they would interleave
+    # with pytest's own output, so only warnings and errors are kept.
+    serve.run(build_app(args), name=APP, route_prefix=PREFIX, logging_config={"log_level": "WARNING"})
     yield f"http://127.0.0.1:{port}{PREFIX}"
     serve.delete(APP)
     serve.shutdown()
