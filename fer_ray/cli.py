@@ -274,12 +274,12 @@ def _add_flag(g, f: dataclasses.Field, tp: Any, meta: Mapping[str, Any], path: t
         # INPUT... (a tuple) or one optional ARTIFACT; with a flag, `--model X` works as well (the two add up)
         many = typing.get_origin(inner) is tuple
         metavar = meta.get("metavar", f.name.upper())
-        pos_help = f"{help_text} (default: {shown})" if not meta.get("flag") else f"same as {meta['flag']}"
+        pos_help = _with_default(help_text, shown) if not meta.get("flag") else f"same as {meta['flag']}"
         g.add_argument(dest, metavar=metavar, nargs="*" if many else "?", help=_esc(pos_help), **_no_dest(kw))
         if not meta.get("flag"):
             return
         kw.update(extend=many, metavar=metavar, type=str)
-        g.add_argument(meta["flag"], help=_esc(f"{help_text} (default: {shown})"), **kw)
+        g.add_argument(meta["flag"], help=_esc(_with_default(help_text, shown)), **kw)
         return
     flag = meta.get("flag")
     if nested_config(tp) is not None or inner is bool:
@@ -304,7 +304,12 @@ def _add_flag(g, f: dataclasses.Field, tp: Any, meta: Mapping[str, Any], path: t
     if deprecated:
         help_text += f"; {', '.join(deprecated)}: deprecated spelling"
     kw.update(deprecated=deprecated, canonical=flag, note=meta.get("deprecated_note", ""))
-    g.add_argument(flag, *aliases, *deprecated, help=_esc(f"{help_text} (default: {shown})"), **kw)
+    g.add_argument(flag, *aliases, *deprecated, help=_esc(_with_default(help_text, shown)), **kw)
+
+
+def _with_default(help_text: str, shown: str) -> str:
+    """The help with its default, unless that is empty (an empty list): the help then says what unset means."""
+    return f"{help_text} (default: {shown})" if shown else help_text
 
 
 def _no_dest(kw: dict[str, Any]) -> dict[str, Any]:

@@ -379,3 +379,13 @@ def test_job_without_the_virtualenv_says_how_to_run_it():
     err = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(err) == 1, res.stderr[-2000:]
     assert err[0].startswith("fer_ray: error: ") and "virtualenv" in err[0] and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("job", ["score", "train", "tune", "evaluate", "serve", "export_onnx", "calibrate"])
+def test_help_shows_no_empty_default(job, capsys):
+    """An empty list default read "(default: )" (INPUT, --teachers): the help says what leaving it out means."""
+    mod = importlib.import_module(f"jobs.{job}")
+    with pytest.raises(SystemExit):
+        mod.main(["--help"])
+    text = capsys.readouterr().out
+    assert "usage:" in text and "(default: )" not in text
