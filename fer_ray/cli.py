@@ -308,8 +308,7 @@ def _add_flag(g, f: dataclasses.Field, tp: Any, meta: Mapping[str, Any], path: t
 
 
 def _with_default(help_text: str, shown: str) -> str:
-    """The help with its default, unless that is empty (an empty list): the help then says what unset means."""
-    return f"{help_text} (default: {shown})" if shown else help_text
+    return f"{help_text} (default: {shown})"
 
 
 def _no_dest(kw: dict[str, Any]) -> dict[str, Any]:
@@ -328,7 +327,7 @@ def _show(v: Any) -> str:
     if v is None:
         return "unset"
     if isinstance(v, tuple | list):
-        return ",".join(map(str, v))
+        return ",".join(map(str, v)) or "none"  # not "(default: )"
     if isinstance(v, bool):
         return "on" if v else "off"
     return str(v)

@@ -383,7 +383,7 @@ def test_job_without_the_virtualenv_says_how_to_run_it():
 
 @pytest.mark.parametrize("job", ["score", "train", "tune", "evaluate", "serve", "export_onnx", "calibrate"])
 def test_help_shows_no_empty_default(job, capsys):
-    """An empty list default read "(default: )" (INPUT, --teachers): the help says what leaving it out means."""
+    """An empty list default read "(default: )" (INPUT, --teachers); it reads "(default: none)"."""
     mod = importlib.import_module(f"jobs.{job}")
     with pytest.raises(SystemExit):
         mod.main(["--help"])
