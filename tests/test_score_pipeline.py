@@ -475,3 +475,9 @@ def test_cli_run_prints_no_error_level_line(tmp_path):
     errors = [line for line in res.stderr.splitlines() if re.search(r" E \d+ \d+\]|\bERROR\b|Traceback", line)]
     assert errors == [], errors
     assert "complete: yes" in res.stdout and "report.html" in res.stdout
+    # The rows' `uncertain` flags are counted in the summary, the table and the report.
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    rows = _rows(tmp_path / "out")
+    assert summary["uncertain_faces"] == int(rows["uncertain"].fillna(False).astype(bool).sum())
+    assert ("below the model's calibrated confidence cut-off" in res.stdout) == (summary["uncertain_faces"] > 0)
+    assert "uncertain faces" in (tmp_path / "out" / "report.html").read_text()

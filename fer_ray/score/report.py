@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from fer_ray.data.sources import S3Settings, is_transient_error
 from fer_ray.labels import EMOTIONS
@@ -172,8 +173,12 @@ def summarize(
     image_hashes: list[np.ndarray] = []
     table = LeastConfident(REPORT_ROWS if max_rows is None else max_rows)
     parts = store.part_files()
+    uncertain = 0
     for part in parts:
-        df = store.read_part(part, _COLUMNS).to_pandas()
+        try:
+            df = store.read_part(part, [*_COLUMNS, "uncertain"]).to_pandas()
+        except pa.ArrowInvalid:  # part files written before rows had the flag
+            df = store.read_part(part, _COLUMNS).to_pandas()
         h = key_hash(df)
         if listed is not None:
             keep = np.isin(h, listed)
@@ -195,6 +200,8 @@ def summarize(
         ok = df[status == "ok"]
         table.add(ok, h[(status == "ok").to_numpy()])
         faces += len(ok)
+        if "uncertain" in ok:
+            uncertain += int(ok["uncertain"].fillna(False).astype(bool).sum())
         emotions.update(ok["emotion"].value_counts().to_dict())
         ok_dirs = _dirnames(ok["path"])
         per_dir_emotions.update(Counter(zip(ok_dirs, ok["emotion"], strict=True)))
@@ -249,6 +256,8 @@ def summarize(
         "images_by_status": {s: int(images_by_status.get(s, 0)) for s in ("ok", "no_face", "error")},
         "rows_by_status": {s: int(rows_by_status.get(s, 0)) for s in ("ok", "no_face", "error")},
         "emotions": {e: int(emotions.get(e, 0)) for e in EMOTIONS},
+        # faces whose top probability is below the model's calibrated cut-off (artifact.json "uncertain_below")
+        "uncertain_faces": uncertain,
         "emotions_by_folder": by_folder,
         "images_by_folder": {f: int(by_folder_images[f]) for f in top_folders},
         "mean_confidence": round(conf_sum / faces, 4) if faces else None,
@@ -436,6 +445,10 @@ def render_html(summary: dict[str, Any]) -> str:
         ("images in / image rows out", f"{s['images_in']:,} / {s['image_rows_out']:,}"),
         ("complete (every input exactly once)", "yes" if s["complete"] else "NO"),
         ("faces", f"{s['faces']:,}"),
+        (
+            "uncertain faces (below the model's calibrated confidence cut-off: read as a guess)",
+            f"{s.get('uncertain_faces', 0):,} ({100 * s.get('uncertain_faces', 0) / max(1, s['faces']):.0f}%)",
+        ),
         ("images: ok / no face / error", " / ".join(f"{s['images_by_status'][k]:,}" for k in STATUSES)),
         ("mean confidence", s["mean_confidence"] if s["mean_confidence"] is not None else "-"),
         ("last run", f"{run.get('run_id', '-')}: {throughput_line(run)}" if run else "-"),
@@ -496,6 +509,15 @@ def format_table(summary: dict[str, Any]) -> str:
         f"{'status':<10} ok {st['ok']:,}  no_face {st['no_face']:,}  error {st['error']:,}",
         f"{'faces':<10} {s['faces']:,}",
         f"{'emotions':<10} {emo or '-'}",
+        *(
+            [
+                f"{'uncertain':<10} {s['uncertain_faces']:,} of {s['faces']:,} faces "
+                f"({100 * s['uncertain_faces'] / faces:.0f}%) are below the model's calibrated confidence cut-off: "
+                "read their emotion as a guess"
+            ]
+            if s.get("uncertain_faces")
+            else []
+        ),
     ]
     if s["errors_by_reason"]:
         lines.append(f"{'errors':<10} " + "  ".join(f"{r}: {n}" for r, n in s["errors_by_reason"].items()))
