@@ -48,7 +48,7 @@ from fer_ray.progress import Poller, Progress, ProgressCounter, progress_mode, w
 from fer_ray.runtime import LOCAL, init_ray, resolve_address
 from fer_ray.score.config import DetectConfig, ScoreConfig
 from fer_ray.score.faces import faces_from_bytes
-from fer_ray.score.store import CONFIG_FILE, ROWS_DIR, RUNS_DIR, OutputStore, RunLock, key_hash
+from fer_ray.score.store import CONFIG_FILE, ROWS_DIR, RUNS_DIR, OutputStore, RunLock, ScanResult, key_hash
 
 if TYPE_CHECKING:
     from fer_ray.artifact import Artifact
@@ -550,9 +550,8 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
         lock.release()
 
 
-def _all_scored(store: OutputStore, listing: pd.DataFrame, model_id: str) -> bool:
-    """Every listed input has current rows of ``model_id`` alone in ``store``: nothing to score or retry."""
-    scan = store.scan()
+def _all_scored(scan: ScanResult, listing: pd.DataFrame, model_id: str) -> bool:
+    """Every listed input has current rows of ``model_id`` alone in the scanned store: nothing to score or retry."""
     if not scan.rows or set(scan.models) - {model_id}:
         return False
     listed = key_hash(listing)
@@ -586,7 +585,9 @@ def _score_locked(
     )
     n_list_errors = int(listing["error"].notna().sum())
     logger.info("listed %d inputs (%d could not be listed and become error rows)", len(listing), n_list_errors)
-    if not cfg.overwrite and _all_scored(store, listing, artifact.model_id):
+    # One scan of OUT per run (it also deletes part files a killed run left half-written, and records them).
+    scan = None if cfg.overwrite else store.scan()
+    if scan is not None and _all_scored(scan, listing, artifact.model_id):
         # A rerun with nothing new needs no Ray (its start-up is most of a small job): the report is rewritten.
         logger.info("every input is already scored by %s; Ray is not started", artifact.model_id)
         gpus = 0.0
@@ -603,7 +604,7 @@ def _score_locked(
 
     if cfg.overwrite:
         store.clear()
-    scan = store.scan()
+        scan = store.scan()
     others = sorted(m for m in scan.models if m != artifact.model_id)
     if others and not cfg.allow_mixed_models:
         raise MixedModelsError(
