@@ -376,7 +376,7 @@ def _verified(
     p: Path, meta: dict[str, Any], runner: Engine, preprocess: PreprocessConfig, threads: int
 ) -> tuple[Engine, HostCheck | None]:
     """``runner`` if it passes the host check, else fp32 ONNX (itself checked), with one warning line."""
-    check = load_check(p) if (p / CHECK_FILE).is_file() else None
+    check = load_check(p)
     if check is None and runner.name == "onnx":
         return runner, None  # exported before the check: fp32 runs as PyTorch does, int8 is refused
     if check is None:
