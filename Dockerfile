@@ -33,4 +33,4 @@ COPY --chown=ray:users jobs ./jobs
 COPY --chown=ray:users examples ./examples
 COPY --chown=ray:users serve_config.yaml MODEL_CARD.md ./
 RUN pip install --no-deps -e . \
-    && python -c "import fer_ray, ray; from fer_ray.artifact import load_artifact; load_artifact(); print('fer_ray', fer_ray.__file__, 'ray', ray.__version__)"
+    && python -c "import fer_ray, ray; from fer_ray.inference.artifact import load_artifact; load_artifact(); print('fer_ray', fer_ray.__file__, 'ray', ray.__version__)"

@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from fer_ray.artifact import load_artifact
-    from fer_ray.onnx_export import labeled_faces
+    from fer_ray.inference.artifact import load_artifact
+    from fer_ray.inference.export import labeled_faces
 
     torch.set_num_threads(a.threads)
     parquet = fer2013_or_exit(a.data)

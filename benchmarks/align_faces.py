@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     import pyarrow.parquet as pq
     from PIL import Image
 
-    from fer_ray.artifact import load_artifact
+    from fer_ray.inference.artifact import load_artifact
     from fer_ray.score.config import DetectConfig
     from fer_ray.score.faces import faces_from_bytes
 

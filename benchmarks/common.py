@@ -100,7 +100,7 @@ def machine_info(**extra: Any) -> dict[str, Any]:
     """Facts that make a figure comparable: cores, load while it ran, versions."""
     import ray
 
-    from fer_ray.host_check import cpu_description
+    from fer_ray.inference.host_check import cpu_description
 
     info = {
         "cpu": cpu_description(),  # model and the flags that decide speed and int8 answers

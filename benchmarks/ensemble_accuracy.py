@@ -26,8 +26,8 @@ SPLITS = {"val": "PublicTest", "test": "PrivateTest"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fer_ray.artifact import load_artifact
-    from fer_ray.onnx_export import labeled_faces
+    from fer_ray.inference.artifact import load_artifact
+    from fer_ray.inference.export import labeled_faces
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="+", help="shipped names or artifact paths")

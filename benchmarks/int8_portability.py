@@ -83,11 +83,11 @@ def main() -> None:
     if qemu is None:
         sys.exit("needs QEMU's user mode to emulate an AVX2-only CPU: apt-get install qemu-user")
 
-    from fer_ray.artifact import SHIPPED_MODELS, load_artifact
-    from fer_ray.engine import ONNX_FILES, model_input
-    from fer_ray.host_check import compare, cpu_description, load_check
-    from fer_ray.onnx_export import labeled_faces
-    from fer_ray.quantize import CALIBRATION_FACES, int8_pair_bound, quantize_int8
+    from fer_ray.inference.artifact import SHIPPED_MODELS, load_artifact
+    from fer_ray.inference.engine import ONNX_FILES, model_input
+    from fer_ray.inference.export import labeled_faces
+    from fer_ray.inference.host_check import compare, cpu_description, load_check
+    from fer_ray.inference.quantize import CALIBRATION_FACES, int8_pair_bound, quantize_int8
 
     data = fer2013_or_exit(a.data)
     rows = []

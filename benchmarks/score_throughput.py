@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     import torch
 
-    from fer_ray.artifact import load_artifact
+    from fer_ray.inference.artifact import load_artifact
     from fer_ray.runtime import RayConfig, init_ray
 
     work = Path(a.work)

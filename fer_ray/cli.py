@@ -421,7 +421,7 @@ def train_parser(description: str | None = None) -> Parser:
 
 def tune_parser(description: str | None = None) -> Parser:
     """The flags of jobs/tune.py: SweepConfig's fields, the training ones flat (``--epochs``: 4 by default)."""
-    from fer_ray.tune_config import SweepConfig
+    from fer_ray.tune.config import SweepConfig
 
     return config_parser(
         SweepConfig,
@@ -509,7 +509,7 @@ def check_model(spec: str | None, flag: str = "--model", engine: str | None = No
     if is_remote(spec):
         check_bucket(str(spec), flag)
         return
-    from fer_ray.artifact import META, WEIGHTS, load_artifact, resolve_model
+    from fer_ray.inference.artifact import META, WEIGHTS, load_artifact, resolve_model
 
     p = resolve_model(spec)
     spec = spec if spec is not None else "default"  # what the messages call it
@@ -534,7 +534,7 @@ def local_artifact_dir(spec: str | None, verb: str) -> str:
     if is_remote(spec):
         raise UserError(f"--model {spec}: this job updates an artifact in place", "copy it to a local directory first")
     check_model(spec)
-    from fer_ray.artifact import resolve_model
+    from fer_ray.inference.artifact import resolve_model
 
     return str(resolve_model(spec))
 

@@ -28,9 +28,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from fer_ray.artifact import WEIGHTS, Artifact
-from fer_ray.calibration import ece
 from fer_ray.data import decode, read_labeled
+from fer_ray.inference.artifact import WEIGHTS, Artifact
+from fer_ray.inference.calibration import ece
 from fer_ray.labels import EMOTIONS, NUM_CLASSES
 from fer_ray.models import count_parameters, multiply_adds
 from fer_ray.progress import Progress, iterate, without_ray_data_bars
@@ -356,9 +356,9 @@ def engine_results(
     """
     import os
 
-    from fer_ray.artifact import load_artifact
-    from fer_ray.engine import ENGINES, ONNX_FILES
-    from fer_ray.onnx_export import engine_accuracy, labeled_faces
+    from fer_ray.inference.artifact import load_artifact
+    from fer_ray.inference.engine import ENGINES, ONNX_FILES
+    from fer_ray.inference.export import engine_accuracy, labeled_faces
 
     if artifact.path is None:
         return []

@@ -75,7 +75,7 @@ def download_dir(location: Location, local_dir: Location) -> Path:
 
 
 def local_artifact(location: Location | None) -> Path | None:
-    """A local directory holding the artifact at ``location``, for :func:`fer_ray.artifact.load_artifact`.
+    """A local directory holding the artifact at ``location``, for :func:`fer_ray.inference.artifact.load_artifact`.
 
     Local paths (and ``None``, the shipped model) pass through; an ``s3://`` artifact is
     downloaded once to a temporary directory that is removed when the process exits.

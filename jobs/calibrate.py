@@ -45,7 +45,7 @@ def main(argv: list[str]) -> int:
     cfg, ns = parse_config(get_args_parser(), argv)
     artifact = local_artifact_dir(cfg.model, "calibrate")
     source = check_data(cfg.data, need="labelled data with a validation split (calibration is fitted on it)")
-    from fer_ray.calibration import calibrate_artifact
+    from fer_ray.inference.calibration import calibrate_artifact
 
     before_ray(ns)
 

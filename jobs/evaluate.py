@@ -26,7 +26,7 @@ from fer_ray.cli import (
     run_cli,
 )
 from fer_ray.config import MODEL_HELP, RAY_FLAGS, setting
-from fer_ray.engine import ENGINES
+from fer_ray.inference.engine import ENGINES
 from fer_ray.runtime import RayConfig
 
 
@@ -67,8 +67,8 @@ def main(argv: list[str]) -> int:
     if cfg.photos:
         check_input_path(cfg.photos, "--photos", "pass a folder of face photos")
 
-    from fer_ray.artifact import load_artifact
     from fer_ray.evaluate import EvalConfig, engines_markdown, evaluate_all, external_photos, markdown_table
+    from fer_ray.inference.artifact import load_artifact
     from fer_ray.runtime import init_ray
     from fer_ray.storage import local_artifact
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from fer_ray.cli import Parser, before_ray, check_data, config_parser, local_artifact_dir, parse_config, run_cli
 from fer_ray.config import setting
-from fer_ray.quantize import CALIBRATION_FACES
+from fer_ray.inference.quantize import CALIBRATION_FACES
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
     cfg, ns = parse_config(get_args_parser(), argv)
     artifact = local_artifact_dir(cfg.model, "export")
     source = check_data(cfg.data, need="labelled data (the int8 model is calibrated on its training faces)")
-    from fer_ray.onnx_export import export_engines_from_source
+    from fer_ray.inference.export import export_engines_from_source
 
     before_ray(ns)
 
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
         accs = [e.get(k) for k in ("val_accuracy", "val_accuracy_single", "val_accuracy_flip_tta")]
         accs_s = " ".join(f"{'-' if v is None else f'{v:.2%}':>8}" for v in accs)
         print(f"{name:<10} {e['file']:<16} {size:>5.2f} {accs_s}  {e['sha256'][:16]}")
-    from fer_ray.artifact import load_artifact
+    from fer_ray.inference.artifact import load_artifact
 
     for name in ("onnx-int8", "onnx"):  # checked here as on every host that loads them
         print(load_artifact(artifact, engine=name).host_check.line())

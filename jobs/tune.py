@@ -10,7 +10,7 @@
 Everything lands under --storage-path/--run-name: sweep.csv, sweep.md, asha.png, best/artifact/ and
 best_config.json (train it with `jobs/train.py --config .../best_config.json`). --epochs counts joint
 epochs (ASHA's max); other training flags (batch size, workers, ...) apply to every trial unless the space
-samples them. The named spaces are in fer_ray/search_spaces.py (--show-space prints the resolved one).
+samples them. The named spaces are in fer_ray/tune/spaces.py (--show-space prints the resolved one).
 A --config file holds the sweep's settings with the training ones under `base:` (see --print-config).
 --model and --name, the old spellings of --arch and --run-name, still work with a warning.
 """
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
         return 0
     check_data(cfg.base.data, need="training data")
     check_output_dir(cfg.base.storage_path, "--storage-path")
-    from fer_ray.tune import check_rerun, sweep
+    from fer_ray.tune.sweep import check_rerun, sweep
 
     check_rerun(cfg)  # a changed rerun of a sweep is one line, before Ray starts
     before_ray(a)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_ray.artifact import META, load_artifact, save_artifact
+from fer_ray.inference.artifact import META, load_artifact, save_artifact
 from fer_ray.labels import EMOTIONS
 from fer_ray.models import ModelConfig, create_model
 from fer_ray.preprocess import PreprocessConfig, normalize
@@ -71,7 +71,7 @@ def test_flip_tta_averages_the_mirror_image(tmp_path):
 def test_shipped_default_model_is_self_contained():
     """The package's default artifact loads (weights hash checked), fits the size budget and
     names nothing on the machine that trained it: it ships to every user."""
-    from fer_ray.artifact import DEFAULT_MODEL_DIR, WEIGHTS
+    from fer_ray.inference.artifact import DEFAULT_MODEL_DIR, WEIGHTS
 
     art = load_artifact(DEFAULT_MODEL_DIR)
     assert art.labels == EMOTIONS and art.flip_tta
@@ -82,7 +82,7 @@ def test_shipped_default_model_is_self_contained():
 def test_tampered_truncated_or_empty_weights_refused(tmp_path):
     """Weights changed after export (same size, cut short, emptied) never load: one error names the file and both
     hashes, instead of silently scoring with other weights or a raw PyTorch reader error."""
-    from fer_ray.artifact import WEIGHTS, ArtifactIntegrityError, sha256_file
+    from fer_ray.inference.artifact import WEIGHTS, ArtifactIntegrityError, sha256_file
 
     src = save_artifact(create_model("cnn_attn"), ModelConfig(name="cnn_attn"), tmp_path / "src")
     recorded = sha256_file(src / WEIGHTS)
@@ -106,7 +106,7 @@ def test_a_path_under_home_may_be_written_with_a_tilde(tmp_path, monkeypatch):
     """``--teachers ~/a,~/b``: the shell leaves the second ``~`` as it is, the loader expands it."""
     import shutil
 
-    from fer_ray.artifact import DEFAULT_MODEL_DIR
+    from fer_ray.inference.artifact import DEFAULT_MODEL_DIR
 
     monkeypatch.setenv("HOME", str(tmp_path))
     shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "models" / "m")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_ray.calibration import ece, ece_gain, fit_temperature, reliability, softmax, uncertain_threshold
 from fer_ray.config import fer2013_parquet
+from fer_ray.inference.calibration import ece, ece_gain, fit_temperature, reliability, softmax, uncertain_threshold
 
 
 def _overconfident(n: int = 4000, true_t: float = 2.5, seed: int = 0):
@@ -82,8 +82,8 @@ def test_shipped_models_keep_a_temperature_only_where_validation_says_it_helps(n
     temperature fitted on PublicTest is kept only if it lowers PublicTest ECE by more than twice the bootstrap noise
     of that gain (label smoothing often leaves a model calibrated already), and a kept one also lowers ECE on
     PrivateTest, which it never saw."""
-    from fer_ray.artifact import load_artifact
-    from fer_ray.onnx_export import labeled_faces
+    from fer_ray.inference.artifact import load_artifact
+    from fer_ray.inference.export import labeled_faces
 
     art = load_artifact(name, engine="torch")
     cal = art.meta["metrics"]["calibration"]

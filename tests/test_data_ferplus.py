@@ -86,9 +86,9 @@ def test_plain_training_on_ferplus_labels(tmp_path):
     assert res.counts["labels"] == "ferplus"
     assert sum(res.counts["train"]) == int((t["usage"] == "Training").sum()) - 2
     # the artifact's engines and confidence are measured against the labels it learnt
-    from fer_ray.artifact import load_artifact
-    from fer_ray.calibration import calibrate_artifact
-    from fer_ray.onnx_export import export_engines_from_source
+    from fer_ray.inference.artifact import load_artifact
+    from fer_ray.inference.calibration import calibrate_artifact
+    from fer_ray.inference.export import export_engines_from_source
 
     assert load_artifact(res.artifact_dir).label_set == "ferplus"
     public = int((t["usage"] == "PublicTest").sum())  # every PublicTest row has a FER+ majority here

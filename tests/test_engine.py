@@ -1,4 +1,4 @@
-"""Inference engines (fer_ray.engine, fer_ray.onnx_export): ONNX Runtime fp32 and int8 agree with PyTorch."""
+"""Inference engines (fer_ray.inference.engine, .export): ONNX Runtime fp32 and int8 agree with PyTorch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_ray.artifact import (
+from fer_ray.inference.artifact import (
     DEFAULT_MODEL_DIR,
     META,
     SHIPPED_MODELS,
@@ -21,13 +21,13 @@ from fer_ray.artifact import (
     save_artifact,
     sha256_file,
 )
-from fer_ray.engine import ENGINES, ONNX_FILES, TorchEngine, model_input
-from fer_ray.host_check import CHECK_FILE, compare, cpu_description, load_check, make_check_faces
-from fer_ray.host_check import check_engine as check_on_host
+from fer_ray.inference.engine import ENGINES, ONNX_FILES, TorchEngine, model_input
+from fer_ray.inference.export import export_engines
+from fer_ray.inference.host_check import CHECK_FILE, compare, cpu_description, load_check, make_check_faces
+from fer_ray.inference.host_check import check_engine as check_on_host
+from fer_ray.inference.quantize import INT16_MAX, int8_pair_bound, quantize_int8
 from fer_ray.models import ModelConfig, create_model
-from fer_ray.onnx_export import export_engines
 from fer_ray.preprocess import PreprocessConfig, normalize, preprocess_bytes
-from fer_ray.quantize import INT16_MAX, int8_pair_bound, quantize_int8
 from tests.helpers_score import EXAMPLES
 
 
@@ -71,7 +71,7 @@ def test_shipped_model_engines_agree_with_torch_on_real_faces():
 def test_shipped_int8_same_top_class_on_private_test(fer2013_path):
     """On any CPU: the int8 files cannot saturate (test_shipped_int8_cannot_saturate), so this agreement,
     measured on a VNNI host, is also what an AVX2-only host gets (bit-identical logits there, docs/RESULTS.md)."""
-    from fer_ray.onnx_export import labeled_faces
+    from fer_ray.inference.export import labeled_faces
 
     torch_art = load_artifact(engine="torch")
     int8 = load_artifact(engine="onnx-int8", threads=2)
@@ -156,10 +156,10 @@ def test_int8_that_strays_on_this_host_falls_back_to_fp32(tmp_path, caplog):
     import logging
 
     path = _degraded_copy(DEFAULT_MODEL_DIR, tmp_path / "degraded")
-    with caplog.at_level(logging.WARNING, logger="fer_ray.artifact"):
+    with caplog.at_level(logging.WARNING, logger="fer_ray.inference.artifact"):
         art = load_artifact(path)  # the default: int8 by the accuracy recorded at export
     assert art.engine_name == "onnx" and art.model_id.endswith("+onnx") and art.host_check.passed
-    lines = [r.getMessage() for r in caplog.records if r.name == "fer_ray.artifact"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "fer_ray.inference.artifact"]
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"onnx-int8 on {cpu_description()}: same top class as fp32 on ")
     assert "running onnx (fp32) instead" in lines[0] and "check faces" in lines[0]
@@ -329,7 +329,7 @@ def test_onnx_engines_load_and_score_without_importing_torch():
 
     code = (
         "import sys, numpy as np\n"
-        "from fer_ray.artifact import load_artifact\n"
+        "from fer_ray.inference.artifact import load_artifact\n"
         "from fer_ray.score import ScoreConfig, score\n"
         "a = load_artifact('default', engine='onnx-int8')\n"
         "p = a.predict_proba(np.full((3, 48, 48), 128, np.uint8))\n"

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_ray.artifact import load_artifact, save_artifact
 from fer_ray.config import fer2013_parquet
 from fer_ray.evaluate import EvalConfig, choose_split, confusion, evaluate_all, per_class
+from fer_ray.inference.artifact import load_artifact, save_artifact
 from fer_ray.labels import EMOTIONS
 from fer_ray.models import ModelConfig, create_model
 from tests.fer_fixtures import synthetic_face, write_tiny_fer_parquet
@@ -36,7 +36,7 @@ def test_evaluate_all_writes_tables(ray_local, tmp_path):
         for e in range(2)
     ]  # fmt: skip
     path = save_artifact(create_model(cfg), cfg, tmp_path / "m", metrics={"history": history}, flip_tta=True)
-    from fer_ray.onnx_export import export_engines_from_source
+    from fer_ray.inference.export import export_engines_from_source
 
     engines = export_engines_from_source(path, data, calib_size=16)  # calibrated on its Training rows
     assert engines["torch"]["val_accuracy"] is not None and engines["onnx-int8"]["sha256"]
@@ -136,9 +136,9 @@ def test_evaluate_own_folders_without_private_test(ray_local, tmp_path, caplog):
 def test_shipped_model_on_ferplus_labels():
     """The FER+ evaluation scores the 3,105 PrivateTest faces that have a FER+ label against both label sets, with the
     artifact's own TTA setting, from the same predictions."""
-    from fer_ray.calibration import ece
     from fer_ray.data.ferplus import labelled_faces
     from fer_ray.evaluate import ferplus_markdown, ferplus_metrics
+    from fer_ray.inference.calibration import ece
 
     art = load_artifact("cnn_attn", engine="torch")
     f = ferplus_metrics(art, str(fer2013_parquet()))

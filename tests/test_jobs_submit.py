@@ -122,7 +122,7 @@ def test_submit_train_job(head_cluster, tmp_path):
 
 
 def test_submit_score_job(head_cluster, tmp_path):
-    from fer_ray.artifact import save_artifact
+    from fer_ray.inference.artifact import save_artifact
     from fer_ray.models import ModelConfig, create_model
 
     address, env = head_cluster

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from fer_ray.artifact import SHIPPED_MODELS, WEIGHTS, load_artifact, sha256_file
 from fer_ray.config import fer2013_parquet
+from fer_ray.inference.artifact import SHIPPED_MODELS, WEIGHTS, load_artifact, sha256_file
 
 SHIPPED = sorted({name for name, d in SHIPPED_MODELS.items() if name != "default" and d.is_dir()})
 
@@ -29,7 +29,7 @@ def test_card_names_the_shipped_weights(name):
 @pytest.mark.skipif(fer2013_parquet() is None, reason="full FER2013 (../shared/data/fer2013) not present")
 @pytest.mark.parametrize("name", SHIPPED)
 def test_seeded_private_sample_scores_what_the_card_states(name):
-    from fer_ray.onnx_export import labeled_faces
+    from fer_ray.inference.export import labeled_faces
 
     m = re.search(r"single pass (\d+)/500, flip TTA (\d+)/500", _card(name))
     assert m, f"{name}'s MODEL_CARD.md states no seeded-sample result"
@@ -45,10 +45,10 @@ def test_seeded_private_sample_scores_what_the_card_states(name):
 def test_the_default_is_the_shipped_model_with_the_better_publictest_accuracy():
     """Issue #9's rule, checked on what the artifacts record (their engines' PublicTest accuracy with the
     artifact's own TTA setting), so shipping a better model without switching the default fails here."""
-    from fer_ray.artifact import DEFAULT_MODEL, DEFAULT_MODEL_DIR
+    from fer_ray.inference.artifact import DEFAULT_MODEL, DEFAULT_MODEL_DIR
 
     public = {name: load_artifact(name, engine="torch").meta["engines"]["torch"]["val_accuracy"] for name in SHIPPED}
     assert SHIPPED_MODELS["default"] == DEFAULT_MODEL_DIR == SHIPPED_MODELS[DEFAULT_MODEL]
     assert DEFAULT_MODEL == max(public, key=public.get), public
-    says_default = "the default model (`fer_ray.artifact.DEFAULT_MODEL`)"
+    says_default = "the default model (`fer_ray.inference.artifact.DEFAULT_MODEL`)"
     assert [name for name in SHIPPED if says_default in _card(name)] == [DEFAULT_MODEL]

@@ -122,7 +122,7 @@ def test_log_mode_lines_carry_count_rate_and_eta(caplog, monkeypatch):
 
 def test_scoring_progress_counts_images_and_faces(ray_local, tmp_path, caplog):
     """The inference actors' counts reach the driver (a real Ray actor): the closing line says all images."""
-    from fer_ray.artifact import save_artifact
+    from fer_ray.inference.artifact import save_artifact
     from fer_ray.models import create_model
     from fer_ray.score import ScoreConfig, score
     from tests.helpers_score import copy_samples
@@ -139,7 +139,7 @@ def test_scoring_progress_counts_images_and_faces(ray_local, tmp_path, caplog):
 @pytest.mark.slow
 def test_scoring_cli_shows_a_bar_on_a_terminal(tmp_path):
     """``jobs/score.py`` on a pseudo-terminal: its own private Ray, one bar of images with faces and rate."""
-    from fer_ray.artifact import save_artifact
+    from fer_ray.inference.artifact import save_artifact
     from fer_ray.models import create_model
     from tests.helpers_score import copy_samples
 

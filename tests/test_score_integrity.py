@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fer_ray.artifact import ArtifactIntegrityError, save_artifact
 from fer_ray.data.sources import TRANSIENT_PREFIX, S3Settings, list_images, list_images_and_settings
+from fer_ray.inference.artifact import ArtifactIntegrityError, save_artifact
 from fer_ray.models import ModelConfig, create_model
 from fer_ray.score import ScoreConfig, score
 from fer_ray.score.pipeline import FacePredictor, MixedModelsError, artifact_files
@@ -344,7 +344,7 @@ def test_lock_on_s3_is_exclusive_beats_and_expires(s3_server):
 
 # -- 5: one model per OUT unless asked ------------------------------------------------------------------
 def test_mixed_models_refused_unless_allowed(ray_local, tmp_path, model_dir, other_model_dir):
-    from fer_ray.onnx_export import export_engines
+    from fer_ray.inference.export import export_engines
 
     src, out = tmp_path / "in", tmp_path / "out"
     copy_samples(src, CROPS[:2])

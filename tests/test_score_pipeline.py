@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from fer_ray.artifact import load_artifact, save_artifact
+from fer_ray.inference.artifact import load_artifact, save_artifact
 from fer_ray.labels import EMOTIONS
 from fer_ray.models import ModelConfig, create_model
 from fer_ray.preprocess import PreprocessConfig, decode_image, face_input
@@ -217,8 +217,8 @@ def test_engine_detector_and_tta_choices_reach_the_rows(ray_local, tmp_path, mod
     """--engine, --detector and --no-tta go from the CLI through the actors into every row and the run record."""
     import shutil
 
-    from fer_ray.artifact import sha256_file
-    from fer_ray.onnx_export import export_engines
+    from fer_ray.inference.artifact import sha256_file
+    from fer_ray.inference.export import export_engines
     from jobs.score import main
 
     exported = tmp_path / "model"

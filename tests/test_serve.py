@@ -65,7 +65,7 @@ def _bomb_png(width: int = 50_000, height: int = 50_000) -> bytes:
 def artifact_dir(tmp_path_factory) -> Path:
     import torch
 
-    from fer_ray.artifact import save_artifact
+    from fer_ray.inference.artifact import save_artifact
     from fer_ray.models import ModelConfig, create_model
 
     torch.manual_seed(0)
@@ -74,7 +74,7 @@ def artifact_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def artifact(artifact_dir):
-    from fer_ray.artifact import load_artifact
+    from fer_ray.inference.artifact import load_artifact
 
     return load_artifact(artifact_dir)
 

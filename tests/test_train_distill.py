@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fer_ray.artifact import load_artifact
+from fer_ray.inference.artifact import load_artifact
 from fer_ray.preprocess import PreprocessConfig
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import distill_loss, load_teacher

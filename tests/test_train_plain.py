@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from fer_ray.artifact import load_artifact
+from fer_ray.inference.artifact import load_artifact
 from fer_ray.models import ModelConfig
 from fer_ray.train import recipe
 from fer_ray.train.config import TrainConfig

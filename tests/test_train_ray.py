@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from fer_ray.artifact import load_artifact
+from fer_ray.inference.artifact import load_artifact
 from fer_ray.models import ModelConfig
 from fer_ray.runtime import RayConfig
 from fer_ray.train.config import TrainConfig

@@ -140,7 +140,7 @@ def test_spread_training_and_scoring_jobs(two_nodes, bucket, s3_server, tmp_path
     from ray.job_submission import JobStatus, JobSubmissionClient
     from ray.util.state import list_actors, list_nodes
 
-    from fer_ray.artifact import load_artifact
+    from fer_ray.inference.artifact import load_artifact
     from fer_ray.storage import download_dir
 
     data = write_tiny_fer_parquet(tmp_path / "tiny.parquet", n_per_class=6)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from fer_ray.config import MODEL_HELP, RAY_FLAGS, setting
 from fer_ray.data.sources import S3Settings
-from fer_ray.engine import ENGINES, check_engine
+from fer_ray.inference.engine import ENGINES, check_engine
 from fer_ray.runtime import RayConfig
 
 Detector = Literal["yunet", "haar"]

@@ -51,9 +51,9 @@ from fer_ray.score.faces import faces_from_bytes
 from fer_ray.score.store import CONFIG_FILE, ROWS_DIR, RUNS_DIR, OutputStore, RunLock, ScanResult, key_hash
 
 if TYPE_CHECKING:
-    from fer_ray.artifact import Artifact
+    from fer_ray.inference.artifact import Artifact
 
-# fer_ray.artifact (and with it torch) is imported only where a model is loaded, so that the
+# fer_ray.inference.artifact (and with it torch) is imported only where a model is loaded, so that the
 # CPU-stage workers, which unpickle this module, start without paying for torch.
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ OUTPUT_SCHEMA = pa.schema(
         *[(c, pa.float32()) for c in PROB_COLUMNS],
         ("emotion", pa.string()),
         ("confidence", pa.float32()),
-        # the top probability is below the artifact's calibrated cut-off (fer_ray.calibration)
+        # the top probability is below the artifact's calibrated cut-off (fer_ray.inference.calibration)
         ("uncertain", pa.bool_()),
         ("status", pa.string()),
         ("error", pa.string()),
@@ -216,9 +216,9 @@ def _prepare_one(
 # -- inference stage ------------------------------------------------------------------------------
 def artifact_files(path: str | os.PathLike, engine: str = "torch") -> dict[str, bytes]:
     """The files :func:`load_artifact` reads for ``engine``, shipped to the actors so that they need no shared disk."""
-    from fer_ray.artifact import META, WEIGHTS
-    from fer_ray.engine import ONNX_FILES
-    from fer_ray.host_check import CHECK_FILE
+    from fer_ray.inference.artifact import META, WEIGHTS
+    from fer_ray.inference.engine import ONNX_FILES
+    from fer_ray.inference.host_check import CHECK_FILE
 
     # An ONNX engine is checked on each actor's host, and int8 may fall back to fp32 there.
     onnx = {"onnx": [ONNX_FILES["onnx"]], "onnx-int8": [ONNX_FILES["onnx-int8"], ONNX_FILES["onnx"]]}
@@ -242,7 +242,7 @@ class FacePredictor:
         flip_tta: bool | None = None,
         progress=None,
     ):
-        from fer_ray.artifact import load_artifact
+        from fer_ray.inference.artifact import load_artifact
 
         self.device = "cpu"
         if engine == "torch":  # torch is imported only for it: ONNX Runtime actors start ~2 s sooner without
@@ -528,7 +528,7 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
     own progress bars. ``report_rows``: images in report.html's per-image table (default
     :data:`fer_ray.score.report.REPORT_ROWS`).
     """
-    from fer_ray.artifact import load_artifact
+    from fer_ray.inference.artifact import load_artifact
 
     started = time.time()
     run_id = new_run_id()
@@ -575,7 +575,7 @@ def _score_locked(
     progress: bool | None = None,
     report_rows: int | None = None,
 ) -> ScoreResult:
-    from fer_ray.artifact import load_artifact
+    from fer_ray.inference.artifact import load_artifact
     from fer_ray.score.report import write_report
 
     preprocess = dataclasses.replace(

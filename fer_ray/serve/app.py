@@ -43,7 +43,7 @@ from fer_ray.serve.http import (
 )
 
 # No `from __future__ import annotations`: FastAPI must see real classes (Request) in the route signatures.
-# fer_ray.artifact (and with it torch) is imported only inside the model replica: importing this
+# fer_ray.inference.artifact (and with it torch) is imported only inside the model replica: importing this
 # module, or running the ingress replica, loads no weights and starts no Ray.
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class FERModel:
     """Loads the model artifact once per replica and scores stacked face crops in batches."""
 
     def __init__(self, cfg: ServeConfig):
-        from fer_ray.artifact import load_artifact
+        from fer_ray.inference.artifact import load_artifact
 
         self.device = "cpu"
         if cfg.gpus_per_replica > 0:  # torch only where it may run: an ONNX Runtime replica starts ~2 s sooner
@@ -411,7 +411,7 @@ def create_api(server: FERServer) -> FastAPI:
 # -- building the application -------------------------------------------------------------------
 def build(cfg: ServeConfig | None = None) -> Application:
     """The Serve application for ``cfg``: ``FERServer`` (ingress) bound to ``FERModel``. Loads nothing yet."""
-    from fer_ray.artifact import META, resolve_model
+    from fer_ray.inference.artifact import META, resolve_model
 
     cfg = cfg or ServeConfig()
     model_dir = resolve_model(cfg.model)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_ray.config import MODEL_HELP, field_types, setting, text_parser
-from fer_ray.engine import ENGINES
+from fer_ray.inference.engine import ENGINES
 from fer_ray.score.config import DetectConfig
 
 API_KEY_ENV = "FER_RAY_API_KEY"
@@ -73,7 +73,7 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         if self.engine is not None:
-            from fer_ray.engine import check_engine
+            from fer_ray.inference.engine import check_engine
 
             check_engine(self.engine)
         if isinstance(self.num_replicas, str):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fer_ray.artifact import Artifact, load_artifact
+from fer_ray.inference.artifact import Artifact, load_artifact
 from fer_ray.preprocess import PreprocessConfig
 
 

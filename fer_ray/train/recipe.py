@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer_ray.artifact import SHIPPED_MODELS, Artifact, load_artifact, save_artifact
 from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, UserError, fer2013_parquet
 from fer_ray.data.sources import fingerprint
+from fer_ray.inference.artifact import SHIPPED_MODELS, Artifact, load_artifact, save_artifact
 from fer_ray.models import create_model
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher, load_teacher, teacher_ids

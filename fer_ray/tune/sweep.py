@@ -35,9 +35,9 @@ from fer_ray.config import replace
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.progress import Progress, progress_mode
 from fer_ray.runtime import init_ray, is_verbose
-from fer_ray.search_spaces import apply_params, to_tune
 from fer_ray.train.config import TrainConfig
-from fer_ray.tune_config import SweepConfig
+from fer_ray.tune.config import SweepConfig
+from fer_ray.tune.spaces import apply_params, to_tune
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A sweep's settings: the one source of ``jobs/tune.py``'s flags and ``--config`` keys, and of what a rerun
 of the same sweep may change.
 
-Kept apart from :mod:`fer_ray.tune` (Tune, the trials, the outputs) so that the CLI builds its parser
+Kept apart from :mod:`fer_ray.tune.sweep` (Tune, the trials, the outputs) so that the CLI builds its parser
 without importing Ray.
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fer_ray.config import read_config_file, setting
-from fer_ray.search_spaces import resolve_space
 from fer_ray.train.config import TrainConfig
+from fer_ray.tune.spaces import resolve_space
 
 # Where and how fast trials run: a rerun may change these and still continue the sweep.
 _HOW_IT_RUNS = ("ray", "workers", "cpus_per_worker", "torch_threads", "use_gpu", "placement_strategy", "max_failures")

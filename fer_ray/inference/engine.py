@@ -1,13 +1,13 @@
 """Inference engines: one model, run by PyTorch, ONNX Runtime fp32 or ONNX Runtime static int8.
 
 Every engine maps a face batch to **logits** (B, K). Probabilities, flip TTA (and any
-calibration of the logits) are computed once, in :class:`fer_ray.artifact.Artifact`, so
+calibration of the logits) are computed once, in :class:`fer_ray.inference.artifact.Artifact`, so
 all engines are post-processed identically and differ only in how the network runs.
 
 On 2 CPU cores with the shipped model (batch 256): PyTorch eager ~1,100 faces/s,
 ONNX Runtime fp32 ~3,900, static int8 (QDQ, per-channel, unsigned activations) ~8,300
 at the same accuracy; the exported files and their validation accuracy are recorded in
-``artifact.json`` by :mod:`fer_ray.onnx_export`.
+``artifact.json`` by :mod:`fer_ray.inference.export`.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_ray.engine import INPUT_NAME, model_input
+from fer_ray.inference.engine import INPUT_NAME, model_input
 from fer_ray.preprocess import PreprocessConfig
 
 CALIBRATION_FACES = 512

@@ -4,13 +4,13 @@ An int8 model's answers depend on the CPU: on x86 without VNNI (AVX2-only hosts 
 EPYC), ONNX Runtime's u8s8 kernels add pairs of products in 16 bits, and 8-bit weights saturate
 them (the shipped ``ae_cnn_attn`` fell from 99% to 89% top-1 agreement with fp32 on such a host).
 The exported files are built so this cannot happen (7-bit weights, proved by
-:func:`fer_ray.onnx_export.int8_pair_bound`), but an accuracy recorded on the exporting machine
+:func:`fer_ray.inference.export.int8_pair_bound`), but an accuracy recorded on the exporting machine
 proves nothing about another one, and other runtimes, CPUs or future kernels may differ again.
 So every ONNX engine is checked where it is loaded: it scores a small set of faces stored in the
 artifact (``host_check.npz``, cut from two public-domain photos, no FER2013 pixels) and its
 probabilities are compared with the fp32 reference outputs stored beside them at export.
 
-Below the bounds here, :func:`fer_ray.artifact.load_artifact` falls back from ``onnx-int8`` to
+Below the bounds here, :func:`fer_ray.inference.artifact.load_artifact` falls back from ``onnx-int8`` to
 ``onnx`` (fp32) with one warning line naming the CPU and the figures; rows and run records name
 the engine that actually ran. A check costs ~0.1 s and runs once per process and model file.
 """
@@ -30,10 +30,10 @@ import numpy as np
 from fer_ray.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:
-    from fer_ray.engine import Engine
+    from fer_ray.inference.engine import Engine
 
 CHECK_FILE = "host_check.npz"  # in the artifact directory: faces (N, S, S) uint8, logits (N, K) float32
-PHOTOS_DIR = Path(__file__).resolve().parent / "assets" / "check"
+PHOTOS_DIR = Path(__file__).resolve().parents[1] / "assets" / "check"
 PHOTOS = ("astronaut.jpg", "grace_hopper.jpg")
 VARIANTS_PER_PHOTO = 128
 

@@ -143,8 +143,8 @@ def calibrate_artifact(artifact_dir: str | Path, source: str | Path, batch_size:
     Both are fitted for the probabilities the artifact reports (its flip-TTA setting). Returns
     the record: temperature, cut-off, validation ECE before and after, and the split's size.
     """
-    from fer_ray.artifact import META, load_artifact
-    from fer_ray.onnx_export import validation_faces
+    from fer_ray.inference.artifact import META, load_artifact
+    from fer_ray.inference.export import validation_faces
 
     path = Path(artifact_dir)
     art = load_artifact(path, engine="torch")

@@ -2,14 +2,14 @@
 
 :func:`export_engines` adds both files to an artifact directory (``weights.pt`` is left as
 it is) and records in ``artifact.json``, under ``engines``, each engine's file, sha256 and
-accuracy on the validation split, which is what :func:`fer_ray.artifact.default_engine`
+accuracy on the validation split, which is what :func:`fer_ray.inference.artifact.default_engine`
 decides by. It runs at the end of training, and on an existing artifact to upgrade it in
 place (``python jobs/export_onnx.py ARTIFACT``).
 
 The int8 model is quantized statically in QDQ format, per channel, with unsigned (QUInt8)
-activations and signed 7-bit weights, calibrated on training faces only (:mod:`fer_ray.quantize`:
+activations and signed 7-bit weights, calibrated on training faces only (:mod:`fer_ray.inference.quantize`:
 ~2x faster than fp32 within 0.15 point, and the same answers on CPUs with and without VNNI).
-The export also stores ``host_check.npz`` (:mod:`fer_ray.host_check`): faces from public-domain
+The export also stores ``host_check.npz`` (:mod:`fer_ray.inference.host_check`): faces from public-domain
 photos and the fp32 model's logits on them, against which every host checks its engines.
 """
 
@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from fer_ray.artifact import META, WEIGHTS, load_artifact, sha256_file
-from fer_ray.engine import ENGINES, INPUT_NAME, ONNX_FILES, OUTPUT_NAME, ort_version
-from fer_ray.host_check import CHECK_FILE, PHOTOS, compare, cpu_description, make_check_faces, save_check
+from fer_ray.inference.artifact import META, WEIGHTS, load_artifact, sha256_file
+from fer_ray.inference.engine import ENGINES, INPUT_NAME, ONNX_FILES, OUTPUT_NAME, ort_version
+from fer_ray.inference.host_check import CHECK_FILE, PHOTOS, compare, cpu_description, make_check_faces, save_check
+from fer_ray.inference.quantize import CALIBRATION_FACES, INT16_MAX, QUANTIZATION, int8_pair_bound, quantize_int8
 from fer_ray.labels import USAGE_TO_SPLIT
 from fer_ray.preprocess import PreprocessConfig
-from fer_ray.quantize import CALIBRATION_FACES, INT16_MAX, QUANTIZATION, int8_pair_bound, quantize_int8
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ An artifact is a directory with ``weights.pt`` (a plain ``state_dict``) and
 ``artifact.json`` (model config, label map, preprocessing parameters, training
 metrics, data fingerprint, weights hash). It needs no training config to load.
 Exported artifacts also hold ``model.onnx`` and ``model.int8.onnx`` (see
-:mod:`fer_ray.onnx_export`), recorded under ``engines`` with their hashes and
+:mod:`fer_ray.inference.export`), recorded under ``engines`` with their hashes and
 validation accuracy; :func:`load_artifact` runs whichever engine is asked for, or
 the fastest one whose recorded accuracy matches the PyTorch model's.
 """
@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fer_ray.engine import ENGINES, ONNX_FILES, Engine, OnnxEngine, TorchEngine, check_engine
-from fer_ray.host_check import CHECK_FILE, HostCheck, load_check
-from fer_ray.host_check import check_engine as check_on_host
+from fer_ray.inference.engine import ENGINES, ONNX_FILES, Engine, OnnxEngine, TorchEngine, check_engine
+from fer_ray.inference.host_check import CHECK_FILE, HostCheck, load_check
+from fer_ray.inference.host_check import check_engine as check_on_host
 from fer_ray.labels import EMOTIONS
 from fer_ray.models import ModelConfig
 from fer_ray.preprocess import PreprocessConfig
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 WEIGHTS = "weights.pt"
 META = "artifact.json"
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # Models shipped in the package, one directory per architecture, loadable by name wherever an
 # artifact path is accepted.
 SHIPPED_MODELS: dict[str, Path] = {"ae_cnn_attn": ASSETS / "ae_cnn_attn", "cnn_attn": ASSETS / "cnn_attn"}
@@ -113,12 +113,12 @@ class Artifact:
     flip_tta: bool = False
     # What runs the network (torch, onnx, onnx-int8); None: the PyTorch model itself.
     engine: Engine | None = None
-    # Calibration (fer_ray.calibration, fitted on the validation split and recorded in
+    # Calibration (fer_ray.inference.calibration, fitted on the validation split and recorded in
     # artifact.json "inference"): probabilities are softmax(logits / temperature), and a top
     # probability below ``uncertain_below`` is flagged as uncertain in reports and answers.
     temperature: float = 1.0
     uncertain_below: float | None = None
-    # The engine's check on this host (fer_ray.host_check), None for torch or when not verified.
+    # The engine's check on this host (fer_ray.inference.host_check), None for torch or when not verified.
     host_check: HostCheck | None = None
 
     @property
@@ -318,7 +318,7 @@ def load_artifact(
     The files it reads (``weights.pt`` and the engine's ONNX file) are checked against the
     sha256 ``artifact.json`` records: a mismatch raises :class:`ArtifactIntegrityError`.
     ``verify``: an ONNX engine first scores the artifact's check faces on this CPU
-    (:mod:`fer_ray.host_check`); an ``onnx-int8`` that strays from the fp32 reference is replaced
+    (:mod:`fer_ray.inference.host_check`); an ``onnx-int8`` that strays from the fp32 reference is replaced
     by ``onnx`` with one warning line, so ``engine_name`` is always the engine that runs. Off only
     where an engine is measured as it is (export, evaluation, benchmarks).
     """
