@@ -26,6 +26,7 @@ import numpy as np
 from fer_ray.inference.engine import ENGINES, ONNX_FILES, Engine, OnnxEngine, TorchEngine, check_engine
 from fer_ray.inference.host_check import CHECK_FILE, HostCheck, load_check
 from fer_ray.inference.host_check import check_engine as check_on_host
+from fer_ray.inference.outputs import outputs
 from fer_ray.labels import EMOTIONS
 from fer_ray.models import ModelConfig
 from fer_ray.preprocess import PreprocessConfig
@@ -193,9 +194,7 @@ class Artifact:
 
     def uncertain(self, probs: np.ndarray) -> np.ndarray:
         """(B,) bool: the top probability is under the artifact's calibrated cut-off (all False without one)."""
-        if self.uncertain_below is None or len(probs) == 0:
-            return np.zeros(len(probs), dtype=bool)
-        return probs.max(1) < self.uncertain_below
+        return outputs(probs, self.uncertain_below).uncertain
 
     def predict_proba_both(
         self, faces: np.ndarray | torch.Tensor, device: str | torch.device | None = None

@@ -1,0 +1,31 @@
+"""Probabilities -> what users read: the top emotion, its confidence and the ``uncertain`` flag.
+
+One function for batch scoring's Parquet rows, Serve's JSON and evaluation's tables, so a face gets
+the same emotion, confidence and flag wherever it is scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Per face (B rows): ``top`` class index, ``confidence`` (its probability), ``uncertain``."""
+
+    top: np.ndarray
+    confidence: np.ndarray
+    uncertain: np.ndarray
+
+
+def outputs(probs: np.ndarray, uncertain_below: float | None) -> Outputs:
+    """``uncertain``: the top probability is under the artifact's calibrated cut-off, where the top
+    class is right less often than not (never set for an artifact without a cut-off)."""
+    probs = np.asarray(probs, dtype=np.float32)
+    if len(probs) == 0:
+        return Outputs(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool))
+    confidence, top = probs.max(1), probs.argmax(1)
+    uncertain = confidence < uncertain_below if uncertain_below is not None else np.zeros(len(probs), bool)
+    return Outputs(top, confidence, uncertain)
