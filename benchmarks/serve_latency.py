@@ -49,7 +49,7 @@ from fer_ray.runtime import RayConfig, init_ray  # noqa: E402
 from fer_ray.serve import ServeConfig, build  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "serve_latency.json"
-FACE = ROOT / "examples" / "images" / "crops" / "happy_PrivateTest_33571817.jpg"
+FACE = ROOT / "examples" / "images" / "crops" / "astronaut.jpg"
 PHOTO = ROOT / "examples" / "images" / "photos" / "group_of_three.jpg"
 TIMING = re.compile(r"(\w+);dur=([\d.]+)")
 

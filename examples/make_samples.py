@@ -119,7 +119,9 @@ def detectable(face: Image.Image, sides=(130, 180, 260, 400), detectors=DETECTOR
     """True when every detector finds this crop, alone on a backdrop, at every size we paste it at."""
     for k, side in enumerate(sides):
         pasted = [(side // 2, side // 3, side, side)]
-        photo = decode_image(encode(compose_photo([face], (2 * side, 2 * side), pasted, seed=100 + k), "JPEG", quality=90))
+        photo = decode_image(
+            encode(compose_photo([face], (2 * side, 2 * side), pasted, seed=100 + k), "JPEG", quality=90)
+        )
         if not all(matches(detect_faces(photo, DetectConfig(detector=d)), pasted) for d in detectors):
             return False
     return True
@@ -157,7 +159,10 @@ class Source:
         mask = mask.filter(ImageFilter.GaussianBlur(feather / 2))
         off = ((cx - s / 2 - x0) * scale, (cy - s / 2 - y0) * scale)
         if mirror:
-            region, mask = region.transpose(Image.Transpose.FLIP_LEFT_RIGHT), mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            region, mask = (
+                region.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+                mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+            )
             off = (size[0] - off[0] - side, off[1])
         return region, mask, off
 
@@ -167,14 +172,18 @@ class Source:
         gray, (x, y, w, h) = self.gray, self.box
         if face_px is not None:
             k = face_px / max(w, h)
-            gray = np.asarray(Image.fromarray(gray).resize((round(gray.shape[1] * k), round(gray.shape[0] * k)), Image.LANCZOS))
+            gray = np.asarray(
+                Image.fromarray(gray).resize((round(gray.shape[1] * k), round(gray.shape[0] * k)), Image.LANCZOS)
+            )
             x, y, w, h = x * k, y * k, w * k, h * k
         cx, cy, s = x + w / 2, y + h / 2, max(w, h) * box_scale
         box = (int(round(cx - s / 2)), int(round(cy - s / 2)), int(round(s)), int(round(s)))
         return face_crop(gray, box, self.roll, pp)
 
 
-def paste_heads(canvas: Image.Image, sources: dict[str, Source], faces: list[tuple[str, int, int, int, bool]]) -> list[Box]:
+def paste_heads(
+    canvas: Image.Image, sources: dict[str, Source], faces: list[tuple[str, int, int, int, bool]]
+) -> list[Box]:
     """Paste (source, x, y, side, mirror) heads so that each face box lands at (x, y, side, side)."""
     boxes = []
     for name, x, y, side, mirror in faces:
@@ -216,7 +225,9 @@ CROPS = {
 ORIGINAL_COPIES = {"photos/astronaut.jpg": f"{A}.jpg", "photos/grace_hopper.jpg": f"{G}.jpg"}
 
 
-def make_crop(src: Source, pp: PreprocessConfig, gamma: float = 1.0, contrast: float = 1.0, quality: int = 92, **cut) -> bytes:
+def make_crop(
+    src: Source, pp: PreprocessConfig, gamma: float = 1.0, contrast: float = 1.0, quality: int = 92, **cut
+) -> bytes:
     face = src.crop(pp, **cut).astype(np.float64)
     face = 255.0 * (face / 255.0) ** gamma
     face = (face - face.mean()) * contrast + face.mean()

@@ -39,7 +39,7 @@ def bundled_crops() -> list[Image.Image]:
 def photo_bytes(
     size: tuple[int, int], boxes: list[tuple[int, int, int, int]], fmt: str = "JPEG", seed: int = 0
 ) -> bytes:
-    """A composed photo with bundled FER crops pasted at ``boxes`` (all detected at 130 px and up)."""
+    """A composed photo with the bundled face crops pasted at ``boxes`` (all detected at 130 px and up)."""
     m = samples()
     crops = bundled_crops()
     faces = [crops[i % len(crops)] for i in range(len(boxes))]

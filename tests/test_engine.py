@@ -32,7 +32,7 @@ from tests.helpers_score import EXAMPLES
 
 
 def _bundled_faces() -> np.ndarray:
-    """The seven bundled PrivateTest crops and their mirror images: real faces, always present."""
+    """The seven bundled face crops (public-domain photos) and their mirror images: real faces, always present."""
     pp = PreprocessConfig()
     faces = np.stack([preprocess_bytes(p.read_bytes(), pp) for p in sorted((EXAMPLES / "crops").glob("*.jpg"))])
     return np.concatenate([faces, faces[..., ::-1]])
@@ -178,7 +178,7 @@ def test_scoring_actor_rows_name_the_engine_that_ran(tmp_path):
     from fer_ray.score.pipeline import FacePredictor, artifact_files, prepare_images
 
     path = _degraded_copy(DEFAULT_MODEL_DIR, tmp_path / "degraded")
-    crop = EXAMPLES / "crops" / "happy_PrivateTest_33571817.jpg"
+    crop = EXAMPLES / "crops" / "astronaut.jpg"
     listing = pd.DataFrame({"path": [str(crop)], "size": [crop.stat().st_size], "mtime": [0.0], "error": [None]})
     predictor = FacePredictor(artifact_files(path, "onnx-int8"), run_id="r", engine="onnx-int8")
     rows = predictor(prepare_images(listing, preprocess=PreprocessConfig())).to_pandas()

@@ -33,9 +33,9 @@ from fer_ray.score.store import LOCK_FILE, OutputLocked, OutputStore, RunLock, _
 from tests.helpers_score import EXAMPLES, assert_exactly_once, copy_samples
 
 CROPS = [
-    "crops/happy_PrivateTest_33571817.jpg",
-    "crops/angry_PrivateTest_27425934.jpg",
-    "crops/sad_PrivateTest_82773820.jpg",
+    "crops/astronaut.jpg",
+    "crops/grace_hopper.jpg",
+    "crops/astronaut_loose.jpg",
 ]
 
 

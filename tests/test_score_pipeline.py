@@ -60,7 +60,7 @@ def _listing(paths: list[Path]) -> pd.DataFrame:
 
 # -- stages without Ray ------------------------------------------------------------------------------
 def test_prepare_images_one_row_per_face_and_predictor_schema(tmp_path, model_dir):
-    names = ["photos/group_of_three.jpg", "crops/happy_PrivateTest_33571817.jpg", "other/coffee.jpg"]
+    names = ["photos/group_of_three.jpg", "crops/astronaut.jpg", "other/coffee.jpg"]
     paths = copy_samples(tmp_path, names + ["other/truncated.jpg"])
     table = prepare_images(_listing(paths), preprocess=PreprocessConfig())
     assert table.schema == PREPARED_SCHEMA
@@ -226,7 +226,7 @@ def test_engine_detector_and_tta_choices_reach_the_rows(ray_local, tmp_path, mod
     rng = np.random.default_rng(0)
     export_engines(exported, rng.integers(0, 256, (32, 48, 48), dtype=np.uint8))  # no validation: never int8 default
     src = tmp_path / "in"
-    copy_samples(src, ["photos/group_of_three.jpg", "crops/happy_PrivateTest_33571817.jpg"])
+    copy_samples(src, ["photos/group_of_three.jpg", "crops/astronaut.jpg"])
     args = [str(src), "--model", str(exported), "--out"]
     assert main([*args, str(tmp_path / "a"), "--engine", "onnx", "--detector", "haar", "--no-tta"]) == 0
     df = _rows(tmp_path / "a")
@@ -249,11 +249,11 @@ def test_engine_detector_and_tta_choices_reach_the_rows(ray_local, tmp_path, mod
 
 def test_resume_incremental_and_half_written_part_file(ray_local, tmp_path, model_dir):
     src = tmp_path / "in"
-    first = ["photos/group_of_three.jpg", "crops/angry_PrivateTest_27425934.jpg", "other/coffee.jpg"]
+    first = ["photos/group_of_three.jpg", "crops/grace_hopper.jpg", "other/coffee.jpg"]
     later = [
         "photos/upside_down_exif3.jpg",
-        "crops/sad_PrivateTest_82773820.jpg",
-        "crops/fear_PrivateTest_89830203.jpg",
+        "crops/astronaut_loose.jpg",
+        "crops/grace_hopper_dark.jpg",
     ]
     copy_samples(src, first)
     out = tmp_path / "out"
@@ -291,7 +291,7 @@ def test_resume_incremental_and_half_written_part_file(ray_local, tmp_path, mode
 def test_bad_inputs_become_error_rows(ray_local, tmp_path, model_dir):
     d = tmp_path / "bad"
     d.mkdir()
-    good = copy_samples(d, ["crops/happy_PrivateTest_33571817.jpg"])[0]
+    good = copy_samples(d, ["crops/astronaut.jpg"])[0]
     (d / "zero.jpg").write_bytes(b"")
     (d / "truncated.jpg").write_bytes((EXAMPLES / "photos/group_of_three.jpg").read_bytes()[:700])
     (d / "noise.png").write_bytes(np.random.default_rng(0).bytes(3000))
@@ -329,7 +329,7 @@ def test_s3_in_and_out(ray_local, s3_server, tmp_path, model_dir):
     s3 = settings.client()
     s3.create_bucket(Bucket="fer-in")
     s3.create_bucket(Bucket="fer-out")
-    for name in ["photos/group_of_three.jpg", "photos/phone_photo.heic", "crops/happy_PrivateTest_33571817.jpg"]:
+    for name in ["photos/group_of_three.jpg", "photos/phone_photo.heic", "crops/astronaut.jpg"]:
         s3.put_object(Bucket="fer-in", Key=name, Body=(EXAMPLES / name).read_bytes())
     s3.put_object(
         Bucket="fer-in",
@@ -439,7 +439,7 @@ def test_noop_rerun_does_not_start_ray(ray_local, tmp_path, model_dir, monkeypat
     import fer_ray.score.pipeline as pipeline
 
     src, out = tmp_path / "in", tmp_path / "out"
-    copy_samples(src, ["crops/happy_PrivateTest_33571817.jpg", "crops/sad_PrivateTest_82773820.jpg"])
+    copy_samples(src, ["crops/astronaut.jpg", "crops/astronaut_loose.jpg"])
     cfg = ScoreConfig(inputs=(str(src),), out=str(out), model=str(model_dir))
     first = score(cfg)
     assert first.run["images_scored"] == 2
@@ -451,7 +451,7 @@ def test_noop_rerun_does_not_start_ray(ray_local, tmp_path, model_dir, monkeypat
     again = score(cfg)
     assert again.run["images_scored"] == 0 and again.run["images_skipped"] == 2 and again.summary["complete"]
     assert again.summary["last_run"]["run_id"] == again.run["run_id"]  # the report is this run's
-    (src / "happy_PrivateTest_33571817.jpg").touch()  # changed mtime: rescored, so Ray is needed
+    (src / "astronaut.jpg").touch()  # changed mtime: rescored, so Ray is needed
     with pytest.raises(AssertionError, match="Ray was started"):
         score(cfg)
 
@@ -465,7 +465,7 @@ def test_cli_run_prints_no_error_level_line(tmp_path):
     import sys
 
     src = tmp_path / "in"
-    copy_samples(src, ["crops/happy_PrivateTest_33571817.jpg", "photos/group_of_three.jpg"])
+    copy_samples(src, ["crops/astronaut.jpg", "photos/group_of_three.jpg"])
     repo = Path(__file__).resolve().parent.parent
     res = subprocess.run(
         [sys.executable, str(repo / "jobs" / "score.py"), str(src), "--out", str(tmp_path / "out")],

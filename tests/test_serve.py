@@ -303,7 +303,7 @@ def test_pages_load_nothing_from_elsewhere(url, page):
 
 
 def test_face_crop_raw_body(url, artifact):
-    data = (EXAMPLES / "crops" / "happy_PrivateTest_33571817.jpg").read_bytes()
+    data = (EXAMPLES / "crops" / "astronaut.jpg").read_bytes()
     r = _post(url, data)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -372,7 +372,7 @@ def _chunked(url: str, data: bytes) -> requests.Response:
 
 NOT_IMAGE = "not a recognised image"
 RANDOM_BYTES = np.random.default_rng(0).bytes(5000)
-CROP = (EXAMPLES / "crops" / "happy_PrivateTest_33571817.jpg").read_bytes()
+CROP = (EXAMPLES / "crops" / "astronaut.jpg").read_bytes()
 BAD_INPUTS = {
     "empty body": (lambda u: _post(u, b""), 400, "empty"),
     "empty upload": (lambda u: _upload(u, b""), 400, "empty"),
