@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -25,32 +24,7 @@ from fer_ray.cli import (
     parse_config,
     run_cli,
 )
-from fer_ray.config import MODEL_HELP, RAY_FLAGS, setting
-from fer_ray.inference.engine import ENGINES
-from fer_ray.runtime import RayConfig
-
-
-@dataclass(frozen=True)
-class EvaluateJobConfig:
-    model: tuple[str, ...] = setting(
-        (),
-        MODEL_HELP + "; repeat --model to compare several",
-        positional=True,
-        flag="--model",
-        metavar="MODEL",
-        default_text="the shipped default model",
-    )
-    data: str | None = setting(None, "labelled FER2013 source", default_text="the data root's FER2013 Parquet")
-    out: str = setting("out/eval", "directory for evaluation.json and evaluation.md")
-    photos: str | None = setting(None, "folder of external face photos for Table 5")
-    seed: int = setting(0, "seed of the 15x100 random draws")
-    engine: str | None = setting(
-        None, "engine of the main tables", choices=ENGINES, default_text="the artifact's, as scoring and Serve use it"
-    )
-    engines: bool = setting(True, "the table of every engine on PrivateTest")
-    ray: RayConfig = setting(
-        help="how the job reaches Ray", default_factory=RayConfig, flatten=True, fields=RAY_FLAGS, group="ray"
-    )
+from fer_ray.evaluate.config import EvalConfig, EvaluateJobConfig
 
 
 def get_args_parser() -> Parser:
@@ -67,7 +41,8 @@ def main(argv: list[str]) -> int:
     if cfg.photos:
         check_input_path(cfg.photos, "--photos", "pass a folder of face photos")
 
-    from fer_ray.evaluate import EvalConfig, engines_markdown, evaluate_all, external_photos, markdown_table
+    from fer_ray.evaluate.driver import evaluate_all, photo_tables
+    from fer_ray.evaluate.writing import engines_markdown, markdown_table
     from fer_ray.inference.artifact import load_artifact
     from fer_ray.runtime import init_ray
     from fer_ray.storage import local_artifact
@@ -78,10 +53,8 @@ def main(argv: list[str]) -> int:
     results = evaluate_all(arts, source, cfg.out, EvalConfig(seed=cfg.seed), engines=cfg.engines)
     print(markdown_table(results) + engines_markdown(results))
     if cfg.photos:
-        for art in arts:
-            rows = external_photos(art, cfg.photos)
-            (Path(cfg.out) / f"{art.model_config.name}_photos.json").write_text(json.dumps(rows, indent=2))
-            print(f"Table 5 ({art.model_config.name}):")
+        for name, rows in photo_tables(arts, cfg.photos, cfg.out):
+            print(f"Table 5 ({name}):")
             for r in rows:
                 print(" ", json.dumps(r))
     print(f"wrote {cfg.out}/evaluation.json and evaluation.md")
