@@ -166,9 +166,8 @@ class Source:
             off = (size[0] - off[0] - side, off[1])
         return region, mask, off
 
-    def crop(self, pp: PreprocessConfig, box_scale: float = 1.0, face_px: int | None = None) -> np.ndarray:
-        """The 48x48 model input as scoring cuts it: optionally from a copy where the face is ``face_px``
-        pixels, or with a box ``box_scale`` times looser than YuNet's."""
+    def crop(self, pp: PreprocessConfig, face_px: int | None = None) -> np.ndarray:
+        """The 48x48 model input as scoring cuts it; from a copy where the face is ``face_px`` pixels if given."""
         gray, (x, y, w, h) = self.gray, self.box
         if face_px is not None:
             k = face_px / max(w, h)
@@ -176,7 +175,7 @@ class Source:
                 Image.fromarray(gray).resize((round(gray.shape[1] * k), round(gray.shape[0] * k)), Image.LANCZOS)
             )
             x, y, w, h = x * k, y * k, w * k, h * k
-        cx, cy, s = x + w / 2, y + h / 2, max(w, h) * box_scale
+        cx, cy, s = x + w / 2, y + h / 2, max(w, h)
         box = (int(round(cx - s / 2)), int(round(cy - s / 2)), int(round(s)), int(round(s)))
         return face_crop(gray, box, self.roll, pp)
 
@@ -215,7 +214,7 @@ PHOTOS = {
 CROPS = {
     "crops/astronaut.jpg": (A, {}),
     "crops/astronaut_low_res.jpg": (A, {"face_px": 40}),  # the smallest face scoring looks for
-    "crops/astronaut_loose.jpg": (A, {"box_scale": 1.3}),  # framed as a looser detector would
+    "crops/astronaut_blurred.jpg": (A, {"blur": 1.0}),  # out of focus (Gaussian sigma, 48x48 pixels)
     "crops/grace_hopper.jpg": (G, {}),
     "crops/grace_hopper_dark.jpg": (G, {"gamma": 1.8}),  # under-exposed
     "crops/grace_hopper_low_contrast.jpg": (G, {"contrast": 0.45}),
@@ -226,9 +225,20 @@ ORIGINAL_COPIES = {"photos/astronaut.jpg": f"{A}.jpg", "photos/grace_hopper.jpg"
 
 
 def make_crop(
-    src: Source, pp: PreprocessConfig, gamma: float = 1.0, contrast: float = 1.0, quality: int = 92, **cut
+    src: Source,
+    pp: PreprocessConfig,
+    gamma: float = 1.0,
+    contrast: float = 1.0,
+    blur: float = 0.0,
+    quality: int = 92,
+    face_px: int | None = None,
 ) -> bytes:
-    face = src.crop(pp, **cut).astype(np.float64)
+    """One crop of ``src`` as a camera might deliver it: exposure (gamma), contrast, focus, JPEG quality."""
+    face = src.crop(pp, face_px).astype(np.float64)
+    if blur:
+        import cv2
+
+        face = cv2.GaussianBlur(face, (0, 0), blur)
     face = 255.0 * (face / 255.0) ** gamma
     face = (face - face.mean()) * contrast + face.mean()
     img = Image.fromarray(np.clip(face + 0.5, 0, 255).astype(np.uint8), "L")

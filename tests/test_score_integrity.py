@@ -26,16 +26,18 @@ import torch
 from fer_ray.data.sources import TRANSIENT_PREFIX, S3Settings, list_images, list_images_and_settings
 from fer_ray.inference.artifact import ArtifactIntegrityError, save_artifact
 from fer_ray.models import ModelConfig, create_model
-from fer_ray.score import ScoreConfig, score
-from fer_ray.score.pipeline import FacePredictor, MixedModelsError, artifact_files
-from fer_ray.score.report import TRANSIENT_REASON
-from fer_ray.score.store import LOCK_FILE, OutputLocked, OutputStore, RunLock, _died_on_this_host, _process_start
+from fer_ray.score.aggregate import TRANSIENT_REASON
+from fer_ray.score.config import ScoreConfig
+from fer_ray.score.driver import MixedModelsError, score
+from fer_ray.score.run_lock import OutputLocked, RunLock, _died_on_this_host, _process_start
+from fer_ray.score.stages import FacePredictor, artifact_files
+from fer_ray.score.store import LOCK_FILE, OutputStore
 from tests.helpers_score import EXAMPLES, assert_exactly_once, copy_samples
 
 CROPS = [
     "crops/astronaut.jpg",
     "crops/grace_hopper.jpg",
-    "crops/astronaut_loose.jpg",
+    "crops/astronaut_blurred.jpg",
 ]
 
 
@@ -266,7 +268,7 @@ def test_stale_lock_is_taken_over_and_a_live_one_stops_the_cli(ray_local, tmp_pa
     out.mkdir()
     dead = {"owner": "dead-run", "host": "gone", "pid": 999999, "heartbeat": time.time() - 3600}
     (out / LOCK_FILE).write_text(json.dumps(dead))
-    with caplog.at_level(logging.WARNING, logger="fer_ray.score.store"):
+    with caplog.at_level(logging.WARNING, logger="fer_ray.score.run_lock"):
         res = score(ScoreConfig(inputs=(str(src),), out=str(out), model=str(model_dir)))
     assert res.run["lock_taken_over"]["owner"] == "dead-run" and res.summary["complete"]
     assert any("taking over the lock" in r.getMessage() and "dead-run" in r.getMessage() for r in caplog.records)
@@ -296,7 +298,7 @@ def test_lock_of_a_killed_run_on_this_host_is_taken_over_at_once(tmp_path, caplo
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     t0 = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="fer_ray.score.store"):
+    with caplog.at_level(logging.WARNING, logger="fer_ray.score.run_lock"):
         lock = RunLock(store, "rerun", stale_s=300).acquire()
     assert time.monotonic() - t0 < 5 and lock.taken_over["owner"] == "killed-run"
     assert any("is no longer running" in r.getMessage() for r in caplog.records)

@@ -16,8 +16,11 @@ from fer_ray.inference.artifact import load_artifact, save_artifact
 from fer_ray.labels import EMOTIONS
 from fer_ray.models import ModelConfig, create_model
 from fer_ray.preprocess import PreprocessConfig, decode_image, face_input
-from fer_ray.score import OUTPUT_SCHEMA, ScoreConfig, score, write_report
-from fer_ray.score.pipeline import PREPARED_SCHEMA, FacePredictor, artifact_files, prepare_images
+from fer_ray.score.config import ScoreConfig
+from fer_ray.score.driver import score
+from fer_ray.score.report import write_report
+from fer_ray.score.schema import OUTPUT_SCHEMA, PREPARED_SCHEMA
+from fer_ray.score.stages import FacePredictor, artifact_files, prepare_images
 from fer_ray.score.store import OutputStore
 from tests.helpers_score import (
     EXAMPLES,
@@ -27,6 +30,7 @@ from tests.helpers_score import (
     photo_bytes,
     prob_columns_sum_to_one,
     samples,
+    write_scored,
 )
 
 
@@ -100,20 +104,37 @@ def test_score_config_validation():
         ScoreConfig(inputs=("a",), out="x", actors=0)
 
 
-def test_stage_plan_fuses_cpu_inference_on_the_jobs_own_ray(monkeypatch):
+def test_plan_fuses_cpu_inference_on_the_jobs_own_ray(monkeypatch):
     from fer_ray.runtime import RayConfig
-    from fer_ray.score.pipeline import stage_plan
+    from fer_ray.score.plan import MAX_BLOCK_ROWS, plan_stages
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cores = os.cpu_count() or 1
     cfg = ScoreConfig(inputs="a", out="x")
-    assert stage_plan(cfg, gpus=0) == (True, cores)  # one single-threaded actor per core
-    assert stage_plan(cfg, gpus=0, blocks=1) == (True, 1)  # no actor without a block to score
-    assert stage_plan(cfg, gpus=1) == (False, 1)  # GPU actors only run the model
+    many = 10_000 * cores  # enough blocks for every core
+
+    def layout(n, c=cfg, gpus=0.0):
+        p = plan_stages(n, c, gpus, cpus=2 * cores)  # the job's own Ray advertises twice the cores
+        return p.stages, p.actors
+
+    assert layout(many) == ("fused", cores)  # one single-threaded actor per core
+    assert layout(1) == ("fused", 1)  # no actor without a block to score
+    assert layout(many, gpus=1) == ("split", 1)  # GPU actors only run the model
     cluster = ScoreConfig(inputs="a", out="x", ray=RayConfig(address="ray://head:10001"))
-    assert stage_plan(cluster, gpus=0) == (False, 1)  # Ray Data sizes the CPU stage there
-    assert stage_plan(ScoreConfig(inputs="a", out="x", stages="split"), gpus=0) == (False, 1)
-    assert stage_plan(ScoreConfig(inputs="a", out="x", stages="fused", actors=3), gpus=1) == (True, 3)
+    assert layout(many, cluster) == ("split", 1)  # Ray Data sizes the CPU stage there
+    assert plan_stages(many, cluster, 0, cpus=8).cpu_tasks is None
+    assert layout(many, ScoreConfig(inputs="a", out="x", stages="split")) == ("split", 1)
+    assert layout(many, ScoreConfig(inputs="a", out="x", stages="fused", actors=3), gpus=1) == ("fused", 3)
+
+    # Blocks: a small collection spread over every CPU, a large one in ~4 blocks per CPU, capped in rows.
+    assert plan_stages(40, cfg, 0, cpus=4).block_rows == 10
+    assert plan_stages(4_000, cfg, 0, cpus=4).block_rows == 250
+    assert plan_stages(10**7, cfg, 0, cpus=4).block_rows == MAX_BLOCK_ROWS
+    # Split CPU tasks: the machine's cores, never more than the blocks; a run with nothing to score needs no Ray.
+    split = ScoreConfig(inputs="a", out="x", stages="split")
+    assert plan_stages(many, split, 0, cpus=2 * cores).cpu_tasks == cores
+    assert plan_stages(1, split, 0, cpus=2 * cores).cpu_tasks == 1
+    assert plan_stages(0, cfg, 0).block_rows == 1
 
 
 # -- the Ray Data job ----------------------------------------------------------------------------------
@@ -252,7 +273,7 @@ def test_resume_incremental_and_half_written_part_file(ray_local, tmp_path, mode
     first = ["photos/group_of_three.jpg", "crops/grace_hopper.jpg", "other/coffee.jpg"]
     later = [
         "photos/upside_down_exif3.jpg",
-        "crops/astronaut_loose.jpg",
+        "crops/astronaut_blurred.jpg",
         "crops/grace_hopper_dark.jpg",
     ]
     copy_samples(src, first)
@@ -360,40 +381,6 @@ def test_s3_in_and_out(ray_local, s3_server, tmp_path, model_dir):
     assert OutputStore(cfg.out, settings).scan().files == len(OutputStore(cfg.out, settings).part_files())
 
 
-def _write_scored(out: Path, confidences: list[list[float]], files_per_part: int = 7) -> pd.DataFrame:
-    """An OUT as a scoring run leaves it (part files of OUTPUT_SCHEMA rows, inputs.parquet), with the
-    given confidences per image (an empty list: no face), so the report's table can be checked exactly."""
-    import pyarrow as pa
-
-    from fer_ray.score.pipeline import PROB_COLUMNS
-
-    rows = []
-    for i, confs in enumerate(confidences):
-        base = {"path": f"/photos/img{i:04d}.jpg", "size": 1000 + i, "mtime": 1.0, "faces": len(confs)}
-        if not confs:
-            rows.append({**base, "status": "no_face"})
-        for k, c in enumerate(confs):
-            rest = (1 - c) / (len(EMOTIONS) - 1)
-            probs = {p: (c if j == k % len(EMOTIONS) else rest) for j, p in enumerate(PROB_COLUMNS)}
-            rows.append(
-                {**base, **probs, "status": "ok", "face_index": k, "emotion": EMOTIONS[k % len(EMOTIONS)],
-                 "confidence": c, "model_id": "m"}
-            )  # fmt: skip
-    df = pd.DataFrame(rows)
-    store = OutputStore(str(out))
-    (out / "rows").mkdir(parents=True)
-    images = df["path"].unique()
-    for n, start in enumerate(range(0, len(images), files_per_part)):  # an image's rows share a part file
-        part = df[df["path"].isin(images[start : start + files_per_part])]
-        part = part.astype(object).where(part.notna(), None)  # NaN -> null, so int columns convert
-        cols = {f.name: pa.array(part[f.name].tolist() if f.name in part else [None] * len(part), f.type)
-                for f in OUTPUT_SCHEMA}  # fmt: skip
-        pq.write_table(pa.table(cols, schema=OUTPUT_SCHEMA), out / "rows" / f"part-test-{n:04d}.parquet")
-    listing = df.drop_duplicates("path")[["path", "size", "mtime"]].assign(error=None)
-    store.write_inputs(listing)
-    return df
-
-
 def _html_table_rows(html: str) -> list[list[str]]:
     import re
 
@@ -409,7 +396,7 @@ def test_report_image_table_least_confident_first_and_bounded(tmp_path):
     for i in range(60):
         n = 0 if i % 11 == 0 else (2 if i % 5 == 0 else 1)
         images.append([confs.pop() for _ in range(n)])
-    _write_scored(tmp_path / "out", images)
+    write_scored(tmp_path / "out", images)
     summary = write_report(str(tmp_path / "out"), max_rows=10)
 
     with_faces = [(min(c), f"/photos/img{i:04d}.jpg", c) for i, c in enumerate(images) if c]
@@ -422,7 +409,8 @@ def test_report_image_table_least_confident_first_and_bounded(tmp_path):
 
     html = (tmp_path / "out" / "report.html").read_text()
     rows = _html_table_rows(html)
-    assert len(rows) == 10 and [r[0] for r in rows] == [p for _, p, _ in want]
+    # paths are shown under the input root (the deepest folder holding every image)
+    assert len(rows) == 10 and [r[0] for r in rows] == [p.removeprefix("/photos/") for _, p, _ in want]
     assert [float(r[3]) for r in rows] == sorted(float(r[3]) for r in rows)  # least confident first
     assert "holds every image" in html and "<script>" in html and "src=" not in html.split("<script>", 1)[1]
     assert "least_confident" not in json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -436,10 +424,10 @@ def test_report_image_table_least_confident_first_and_bounded(tmp_path):
 def test_noop_rerun_does_not_start_ray(ray_local, tmp_path, model_dir, monkeypatch):
     """A rerun with nothing new rewrites the report without Ray (its start-up would be most of the job);
     a changed input brings Ray back."""
-    import fer_ray.score.pipeline as pipeline
+    import fer_ray.score.driver as driver
 
     src, out = tmp_path / "in", tmp_path / "out"
-    copy_samples(src, ["crops/astronaut.jpg", "crops/astronaut_loose.jpg"])
+    copy_samples(src, ["crops/astronaut.jpg", "crops/astronaut_blurred.jpg"])
     cfg = ScoreConfig(inputs=(str(src),), out=str(out), model=str(model_dir))
     first = score(cfg)
     assert first.run["images_scored"] == 2
@@ -447,7 +435,7 @@ def test_noop_rerun_does_not_start_ray(ray_local, tmp_path, model_dir, monkeypat
     def no_ray(*a, **k):
         raise AssertionError("Ray was started for a rerun with nothing to score")
 
-    monkeypatch.setattr(pipeline, "init_ray", no_ray)
+    monkeypatch.setattr(driver, "init_ray", no_ray)
     again = score(cfg)
     assert again.run["images_scored"] == 0 and again.run["images_skipped"] == 2 and again.summary["complete"]
     assert again.summary["last_run"]["run_id"] == again.run["run_id"]  # the report is this run's
