@@ -93,7 +93,8 @@ def make_inputs(work: Path, fer: Path, n_crops: int, n_photos: int, seed: int = 
 def run_ray_job(
     inputs: list[str], out: Path, a: argparse.Namespace, ray_cfg, flip_tta: bool | None = None, whole_image=False
 ) -> dict:
-    from fer_ray.score import ScoreConfig, score
+    from fer_ray.score.config import ScoreConfig
+    from fer_ray.score.driver import score
 
     cfg = ScoreConfig(
         inputs=tuple(inputs), out=str(out), model=a.model, overwrite=True, actors=a.actors,

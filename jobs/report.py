@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from fer_ray.cli import Parser, UserError, check_bucket, config_parser, is_remote, parse_config, run_cli
 from fer_ray.config import setting
-from fer_ray.score.report import REPORT_ROWS
+from fer_ray.score.aggregate import REPORT_ROWS
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
         check_bucket(cfg.out, "OUT")
     elif not Path(cfg.out).expanduser().is_dir():
         raise UserError(f"OUT {cfg.out}: no such directory", "name the --out directory of a jobs/score.py run")
-    from fer_ray.score import format_table, write_report
+    from fer_ray.score.report import format_table, write_report
     from fer_ray.score.store import REPORT_FILE
 
     try:

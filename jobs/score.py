@@ -53,9 +53,10 @@ def main(argv: list[str]) -> int:
     cfg, ns = parse_config(p, argv, adjust=_require)
     check_all(cfg)
     before_ray(ns)
-    from fer_ray.score import format_table, score
-    from fer_ray.score.pipeline import MixedModelsError, NoInputsError
-    from fer_ray.score.store import REPORT_FILE, OutputLocked
+    from fer_ray.score.driver import MixedModelsError, NoInputsError, score
+    from fer_ray.score.report import format_table
+    from fer_ray.score.run_lock import OutputLocked
+    from fer_ray.score.store import REPORT_FILE
 
     try:
         res = score(cfg)

@@ -1,4 +1,4 @@
-"""Shared helpers of the batch-scoring tests: the bundled samples, composed photos, row checks."""
+"""Shared helpers of the batch-scoring tests: the bundled samples, composed photos, row checks, made-up outputs."""
 
 from __future__ import annotations
 
@@ -79,3 +79,59 @@ def prob_columns_sum_to_one(df: pd.DataFrame) -> bool:
     ok = df[df["status"] == "ok"]
     probs = ok[[c for c in df.columns if c.startswith("p_")]].to_numpy(dtype=np.float64)
     return bool(np.allclose(probs.sum(1), 1.0, atol=1e-4))
+
+
+def write_scored(
+    out: Path,
+    images: list[list],
+    files_per_part: int = 7,
+    paths: list[str] | None = None,
+    uncertain_below: float | None = None,
+    errors: dict[int, str] | None = None,
+) -> pd.DataFrame:
+    """An OUT as a scoring run leaves it (part files of OUTPUT_SCHEMA rows, inputs.parquet), so that the
+    report can be checked exactly without Ray or a model.
+
+    ``images``: per image, its faces, each a confidence (the emotion cycles through EMOTIONS) or an
+    ``(emotion, confidence)`` pair; an empty list is an image without a face. ``paths``: the images'
+    paths (default ``/photos/img0000.jpg``, ...); ``errors``: image index -> error message (an error row).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fer_ray.labels import EMOTIONS
+    from fer_ray.score.schema import OUTPUT_SCHEMA, PROB_COLUMNS
+    from fer_ray.score.store import OutputStore
+
+    errors = errors or {}
+    rows = []
+    for i, faces in enumerate(images):
+        path = paths[i] if paths else f"/photos/img{i:04d}.jpg"
+        base = {"path": path, "size": 1000 + i, "mtime": 1.0, "faces": len(faces), "model_id": "m"}
+        if i in errors:
+            rows.append({**base, "faces": 0, "status": "error", "error": errors[i]})
+        elif not faces:
+            rows.append({**base, "status": "no_face"})
+        for k, face in enumerate(faces if i not in errors else []):
+            emotion, c = face if isinstance(face, tuple) else (EMOTIONS[k % len(EMOTIONS)], face)
+            top = EMOTIONS.index(emotion)
+            rest = (1 - c) / (len(EMOTIONS) - 1)
+            probs = {p: (c if j == top else rest) for j, p in enumerate(PROB_COLUMNS)}
+            uncertain = None if uncertain_below is None else c < uncertain_below
+            rows.append(
+                {**base, **probs, "status": "ok", "face_index": k, "emotion": emotion, "confidence": c,
+                 "uncertain": uncertain}
+            )  # fmt: skip
+    df = pd.DataFrame(rows)
+    store = OutputStore(str(out))
+    (out / "rows").mkdir(parents=True)
+    names = df["path"].unique()
+    for n, start in enumerate(range(0, len(names), files_per_part)):  # an image's rows share a part file
+        part = df[df["path"].isin(names[start : start + files_per_part])]
+        part = part.astype(object).where(part.notna(), None)  # NaN -> null, so int columns convert
+        cols = {f.name: pa.array(part[f.name].tolist() if f.name in part else [None] * len(part), f.type)
+                for f in OUTPUT_SCHEMA}  # fmt: skip
+        pq.write_table(pa.table(cols, schema=OUTPUT_SCHEMA), out / "rows" / f"part-test-{n:04d}.parquet")
+    listing = df.drop_duplicates("path")[["path", "size", "mtime"]].assign(error=None)
+    store.write_inputs(listing)
+    return df

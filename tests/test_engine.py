@@ -175,7 +175,7 @@ def test_scoring_actor_rows_name_the_engine_that_ran(tmp_path):
     rows say so (engine, model_id, the hash of the file that ran)."""
     import pandas as pd
 
-    from fer_ray.score.pipeline import FacePredictor, artifact_files, prepare_images
+    from fer_ray.score.stages import FacePredictor, artifact_files, prepare_images
 
     path = _degraded_copy(DEFAULT_MODEL_DIR, tmp_path / "degraded")
     crop = EXAMPLES / "crops" / "astronaut.jpg"
@@ -330,7 +330,7 @@ def test_onnx_engines_load_and_score_without_importing_torch():
     code = (
         "import sys, numpy as np\n"
         "from fer_ray.inference.artifact import load_artifact\n"
-        "from fer_ray.score import ScoreConfig, score\n"
+        "from fer_ray.score.driver import score\n"
         "a = load_artifact('default', engine='onnx-int8')\n"
         "p = a.predict_proba(np.full((3, 48, 48), 128, np.uint8))\n"
         "assert p.shape == (3, 7) and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"

@@ -124,7 +124,8 @@ def test_scoring_progress_counts_images_and_faces(ray_local, tmp_path, caplog):
     """The inference actors' counts reach the driver (a real Ray actor): the closing line says all images."""
     from fer_ray.inference.artifact import save_artifact
     from fer_ray.models import create_model
-    from fer_ray.score import ScoreConfig, score
+    from fer_ray.score.config import ScoreConfig
+    from fer_ray.score.driver import score
     from tests.helpers_score import copy_samples
 
     model = save_artifact(create_model(ModelConfig()), ModelConfig(), tmp_path / "model")

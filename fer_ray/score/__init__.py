@@ -1,28 +1,24 @@
 """Batch scoring: photo collections (local or S3) -> one Parquet row per face, plus summary.json and report.html.
 
-from fer_ray.score import ScoreConfig, score
-result = score(ScoreConfig(inputs=("photos/",), out="out/photos"))
-"""
+    from fer_ray.score.config import ScoreConfig
+    from fer_ray.score.driver import score
+    result = score(ScoreConfig(inputs=("photos/",), out="out/photos"))
 
-import importlib
+One module per concern, in the order a row travels:
+
+- :mod:`~fer_ray.score.config`: :class:`ScoreConfig` and :class:`DetectConfig`;
+- :mod:`~fer_ray.score.faces`: decode, detect and crop (shared with Serve);
+- :mod:`~fer_ray.score.schema`: the columns of the rows;
+- :mod:`~fer_ray.score.stages`: the CPU stage and the inference actors, plain Python;
+- :mod:`~fer_ray.score.plan`: how a run lays the stages out on Ray;
+- :mod:`~fer_ray.score.driver`: :func:`score`, the Ray Data job;
+- :mod:`~fer_ray.score.store` and :mod:`~fer_ray.score.run_lock`: OUT, resumable reruns, one run at a time;
+- :mod:`~fer_ray.score.aggregate`, :mod:`~fer_ray.score.report` and :mod:`~fer_ray.score.plots`: the report.
+
+Only the configs are imported here: Serve replicas import this package for them and for
+:mod:`~fer_ray.score.faces`, and must not pull in pandas, pyarrow or Ray Data.
+"""
 
 from fer_ray.score.config import DetectConfig, ScoreConfig
 
-# Serve replicas import score.config and score.faces only: keep pandas, pyarrow and Ray Data
-# (pipeline, report) out of that import path, loaded on first use instead.
-_LAZY = {
-    "OUTPUT_SCHEMA": "pipeline",
-    "ScoreResult": "pipeline",
-    "score": "pipeline",
-    "format_table": "report",
-    "write_report": "report",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"fer_ray.score.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["DetectConfig", "OUTPUT_SCHEMA", "ScoreConfig", "ScoreResult", "format_table", "score", "write_report"]
+__all__ = ["DetectConfig", "ScoreConfig"]

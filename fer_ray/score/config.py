@@ -129,9 +129,8 @@ class ScoreConfig:
     )
     task_retries: int = setting(3, "retries of a CPU task whose worker died (e.g. out of memory)", group="scale")
     # Fused stages skip the crops' hop through the object store and the turns CPU tasks and actors
-    # take on the same cores: on 2 cores 1.5-1.7x the crops/s and 1.09-1.16x the photos/s of split
-    # stages (10k crops, 1,000 photos, two A/B runs). Split stages keep GPU actors on inference and let
-    # Ray Data size the CPU stage on a cluster.
+    # take on the same cores (benchmarks/score_throughput.py compares both). Split stages keep GPU
+    # actors on inference and let Ray Data size the CPU stage on a cluster.
     stages: Literal["auto", "fused", "split"] = setting(
         "auto",
         "fused: each inference actor reads, decodes and detects its own images; split: separate CPU tasks "

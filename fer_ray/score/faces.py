@@ -1,7 +1,7 @@
 """Face detection for batch scoring and Serve: YuNet (default) or OpenCV's Haar cascade.
 
 * **YuNet** (``cv2.FaceDetectorYN``, a 230 KB CNN shipped in ``fer_ray/assets/yunet`` with its
-  Apache-2.0 licence) is ~15x faster than the cascade on real photos and returns fewer false
+  Apache-2.0 licence) is much faster than the cascade on real photos and returns fewer false
   boxes. It runs on a copy downscaled so that the smallest face promised (``min_face``, in
   original pixels) is still ``detect_face_px`` pixels for the detector, capped at
   ``max_side``; the recall/speed table in ``benchmarks/results/detect_recall.md`` chose those
@@ -36,11 +36,9 @@ YUNET_FILE = YUNET_DIR / "yunet_s_640_640.onnx"
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels of the upright original image
 # Boxes a little under min_face are kept: detectors box a face tighter or looser than a person would.
 MIN_FACE_SLACK = 0.8
-# YuNet's square box side, as a fraction of its box's longer side. On FER2013 faces pasted into
-# photos, max(w, h) matches the pasted crop (median ratio 0.99), so with the artifact's 15%
-# margin the model saw 1.3x looser faces than it learnt from; accuracy on 75 detected faces of
-# benchmarks/detect_recall.py's photos: 0.8 -> 69%, 0.9 -> 63%, 1.0 -> 55% (the pasted crops
-# themselves: 67%; Haar at its boxes: 62%).
+# YuNet's square box side, as a fraction of its box's longer side. YuNet's box already spans the
+# whole face, so with the artifact's margin on top the model would see looser faces than it learnt
+# from; the fraction was chosen by accuracy on benchmarks/detect_recall.py's detected faces.
 YUNET_BOX_SCALE = 0.8
 # A crop is cut from a reduced decode only when the face region spans at least this many times the
 # model's input size there, so the final resize still averages over several source pixels (as it
@@ -50,7 +48,7 @@ CROP_OVERSAMPLE = 2.0
 
 @functools.lru_cache(maxsize=1)
 def _cascade():
-    # Loaded once per worker process: parsing the XML takes ~50 ms.
+    # Loaded once per worker process: parsing the XML for every image would cost more than detecting.
     import cv2
 
     # Ray Data runs one CPU task per core; OpenCV's own thread pool would oversubscribe them.
@@ -179,8 +177,8 @@ def _yunet_boxes(small: np.ndarray, cfg: DetectConfig) -> tuple[np.ndarray, list
 def face_crop(gray: np.ndarray, box: Box, roll: float | None, preprocess: PreprocessConfig) -> np.ndarray:
     """The model input of the face at ``box``, turned upright first when its ``roll`` (degrees) is known.
 
-    FER2013 faces are upright; a tilted face cut as it is loses accuracy (benchmarks/align_faces.py:
-    56.2% -> 63.5% at 30 degrees once aligned, 65.4% -> 66.5% upright). Only a patch around the face is
+    FER2013 faces are upright; a tilted face cut as it is loses accuracy (``benchmarks/align_faces.py``,
+    figures in ``benchmarks/results/align_faces.json``). Only a patch around the face is
     rotated (about the box centre, edges reflected), so the cost does not grow with the photo.
     """
     if roll is None:

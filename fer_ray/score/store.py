@@ -23,22 +23,14 @@ an image. A rewrite writes the new file before deleting the old; a run killed in
 leaves both, which the next :meth:`~OutputStore.scan` sees as duplicated rows and repairs by
 rescoring their images.
 
-One run at a time writes to an ``OUT``: :class:`RunLock` keeps ``lock.json`` (owner run,
-host, pid, heartbeat) there, created exclusively (``O_EXCL`` locally, a conditional
-``If-None-Match: *`` PUT on S3); a lock whose heartbeat stopped longer ago than its timeout
-is taken over with a warning.
+One run at a time writes to an ``OUT``: :class:`fer_ray.score.run_lock.RunLock` keeps ``lock.json`` there.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
-import os
 import posixpath
-import socket
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +41,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from fer_ray.data.sources import S3Settings, is_s3_uri, is_transient_error, resolve_filesystem
+from fer_ray.data.sources import S3Settings, is_transient_error, resolve_filesystem
+from fer_ray.storage import is_remote
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +106,7 @@ class OutputStore:
 
     def __init__(self, out: str, settings: S3Settings | None = None):
         self.uri = str(out).rstrip("/")
-        self.is_s3 = is_s3_uri(self.uri)
+        self.is_s3 = is_remote(self.uri)
         self.settings = settings if settings is not None or not self.is_s3 else S3Settings.from_env(credentials=False)
         self.fs, self.root = resolve_filesystem(self.uri, self.settings)
 
@@ -128,6 +121,8 @@ class OutputStore:
         return self.fs.get_file_info(self.path(name)).type == pafs.FileType.File
 
     def write_bytes(self, name: str, data: bytes) -> None:
+        """Write OUT's file ``name`` whole, through the store's own filesystem: its S3 settings (``ScoreConfig.s3``)
+        may name another endpoint than the environment, which :mod:`fer_ray.storage` resolves."""
         target = self.path(name)
         self.fs.create_dir(posixpath.dirname(target), recursive=True)
         with self.fs.open_output_stream(target) as f:
@@ -145,8 +140,9 @@ class OutputStore:
 
     def write_inputs(self, listing: pd.DataFrame) -> None:
         table = pa.Table.from_pandas(listing[["path", "size", "mtime", "error"]], preserve_index=False)
-        self.fs.create_dir(self.root, recursive=True)
-        pq.write_table(table, self.path(INPUTS_FILE), filesystem=self.fs)
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf)
+        self.write_bytes(INPUTS_FILE, buf.getvalue().to_pybytes())
 
     def read_inputs(self) -> pd.DataFrame | None:
         if not self.exists(INPUTS_FILE):
@@ -288,220 +284,3 @@ class OutputStore:
         logger.warning("deleting %s: %s; its inputs will be scored again", path, reason)
         self.fs.delete_file(path)
         removed.append((path, reason))
-
-
-# -- the run lock ----------------------------------------------------------------------------------
-class OutputLocked(RuntimeError):
-    """Another live run holds the lock of this ``OUT``."""
-
-
-def _process_start(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (Linux), or None where /proc cannot tell."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])  # field 22; the name may hold spaces
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _died_on_this_host(held: dict[str, Any]) -> bool:
-    """True when the lock's run ran on this host and its process is gone (or the pid now names another)."""
-    pid = held.get("pid")
-    if held.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    start = _process_start(pid)
-    return held.get("pid_start") is not None and start is not None and start != held["pid_start"]
-
-
-class RunLock:
-    """``OUT/lock.json``: at most one run writes to an ``OUT`` at a time.
-
-    The lock object names its owner (run id, host, pid, start) and carries a heartbeat
-    that a daemon thread refreshes every ``heartbeat_s``. It is created exclusively, so
-    of two runs starting together exactly one gets it; the other waits up to ``wait_s``
-    for it (0: not at all) and then raises :class:`OutputLocked`. A lock whose heartbeat
-    is older than ``stale_s`` belongs to a run that died (killed, machine lost): it is
-    taken over with a warning; so is, at once, the lock of a process on this host that no
-    longer runs (``kill -9``, the OOM killer), whose rerun would otherwise wait ``stale_s``.
-    If two runs take over the same stale lock at the same moment, the later one wins; the
-    heartbeat thread of the other sees a foreign owner and :meth:`check` then raises before
-    that run touches OUT's files again.
-    """
-
-    def __init__(self, store: OutputStore, owner: str, stale_s: float = 300.0, heartbeat_s: float | None = None):
-        if stale_s <= 0:
-            raise ValueError(f"stale_s must be > 0, got {stale_s}")
-        self.store, self.owner, self.stale_s = store, owner, stale_s
-        self.heartbeat_s = heartbeat_s or max(0.5, min(30.0, stale_s / 5))
-        self.path = store.path(LOCK_FILE)
-        self.taken_over: dict[str, Any] | None = None  # the stale lock this run replaced
-        self._lost: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # -- the lock object -------------------------------------------------------------------------
-    def _record(self) -> dict[str, Any]:
-        now = time.time()
-        return {
-            "owner": self.owner,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "pid_start": _process_start(os.getpid()),  # tells the pid from a later process that reuses it
-            "started_at": getattr(self, "_started", now),
-            "heartbeat": now,
-            "heartbeat_iso": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-
-    def _create(self, record: dict[str, Any]) -> bool:
-        """Create the lock object if there is none; False when one exists."""
-        data = json.dumps(record, indent=2).encode()
-        if not self.store.is_s3:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            return True
-        bucket, _, key = self.path.partition("/")
-        try:
-            self._client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
-        except Exception as e:
-            code = str((getattr(e, "response", None) or {}).get("Error", {}).get("Code", ""))
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                return False
-            raise
-        return True
-
-    def _write(self, data: bytes) -> None:
-        if self.store.is_s3:  # one PUT replaces the object atomically
-            bucket, _, key = self.path.partition("/")
-            self._client().put_object(Bucket=bucket, Key=key, Body=data)
-            return
-        tmp = f"{self.path}.{uuid.uuid4().hex[:8]}.tmp"  # readers never see a half-written heartbeat
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, self.path)
-
-    def _client(self):
-        from fer_ray.data.s3 import client_for
-
-        return client_for(self.store.settings)
-
-    def read(self) -> dict[str, Any] | None:
-        """The current lock record, or None when OUT is not locked."""
-        for attempt in range(3):
-            try:
-                return json.loads(self.store.read_bytes(LOCK_FILE))
-            except (OSError, ValueError):  # missing, or caught mid-replace (S3 GET racing a PUT)
-                if not self.store.exists(LOCK_FILE):
-                    return None
-                if attempt == 2:
-                    raise
-                time.sleep(0.2)
-        return None
-
-    def _delete(self) -> None:
-        try:
-            self.store.fs.delete_file(self.path)
-        except FileNotFoundError:
-            pass
-
-    # -- acquire / heartbeat / release --------------------------------------------------------------
-    def acquire(self, wait_s: float = 0.0) -> RunLock:
-        self._started = time.time()
-        deadline = time.monotonic() + max(0.0, wait_s)
-        announced = False
-        while True:
-            if self._create(self._record()):
-                # Stores that ignore If-None-Match (some S3 look-alikes) let two PUTs "win": the later
-                # one is what stays, so only the run that reads its own record back holds the lock.
-                mine = self.read()
-                if mine is not None and mine.get("owner") == self.owner:
-                    break
-            held = self.read()
-            if held is None:
-                continue  # released between our create and read: try again
-            age = time.time() - float(held.get("heartbeat", 0))
-            gone = _died_on_this_host(held)
-            if gone:  # killed (kill -9, OOM) on this very host: no need to wait for its heartbeat to age
-                logger.warning(
-                    "taking over the lock of %s: run %s (pid %s on this host) is no longer running",
-                    self.store.uri,
-                    held.get("owner"),
-                    held.get("pid"),
-                )
-                self.taken_over = held
-                self._delete()
-                continue
-            if age > self.stale_s:
-                logger.warning(
-                    "taking over the lock of %s: run %s (host %s, pid %s) sent no heartbeat for %.0f s (> %.0f s); "
-                    "it is presumed dead",
-                    self.store.uri,
-                    held.get("owner"),
-                    held.get("host"),
-                    held.get("pid"),
-                    age,
-                    self.stale_s,
-                )
-                self.taken_over = held
-                self._delete()
-                continue
-            if time.monotonic() >= deadline:
-                raise OutputLocked(
-                    f"{self.store.uri} is in use by run {held.get('owner')} (host {held.get('host')}, pid "
-                    f"{held.get('pid')}, heartbeat {age:.0f} s ago); wait for it to finish (--lock-wait SECONDS), "
-                    f"or pick another --out (a lock without heartbeat for {self.stale_s:.0f} s is taken over)"
-                )
-            if not announced:
-                logger.info("%s is locked by run %s; waiting up to %.0f s", self.store.uri, held.get("owner"), wait_s)
-                announced = True
-            time.sleep(min(1.0, self.heartbeat_s, max(0.05, deadline - time.monotonic())))
-        logger.info("locked %s for run %s", self.store.uri, self.owner)
-        self._thread = threading.Thread(target=self._beat, name=f"fer_ray-lock-{self.owner}", daemon=True)
-        self._thread.start()
-        return self
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
-            try:
-                held = self.read()
-                if held is None:  # deleted under us (by hand?): hold it again unless another run did
-                    logger.warning("the lock of %s disappeared; taking it again", self.store.uri)
-                    self._create(self._record())
-                    continue
-                if held.get("owner") != self.owner:
-                    self._lost = f"the lock of {self.store.uri} now belongs to run {held.get('owner')}"
-                    logger.error("%s; this run stops writing there", self._lost)
-                    return
-                self._write(json.dumps(self._record(), indent=2).encode())
-            except Exception as e:  # a missed beat is not fatal; stale_s allows several
-                logger.warning("lock heartbeat for %s failed: %s", self.store.uri, e)
-
-    def check(self) -> None:
-        """Raise :class:`OutputLocked` if another run took this run's lock over."""
-        if self._lost:
-            raise OutputLocked(self._lost)
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        held = self.read()
-        if held is not None and held.get("owner") == self.owner:
-            self._delete()
-            logger.info("released the lock of %s", self.store.uri)
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

@@ -1,0 +1,368 @@
+"""What a scoring output adds up to: the numbers behind ``summary.json``, report.html and the terminal table.
+
+Each Parquet part file is counted on its own (:func:`count_part`, small columns only) and the
+counts are added up (:meth:`Counts.add`), so the summary costs the same memory for ten thousand
+images as for ten million rows (apart from one 8-byte hash per image for the exactly-once check).
+The per-image table is likewise bounded: :class:`LeastConfident` keeps the ``max_rows`` least
+confident images seen so far while the part files stream by; the Parquet rows hold every image.
+Nothing here holds face pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import heapq
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from fer_ray.data.sources import is_transient_error
+from fer_ray.labels import EMOTIONS
+from fer_ray.score.schema import STATUSES
+from fer_ray.score.store import OutputStore, key_hash
+
+logger = logging.getLogger(__name__)
+
+_COLUMNS = ["path", "size", "mtime", "face_index", "faces", "status", "error", "emotion", "confidence", "model_id"]
+_HIST_BINS = 20
+_MAX_FOLDERS = 30
+_MAX_ERROR_EXAMPLES = 100
+REPORT_ROWS = 1000  # images in report.html's per-image table (the least confident first)
+TOP_LEVEL = "(top level)"
+TRANSIENT_REASON = "transient read error (retried by the next run)"
+
+# Error messages carry per-file detail; these prefixes group them into reasons for the tables.
+_REASONS = (
+    ("empty file", "empty file (0 bytes)"),
+    ("not a recognised image format", "not an image / unsupported format"),
+    ("corrupt or truncated", "corrupt or truncated image"),
+    ("decompression bomb", "too many pixels (decompression bomb)"),
+    ("pixels, over the limit", "too many pixels (decompression bomb)"),
+    ("bytes, over the limit", "file too large (max_bytes)"),
+    ("not found", "file not found"),
+    ("permission denied", "permission denied"),
+    ("S3 error", "S3 read error"),
+    ("cannot read", "read error"),
+    ("cannot list directory", "unreadable directory"),
+    ("is a directory", "is a directory"),
+    ("cannot process image", "processing failed"),
+)
+
+
+def error_reason(message: str | None) -> str:
+    """Group an ``error`` message into a short reason (the file-specific detail stripped)."""
+    msg = (message or "").strip()
+    if is_transient_error(msg):
+        return TRANSIENT_REASON
+    for prefix, reason in _REASONS:
+        if prefix in msg:
+            return reason
+    return msg.split(":")[0][:80] or "unknown"
+
+
+def _image_rows(df: pd.DataFrame) -> np.ndarray:
+    fi = pd.to_numeric(df["face_index"])
+    return (fi.isna() | (fi == 0)).to_numpy()
+
+
+def _dirnames(paths: pd.Series) -> pd.Series:
+    return paths.astype(str).map(lambda p: p.rpartition("/")[0])
+
+
+def _common_dir(dirs: list[str]) -> list[str]:
+    """The parts of the deepest directory common to all ``dirs``."""
+    common: list[str] | None = None
+    for d in dirs:
+        p = d.split("/")
+        if common is None:
+            common = p
+            continue
+        n = 0
+        while n < min(len(common), len(p)) and common[n] == p[n]:
+            n += 1
+        common = common[:n]
+    return common or []
+
+
+def _folders(dirs: list[str], depth: int) -> dict[str, str]:
+    """Each directory -> its top-level folder below the common directory of ``depth`` parts."""
+    return {d: (p[depth] if len(p) > depth else TOP_LEVEL) for d, p in ((d, d.split("/")) for d in dirs)}
+
+
+@dataclass
+class ModelCounts:
+    """One model's share of an output that mixes models (``--allow-mixed-models``)."""
+
+    images: int = 0
+    faces: int = 0
+    errors: int = 0
+    conf_sum: float = 0.0
+    emotions: Counter = field(default_factory=Counter)
+
+    def add(self, other: ModelCounts) -> None:
+        self.images, self.faces, self.errors = (
+            self.images + other.images,
+            self.faces + other.faces,
+            self.errors + other.errors,
+        )
+        self.conf_sum += other.conf_sum
+        self.emotions.update(other.emotions)
+
+
+@dataclass
+class Counts:
+    """What the summary counts, for one part file or (added up with :meth:`add`) for all of them."""
+
+    rows: int = 0
+    faces: int = 0
+    uncertain: int = 0  # faces below the model's calibrated cut-off
+    other_rows: int = 0  # rows of inputs not listed by the run being summarized
+    conf_sum: float = 0.0
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(_HIST_BINS, dtype=np.int64))
+    rows_by_status: Counter = field(default_factory=Counter)
+    images_by_status: Counter = field(default_factory=Counter)
+    emotions: Counter = field(default_factory=Counter)
+    per_dir_emotions: Counter = field(default_factory=Counter)  # (directory, emotion) -> faces
+    per_dir_images: Counter = field(default_factory=Counter)
+    faces_per_image: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+    models: Counter = field(default_factory=Counter)  # model_id -> rows
+    per_model: dict[str, ModelCounts] = field(default_factory=dict)
+    examples: list[dict[str, str]] = field(default_factory=list)  # the first error rows
+    image_hashes: list[np.ndarray] = field(default_factory=list)  # one key hash per image row
+
+    def add(self, other: Counts) -> Counts:
+        """Add ``other``'s counts to these (every field is a sum, so the order of part files does not matter)."""
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, Counter):
+                mine.update(theirs)
+            elif f.name == "per_model":
+                for model, m in theirs.items():
+                    mine.setdefault(model, ModelCounts()).add(m)
+            elif f.name == "examples":
+                mine.extend(theirs[: _MAX_ERROR_EXAMPLES - len(mine)])
+            elif isinstance(mine, list):
+                mine.extend(theirs)
+            else:
+                setattr(self, f.name, mine + theirs)
+        return self
+
+
+def count_part(df: pd.DataFrame, h: np.ndarray) -> Counts:
+    """The :class:`Counts` of one part file's rows ``df`` (their key hashes ``h``)."""
+    c = Counts(rows=len(df))
+    is_image = _image_rows(df)
+    c.image_hashes.append(h[is_image])
+    images = df[is_image]
+    status = df["status"].astype(str)
+    c.rows_by_status.update(status.value_counts().to_dict())
+    c.images_by_status.update(images["status"].astype(str).value_counts().to_dict())
+    c.faces_per_image.update(pd.to_numeric(images["faces"]).fillna(0).astype(int).value_counts().to_dict())
+    c.per_dir_images.update(_dirnames(images["path"]).value_counts().to_dict())
+    ok = df[status == "ok"]
+    c.faces = len(ok)
+    if "uncertain" in ok:
+        c.uncertain = int(ok["uncertain"].fillna(False).astype(bool).sum())
+    c.emotions.update(ok["emotion"].value_counts().to_dict())
+    c.per_dir_emotions.update(Counter(zip(_dirnames(ok["path"]), ok["emotion"], strict=True)))
+    conf = pd.to_numeric(ok["confidence"]).dropna().to_numpy(dtype=np.float64)
+    c.hist += np.histogram(conf, bins=_HIST_BINS, range=(0.0, 1.0))[0]
+    c.conf_sum = float(conf.sum())
+    c.models.update(df["model_id"].value_counts().to_dict())
+    for model, g in df.groupby(df["model_id"].fillna("(none)").astype(str), sort=False):
+        g_status = g["status"].astype(str)
+        g_ok = g[g_status == "ok"]
+        c.per_model[model] = ModelCounts(
+            images=int(_image_rows(g).sum()),
+            faces=len(g_ok),
+            errors=int((g_status == "error").sum()),
+            conf_sum=float(pd.to_numeric(g_ok["confidence"]).sum()),
+            emotions=Counter(g_ok["emotion"].value_counts().to_dict()),
+        )
+    errs = df[status == "error"]
+    c.reasons.update(errs["error"].map(error_reason).value_counts().to_dict())
+    for path, err in list(zip(errs["path"], errs["error"], strict=True))[:_MAX_ERROR_EXAMPLES]:
+        c.examples.append({"path": str(path), "error": str(err), "reason": error_reason(err)})
+    return c
+
+
+class LeastConfident:
+    """The ``max_rows`` images with faces whose least confident face scores lowest, fed part by part.
+
+    An image's rows all sit in one part file (see :mod:`fer_ray.score.driver`), so each part's
+    images are complete; only candidates that beat the current worst kept image are formatted.
+    """
+
+    def __init__(self, max_rows: int):
+        self.max_rows = max(0, int(max_rows))
+        self.images = 0  # images with faces seen
+        self._heap: list[tuple[float, str, int, dict[str, Any]]] = []  # (-confidence, path, seq, row)
+        self._seq = 0
+
+    def add(self, ok: pd.DataFrame, keys: np.ndarray) -> None:
+        """``ok``: the ``status == "ok"`` rows (one per face) of one part file; ``keys``: their image keys."""
+        if ok.empty:
+            return
+        conf = pd.to_numeric(ok["confidence"]).to_numpy(dtype=np.float64)
+        per_image = pd.Series(conf).groupby(keys, sort=False).min()
+        self.images += len(per_image)
+        if not self.max_rows:
+            return
+        if len(self._heap) >= self.max_rows:
+            per_image = per_image[per_image < -self._heap[0][0]]
+        per_image = per_image.nsmallest(self.max_rows)
+        if per_image.empty:
+            return
+        rows = ok.assign(_key=keys, _conf=conf)
+        rows = rows[rows["_key"].isin(per_image.index)].sort_values(["_key", "face_index"])
+        for key, g in rows.groupby("_key", sort=False):
+            row = {
+                "path": str(g["path"].iloc[0]),
+                "faces": int(pd.to_numeric(g["faces"]).max()),
+                "emotions": ", ".join(f"{e} {c:.2f}" for e, c in zip(g["emotion"], g["_conf"], strict=True)),
+                "confidence": round(float(per_image[key]), 4),
+            }
+            self._seq += 1
+            item = (-row["confidence"], row["path"], self._seq, row)  # the most confident kept is on top
+            if len(self._heap) < self.max_rows:
+                heapq.heappush(self._heap, item)
+            elif item > self._heap[0]:
+                heapq.heapreplace(self._heap, item)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The kept images, least confident first (ties by path)."""
+        return [t[3] for t in sorted(self._heap, key=lambda t: (-t[0], t[1], t[2]))]
+
+
+def _read_part(store: OutputStore, part: str) -> pd.DataFrame:
+    try:
+        return store.read_part(part, [*_COLUMNS, "uncertain"]).to_pandas()
+    except pa.ArrowInvalid:  # part files written before rows had the flag
+        return store.read_part(part, _COLUMNS).to_pandas()
+
+
+def summarize(
+    store: OutputStore,
+    listing: pd.DataFrame | None = None,
+    run: dict[str, Any] | None = None,
+    max_rows: int | None = None,
+) -> dict[str, Any]:
+    """Aggregate every part file of ``store``; counts cover the inputs of ``listing`` (default: the last run's).
+
+    Two entries of the result are not written to summary.json: ``least_confident``, report.html's
+    per-image table (the ``max_rows``, default :data:`REPORT_ROWS`, least confident images with faces),
+    and ``input_root``, the deepest directory holding every image, which the report shows paths under.
+    """
+    if listing is None:
+        listing = store.read_inputs()
+    if run is None:
+        run = store.latest_run()
+    listed = np.unique(key_hash(listing)) if listing is not None else None
+
+    total = Counts()
+    table = LeastConfident(REPORT_ROWS if max_rows is None else max_rows)
+    parts = store.part_files()
+    for part in parts:
+        df = _read_part(store, part)
+        h = key_hash(df)
+        other_rows = 0
+        if listed is not None:
+            keep = np.isin(h, listed)
+            other_rows = int((~keep).sum())
+            df, h = df[keep], h[keep]
+        part_counts = count_part(df, h) if len(df) else Counts()
+        part_counts.other_rows = other_rows
+        total.add(part_counts)
+        ok = (df["status"].astype(str) == "ok").to_numpy()
+        table.add(df[ok], h[ok])
+    return _summary(total, table, store, listed, run or {}, len(parts))
+
+
+def _summary(
+    c: Counts, table: LeastConfident, store: OutputStore, listed: np.ndarray | None, run: dict[str, Any], parts: int
+) -> dict[str, Any]:
+    hashes = np.concatenate(c.image_hashes) if c.image_hashes else np.zeros(0, dtype=np.uint64)
+    uniq, counts = np.unique(hashes, return_counts=True)
+    duplicates = int((counts > 1).sum())
+    images_in = int(len(listed)) if listed is not None else int(len(uniq))
+    image_rows_out = int(len(uniq))
+
+    common = _common_dir(list(c.per_dir_images))
+    folder_of = _folders(list(c.per_dir_images), len(common))
+    by_folder_images: Counter = Counter()
+    for d, n in c.per_dir_images.items():
+        by_folder_images[folder_of[d]] += n
+    top_folders = [f for f, _ in by_folder_images.most_common(_MAX_FOLDERS)]
+    by_folder: dict[str, dict[str, int]] = {f: dict.fromkeys(EMOTIONS, 0) for f in top_folders}
+    for (d, emotion), n in c.per_dir_emotions.items():
+        f = folder_of.get(d, TOP_LEVEL)
+        if f in by_folder:
+            by_folder[f][emotion] = by_folder[f].get(emotion, 0) + int(n)
+    by_folder = {f: counts for f, counts in by_folder.items() if sum(counts.values())}  # folders with faces
+
+    summary: dict[str, Any] = {
+        "out": store.uri,
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "complete": bool(image_rows_out == images_in and duplicates == 0),
+        "images_in": images_in,
+        "image_rows_out": image_rows_out,
+        "duplicate_images": duplicates,
+        "rows": c.rows,
+        "faces": c.faces,
+        "images_by_status": {s: int(c.images_by_status.get(s, 0)) for s in STATUSES},
+        "rows_by_status": {s: int(c.rows_by_status.get(s, 0)) for s in STATUSES},
+        "emotions": {e: int(c.emotions.get(e, 0)) for e in EMOTIONS},
+        # faces whose top probability is below the model's calibrated cut-off (artifact.json "uncertain_below")
+        "uncertain_faces": c.uncertain,
+        "emotions_by_folder": by_folder,
+        "images_by_folder": {f: int(by_folder_images[f]) for f in top_folders},
+        "mean_confidence": round(c.conf_sum / c.faces, 4) if c.faces else None,
+        "confidence_histogram": {
+            "edges": [round(float(e), 3) for e in np.linspace(0, 1, _HIST_BINS + 1)],
+            "counts": c.hist.tolist(),
+        },
+        "faces_per_image": {str(k): int(v) for k, v in sorted(c.faces_per_image.items())},
+        "errors_by_reason": dict(c.reasons.most_common()),
+        "error_examples": c.examples,
+        "models": dict(c.models),
+        # Per model (model_id names the engine too): only when OUT mixes them (--allow-mixed-models).
+        "by_model": {
+            model: {
+                "images": m.images,
+                "faces": m.faces,
+                "error_rows": m.errors,
+                "emotions": {e: int(m.emotions.get(e, 0)) for e in EMOTIONS},
+                "mean_confidence": round(m.conf_sum / m.faces, 4) if m.faces else None,
+            }
+            for model, m in sorted(c.per_model.items())
+        }
+        if len(c.per_model) > 1
+        else {},
+        "model_id": next(iter(c.models)) if len(c.models) == 1 else sorted(c.models) or run.get("model_id"),
+        "part_files": parts,
+        "rows_not_in_inputs": c.other_rows,
+        "elapsed_s": run.get("elapsed_s"),
+        "images_per_s": run.get("images_per_s"),
+        "last_run": run,
+        "least_confident": {"max_rows": table.max_rows, "images_with_faces": table.images, "rows": table.rows()},
+        "input_root": "/".join(common),
+    }
+    if not summary["complete"]:
+        logger.warning(
+            "report incomplete: %d inputs, %d with rows, %d scored more than once",
+            images_in,
+            image_rows_out,
+            duplicates,
+        )
+    return summary
+
+
+# Entries of the summary that report.html and the terminal use but summary.json leaves out.
+NOT_IN_SUMMARY_JSON = ("least_confident", "input_root")

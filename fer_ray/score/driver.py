@@ -1,0 +1,393 @@
+"""Batch scoring with Ray Data: photo collections (local or S3) -> one Parquet row per face, then the report.
+
+The route of a run (the dataset is streamed end to end; nothing but counts comes back to the driver)::
+
+    list_images (driver, metadata only; already-scored inputs dropped here)
+      -> map_batches(prepare_images)   CPU tasks: fetch, decode, detect, crop (fer_ray.score.stages)
+      -> map_batches(FacePredictor)    actor pool: the model on the run's engine
+      -> write_parquet(OUT/rows)       part files named after the run (fer_ray.score.store)
+
+With fused stages (:mod:`fer_ray.score.plan`) the two middle stages are one :class:`FusedScorer`
+actor per core. All rows of one image come out of the same ``prepare_images`` call, and Ray Data
+hands whole blocks to the actors and the writer, so they land in the same part file; that is
+what makes a killed run safe to resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import posixpath
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from fer_ray.data.sources import S3Settings, list_images_and_settings
+from fer_ray.preprocess import PreprocessConfig
+from fer_ray.progress import Poller, Progress, ProgressCounter, progress_mode, without_ray_data_bars
+from fer_ray.runtime import LOCAL, init_ray, resolve_address
+from fer_ray.score.config import ScoreConfig
+from fer_ray.score.plan import StagePlan, plan_stages
+from fer_ray.score.run_lock import RunLock
+from fer_ray.score.stages import FacePredictor, FusedScorer, artifact_files, prepare_images
+from fer_ray.score.store import CONFIG_FILE, PART_PREFIX, ROWS_DIR, RUNS_DIR, OutputStore, ScanResult, key_hash
+from fer_ray.storage import is_remote
+
+if TYPE_CHECKING:
+    from fer_ray.inference.artifact import Artifact
+
+logger = logging.getLogger(__name__)
+
+
+class MixedModelsError(ValueError):
+    """``OUT`` holds rows of another model (or engine) and ``allow_mixed_models`` is off."""
+
+
+class NoInputsError(ValueError):
+    """The inputs list no image at all: a user mistake, reported before OUT is created."""
+
+
+@dataclass
+class ScoreResult:
+    out: str
+    run: dict[str, Any]  # this run's record (also at OUT/runs/<run_id>.json)
+    summary: dict[str, Any]  # OUT/summary.json
+
+
+class _PartFilenames:
+    """``part-<run_id>-<write_uuid>-<task>``: a run's files are recognisable and never overwrite another's."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        return f"{PART_PREFIX}{self.run_id}-{write_uuid}-{task_index:06d}"
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def _uses_s3(cfg: ScoreConfig) -> bool:
+    return any(is_remote(p) for p in (*cfg.inputs, cfg.out, cfg.save_crops or ""))
+
+
+def _gpus_per_actor(cfg: ScoreConfig) -> float:
+    if cfg.gpus_per_actor is not None:
+        return cfg.gpus_per_actor
+    import ray
+
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
+def model_accuracy(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The held-out test accuracy, overall and per emotion, that ``artifact.json`` records under ``metrics.test``
+    (written from ``jobs/evaluate.py``'s results), or None: the report shows what the model is worth,
+    and it must not have to find the model again when it is rebuilt from OUT alone."""
+    test = (meta.get("metrics") or {}).get("test") or {}
+    per_class = test.get("per_class") or {}
+    if not per_class:
+        return None
+    keep = ("split", "engine", "flip_tta", "n", "accuracy", "source")
+    return {
+        **{k: test[k] for k in keep if k in test},
+        "recall": {e: round(float(v["recall"]), 4) for e, v in per_class.items()},
+        "precision": {e: round(float(v["precision"]), 4) for e, v in per_class.items()},
+    }
+
+
+def build_dataset(
+    todo: pd.DataFrame,
+    cfg: ScoreConfig,
+    preprocess: PreprocessConfig,
+    files: dict[str, bytes],
+    run_id: str,
+    settings: S3Settings | None,
+    engine: str = "torch",
+    gpus: float | None = None,
+    counter=None,
+    plan: StagePlan | None = None,
+):
+    """The lazy Ray Dataset of output rows for the listing rows in ``todo`` (nothing runs until written).
+
+    ``counter``: a :class:`~fer_ray.progress.ProgressCounter` actor the inference actors report
+    their images and faces to, for the driver's progress display. ``plan``: the
+    :func:`~fer_ray.score.plan.plan_stages` result the caller already recorded (made here when not given).
+    """
+    import ray.data
+
+    gpus = _gpus_per_actor(cfg) if gpus is None else gpus
+    plan = plan or plan_stages(len(todo), cfg, gpus)
+    # The listing goes to Ray as blocks of metadata (path, size, mtime, error); each CPU task (split)
+    # calls prepare_images on images_per_task rows at a time, each fused actor on batch_size rows.
+    step = plan.block_rows
+    blocks = [pa.Table.from_pandas(todo.iloc[i : i + step], preserve_index=False) for i in range(0, len(todo), step)]
+    ds = ray.data.from_arrow(blocks)
+    prepare_kwargs = {
+        "settings": settings,
+        "preprocess": preprocess,
+        "detect": cfg.detect,
+        "whole_image": cfg.whole_image,
+        "save_crops": cfg.save_crops,
+    }
+    predictor_kwargs = {
+        "files": files,
+        "run_id": run_id,
+        "device": "cuda" if gpus > 0 else "cpu",
+        "threads": cfg.actor_threads,
+        "engine": engine,
+        "flip_tta": cfg.flip_tta,
+        "progress": counter,
+    }
+    # On the job's own local Ray no node is lost, and an actor that dies (out of memory, say) would die again:
+    # the run fails instead and a rerun resumes where it stopped. Restartable actors would also make Ray
+    # log an error-level line in every run (ray#53727: Ray Data keeps its map transformer in the object
+    # store). On a cluster, Ray Data's default stays: actors on a lost node are restarted elsewhere.
+    actor_args = {"max_restarts": 0} if resolve_address(cfg.ray) == LOCAL else {}
+    if plan.fused:
+        return ds.map_batches(
+            FusedScorer,
+            batch_format="pandas",
+            # batch_size images per call (one face each when pre-cropped), so the model sees batches
+            # as large as in split stages.
+            batch_size=cfg.batch_size if step > cfg.batch_size else None,
+            compute=ray.data.ActorPoolStrategy(size=plan.actors),
+            fn_constructor_kwargs={"prepare_kwargs": prepare_kwargs, **predictor_kwargs},
+            num_cpus=cfg.cpus_per_actor,
+            num_gpus=gpus,
+            **actor_args,
+        )
+    ds = ds.map_batches(
+        prepare_images,
+        batch_format="pandas",
+        # An int batch size also bundles blocks up to it: use it only when blocks are larger.
+        batch_size=cfg.images_per_task if step > cfg.images_per_task else None,
+        fn_kwargs=prepare_kwargs,
+        compute=ray.data.TaskPoolStrategy(size=plan.cpu_tasks),
+        num_cpus=cfg.cpus_per_task,
+        # Retrying a task whose worker died also makes these remote args differ from the
+        # actors', which keeps Ray Data from fusing this stage into the (small) actor pool.
+        max_retries=cfg.task_retries,
+    )
+    return ds.map_batches(
+        FacePredictor,
+        batch_format="pyarrow",
+        batch_size=cfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        fn_constructor_kwargs=predictor_kwargs,
+        num_cpus=cfg.cpus_per_actor,
+        num_gpus=gpus,
+        **actor_args,
+    )
+
+
+def _new_counter():
+    import ray
+
+    return ray.remote(num_cpus=0)(ProgressCounter).remote()
+
+
+@contextlib.contextmanager
+def _scoring_progress(counter, total: int, progress: bool | None):
+    """Images (of ``total``) and faces scored so far, read from ``counter`` while the pipeline runs."""
+    if counter is None:
+        yield
+        return
+    import ray
+
+    bar = Progress("scoring", total=total, unit="images", progress=progress)
+
+    def poll() -> None:
+        c = ray.get(counter.get.remote(), timeout=10)
+        bar.set(min(c.get("images", 0), total), faces=c.get("faces", 0))
+
+    try:
+        with Poller(poll, every_s=0.5 if bar.mode == "bar" else 1.0):
+            yield
+        # Every input has its rows now; the actors' last counts may still be on their way.
+        deadline = time.monotonic() + 2.0
+        with contextlib.suppress(Exception):  # progress must never fail the job
+            while bar.n < total and time.monotonic() < deadline:
+                time.sleep(0.2)
+                poll()
+        bar.set(total)
+    finally:
+        bar.close()
+        ray.kill(counter)
+
+
+def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | None = None) -> ScoreResult:
+    """Score every input of ``cfg`` not yet in ``cfg.out``; write the Parquet rows, summary.json and report.html.
+
+    Holds ``OUT``'s :class:`~fer_ray.score.run_lock.RunLock` from before it reads ``OUT`` until
+    the report is written (:class:`~fer_ray.score.run_lock.OutputLocked` when another run has it).
+    ``progress``: images and faces scored, rate and ETA as a bar on a terminal, log lines
+    elsewhere (``None``), always a bar (``True``) or nothing (``False``); it replaces Ray Data's
+    own progress bars. ``report_rows``: images in report.html's per-image table (default
+    :data:`fer_ray.score.aggregate.REPORT_ROWS`).
+    """
+    from fer_ray.inference.artifact import load_artifact
+
+    started = time.time()
+    run_id = new_run_id()
+    artifact = load_artifact(cfg.model, engine=cfg.engine)  # fails fast, before Ray starts, on a wrong --model
+    # Endpoint and region only: the driver and every worker take credentials from the AWS chain.
+    settings = cfg.s3 or (S3Settings.from_env(credentials=False) if _uses_s3(cfg) else None)
+    # Listing reads metadata only and needs no Ray, nor OUT: inputs that hold no image leave nothing behind.
+    listing, _ = list_images_and_settings(cfg.inputs, settings, allow_local=cfg.allow_local)
+    if listing.empty:
+        raise NoInputsError(
+            f"no image files in {', '.join(map(str, cfg.inputs))} (nothing was written to {cfg.out}); "
+            "name folders or files that hold photos"
+        )
+    store = OutputStore(cfg.out, settings)
+    lock = RunLock(store, run_id, stale_s=cfg.lock_stale_s).acquire(cfg.lock_wait_s)
+    try:
+        return _score_locked(cfg, artifact, settings, store, lock, run_id, started, listing, progress, report_rows)
+    finally:
+        lock.release()
+
+
+def _all_scored(scan: ScanResult, listing: pd.DataFrame, model_id: str) -> bool:
+    """Every listed input has current rows of ``model_id`` alone in the scanned store: nothing to score or retry."""
+    if not scan.rows or set(scan.models) - {model_id}:
+        return False
+    listed = key_hash(listing)
+    retry = np.isin(scan.transient, listed).any()
+    return bool(np.isin(listed, scan.done).all()) and not len(scan.stale(listing)) and not retry
+
+
+def _score_locked(
+    cfg: ScoreConfig,
+    artifact: Artifact,
+    settings: S3Settings | None,
+    store: OutputStore,
+    lock: RunLock,
+    run_id: str,
+    started: float,
+    listing: pd.DataFrame,
+    progress: bool | None = None,
+    report_rows: int | None = None,
+) -> ScoreResult:
+    from fer_ray.inference.artifact import load_artifact
+    from fer_ray.score.report import write_report
+
+    preprocess = dataclasses.replace(
+        artifact.preprocess,
+        max_pixels=cfg.max_pixels or artifact.preprocess.max_pixels,
+        max_bytes=cfg.max_bytes or artifact.preprocess.max_bytes,
+    )
+    n_list_errors = int(listing["error"].notna().sum())
+    logger.info("listed %d inputs (%d could not be listed and become error rows)", len(listing), n_list_errors)
+    # One scan of OUT per run (it also deletes part files a killed run left half-written, and records them).
+    scan = None if cfg.overwrite else store.scan()
+    if scan is not None and _all_scored(scan, listing, artifact.model_id):
+        # A rerun with nothing new needs no Ray (its start-up is most of a small job): the report is rewritten.
+        logger.info("every input is already scored by %s; Ray is not started", artifact.model_id)
+        gpus = 0.0
+    else:
+        init_ray(cfg.ray)
+        gpus = _gpus_per_actor(cfg)
+    if gpus > 0 and cfg.engine is None and artifact.engine_name != "torch":
+        artifact = load_artifact(cfg.model, "cpu", engine="torch")  # GPU actors run the PyTorch model
+    elif gpus > 0 and artifact.engine_name != "torch":
+        logger.warning("engine %s runs on CPU: the inference actors get no GPU", artifact.engine_name)
+        gpus = 0.0
+    flip_tta = artifact.flip_tta if cfg.flip_tta is None else cfg.flip_tta
+    logger.info("model %s, engine %s, flip TTA %s", artifact.model_id, artifact.engine_name, flip_tta)
+
+    if cfg.overwrite:
+        store.clear()
+        scan = store.scan()
+    others = sorted(m for m in scan.models if m != artifact.model_id)
+    if others and not cfg.allow_mixed_models:
+        raise MixedModelsError(
+            f"{store.uri} holds rows scored by {', '.join(others)}, this run would add rows of {artifact.model_id}; "
+            "rerun with --overwrite to rescore everything with this model, pick another --out, "
+            "or pass --allow-mixed-models (the report then groups rows by model)"
+        )
+    if others:
+        logger.warning(
+            "%s mixes models (%s and %s): --allow-mixed-models", store.uri, ", ".join(others), artifact.model_id
+        )
+    # Rows of inputs that changed since they were scored, and transient errors retried now, go
+    # before this run writes theirs: rows/ never holds two versions of an input.
+    listed = key_hash(listing)
+    stale = scan.stale(listing)
+    retry = scan.transient[np.isin(scan.transient, listed)]
+    lock.check()
+    dropped = store.drop_rows(np.union1d(stale, retry), run_id, "superseded: input changed or transient error retried")
+    todo = listing[~np.isin(listed, scan.done)].reset_index(drop=True)
+    skipped = len(listing) - len(todo)
+    logger.info(
+        "%s: %d rows in %d part files; %d of %d inputs already scored, %d to score with %s "
+        "(%d changed since scored, %d transient errors retried)",
+        store.uri,
+        scan.rows,
+        scan.files,
+        skipped,
+        len(listing),
+        len(todo),
+        artifact.model_id,
+        len(stale),
+        len(retry),
+    )
+
+    pipeline_s = 0.0
+    plan = plan_stages(len(todo), cfg, gpus)
+    if len(todo):
+        t0 = time.time()
+        files = artifact_files(artifact.path, artifact.engine_name)
+        counter = _new_counter() if progress_mode(progress) != "off" else None
+        ds = build_dataset(todo, cfg, preprocess, files, run_id, settings, artifact.engine_name, gpus, counter, plan)
+        without_ray_data_bars(ds)
+        with _scoring_progress(counter, len(todo), progress):
+            ds.write_parquet(
+                store.path(ROWS_DIR),
+                filesystem=store.fs,
+                filename_provider=_PartFilenames(run_id),
+                min_rows_per_file=cfg.rows_per_file,
+                ray_remote_args={"num_cpus": cfg.write_cpus},
+            )
+        pipeline_s = time.time() - t0
+        logger.info("scored %d images in %.1f s (%.2f images/s)", len(todo), pipeline_s, len(todo) / pipeline_s)
+
+    lock.check()
+    elapsed = time.time() - started
+    run = {
+        "run_id": run_id,
+        "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+        "elapsed_s": round(elapsed, 3),
+        "pipeline_s": round(pipeline_s, 3),
+        "images_listed": len(listing),
+        "images_skipped": skipped,
+        "images_scored": len(todo),
+        "images_changed": len(stale),
+        "transient_retried": len(retry),
+        "rows_superseded": dropped,
+        "images_per_s": round(len(todo) / elapsed, 3) if len(todo) else 0.0,  # whole job (elapsed_s)
+        "pipeline_images_per_s": round(len(todo) / pipeline_s, 3) if len(todo) and pipeline_s > 0 else 0.0,
+        "removed_part_files": [{"file": f, "reason": r} for f, r in scan.removed],
+        "lock_taken_over": lock.taken_over,
+        "model_id": artifact.model_id,
+        "model_path": str(artifact.path),
+        "engine": artifact.engine_name,
+        "model_sha256": artifact.model_sha256,
+        "model_accuracy": model_accuracy(artifact.meta),
+        "flip_tta": flip_tta,
+        "detector": cfg.detect.detector,
+        "stages": plan.stages,
+        "actors": plan.actors,
+    }
+    store.write_json(posixpath.join(RUNS_DIR, f"{run_id}.json"), run)
+    store.write_json(CONFIG_FILE, {"run_id": run_id, "score": cfg.to_dict(), "preprocess": preprocess.to_dict()})
+    store.write_inputs(listing)
+    summary = write_report(store, listing=listing, run=run, max_rows=report_rows)
+    return ScoreResult(out=store.uri, run=run, summary=summary)

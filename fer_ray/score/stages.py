@@ -1,0 +1,247 @@
+"""The two stages of a scoring run, as plain functions and classes that Ray Data runs (see :mod:`fer_ray.score.driver`).
+
+- :func:`prepare_images` (CPU tasks): listing rows -> fetch bytes -> :func:`~fer_ray.score.faces.faces_from_bytes`
+  (decode at the size detection needs, detect, crop uint8 48x48) -> one :data:`PREPARED_SCHEMA` row per face;
+- :class:`FacePredictor` (actor pool): loads the artifact once with the run's engine and turns
+  prepared rows into :data:`OUTPUT_SCHEMA` rows;
+- :class:`FusedScorer`: both in one actor, for a few cores (``stages="fused"``).
+
+Every input yields at least one row (``ok``, ``no_face`` or ``error`` with a reason), so images in ==
+image rows out; all rows of one image come out of the same :func:`prepare_images` call.
+
+Nothing here needs Ray, so the tests run the stages directly. :mod:`fer_ray.inference.artifact` (and with
+it torch) is imported only where a model is loaded: the CPU-stage workers, which unpickle this module,
+start without paying for torch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import logging
+import os
+import posixpath
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from fer_ray.data.sources import S3Settings, fetch_bytes, resolve_filesystem
+from fer_ray.inference.outputs import outputs
+from fer_ray.labels import EMOTIONS
+from fer_ray.preprocess import ImageDecodeError, PreprocessConfig
+from fer_ray.score.config import DetectConfig
+from fer_ray.score.faces import faces_from_bytes
+from fer_ray.score.schema import OUTPUT_SCHEMA, PREPARED_SCHEMA, PROB_COLUMNS
+
+if TYPE_CHECKING:
+    from fer_ray.inference.artifact import Artifact
+
+logger = logging.getLogger(__name__)
+
+FETCH_BUDGET_BYTES = 64 << 20  # bytes of files one CPU task holds at a time
+
+
+# -- CPU stage --------------------------------------------------------------------------------
+def _crop_name(path: str, index: int) -> str:
+    stem = os.path.splitext(path.rstrip("/").rpartition("/")[2])[0][:60] or "image"
+    return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}-face{index}.png"
+
+
+def _save_crop(crop: np.ndarray, fs, root: str, name: str) -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, format="PNG")
+    with fs.open_output_stream(posixpath.join(root, name)) as f:
+        f.write(buf.getvalue())
+
+
+def prepare_images(
+    batch: pd.DataFrame,
+    settings: S3Settings | None = None,
+    preprocess: PreprocessConfig | None = None,
+    detect: DetectConfig | None = None,
+    whole_image: bool = False,
+    save_crops: str | None = None,
+) -> pa.Table:
+    """Listing rows (path, size, mtime, error) -> :data:`PREPARED_SCHEMA` rows, one per face.
+
+    Files are read a few at a time (at most ``FETCH_BUDGET_BYTES`` by their listed sizes, or
+    one), so a task never holds a whole block of big photos. Any per-file failure becomes an
+    ``error`` row: one strange file must not fail the task, and with it the job.
+    """
+    pp = preprocess or PreprocessConfig()
+    detect = detect or DetectConfig()
+    cols: dict[str, list[Any]] = {name: [] for name in PREPARED_SCHEMA.names}
+
+    def emit(base: dict[str, Any], **values: Any) -> None:
+        row = {**base, **values}
+        for name in cols:
+            cols[name].append(row.get(name))
+
+    crops_to = None
+    if save_crops:
+        crop_fs, crop_root = resolve_filesystem(save_crops, settings)
+        crop_fs.create_dir(crop_root, recursive=True)
+        crops_to = (crop_fs, crop_root)
+    listing = batch[["path", "size", "mtime", "error"]].reset_index(drop=True)
+    for chunk in _fetch_chunks(listing["size"].tolist(), FETCH_BUDGET_BYTES):
+        fetched = fetch_bytes(listing.iloc[chunk], settings, pp.max_bytes)
+        records = zip(*(fetched[c].tolist() for c in ("path", "size", "mtime", "error", "image")), strict=True)
+        del fetched
+        for path, size, mtime, error, image in records:
+            base = {"path": str(path), "size": int(size), "mtime": None if pd.isna(mtime) else float(mtime), "faces": 0}
+            if error is not None:
+                emit(base, status="error", error=str(error))
+                continue
+            _prepare_one(image, base, emit, pp, detect, whole_image, crops_to)
+    return pa.table({f.name: pa.array(cols[f.name], f.type) for f in PREPARED_SCHEMA}, schema=PREPARED_SCHEMA)
+
+
+def _fetch_chunks(sizes: list[int], budget: int) -> list[slice]:
+    """Consecutive slices whose listed sizes add up to at most ``budget`` (a bigger file gets a slice alone)."""
+    chunks, start, total = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and total + size > budget:
+            chunks.append(slice(start, i))
+            start, total = i, 0
+        total += size
+    if start < len(sizes):
+        chunks.append(slice(start, len(sizes)))
+    return chunks
+
+
+def _prepare_one(
+    image: bytes | None,
+    base: dict[str, Any],
+    emit: Callable[..., None],
+    pp: PreprocessConfig,
+    detect: DetectConfig,
+    whole_image: bool,
+    crops_to: tuple[Any, str] | None,
+) -> None:
+    """Decode one file, find its faces and emit its rows (an ``error`` row on any failure)."""
+    try:
+        boxes, crops, (w, h) = faces_from_bytes(image, detect, pp, whole_image)
+        base.update(image_width=w, image_height=h)
+    except ImageDecodeError as e:
+        emit(base, status="error", error=str(e))
+        return
+    except Exception as e:  # one strange file must never fail the task (and the job)
+        logger.warning("scoring %s failed: %s", base["path"], e, exc_info=True)
+        emit(base, status="error", error=f"cannot process image: {type(e).__name__}: {e}")
+        return
+    if not boxes:
+        emit(base, status="no_face")
+        return
+    for k, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
+        x, y, bw, bh = box if box is not None else (0, 0, w, h)  # whole image = the face
+        emit(base, faces=len(boxes), face_index=k, x=x, y=y, w=bw, h=bh, status="ok", face=crop.tobytes())
+        if crops_to:
+            _save_crop(crop, *crops_to, _crop_name(base["path"], k))
+
+
+# -- inference stage ------------------------------------------------------------------------------
+def artifact_files(path: str | os.PathLike, engine: str = "torch") -> dict[str, bytes]:
+    """The files :func:`load_artifact` reads for ``engine``, shipped to the actors so that they need no shared disk."""
+    from fer_ray.inference.artifact import META, WEIGHTS
+    from fer_ray.inference.engine import ONNX_FILES
+    from fer_ray.inference.host_check import CHECK_FILE
+
+    # An ONNX engine is checked on each actor's host, and int8 may fall back to fp32 there.
+    onnx = {"onnx": [ONNX_FILES["onnx"]], "onnx-int8": [ONNX_FILES["onnx-int8"], ONNX_FILES["onnx"]]}
+    names = (META, WEIGHTS, *([*onnx[engine], CHECK_FILE] if engine in onnx else []))
+    return {name: (Path(path) / name).read_bytes() for name in names}
+
+
+class FacePredictor:
+    """Ray Data actor: loads the model artifact once, then scores batches of face rows.
+
+    Input: :data:`PREPARED_SCHEMA` Arrow batches; output: :data:`OUTPUT_SCHEMA`. Each row names
+    the engine that really ran (int8 may fall back to fp32 on a host that fails its check).
+    """
+
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        run_id: str,
+        device: str = "cpu",
+        threads: int = 1,
+        engine: str = "torch",
+        flip_tta: bool | None = None,
+        progress=None,
+    ):
+        from fer_ray.inference.artifact import load_artifact
+
+        self.device = "cpu"
+        if engine == "torch":  # imported only for it: ONNX Runtime actors start sooner without torch
+            import torch
+
+            torch.set_num_threads(threads)  # ONNX Runtime gets the same count through load_artifact
+            self.device = "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
+        # The engines hold the model in memory once loaded: the files live only while loading, so
+        # neither a finished, failed nor killed actor leaves a copy in /tmp.
+        with tempfile.TemporaryDirectory(prefix="fer_ray_model_") as tmp:
+            for name, data in files.items():
+                Path(tmp, name).write_bytes(data)
+            self.artifact: Artifact = load_artifact(tmp, self.device, engine=engine, threads=threads)
+        self.flip_tta = flip_tta
+        self.run_id = run_id
+        self.progress = progress  # a ProgressCounter actor handle, or None
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        n = batch.num_rows
+        ok = np.asarray(batch.column("status").to_pylist(), dtype=object) == "ok"
+        s = self.artifact.preprocess.image_size
+        probs = np.zeros((n, len(EMOTIONS)), dtype=np.float32)
+        if ok.any():
+            crops = batch.column("face").filter(pa.array(ok)).to_pylist()
+            # A writable copy: torch warns on (and must not alias) read-only buffers.
+            faces = np.frombuffer(b"".join(crops), dtype=np.uint8).reshape(-1, s, s).copy()  # (B, S, S)
+            probs[ok] = self.artifact.predict_proba(faces, self.device, flip_tta=self.flip_tta)
+        res = outputs(probs, self.artifact.uncertain_below)
+        out = {name: batch.column(name) for name in PREPARED_SCHEMA.names if name != "face"}
+        for k, name in enumerate(PROB_COLUMNS):
+            out[name] = pa.array(probs[:, k], pa.float32(), mask=~ok)
+        out["emotion"] = pa.array([EMOTIONS[j] if o else None for j, o in zip(res.top, ok, strict=True)], pa.string())
+        out["confidence"] = pa.array(res.confidence, pa.float32(), mask=~ok)
+        out["uncertain"] = pa.array(res.uncertain, pa.bool_(), mask=~ok)
+        meta = self.artifact.meta
+        constant = {
+            "model_name": self.artifact.model_config.name,
+            "model_id": self.artifact.model_id,
+            "weights_sha256": meta.get("weights_sha256"),
+            "engine": self.artifact.engine_name,
+            "model_sha256": self.artifact.model_sha256,
+            "scored_at": dt.datetime.now(dt.timezone.utc),
+            "run_id": self.run_id,
+        }
+        for name, value in constant.items():
+            out[name] = pa.array([value] * n, OUTPUT_SCHEMA.field(name).type)
+        if self.progress is not None and n:
+            # an image's first row has face_index 0 (a face) or null (no_face / error): one per image
+            face_index = batch.column("face_index").to_numpy(zero_copy_only=False)
+            self.progress.add.remote(images=int((~(face_index > 0)).sum()), faces=int(ok.sum()))
+        return pa.table({f.name: out[f.name] for f in OUTPUT_SCHEMA}, schema=OUTPUT_SCHEMA)
+
+
+class FusedScorer(FacePredictor):
+    """Ray Data actor doing both stages: :func:`prepare_images` on listing rows, then inference.
+
+    On a few cores the split pipeline pays for every crop twice: a hop through the object store
+    between the CPU tasks and the actor, and two kinds of processes taking turns on the same
+    cores. Here each actor holds one core and does the whole path for its blocks (``stages="fused"``).
+    """
+
+    def __init__(self, prepare_kwargs: dict[str, Any], **predictor_kwargs: Any):
+        super().__init__(**predictor_kwargs)
+        self.prepare_kwargs = prepare_kwargs
+
+    def __call__(self, batch: pd.DataFrame) -> pa.Table:  # type: ignore[override]
+        return super().__call__(prepare_images(batch, **self.prepare_kwargs))
