@@ -7,26 +7,12 @@ python jobs/report.py s3://bucket/reports/photos
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from fer_ray.cli import Parser, UserError, check_bucket, config_parser, is_remote, parse_config, run_cli
-from fer_ray.config import setting
-from fer_ray.score.aggregate import REPORT_ROWS
-
-
-@dataclass(frozen=True)
-class ReportJobConfig:
-    out: str | None = setting(
-        None,
-        "the --out of jobs/score.py (local directory or s3://bucket/prefix)",
-        positional=True,
-        metavar="OUT",
-        default_text="required",
-    )
-    max_rows: int = setting(REPORT_ROWS, "images in report.html's per-image table, least confident first (0: none)")
+from fer_ray.score.config import ReportJobConfig
 
 
 def get_args_parser() -> Parser:

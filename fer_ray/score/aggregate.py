@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from fer_ray.data.sources import is_transient_error
 from fer_ray.labels import EMOTIONS
+from fer_ray.score.config import REPORT_ROWS
 from fer_ray.score.schema import STATUSES
 from fer_ray.score.store import OutputStore, key_hash
 
@@ -33,7 +34,6 @@ _COLUMNS = ["path", "size", "mtime", "face_index", "faces", "status", "error", "
 _HIST_BINS = 20
 _MAX_FOLDERS = 30
 _MAX_ERROR_EXAMPLES = 100
-REPORT_ROWS = 1000  # images in report.html's per-image table (the least confident first)
 TOP_LEVEL = "(top level)"
 TRANSIENT_REASON = "transient read error (retried by the next run)"
 

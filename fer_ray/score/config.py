@@ -231,3 +231,20 @@ class ScoreConfig:
         if self.s3 is not None:
             d["s3"] = {"endpoint_url": self.s3.endpoint_url, "region": self.s3.region}
         return d
+
+
+REPORT_ROWS = 1000  # images in report.html's per-image table (the least confident first)
+
+
+@dataclass(frozen=True)
+class ReportJobConfig:
+    """``jobs/report.py``: rebuild summary.json and report.html of a scoring output from its files alone."""
+
+    out: str | None = setting(
+        None,
+        "the --out of jobs/score.py (local directory or s3://bucket/prefix)",
+        positional=True,
+        metavar="OUT",
+        default_text="required",
+    )
+    max_rows: int = setting(REPORT_ROWS, "images in report.html's per-image table, least confident first (0: none)")

@@ -231,7 +231,7 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
     ``progress``: images and faces scored, rate and ETA as a bar on a terminal, log lines
     elsewhere (``None``), always a bar (``True``) or nothing (``False``); it replaces Ray Data's
     own progress bars. ``report_rows``: images in report.html's per-image table (default
-    :data:`fer_ray.score.aggregate.REPORT_ROWS`).
+    :data:`fer_ray.score.config.REPORT_ROWS`).
     """
     from fer_ray.inference.artifact import load_artifact
 

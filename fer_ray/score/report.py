@@ -308,7 +308,7 @@ def write_report(
     """(Re)build ``summary.json`` and ``report.html`` in ``out`` from its part files; returns the summary.
 
     ``max_rows``: images in report.html's per-image table (default
-    :data:`fer_ray.score.aggregate.REPORT_ROWS`, 0: none). The table is in the returned summary
+    :data:`fer_ray.score.config.REPORT_ROWS`, 0: none). The table is in the returned summary
     (``least_confident``) but not in summary.json.
     """
     store = out if isinstance(out, OutputStore) else OutputStore(out, settings)
