@@ -255,7 +255,7 @@ def test_engine_detector_and_tta_choices_reach_the_rows(ray_local, tmp_path, mod
     assert (df["model_id"] == load_artifact(exported, engine="onnx").model_id).all()
     run = json.loads(next((tmp_path / "a" / "runs").glob("*.json")).read_text())
     assert (run["engine"], run["detector"], run["flip_tta"]) == ("onnx", "haar", False)
-    crop = df[df["path"].str.contains("happy")].iloc[0]
+    crop = df[df["path"].str.contains("astronaut")].iloc[0]
     face = face_input(decode_image(Path(crop["path"]).read_bytes()), None, PreprocessConfig())
     single = load_artifact(exported, engine="onnx").predict_proba(face[None], flip_tta=False)[0]
     np.testing.assert_allclose(crop[[f"p_{e}" for e in EMOTIONS]].to_numpy(float), single, atol=1e-5)
@@ -468,4 +468,8 @@ def test_cli_run_prints_no_error_level_line(tmp_path):
     rows = _rows(tmp_path / "out")
     assert summary["uncertain_faces"] == int(rows["uncertain"].fillna(False).astype(bool).sum())
     assert ("below the model's calibrated confidence cut-off" in res.stdout) == (summary["uncertain_faces"] > 0)
-    assert "uncertain faces" in (tmp_path / "out" / "report.html").read_text()
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert f"faces ({100 * summary['uncertain_faces'] / summary['faces']:.0f}%) are uncertain" in page
+    # The shipped model's per-emotion test accuracy, with its caution, in the table and the report.
+    assert "accuracy   per emotion" in res.stdout and "FER2013 PrivateTest" in res.stdout
+    assert "found (recall)" in page and "photos from elsewhere read worse" in page
