@@ -12,28 +12,12 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from fer_ray.cli import Parser, before_ray, check_data, config_parser, local_artifact_dir, parse_config, run_cli
-from fer_ray.config import setting
-
-
-@dataclass(frozen=True)
-class CalibrateConfig:
-    model: str | None = setting(
-        None,
-        "model artifact to calibrate in place: its directory or a shipped name (default, ae_cnn_attn, cnn_attn)",
-        positional=True,
-        flag="--model",
-        metavar="ARTIFACT",
-        default_text="required",
-    )
-    data: str | None = setting(
-        None, "labelled source with a validation split", default_text="the data root's FER2013 Parquet"
-    )
+from fer_ray.inference.config import CalibrateConfig
 
 
 def get_args_parser() -> Parser:

@@ -12,32 +12,12 @@ The artifact may also be given without --model (python jobs/export_onnx.py ARTIF
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from fer_ray.cli import Parser, before_ray, check_data, config_parser, local_artifact_dir, parse_config, run_cli
-from fer_ray.config import setting
-from fer_ray.inference.quantize import CALIBRATION_FACES
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    model: str | None = setting(
-        None,
-        "model artifact to upgrade in place: its directory or a shipped name (default, ae_cnn_attn, cnn_attn)",
-        positional=True,
-        flag="--model",
-        metavar="ARTIFACT",
-        default_text="required",
-    )
-    data: str | None = setting(
-        None, "labelled source: FER2013 .parquet/.csv or image folders", default_text="the data root's FER2013 Parquet"
-    )
-    calib: int = setting(CALIBRATION_FACES, "training faces to calibrate int8 on")
-    seed: int = setting(0, "which training faces calibrate")
-    threads: int | None = setting(None, "ONNX Runtime threads while measuring accuracy", default_text="1")
+from fer_ray.inference.config import ExportConfig
 
 
 def get_args_parser() -> Parser:

@@ -7,6 +7,7 @@ import pytest
 
 from fer_ray.config import fer2013_parquet
 from fer_ray.inference.calibration import ece, ece_gain, fit_temperature, reliability, softmax, uncertain_threshold
+from fer_ray.inference.config import SHIPPED_NAMES
 
 
 def _overconfident(n: int = 4000, true_t: float = 2.5, seed: int = 0):
@@ -76,7 +77,7 @@ def test_temperature_for_flip_tta_probabilities():
 
 
 @pytest.mark.skipif(fer2013_parquet() is None, reason="full FER2013 (../shared/data/fer2013) not present")
-@pytest.mark.parametrize("name", ["ae_cnn_attn", "cnn_attn"])
+@pytest.mark.parametrize("name", SHIPPED_NAMES)
 def test_shipped_models_keep_a_temperature_only_where_validation_says_it_helps(name):
     """Each shipped artifact's temperature follows calibrate_artifact's rule, checked again here on the data: the
     temperature fitted on PublicTest is kept only if it lowers PublicTest ECE by more than twice the bootstrap noise

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fer_ray.inference.config import DEFAULT_MODEL, SHIPPED_NAMES
 from fer_ray.inference.engine import ENGINES, ONNX_FILES, Engine, OnnxEngine, TorchEngine, check_engine
 from fer_ray.inference.host_check import CHECK_FILE, HostCheck, load_check
 from fer_ray.inference.host_check import check_engine as check_on_host
@@ -44,12 +45,7 @@ FORMAT_VERSION = 1
 WEIGHTS = "weights.pt"
 META = "artifact.json"
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-# Models shipped in the package, one directory per architecture, loadable by name wherever an
-# artifact path is accepted.
-SHIPPED_MODELS: dict[str, Path] = {"ae_cnn_attn": ASSETS / "ae_cnn_attn", "cnn_attn": ASSETS / "cnn_attn"}
-# What scoring, Serve and evaluation use without --model: the shipped model with the better PublicTest
-# accuracy (issue #9's rule; docs/RESULTS.md has the figures). Switching it is this one line.
-DEFAULT_MODEL = "ae_cnn_attn"
+SHIPPED_MODELS: dict[str, Path] = {name: ASSETS / name for name in SHIPPED_NAMES}
 DEFAULT_MODEL_DIR = SHIPPED_MODELS[DEFAULT_MODEL]
 SHIPPED_MODELS["default"] = DEFAULT_MODEL_DIR
 
