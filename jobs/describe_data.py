@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
@@ -23,25 +22,7 @@ from fer_ray.cli import (
     parse_config,
     run_cli,
 )
-from fer_ray.config import RAY_FLAGS, setting
-from fer_ray.runtime import RayConfig
-
-
-@dataclass(frozen=True)
-class DescribeConfig:
-    sources: tuple[str, ...] = setting(
-        (),
-        "FER .parquet, Kaggle fer2013.csv, train/<emotion>/ folders, image dirs/files/globs, "
-        "list files (.txt/.csv/.parquet with a path column) or s3://bucket/prefix",
-        positional=True,
-        metavar="SOURCE",
-        default_text="required",
-    )
-    limit: int | None = setting(None, "read only the first N rows of each source (unset: all)")
-    json: str | None = setting(None, "also write the full report as JSON to this path", metavar="FILE")
-    ray: RayConfig = setting(
-        help="how the job reaches Ray", default_factory=RayConfig, flatten=True, fields=RAY_FLAGS, group="ray"
-    )
+from fer_ray.data.describe import DescribeConfig, describe, format_report
 
 
 def get_args_parser() -> Parser:
@@ -57,7 +38,6 @@ def main(argv: list[str]) -> int:
         check_input_path(s, "SOURCE", "pass an existing file or folder, a glob in quotes, or s3://bucket/prefix")
     if cfg.json:
         check_output_dir(Path(cfg.json).parent, "--json's folder")
-    from fer_ray.data.describe import describe, format_report
     from fer_ray.runtime import init_ray
 
     before_ray(ns)

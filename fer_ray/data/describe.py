@@ -12,21 +12,47 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import ray.data
 from PIL import Image
 
+from fer_ray.config import RAY_FLAGS, setting
 from fer_ray.data.decode import decode_batch
 from fer_ray.data.fer2013 import FOLDER_SPLITS, open_text, read_fer_csv, read_fer_parquet, read_image_folders
-from fer_ray.data.sources import S3Settings, is_s3_uri, read_images, resolve_filesystem
+from fer_ray.data.s3 import S3Settings, is_s3_uri, resolve_filesystem
+from fer_ray.data.sources import read_images
 from fer_ray.labels import EMOTIONS
 from fer_ray.preprocess import PreprocessConfig
+from fer_ray.runtime import RayConfig
+
+if TYPE_CHECKING:  # Ray is imported where a dataset is built, not by ``jobs/describe_data.py --help``
+    import ray.data
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DescribeConfig:
+    """``jobs/describe_data.py``: which sources to describe, and where the full report goes."""
+
+    sources: tuple[str, ...] = setting(
+        (),
+        "FER .parquet, Kaggle fer2013.csv, train/<emotion>/ folders, image dirs/files/globs, "
+        "list files (.txt/.csv/.parquet with a path column) or s3://bucket/prefix",
+        positional=True,
+        metavar="SOURCE",
+        default_text="required",
+    )
+    limit: int | None = setting(None, "read only the first N rows of each source (unset: all)")
+    json: str | None = setting(None, "also write the full report as JSON to this path", metavar="FILE")
+    ray: RayConfig = setting(
+        help="how the job reaches Ray", default_factory=RayConfig, flatten=True, fields=RAY_FLAGS, group="ray"
+    )
+
 
 _SUMMARY_COLUMNS = ["split", "usage", "label", "emotion", "format", "error", "path"]
 
