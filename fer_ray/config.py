@@ -88,19 +88,52 @@ def fer2013_parquet() -> Path | None:
 
 
 # ---------------------------------------------------------------- field metadata
-def setting(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = None, **cli: Any) -> Any:
-    """A dataclass field with its help text; ``cli`` holds how ``fer_ray.cli`` exposes it.
+POLICIES = ("resumable", "machine", "resources", "bookkeeping")  # what setting() may mark a field with
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    default_factory: Any = None,
+    resumable: bool = False,
+    machine: bool = False,
+    resources: bool = False,
+    bookkeeping: bool = False,
+    **cli: Any,
+) -> Any:
+    """A dataclass field with its help text, what fer_ray's policies make of it, and how ``fer_ray.cli``
+    exposes it, so each list of fields is a query (:func:`fields_where`), never a copy that drifts.
+
+    Policies (training config fields; ``True`` marks the field):
+
+    - ``resumable``: a resume of a run may change it (how long, how fast, where); anything else would
+      continue the saved weights under another question.
+    - ``machine``: a fact of the machine a run ran on; artifacts ship elsewhere, so they leave it out.
+    - ``resources``: what a run is given to run on (Ray, workers, CPUs, GPUs, failures); a rerun of a
+      sweep may change it and still continue the sweep.
+    - ``bookkeeping``: where a run is kept and how it was tested; a sweep's best config, which starts a
+      new run, leaves it out.
 
     CLI keys: ``flag`` (spelling, default ``--field-name``; ``None``: config file only), ``aliases``
     (more spellings), ``deprecated`` (old spellings that still work with a warning), ``choices``,
     ``metavar``, ``group`` (``--help`` section), ``file`` (``False``: not allowed in a config file either),
-    ``parse`` (str -> value), and for a nested config: ``flatten`` (its fields become flags) with
-    ``fields`` (per-field overrides of these keys, e.g. a flag spelling).
+    ``parse`` (str -> value), ``default_text`` (the default as ``--help`` words it), and for a nested
+    config: ``flatten`` (its fields become flags) with ``fields`` (per-field overrides of these keys).
     """
-    meta = {"help": help, **cli}
+    marks = zip(POLICIES, (resumable, machine, resources, bookkeeping), strict=True)
+    meta = {"help": help, **{policy: True for policy, on in marks if on}, **cli}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def fields_where(cls: type, policy: str) -> frozenset[str]:
+    """The names of ``cls``'s fields marked with ``policy`` (see :func:`setting`), e.g.
+    ``fields_where(TrainConfig, "resumable")``."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown field policy {policy!r}; valid: {', '.join(POLICIES)}")
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get(policy))
 
 
 @functools.cache

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fer_ray.models.config import ModelConfig
+
 try:  # phone photos; optional so that a minimal install still imports
     import pillow_heif
 
@@ -54,7 +56,7 @@ class ImageDecodeError(ValueError):
 class PreprocessConfig:
     """Parameters of the shared preprocessing, saved inside every model artifact."""
 
-    image_size: int = 48  # FER2013 resolution; models are built for this input size
+    image_size: int = ModelConfig.image_size  # the model config owns the input side; training checks they agree
     mean: float = 0.5  # applied to pixels scaled to [0, 1]
     std: float = 0.5
     max_pixels: int = 100_000_000  # larger images are rejected (decompression bombs)

@@ -46,7 +46,15 @@ class TrainConfig:
         group="recipe",
     )
     ray: RayConfig = setting(
-        help="how the job reaches Ray", default_factory=RayConfig, flatten=True, fields=RAY_FLAGS, group="ray"
+        help="how the job reaches Ray",
+        default_factory=RayConfig,
+        flatten=True,
+        fields=RAY_FLAGS,
+        group="ray",
+        resumable=True,
+        machine=True,
+        resources=True,
+        bookkeeping=True,
     )
 
     data: str | None = setting(
@@ -58,7 +66,9 @@ class TrainConfig:
     val_fraction: float = setting(
         0.1, "seeded share of train held out when the source has no validation split", group="data"
     )
-    limit: int | None = setting(None, "rows per split, for smoke tests only (unset: everything)", group="data")
+    limit: int | None = setting(
+        None, "rows per split, for smoke tests only (unset: everything)", group="data", bookkeeping=True
+    )
     labels: Literal["fer2013", "ferplus"] = setting(
         "fer2013", "fer2013: the original labels; ferplus: FER+ crowd majority (our Parquet only)", group="data"
     )
@@ -66,20 +76,21 @@ class TrainConfig:
 
     # pretrain_epochs train the autoencoder alone (reconstruction), then `epochs` train everything
     # jointly; models without a decoder skip pretraining.
-    epochs: int = setting(30, "joint epochs (all of the model)", group="recipe")
+    epochs: int = setting(30, "joint epochs (all of the model)", group="recipe", resumable=True)
     pretrain_epochs: int = setting(1, "reconstruction-only epochs before the joint ones (ae_cnn_attn)", group="recipe")
     batch_size: int = setting(128, "global batch; each worker gets batch_size / workers", group="recipe")
     optimizer: Literal["adamw", "sgd"] = setting("adamw", "adamw, or sgd (Nesterov)", group="recipe")
-    lr: float = setting(2e-3, "peak learning rate", group="recipe")
+    lr: float = setting(2e-3, "peak learning rate", group="recipe", resumable=True)
     weight_decay: float = setting(0.05, "weight decay", group="recipe")
     momentum: float = setting(0.9, "SGD momentum", group="recipe")
     scheduler: Scheduler = setting(
         "cosine",
         "cosine (linear warm-up), onecycle (cosine warm-up from lr/25) or plateau (on val accuracy)",
         group="recipe",
+        resumable=True,
     )
     warmup_epochs: float = setting(
-        1.0, "warm-up of cosine/onecycle; OneCycle's usual 15% of 30 epochs is 4.5", group="recipe"
+        1.0, "warm-up of cosine/onecycle; OneCycle's usual 15% of 30 epochs is 4.5", group="recipe", resumable=True
     )
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", group="recipe")
     class_weighting: bool = setting(False, "weight the loss by inverse class frequency", group="recipe")
@@ -94,8 +105,14 @@ class TrainConfig:
     )
     # Knowledge distillation (fer_ray.train.distill): the loss becomes (1 - w) x cross-entropy +
     # w x KL to the teachers' averaged softened probabilities on the same augmented batch.
+    # Resumable because this names where the teachers are found: their identity is the weights and engine
+    # recorded in counts["teachers"], which a resume must match; so a teacher may move, e.g. be copied
+    # aside before a better model ships under its name.
     teachers: tuple[str, ...] = setting(
-        (), "trained artifacts to distil from (shipped names or paths, comma-separated; unset: none)", group="recipe"
+        (),
+        "trained artifacts to distil from (shipped names or paths, comma-separated; unset: none)",
+        group="recipe",
+        resumable=True,
     )
     distill_weight: float = setting(
         0.5, "share of the loss that matches the teachers (with --teachers)", group="recipe"
@@ -113,12 +130,14 @@ class TrainConfig:
         False, "teachers also score the mirrored batch (flip TTA, as the shipped models are scored)", group="recipe"
     )
     # Fine-tuning: a finished run's weights start a new schedule (an SGDR-style restart with new
-    # teachers, say) without replaying the epochs that made them; the record names them by model_id.
+    # teachers, say) without replaying the epochs that made them; the record names them by model_id (as
+    # for teachers, a resume checks that id, so the path itself may change).
     init_from: str | None = setting(
         None,
         "trained artifact (shipped name or path) whose weights start the run, e.g. to fine-tune it with new "
         "teachers; same architecture (dropout may differ); unset: random initialisation",
         group="recipe",
+        resumable=True,
     )
     # fer_ray.train.ema: validate, select and export an exponential moving average of the weights.
     ema_decay: float = setting(
@@ -129,22 +148,38 @@ class TrainConfig:
     seed: int = setting(0, "seed of initialisation, shuffling, augmentation and held-out splits", group="recipe")
 
     backend: Literal["ray", "plain"] = setting(
-        "ray", "ray: Ray Train; plain: the same recipe in one process without Ray (a GPU box, a laptop)", group="scale"
+        "ray",
+        "ray: Ray Train; plain: the same recipe in one process without Ray (a GPU box, a laptop)",
+        group="scale",
+        resumable=True,
     )
-    workers: int = setting(1, "Ray Train workers", group="scale")
-    use_gpu: bool = setting(False, "one GPU per worker", group="scale")
+    workers: int = setting(1, "Ray Train workers", group="scale", resumable=True, resources=True)
+    use_gpu: bool = setting(False, "one GPU per worker", group="scale", resumable=True, resources=True)
     cpus_per_worker: float = setting(
-        1.0, "CPUs per worker; fractions leave CPUs for Ray Data on small machines", group="scale"
+        1.0,
+        "CPUs per worker; fractions leave CPUs for Ray Data on small machines",
+        group="scale",
+        resumable=True,
+        resources=True,
     )
     placement_strategy: PlacementStrategy = setting(
-        "PACK", "PACK fills one node first; SPREAD puts workers on different nodes", group="scale"
+        "PACK",
+        "PACK fills one node first; SPREAD puts workers on different nodes",
+        group="scale",
+        resumable=True,
+        resources=True,
     )
-    torch_threads: int = setting(0, "PyTorch threads per worker (0: this node's cores / workers)", group="scale")
-    amp: bool = setting(True, "autocast (mixed precision) on GPU", flag="--no-amp", group="scale")
+    torch_threads: int = setting(
+        0, "PyTorch threads per worker (0: this node's cores / workers)", group="scale", resumable=True, resources=True
+    )
+    amp: bool = setting(True, "autocast (mixed precision) on GPU", flag="--no-amp", group="scale", resumable=True)
     cpu_bf16: bool = setting(
-        False, "bf16 autocast on CPU (about 2x faster steps on AVX512-BF16/AMX cores, slower elsewhere)", group="scale"
+        False,
+        "bf16 autocast on CPU (about 2x faster steps on AVX512-BF16/AMX cores, slower elsewhere)",
+        group="scale",
+        resumable=True,
     )
-    shuffle_buffer: int = setting(8192, "rows in Ray Data's local shuffle buffer", flag=None)
+    shuffle_buffer: int = setting(8192, "rows in Ray Data's local shuffle buffer", flag=None, resumable=True)
 
     # Rerunning with the same storage_path/run_name resumes from the latest checkpoint.
     run_name: str = setting(
@@ -152,12 +187,26 @@ class TrainConfig:
         "folder of the run under --storage-path; the same name resumes",
         group="run",
         default_text="the --arch name",
+        bookkeeping=True,
     )
-    storage_path: str = setting("runs", "local directory or s3:// (shared storage on multi-node)", group="run")
-    keep_checkpoints: int = setting(2, "best checkpoints kept", group="run")
-    max_failures: int = setting(0, "worker failures Ray Train recovers from", group="run")
+    storage_path: str = setting(
+        "runs",
+        "local directory or s3:// (shared storage on multi-node)",
+        group="run",
+        resumable=True,
+        machine=True,
+        bookkeeping=True,
+    )
+    keep_checkpoints: int = setting(2, "best checkpoints kept", group="run", resumable=True)
+    max_failures: int = setting(
+        0, "worker failures Ray Train recovers from", group="run", resumable=True, resources=True
+    )
     crash_once_at_epoch: int | None = setting(
-        None, "fault drill for tests: rank 0 exits abruptly halfway through this epoch, once per run dir", flag=None
+        None,
+        "fault drill for tests: rank 0 exits abruptly halfway through this epoch, once per run dir",
+        flag=None,
+        resumable=True,
+        bookkeeping=True,
     )
 
     def __post_init__(self) -> None:
@@ -179,6 +228,12 @@ class TrainConfig:
             raise ValueError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
         if self.keep_checkpoints < 1:
             raise ValueError("keep_checkpoints must be >= 1")
+        if self.preprocess.image_size != self.model.image_size:
+            raise ValueError(
+                f"preprocess.image_size ({self.preprocess.image_size}) differs from model.image_size "
+                f"({self.model.image_size}): preprocessing must make faces of the size the model is built for; "
+                "set both to the same value"
+            )
 
     @property
     def total_epochs(self) -> int:
@@ -217,3 +272,13 @@ class TrainConfig:
             d["augment"] = AugmentConfig(**aug)
         d["ray"] = RayConfig(**d.get("ray", {}))
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class TrainActions:
+    """What ``jobs/train.py`` does with the run this time. Flags like the settings', but not a setting of
+    what is trained: neither a ``--config`` key nor part of the saved config."""
+
+    export_only: bool = setting(
+        False, "export the best checkpoint of the existing run (--storage-path/--run-name), e.g. one stopped midway"
+    )

@@ -21,6 +21,7 @@ from torch import nn
 
 from fer_ray.preprocess import PreprocessConfig, normalize
 from fer_ray.train.augment import AugmentConfig, augment
+from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher, distill_loss
 from fer_ray.train.ema import WeightEMA
 
@@ -31,11 +32,14 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass(frozen=True)
 class LossConfig:
-    label_smoothing: float = 0.1
-    recon_weight: float = 0.1
+    """The loss settings of one epoch (``recon_weight`` follows its schedule): the training config's own
+    defaults, with distillation off, as a batch without teachers has nothing to match."""
+
+    label_smoothing: float = TrainConfig.label_smoothing
+    recon_weight: float = TrainConfig.recon_weight
     class_weights: tuple[float, ...] | None = None
     distill_weight: float = 0.0  # with teacher probabilities: (1 - w) x cross-entropy + w x distillation
-    distill_temperature: float = 2.0
+    distill_temperature: float = TrainConfig.distill_temperature
 
 
 def compute_loss(
@@ -72,9 +76,8 @@ def _warn_without_native_bf16() -> None:
 def autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False):
     """bf16 autocast on GPUs that have it, fp16 elsewhere on CUDA; on CPU only when asked.
 
-    CPU bf16 is opt-in (``cpu_bf16``) because it changes the numerics of a recipe: on this
-    machine's AVX512-BF16 cores it halves a training step (cnn_attn, batch 128, 2 threads:
-    661 -> 345 ms); on a CPU without native bf16 it would be slower than fp32."""
+    CPU bf16 is opt-in (``cpu_bf16``) because it changes the numerics of a recipe, and it pays only
+    on cores with native bf16 (AVX512-BF16/AMX); elsewhere it is slower than fp32."""
     if device.type == "cuda" and enabled:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
