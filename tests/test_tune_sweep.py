@@ -20,8 +20,10 @@ import torch
 from fer_ray.cli import default_run_name, load_config_file, parse_config, train_parser
 from fer_ray.models import ModelConfig, create_model
 from fer_ray.train.config import TrainConfig
+from fer_ray.tune.config import SweepConfig, trial_config
+from fer_ray.tune.report import best_config_dict
 from fer_ray.tune.spaces import AE_ONLY, SPACES, apply_params, resolve_space, validate_space
-from fer_ray.tune.sweep import SweepConfig, best_config_dict, stratified_subset, sweep, trial_config, tune_metrics
+from fer_ray.tune.sweep import stratified_subset, sweep, tune_metrics
 from tests.fer_fixtures import write_tiny_fer_parquet
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,12 +11,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fer_ray.config import read_config_file, setting
+from fer_ray.config import fields_where, read_config_file, replace, setting
 from fer_ray.train.config import TrainConfig
-from fer_ray.tune.spaces import resolve_space
+from fer_ray.tune.spaces import apply_params, resolve_space
 
-# Where and how fast trials run: a rerun may change these and still continue the sweep.
-_HOW_IT_RUNS = ("ray", "workers", "cpus_per_worker", "torch_threads", "use_gpu", "placement_strategy", "max_failures")
+TRAIN_SUBDIR = "train"  # a trial's Ray Train run, inside its Tune trial dir
 
 
 def _space_file(path: str) -> dict[str, Any]:
@@ -89,7 +88,9 @@ class SweepConfig:
 
     def record(self) -> dict[str, Any]:
         """What identifies the sweep: a rerun that differs in any of it is refused (use --restart)."""
-        base = {k: v for k, v in self.base.to_dict().items() if k not in _HOW_IT_RUNS}
+        # where and how fast trials run may change: the rerun still answers the same question
+        how_it_runs = fields_where(TrainConfig, "resources")
+        base = {k: v for k, v in self.base.to_dict().items() if k not in how_it_runs}
         return {
             "model": self.base.model.name,
             "base": base,
@@ -99,3 +100,15 @@ class SweepConfig:
             "reduction_factor": self.reduction_factor,
             "train_fraction": self.train_fraction,
         }
+
+
+def trial_config(base: TrainConfig, params: dict[str, Any], run_name: str = TRAIN_SUBDIR) -> TrainConfig:
+    """The base config with one trial's sampled values (validated by the config classes)."""
+    return replace(apply_params(base, params), run_name=run_name)
+
+
+@dataclass(frozen=True)
+class SweepActions:
+    """What ``jobs/tune.py`` does this time besides sweeping; not a setting of the sweep (no ``--config`` key)."""
+
+    show_space: bool = setting(False, "print the resolved search space and exit")
