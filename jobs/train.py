@@ -36,13 +36,7 @@ from fer_ray.cli import (
 
 
 def get_args_parser() -> Parser:
-    p = train_parser(__doc__)
-    p.add_argument(
-        "--export-only",
-        action="store_true",
-        help="export the best checkpoint of the existing run (--storage-path/--run-name), e.g. one stopped midway",
-    )
-    return p
+    return train_parser(__doc__)
 
 
 @run_cli
@@ -61,7 +55,7 @@ def main(argv: list[str]) -> int:
             check_model(teacher, "--teachers", engine=cfg.teacher_engine)
         if cfg.init_from:
             check_model(cfg.init_from, "--init-from")
-            from fer_ray.train.recipe import initial_artifact
+            from fer_ray.train.checkpoints import initial_artifact
 
             initial_artifact(cfg)  # the architecture matches: one line now, not after the data is read
     before_ray(args)
@@ -82,7 +76,7 @@ def main(argv: list[str]) -> int:
 def _is_plain_run(cfg) -> bool:
     from fer_ray.train.plain import is_plain_run, run_dir_of
 
-    return "://" not in cfg.storage_path and is_plain_run(run_dir_of(cfg))
+    return not is_remote(cfg.storage_path) and is_plain_run(run_dir_of(cfg))
 
 
 if __name__ == "__main__":

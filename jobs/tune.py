@@ -38,9 +38,7 @@ from fer_ray.config import read_config_file
 
 
 def get_args_parser() -> Parser:
-    p = tune_parser(__doc__)
-    p.add_argument("--show-space", action="store_true", help="print the resolved search space and exit")
-    return p
+    return tune_parser(__doc__)
 
 
 def _adjust(d: dict[str, Any]) -> None:

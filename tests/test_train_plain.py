@@ -12,10 +12,11 @@ import torch
 
 from fer_ray.inference.artifact import load_artifact
 from fer_ray.models import ModelConfig
-from fer_ray.train import recipe
+from fer_ray.train import checkpoints
+from fer_ray.train.checkpoints import STATE
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.plain import BEST, LATEST, export_plain, train_plain
-from fer_ray.train.recipe import STATE, lr_factor
+from fer_ray.train.recipe import lr_factor
 from tests.fer_fixtures import write_tiny_fer_parquet
 
 SMALL = ModelConfig(name="cnn_attn", widths=(8, 16), latent_channels=8)
@@ -182,7 +183,7 @@ def test_a_checkpoint_carrying_code_is_refused(tmp_path, tiny_parquet, capsys):
 def test_a_run_can_start_from_a_trained_artifact_and_records_which(tmp_path, tiny_parquet, monkeypatch):
     first = load_artifact(train_plain(_cfg(tmp_path, tiny_parquet, epochs=1, run_name="a")).artifact_dir)
     loads = []
-    monkeypatch.setattr(recipe, "load_artifact", lambda *a, **k: loads.append(a) or load_artifact(*a, **k))
+    monkeypatch.setattr(checkpoints, "load_artifact", lambda *a, **k: loads.append(a) or load_artifact(*a, **k))
     # a near-zero learning rate: the fine-tuned weights are the starting artifact's, not a fresh draw
     res = train_plain(_cfg(tmp_path, tiny_parquet, epochs=1, run_name="b", lr=1e-9, init_from=str(first.path)))
     assert len(loads) == 1  # read once, for both its id in the record and its weights

@@ -148,7 +148,7 @@ def test_crashed_worker_restarts_from_checkpoint(ray_local, tmp_path, tiny_parqu
     ],
 )
 def test_select_checkpoint_breaks_ties(metrics, expected):
-    from fer_ray.train.recipe import select_checkpoint
+    from fer_ray.train.checkpoints import select_checkpoint
 
     candidates = [(f"ckpt{e}", {"epoch": e, "val_acc": a, "val_loss": loss}) for e, a, loss in metrics]
     assert select_checkpoint(candidates) == f"ckpt{expected}"

@@ -9,7 +9,7 @@ A run dir (``<storage_path>/<run_name>``) holds ``train_config.json``, ``history
 (rewritten every epoch, so a stopped run's curve is never lost), ``checkpoint_latest/``
 (rerun the same command to resume), ``checkpoint_best/`` and the exported ``artifact/``.
 A resume may change only how long and how fast the run trains (see
-:func:`fer_ray.train.recipe.resume_record`); each change is recorded in ``train_config.json``
+:func:`fer_ray.train.checkpoints.resume_record`); each change is recorded in ``train_config.json``
 as a segment with the epoch it took effect, and the artifact keeps them.
 """
 
@@ -37,22 +37,19 @@ from fer_ray.inference.artifact import Artifact
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.models import create_model
 from fer_ray.progress import Progress, iterate, progress_mode
-from fer_ray.train.config import TrainConfig
-from fer_ray.train.distill import Teacher
-from fer_ray.train.loop import epoch_line
-from fer_ray.train.recipe import (
+from fer_ray.train.checkpoints import (
     STATE,
-    Learner,
     data_record,
-    epoch_seed,
     export_state,
     initial_artifact_of,
     rank_key,
     resolve_source,
     resume_record,
-    seed_everything,
-    teacher_of,
 )
+from fer_ray.train.config import TrainConfig
+from fer_ray.train.distill import Teacher
+from fer_ray.train.loop import epoch_line
+from fer_ray.train.recipe import Learner, epoch_seed, seed_everything, teacher_of
 
 logger = logging.getLogger(__name__)
 LATEST, BEST, TRAIN_CONFIG = "checkpoint_latest", "checkpoint_best", "train_config.json"

@@ -13,8 +13,8 @@ import ray.data
 
 from fer_ray.data import decode, read_labeled
 from fer_ray.labels import NUM_CLASSES
+from fer_ray.train.checkpoints import data_record, resolve_source
 from fer_ray.train.config import TrainConfig
-from fer_ray.train.recipe import data_record, resolve_source
 
 logger = logging.getLogger(__name__)
 

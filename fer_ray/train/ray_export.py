@@ -13,8 +13,8 @@ import torch
 from ray.train.v2.api.result import Result as RunResult
 
 from fer_ray import storage as run_storage
+from fer_ray.train.checkpoints import STATE, export_state, select_checkpoint
 from fer_ray.train.config import TrainConfig
-from fer_ray.train.recipe import STATE, export_state, select_checkpoint
 from fer_ray.train.run_dir import HISTORY, TRAIN_CONFIG, ray_storage, run_dirs
 
 logger = logging.getLogger(__name__)

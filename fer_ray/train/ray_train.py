@@ -21,12 +21,12 @@ from ray.train.torch import TorchTrainer
 from fer_ray import storage as run_storage
 from fer_ray.progress import Poller, Progress, progress_mode
 from fer_ray.runtime import init_ray
+from fer_ray.train.checkpoints import STATE, rank_key, resume_record
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.loop import epoch_line
 from fer_ray.train.ray_data import TrainingData, training_data
 from fer_ray.train.ray_export import TrainResult, export_best, export_run
 from fer_ray.train.ray_worker import train_loop_per_worker
-from fer_ray.train.recipe import STATE, rank_key, resume_record
 from fer_ray.train.run_dir import CRASH_MARKER, HISTORY, TRAIN_CONFIG, ray_storage, run_dirs, saved_run
 
 __all__ = [

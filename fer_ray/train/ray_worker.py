@@ -19,8 +19,9 @@ import ray.train.torch
 import torch
 
 from fer_ray.models import create_model
+from fer_ray.train.checkpoints import STATE
 from fer_ray.train.config import TrainConfig
-from fer_ray.train.recipe import STATE, Learner, epoch_seed, seed_everything, teacher_of
+from fer_ray.train.recipe import Learner, epoch_seed, seed_everything, teacher_of
 from fer_ray.train.run_dir import CRASH_MARKER, HISTORY, write_run_file
 
 logger = logging.getLogger(__name__)

@@ -27,11 +27,11 @@ def run_dirs(cfg: TrainConfig) -> tuple[str, Path | str]:
     ``history.json`` and the exported ``artifact/``. On a cluster use storage all nodes share
     (``s3://`` or NFS): a submitted job's working dir is deleted with the job.
     """
-    if "://" in cfg.storage_path:
+    if run_storage.is_remote(cfg.storage_path):
         storage = cfg.storage_path.rstrip("/")
-        if not run_storage.is_remote(storage):
-            raise ValueError(f"--storage-path {cfg.storage_path!r}: use a local directory or s3://bucket/prefix")
         return storage, f"{storage}/{cfg.run_name}"
+    if "://" in cfg.storage_path:  # a URI of another scheme: no reader or writer here takes it
+        raise ValueError(f"--storage-path {cfg.storage_path!r}: use a local directory or s3://bucket/prefix")
     storage = Path(cfg.storage_path).expanduser().resolve()
     return str(storage), storage / cfg.run_name
 

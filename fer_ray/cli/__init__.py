@@ -1,0 +1,64 @@
+"""The one command-line layer of every job in ``jobs/``: flags generated from the config dataclasses,
+``--config FILE``, checks before Ray starts, and errors a person can act on.
+
+- :mod:`~fer_ray.cli.parser`: :func:`config_parser` (one flag per config field) and :func:`parse_config`
+  (defaults < ``--config FILE`` < flags; ``--print-config``).
+- :mod:`~fer_ray.cli.training`: the train and tune parsers built on it.
+- :mod:`~fer_ray.cli.checks`: ``check_*`` for paths, artifacts, buckets and ports, before Ray starts.
+- :mod:`~fer_ray.cli.runner`: :func:`run_cli` wraps a job's ``main``: a :class:`UserError` (or a wrong
+  flag) prints ``fer_ray: error: <what> — <how to fix>`` to stderr and exits 2; ``--debug`` adds the
+  traceback.
+
+Kept free of torch and Ray: ``--help`` and most user errors answer before either loads.
+"""
+
+from fer_ray.cli.checks import (
+    check_bucket,
+    check_data,
+    check_input_path,
+    check_model,
+    check_output_dir,
+    check_port_free,
+    checked_scheme,
+    fix_abs,
+    local_artifact_dir,
+    submitted_working_dir,
+)
+from fer_ray.cli.parser import HelpFormatter, Parser, add_ray_args, config_parser, parse_config, show_default
+from fer_ray.cli.runner import PROG, Exit, before_ray, run_cli, setup, warn
+from fer_ray.cli.training import default_run_name, load_config_file, train_overlay, train_parser, tune_parser
+from fer_ray.config import MODEL_HELP, UserError
+from fer_ray.storage import is_remote
+
+__all__ = [
+    "MODEL_HELP",
+    "PROG",
+    "Exit",
+    "HelpFormatter",
+    "Parser",
+    "UserError",
+    "add_ray_args",
+    "before_ray",
+    "check_bucket",
+    "check_data",
+    "check_input_path",
+    "check_model",
+    "check_output_dir",
+    "check_port_free",
+    "checked_scheme",
+    "config_parser",
+    "default_run_name",
+    "fix_abs",
+    "is_remote",
+    "load_config_file",
+    "local_artifact_dir",
+    "parse_config",
+    "run_cli",
+    "setup",
+    "show_default",
+    "submitted_working_dir",
+    "train_overlay",
+    "train_parser",
+    "tune_parser",
+    "warn",
+]

@@ -1,0 +1,337 @@
+"""Flags generated from the config dataclasses, and the config they resolve to.
+
+- :func:`config_parser` turns a config dataclass into flags: each field's type, default, help text
+  and choices come from the dataclass (see :func:`fer_ray.config.setting`), nested configs marked
+  ``flatten`` become flat flags (``--widths``, ``--address``), old spellings keep working with a warning.
+  A job's one-off switches (``--export-only``) come from a second dataclass, ``actions``, the same way.
+- :func:`parse_config` resolves defaults < ``--config FILE`` (YAML or JSON, unknown keys refused) <
+  flags given on the command line; ``--print-config`` prints the result as JSON and exits.
+
+Every default shows in ``--help`` the one way :func:`show_default` words it: ``none`` for an unset
+value, ``off``/``on`` for switches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fer_ray.cli.runner import Exit, setup, warn
+from fer_ray.config import (
+    RAY_FLAGS,
+    UserError,
+    as_user_dict,
+    field_choices,
+    field_types,
+    from_user_dict,
+    nested_config,
+    read_config_file,
+    text_parser,
+    unwrap_optional,
+)
+
+CONFIG_PREFIX, ACTION_PREFIX = "@", "!"  # argparse dests: a setting's dotted path, or an action's name
+
+
+# ---------------------------------------------------------------- the parser
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the module docstring's layout; hand-written flags show their default as generated ones do."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=120)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.default is argparse.SUPPRESS:
+            return text  # generated flags carry their default in the text already
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            text = _with_default(text, _esc(show_default(action.default)))
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose mistakes are :class:`UserError`: one line, status 2, like every other error."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("formatter_class", HelpFormatter)
+        if not kw.get("prog") and sys.argv[0].endswith(".py"):
+            kw["prog"] = sys.argv[0]  # `jobs/train.py` as typed, so the hint can be pasted
+        super().__init__(*args, **kw)
+        self.config_cls: type | None = None
+        self.actions_cls: type | None = None
+        self.config_defaults: dict[str, Any] = {}
+        self.warned: set[str] = set()
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UserError(message, self._did_you_mean(message) or f"see `{self.prog} --help`")
+
+    def _did_you_mean(self, message: str) -> str | None:
+        """For "unrecognized arguments: --ouput x": the closest flags this parser knows (argparse of Python 3.11
+        offers none)."""
+        import difflib
+
+        if not message.startswith("unrecognized arguments:"):
+            return None
+        known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        hints = []
+        for arg in message.split(":", 1)[1].split():
+            flag = arg.split("=", 1)[0]
+            if flag.startswith("--"):
+                close = difflib.get_close_matches(flag, known, n=2, cutoff=0.6)
+                if close:
+                    hints.append(f"{flag}: did you mean {' or '.join(close)}?")
+        return "; ".join(hints) + f" (see `{self.prog} --help`)" if hints else None
+
+
+class _Set(argparse.Action):
+    """Stores a value (or ``const`` for switches) and warns once when a deprecated spelling is used."""
+
+    def __init__(self, option_strings, dest, deprecated=(), canonical="", note="", extend=False, **kw):
+        super().__init__(option_strings, dest, **kw)
+        self.deprecated, self.canonical, self.note, self.extend = tuple(deprecated), canonical, note, extend
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.deprecated and option_string not in getattr(parser, "warned", set()):
+            parser.warned.add(option_string)
+            warn(f"{option_string} is deprecated here, use {self.canonical}{self.note}")
+        if values is None and not option_string:  # an optional positional left out
+            return
+        if self.extend or (isinstance(values, list) and not option_string):
+            values = [*getattr(namespace, self.dest, []), *(values if isinstance(values, list) else [values])]
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+
+
+def config_parser(
+    cls: type,
+    description: str | None = None,
+    *,
+    overlay: Mapping[str, Mapping[str, Any]] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    config_help: str | None = None,
+    actions: type | None = None,
+) -> Parser:
+    """A parser with one flag per field of the config dataclass ``cls`` (and of nested configs marked
+    ``flatten``), plus ``--config``, ``--print-config``, ``--verbose`` and ``--debug``.
+
+    ``overlay`` adds or overrides field metadata by field name (what only the CLI knows, e.g. the registered
+    architectures as choices; the ``fields`` of nested configs merge); ``defaults`` (a nested mapping)
+    replaces the dataclass defaults for this job. ``actions``: a dataclass of what the job does this time
+    (``--export-only``): its fields become flags too, but no ``--config`` key and no part of the printed
+    config; :func:`parse_config` sets them on the namespace it returns.
+    """
+    p = Parser(description=description)
+    p.config_cls, p.actions_cls, p.config_defaults = cls, actions, dict(defaults or {})
+    g = p.add_argument_group("config and output")
+    g.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=config_help
+        or f"YAML or JSON file of {cls.__name__} settings (the keys of --print-config); flags given override it",
+    )
+    g.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved settings as JSON (a valid --config file) and exit before any work",
+    )
+    g.add_argument("--verbose", action="store_true", help="debug logging, Ray's own messages included")
+    g.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    _add_fields(p, cls, (), dict(overlay or {}), p.config_defaults, None)
+    if actions is not None:
+        _add_fields(p, actions, (), {}, {}, None, prefix=ACTION_PREFIX)
+    return p
+
+
+def _add_fields(
+    p: Parser,
+    cls: type,
+    path: tuple[str, ...],
+    overlay: dict,
+    defaults: Mapping[str, Any],
+    group_title: str | None,
+    prefix: str = CONFIG_PREFIX,
+) -> None:
+    hints = field_types(cls)
+    groups: dict[str | None, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        meta = _merge_meta(f.metadata, overlay.get(f.name, {}))
+        title = meta.get("group", group_title)
+        if title not in groups:
+            groups[title] = _group(p, title)
+        sub = nested_config(hints[f.name])
+        default = defaults.get(f.name, _default(f))
+        if sub is not None and meta.get("flatten"):
+            _add_fields(p, sub, (*path, f.name), dict(meta.get("fields", {})), defaults.get(f.name, {}), title, prefix)
+            continue
+        if "flag" in meta and meta["flag"] is None or meta.get("file") is False:
+            continue
+        _add_flag(groups[title], f, hints[f.name], meta, prefix + ".".join((*path, f.name)), default)
+
+
+def _merge_meta(meta: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """A field's metadata with a job's overlay on top; the per-field ``fields`` of nested configs merge too."""
+    out = {**meta, **top}
+    if "fields" in meta and "fields" in top:
+        inner, over = meta["fields"], top["fields"]
+        out["fields"] = {k: _merge_meta(inner.get(k, {}), over.get(k, {})) for k in {**inner, **over}}
+    return out
+
+
+def _group(p: Parser, title: str | None):
+    if title is None:
+        return p
+    for g in p._action_groups:
+        if g.title == title:
+            return g
+    return p.add_argument_group(title)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _add_flag(g, f: dataclasses.Field, tp: Any, meta: Mapping[str, Any], dest: str, default: Any) -> None:
+    help_text = meta.get("help") or ""
+    if not help_text:
+        raise TypeError(f"{dest[1:]} has no help text: give it one with fer_ray.config.setting(..., help)")
+    inner, optional = unwrap_optional(tp)
+    shown = meta.get("default_text", show_default(default))
+    kw: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "action": _Set}
+    if meta.get("positional"):
+        # INPUT... (a tuple) or one optional ARTIFACT; with a flag, `--model X` works as well (the two add up)
+        many = typing.get_origin(inner) is tuple
+        metavar = meta.get("metavar", f.name.upper())
+        pos_help = _with_default(help_text, shown) if not meta.get("flag") else f"same as {meta['flag']}"
+        g.add_argument(dest, metavar=metavar, nargs="*" if many else "?", help=_esc(pos_help), **_no_dest(kw))
+        if not meta.get("flag"):
+            return
+        kw.update(extend=many, metavar=metavar, type=str)
+        g.add_argument(meta["flag"], help=_esc(_with_default(help_text, shown)), **kw)
+        return
+    flag = meta.get("flag")
+    if nested_config(tp) is not None or inner is bool:
+        # a switch: --x sets True, --no-x sets False, and --no-augment sets a nested config to None
+        if flag is None:
+            flag = "--no-" + _dash(f.name) if default is True else "--" + _dash(f.name)
+        off = flag.startswith("--no-")
+        kw.update(nargs=0, const=None if nested_config(tp) is not None else not off)
+        if not (inner is bool and optional):  # a tri-state bool (None: the artifact decides) says so itself
+            help_text += "; this flag turns it off" if off else ""
+            shown = meta.get("default_text", "off" if default in (None, False) else "on")
+    else:
+        flag = flag or "--" + _dash(f.name)
+        kw.update(type=meta.get("parse") or text_parser(tp), metavar=meta.get("metavar"))
+        choices = field_choices(f, tp) if "choices" not in meta else tuple(meta["choices"])
+        if choices:
+            kw["choices"] = choices
+            kw["metavar"] = kw["metavar"] or "{" + ",".join(map(str, choices)) + "}"
+        kw["metavar"] = kw["metavar"] or _dash(f.name).upper().replace("-", "_")
+    deprecated = tuple(meta.get("deprecated", ()))
+    aliases = tuple(meta.get("aliases", ()))
+    if deprecated:
+        help_text += f"; {', '.join(deprecated)}: deprecated spelling"
+    kw.update(deprecated=deprecated, canonical=flag, note=meta.get("deprecated_note", ""))
+    g.add_argument(flag, *aliases, *deprecated, help=_esc(_with_default(help_text, shown)), **kw)
+
+
+def _with_default(help_text: str, shown: str) -> str:
+    return f"{help_text} (default: {shown})"
+
+
+def _no_dest(kw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if k != "dest"}
+
+
+def _esc(text: str) -> str:
+    return text.replace("%", "%%")
+
+
+def _dash(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def show_default(v: Any) -> str:
+    """A default as ``--help`` shows it: ``none`` when unset (an empty list too), ``on``/``off`` for switches."""
+    if v is None:
+        return "none"
+    if isinstance(v, tuple | list):
+        return ",".join(map(str, v)) or "none"  # not "(default: )"
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    return str(v)
+
+
+# ---------------------------------------------------------------- resolving the config
+def parse_config(
+    p: Parser, argv: list[str] | None = None, adjust: Callable[[dict[str, Any]], None] | None = None
+) -> tuple[Any, argparse.Namespace]:
+    """(the resolved config, the parsed namespace): defaults < ``--config FILE`` < flags given.
+
+    ``adjust`` may fill in derived defaults on the merged mapping before the config is built (e.g. the
+    run name from the architecture when neither the file nor a flag named one). ``--print-config``
+    prints the result and leaves through :class:`Exit`.
+    """
+    assert p.config_cls is not None, "parse_config needs a parser from config_parser"
+    ns = p.parse_args(argv)
+    setup(getattr(ns, "verbose", False))
+    merged = _deep_merge({}, p.config_defaults)
+    where = "settings"
+    if ns.config:
+        data = read_config_file(ns.config)
+        from_user_dict(p.config_cls, data, f"--config {ns.config}")  # unknown keys and bad values, named early
+        merged = _deep_merge(merged, data)
+        where = f"--config {ns.config} with the flags given"
+    given: dict[str, Any] = {}
+    chosen: dict[str, Any] = {}
+    for key, value in vars(ns).items():
+        if key.startswith(CONFIG_PREFIX) and not (isinstance(value, list) and not value):
+            _set_path(given, key[1:].split("."), tuple(value) if isinstance(value, list) else value)
+        elif key.startswith(ACTION_PREFIX):
+            chosen[key[1:]] = value
+    if p.actions_cls is not None:
+        actions = p.actions_cls(**chosen)
+        for f in dataclasses.fields(actions):
+            setattr(ns, f.name, getattr(actions, f.name))
+    merged = _deep_merge(merged, given)
+    if adjust is not None:
+        adjust(merged)
+    cfg = from_user_dict(p.config_cls, merged, where)
+    if ns.print_config:
+        print(json.dumps(as_user_dict(cfg), indent=2, default=str))
+        raise Exit(0)
+    return cfg, ns
+
+
+def _set_path(d: dict[str, Any], path: list[str], value: Any) -> None:
+    for k in path[:-1]:
+        d = d.setdefault(k, {})
+    d[path[-1]] = value
+
+
+def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = dict(v) if isinstance(v, Mapping) else v
+    return out
+
+
+def add_ray_args(p: argparse.ArgumentParser) -> None:
+    """``--address`` and ``--ray-cpus`` for a parser written by hand (jobs/serve.py, benchmarks); the
+    config-driven jobs get the same flags from their ``ray`` field."""
+    g = p.add_argument_group("ray")
+    g.add_argument("--address", default=None, help=_esc(RAY_FLAGS["address"]["help"]))
+    g.add_argument("--ray-cpus", type=int, default=None, help=_esc(RAY_FLAGS["num_cpus"]["help"]))

@@ -1,0 +1,62 @@
+"""The command lines of training and tuning: TrainConfig's flags (``--arch`` with the registered
+architectures), and a run named after its architecture unless told otherwise."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fer_ray.cli.parser import Parser, config_parser
+from fer_ray.config import from_user_dict, read_config_file
+
+
+def _model_names() -> tuple[str, ...]:
+    from fer_ray.models import MODELS
+
+    return tuple(sorted(MODELS))
+
+
+def train_overlay(model_flag_note: str = " (--model names a trained artifact in score, serve and evaluate)") -> dict:
+    """``--arch`` (TrainConfig's ``model.name``, spelled in ``fer_ray.train.config.MODEL_FLAGS``) for train and
+    tune: the registered architectures as its choices, and why its old spelling ``--model`` warns."""
+    return {"model": {"fields": {"name": {"choices": _model_names(), "deprecated_note": model_flag_note}}}}
+
+
+def default_run_name(train: dict[str, Any]) -> None:
+    """A run named by neither the file nor ``--run-name`` is named after its architecture."""
+    from fer_ray.models.config import ModelConfig
+
+    if "run_name" not in train:
+        train["run_name"] = (train.get("model") or {}).get("name", ModelConfig().name)
+
+
+def train_parser(description: str | None = None) -> Parser:
+    """The flags of jobs/train.py: TrainConfig's fields, and ``--export-only`` (TrainActions)."""
+    from fer_ray.train.config import TrainActions, TrainConfig
+
+    return config_parser(TrainConfig, description, overlay=train_overlay(), actions=TrainActions)
+
+
+def tune_parser(description: str | None = None) -> Parser:
+    """The flags of jobs/tune.py: SweepConfig's fields, the training ones flat (``--epochs``: 4 by default),
+    and ``--show-space`` (SweepActions)."""
+    from fer_ray.tune.config import SweepActions, SweepConfig
+
+    return config_parser(
+        SweepConfig,
+        description,
+        overlay={"base": {"fields": train_overlay()}},
+        defaults={"base": {"epochs": 4}},  # a sweep's trials are short; the winner is trained longer afterwards
+        config_help="YAML or JSON file of the sweep's settings, training ones under base: (the keys of "
+        "--print-config); flags given override it",
+        actions=SweepActions,
+    )
+
+
+def load_config_file(path: str | os.PathLike, cls: type | None = None) -> Any:
+    """A config (default TrainConfig) from a user's YAML/JSON file; unknown keys are an error naming them."""
+    if cls is None:
+        from fer_ray.train.config import TrainConfig
+
+        cls = TrainConfig
+    return from_user_dict(cls, read_config_file(path), f"--config {path}")

@@ -1,0 +1,199 @@
+"""A run's checkpoints and record: what it learnt from, what a resume may change, which checkpoint is
+best, and the export of one as a model artifact.
+
+Both back ends keep one checkpoint as one dict (:data:`STATE`, written by
+:meth:`fer_ray.train.recipe.Learner.state`) and a ``train_config.json`` record built by
+:func:`resume_record`; this module decides whether a rerun may continue them. Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, UserError, fer2013_parquet, fields_where
+from fer_ray.data.sources import fingerprint
+from fer_ray.inference.artifact import SHIPPED_MODELS, Artifact, load_artifact, save_artifact
+from fer_ray.models import create_model
+from fer_ray.train.config import TrainConfig
+from fer_ray.train.distill import Teacher, teacher_ids
+
+STATE = "state.pt"  # one checkpoint = one torch.save'd dict {model, optimizer, scheduler, epoch, history, ...}
+
+
+class RunRefused(UserError):
+    """A run that would continue or start from weights under another question (a resume with another
+    model, recipe, data or teachers; a starting artifact of another architecture): a user's choice to
+    change, so the CLI shows it as one line, not a traceback."""
+
+
+def data_record(
+    cfg: TrainConfig,
+    source: str,
+    shown: str,
+    teacher: Teacher | None = None,
+    initial: Artifact | None = None,
+) -> dict[str, Any]:
+    """The head of a run's ``counts`` record: what it learnt from (data, labels, teachers and
+    starting weights by ``model_id``), so a resume on other data or teachers is refused and the
+    artifact names them.
+
+    ``teacher`` / ``initial``: the already loaded teachers and starting artifact, whose ids are taken
+    as they are (else each artifact is read once for its id, as on a Ray driver that trains nothing itself)."""
+    record: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "labels": cfg.labels}
+    if cfg.teachers:
+        record["teachers"] = list(teacher.ids) if teacher is not None else teacher_ids(cfg.teachers, cfg.teacher_engine)
+    if cfg.init_from:
+        record["init_from"] = (initial or initial_artifact(cfg)).model_id
+    record["decode_errors"] = {}
+    return record
+
+
+def initial_artifact(cfg: TrainConfig) -> Artifact:
+    """``cfg.init_from`` loaded, refused when its architecture (name and sizes) is not the run's: one
+    clear line instead of a state-dict mismatch; dropout may differ, it holds no weights."""
+    art = load_artifact(cfg.init_from, engine="torch")
+    theirs, ours = art.model_config.to_dict(), cfg.model.to_dict()
+    differ = sorted(k for k in theirs.keys() | ours.keys() if k != "dropout" and theirs.get(k) != ours.get(k))
+    if differ:
+        shown = ", ".join(f"{k} {theirs.get(k)} vs {ours.get(k)}" for k in differ)
+        raise RunRefused(
+            f"--init-from {cfg.init_from}: its model differs from this run's ({shown})",
+            "start from an artifact of this architecture, or give the flags its sizes (--arch, --widths, ...)",
+        )
+    return art
+
+
+def initial_artifact_of(cfg: TrainConfig) -> Artifact | None:
+    """The run's starting artifact (``None`` without ``--init-from``), loaded once per process and
+    handed to :func:`data_record` and :meth:`Learner.build`, as the teachers are."""
+    return initial_artifact(cfg) if cfg.init_from else None
+
+
+def select_checkpoint(candidates: list[tuple[Any, dict[str, Any]]]):
+    """The kept checkpoint with the best validation accuracy; ties go to the lower
+    validation loss, then the later epoch (Ray's own ranking keeps the earliest)."""
+    if not candidates:
+        return None
+    ckpt, _ = max(candidates, key=lambda cm: rank_key(cm[1]))
+    return ckpt
+
+
+def rank_key(metrics: dict[str, Any]) -> tuple[float, float, int]:
+    """Order of checkpoints: validation accuracy, then lower validation loss, then the later epoch."""
+    return (metrics.get("val_acc", 0.0), -metrics.get("val_loss", math.inf), metrics.get("epoch", -1))
+
+
+def resolve_source(cfg: TrainConfig) -> tuple[str, str]:
+    """(where to read the training data, how to name it in artifacts).
+
+    Artifacts ship to other machines: the source is named as the user gave it (or relative
+    to the data root), not by this machine's absolute path; the fingerprint identifies the bytes.
+    """
+    source = cfg.data or fer2013_parquet()
+    if source is None:
+        raise FileNotFoundError(
+            "no training data: pass --data (FER2013 .parquet, fer2013.csv or train/<emotion>/ folders) "
+            f"or set {DATA_ROOT_ENV} to a directory holding {DEFAULT_PARQUET}"
+        )
+    return str(source), str(cfg.data) if cfg.data else f"<data root>/{DEFAULT_PARQUET}"
+
+
+def portable(train_config: dict[str, Any]) -> dict[str, Any]:
+    """``train_config`` without this machine's facts; teachers by shipped name or directory name (their
+    exact weights are in the record's ``counts["teachers"]``, by ``model_id``)."""
+    machine = fields_where(TrainConfig, "machine")  # the run's own train_config.json keeps them
+    out = {k: v for k, v in train_config.items() if k not in machine}
+    if out.get("teachers"):
+        out["teachers"] = [t if t in SHIPPED_MODELS else Path(t).name for t in out["teachers"]]
+    if out.get("init_from") and out["init_from"] not in SHIPPED_MODELS:
+        out["init_from"] = Path(out["init_from"]).name
+    return out
+
+
+def export_state(
+    state: dict[str, Any],
+    cfg: TrainConfig,
+    counts: dict[str, Any],
+    history: list[dict[str, Any]],
+    out_dir: Path,
+    segments: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Write a checkpoint's weights as a model artifact with the run's metrics and config.
+
+    ``segments`` lists each change of config on resume (e.g. a longer horizon), so the
+    artifact's record reproduces its weights and not only the last command.
+    """
+    model = create_model(cfg.model)
+    model.load_state_dict(state["ema"]["weights"] if "ema" in state else state["model"])  # what was validated
+    return save_artifact(
+        model,
+        cfg.model,
+        out_dir,
+        preprocess=cfg.preprocess,
+        metrics={
+            "best": state["history"][-1],
+            "history": history,
+            "counts": counts,
+            "segments": [{**g, "train_config": portable(g["train_config"])} for g in segments or []],
+        },
+        train_config=portable(cfg.to_dict()),
+        # runs saved before counts carried the fingerprint hash their (then absolute) source
+        data_fingerprint=counts.get("fingerprint") or fingerprint(counts["source"]),
+        # mirror-image test-time augmentation only for models that trained on mirrored faces
+        flip_tta=cfg.augment is not None and cfg.augment.flip,
+    )
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def resume_record(
+    saved: dict[str, Any] | None, cfg: TrainConfig, counts: dict[str, Any], next_epoch: int
+) -> dict[str, Any]:
+    """The run's ``train_config.json`` content for this invocation, checking a resume against the saved one.
+
+    A first start records one segment. A resume with the same config keeps the record; one that changes
+    only fields marked ``resumable`` (how long, how fast and where it trains: a longer horizon, an LR
+    restart, more workers) appends a segment with the epoch it takes effect, which the exported artifact
+    carries, so the record reproduces the weights. Any other change (model, data, labels, preprocessing,
+    augmentation, loss, optimizer, batch size) would continue the saved weights under a different question
+    than the one they were trained on: it raises :class:`RunRefused` naming the fields; start a new
+    ``--run-name`` instead.
+    """
+    current = cfg.to_dict()
+    if not saved:
+        return {"train_config": current, "counts": counts, "segments": [{"start_epoch": 0, "train_config": current}]}
+    # Read back through TrainConfig: a setting added since the run started counts as its default, so
+    # a new version of fer_ray resumes runs started by an older one.
+    before, after = _flat(TrainConfig.from_dict(saved["train_config"]).to_dict()), _flat(current)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    resumable = fields_where(TrainConfig, "resumable")
+    unsafe = [k for k in changed if k.split(".")[0] not in resumable]
+    old_fp, new_fp = saved.get("counts", {}).get("fingerprint"), counts.get("fingerprint")
+    if old_fp and new_fp and old_fp != new_fp:
+        unsafe.append("data (its fingerprint changed)")
+    if saved.get("counts", {}).get("teachers", []) != counts.get("teachers", []):
+        unsafe.append("teachers (other weights)")
+    if saved.get("counts", {}).get("init_from") != counts.get("init_from"):
+        unsafe.append("init_from (other starting weights)")
+    if after.get("epochs", 0) < before.get("epochs", 0):
+        unsafe.append(f"epochs (shorter: {before['epochs']} -> {after['epochs']})")
+    if unsafe:
+        raise RunRefused(
+            f"run {cfg.run_name!r} was trained with a different {', '.join(unsafe)}; a resume may change only "
+            f"{', '.join(sorted(resumable))}",
+            "use a new --run-name to train with these settings",
+        )
+    segments = saved.get("segments") or [{"start_epoch": 0, "train_config": saved["train_config"]}]
+    if changed:
+        segments = [*segments, {"start_epoch": next_epoch, "changed": changed, "train_config": current}]
+    return {"train_config": current, "counts": counts, "segments": segments}
