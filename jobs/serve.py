@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from fer_ray.cli import (
     Parser,
     UserError,
-    add_ray_args,
     before_ray,
     check_model,
     check_port_free,
@@ -36,21 +35,17 @@ from fer_ray.cli import (
     parse_config,
     run_cli,
 )
-from fer_ray.serve.config import ServeConfig, is_loopback, resolve_api_key
+from fer_ray.serve.config import ServeConfig, ServeRun, is_loopback, resolve_api_key
 
 
 def get_args_parser() -> Parser:
-    p = config_parser(ServeConfig, __doc__)
-    g = p.add_argument_group("HTTP")
-    g.add_argument("--host", default="127.0.0.1", help="HTTP interface; 0.0.0.0 exposes the service on the network")
-    g.add_argument("--port", type=int, default=8000, help="HTTP port")
-    add_ray_args(p)
-    return p
+    return config_parser(ServeConfig, __doc__, actions=ServeRun)
 
 
 def _busy_batches(d: dict[str, Any]) -> None:
     # room for two batches per replica unless the file or a flag set it
-    d.setdefault("max_ongoing_requests", max(2 * int(d.get("max_batch_size", 32)), 64))
+    batch = int(d.get("max_batch_size", ServeConfig.max_batch_size))
+    d.setdefault("max_ongoing_requests", max(2 * batch, ServeConfig.max_ongoing_requests))
 
 
 @run_cli

@@ -158,7 +158,8 @@ def test_config_from_serve_run_args(artifact_dir):
     auto = ServeConfig.from_args({"autoscaling_config": '{"min_replicas": 1, "max_replicas": 3}', "replicas": "auto"})
     assert auto.autoscaling_config == {"min_replicas": 1, "max_replicas": 3} and auto.num_replicas == "auto"
     with pytest.raises(ValueError, match="unknown argument 'port'.*model"):
-        ServeConfig.from_args({"port": "8000"})
+        ServeConfig.from_args({"port": "8000"})  # HTTP comes from http_options, not from the app's args
+    assert ServeConfig.from_args({"detect_max_side": "320"}).detect.max_side == 320  # a flag's spelling works too
     with pytest.raises(ValueError, match="max_ongoing_requests"):
         ServeConfig(max_batch_size=64, max_ongoing_requests=8)
     with pytest.raises(ValueError, match="num_replicas"):
@@ -224,6 +225,10 @@ def test_app_builder_follows_serve_convention(artifact_dir):
     # What `serve run fer_ray.serve:build_app model=...` does with the command-line args.
     app = call_user_app_builder_with_args_if_necessary(build_app, {"model": str(artifact_dir), "replicas": "1"})
     assert isinstance(app, Application)
+    # `serve run fer_ray.serve:app`: the same builder under a plain name, the shipped model without args
+    from ray._common.utils import import_attr
+
+    assert isinstance(call_user_app_builder_with_args_if_necessary(import_attr("fer_ray.serve:app"), {}), Application)
 
 
 # -- the running service ------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Online scoring over HTTP with Ray Serve: ``POST /v1/predict`` an image, get one emotion distribution per face.
 
-Two deployments, composed with ``.bind()`` (:mod:`fer_ray.serve.app`)::
+Two deployments, composed with ``.bind()`` (:mod:`fer_ray.serve.application`)::
 
-    HTTP -> FERServer (ingress: API key, upload page at /, offline /docs, body limits, decode + detect + crop)
-         -> FERModel  (load_artifact once per replica; @serve.batch across concurrent requests)
+    HTTP -> FERServer (ingress: API key, upload page at /, offline /docs, body limits, decode + detect + crop;
+                       :mod:`~fer_ray.serve.ingress`, routes in :mod:`~fer_ray.serve.api`)
+         -> FERModel  (load_artifact once per replica; @serve.batch across concurrent requests;
+                       :mod:`~fer_ray.serve.model`)
 
 Preprocessing and face detection are the ones batch scoring uses (:mod:`fer_ray.preprocess`,
 :mod:`fer_ray.score.faces`), so a photo gets the same probabilities online and in a batch report.
@@ -21,21 +23,16 @@ The API key (optional) comes from ``$FER_RAY_API_KEY`` or a secret file (``$FER_
 The model directory must be readable on every node that runs a ``FERModel`` replica.
 """
 
-from typing import Any
-
-from fer_ray.serve.app import (
-    APP_NAME,
-    FERModel,
-    FERServer,
-    build,
-    build_app,
-    create_api,
-    model_info,
-    prepare_faces,
-    run,
-)
-from fer_ray.serve.config import API_KEY_ENV, API_KEY_FILE_ENV, ServeConfig, is_loopback, resolve_api_key
+from fer_ray.serve.api import create_api
+from fer_ray.serve.application import APP_NAME, build, build_app, run
+from fer_ray.serve.config import API_KEY_ENV, API_KEY_FILE_ENV, ServeConfig, ServeRun, is_loopback, resolve_api_key
 from fer_ray.serve.http import RequestError
+from fer_ray.serve.ingress import FERServer, prepare_faces
+from fer_ray.serve.model import FERModel, model_info
+
+# `serve run fer_ray.serve:app`: Serve calls a builder function with the command line's args (none: the
+# shipped model), so the name needs neither an application built at import nor a module __getattr__.
+app = build_app
 
 __all__ = [
     "API_KEY_ENV",
@@ -45,6 +42,8 @@ __all__ = [
     "FERServer",
     "RequestError",
     "ServeConfig",
+    "ServeRun",
+    "app",
     "build",
     "build_app",
     "create_api",
@@ -54,10 +53,3 @@ __all__ = [
     "resolve_api_key",
     "run",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # `serve run fer_ray.serve:app` reads this attribute; building on access keeps imports free of side effects.
-    if name == "app":
-        return build()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fer_ray.config import MODEL_HELP, field_types, setting, text_parser
+from fer_ray.config import MODEL_HELP, RAY_FLAGS, field_types, nested_config, setting, text_parser, unwrap_optional
 from fer_ray.inference.engine import ENGINES
 from fer_ray.score.config import DetectConfig
 
@@ -118,34 +118,68 @@ class ServeConfig:
     def from_args(cls, args: Mapping[str, Any]) -> ServeConfig:
         """Build from ``serve run ... key=value`` strings or the typed ``args:`` of ``serve_config.yaml``.
 
-        ``replicas`` is an alias of ``num_replicas``; ``autoscaling_config`` takes JSON;
-        face-detection fields (``min_face``, ``min_neighbors``, ...) go to :class:`DetectConfig`.
+        The keys are the fields' names, face detection's (``min_face``, ...) flat as on the command line,
+        and the spelling of a field's own flag (``replicas``); strings are converted as a flag's would be.
         A key-like argument is refused, so a secret never lands in a config that Serve prints back.
         """
-        own = {f.name: field_types(cls)[f.name] for f in dataclasses.fields(cls) if f.name != "detect"}
-        det = {f.name: field_types(DetectConfig)[f.name] for f in dataclasses.fields(DetectConfig)}
+        keys = _arg_keys(cls)
         kw: dict[str, Any] = {}
-        detect_kw: dict[str, Any] = {}
         for key, value in (args or {}).items():
-            name = "num_replicas" if key == "replicas" else key
-            if name.lower() in _SECRET_NAMES:
+            if key.lower() in _SECRET_NAMES:
                 raise ValueError(
                     f"argument {key!r} is refused: Serve prints application args back (serve config, dashboard). "
                     f"Set the key in the environment of the Ray nodes ({API_KEY_ENV}=...) or put it in a file "
                     f"and pass its path: api_key_file=/run/secrets/fer_api_key (or {API_KEY_FILE_ENV})"
                 )
-            if name not in own and name not in det:
+            if key not in keys:
                 raise ValueError(
-                    f"unknown argument {key!r}; expected one of {sorted([*own, 'replicas', *det])} "
+                    f"unknown argument {key!r}; expected one of {sorted(keys)} "
                     "(e.g. `serve run fer_ray.serve:build_app model=runs/x/artifact replicas=2`)"
                 )
+            path, tp = keys[key]
             try:
-                # `serve run ... key=value` passes strings: the field's type converts them, as a CLI flag would
-                typed = text_parser(own.get(name) or det[name])(value) if isinstance(value, str) else value
+                typed = text_parser(tp)(value) if isinstance(value, str) else value
             except (TypeError, ValueError) as e:
                 raise ValueError(f"argument {key}={value!r}: {e}") from e
-            (kw if name in own else detect_kw)[name] = typed
-        return cls(**kw, detect=DetectConfig(**detect_kw))
+            target = kw
+            for name in path[:-1]:
+                target = target.setdefault(name, {})
+            target[path[-1]] = typed
+        return _construct(cls, kw)
+
+
+@dataclass(frozen=True)
+class ServeRun:
+    """Where ``jobs/serve.py`` listens and which Ray it joins: flags of the job, never ``--config`` keys or
+    application args (``serve run`` takes the HTTP address from ``http_options`` instead)."""
+
+    host: str = setting("127.0.0.1", "HTTP interface; 0.0.0.0 exposes the service on the network", group="HTTP")
+    port: int = setting(8000, "HTTP port", group="HTTP")
+    address: str | None = setting(None, RAY_FLAGS["address"]["help"], group="ray")
+    ray_cpus: int | None = setting(None, RAY_FLAGS["num_cpus"]["help"], group="ray")
+
+
+def _arg_keys(cls: type, path: tuple[str, ...] = ()) -> dict[str, tuple[tuple[str, ...], Any]]:
+    """``serve run`` key -> (field path, field type) for every field of ``cls``, nested ``flatten`` configs flat."""
+    keys: dict[str, tuple[tuple[str, ...], Any]] = {}
+    hints = field_types(cls)
+    for f in dataclasses.fields(cls):
+        sub = nested_config(hints[f.name])
+        if sub is not None and f.metadata.get("flatten"):
+            keys.update(_arg_keys(sub, (*path, f.name)))
+            continue
+        keys[f.name] = ((*path, f.name), hints[f.name])
+        flag = f.metadata.get("flag")
+        if flag and unwrap_optional(hints[f.name])[0] is not bool:  # a switch's flag spells its negation
+            keys.setdefault(flag.lstrip("-").replace("-", "_"), keys[f.name])
+    return keys
+
+
+def _construct(cls: type, kw: Mapping[str, Any]) -> Any:
+    """``cls(**kw)`` with the nested configs' mappings built into their dataclasses first."""
+    hints = field_types(cls)
+    nested = {k: nested_config(hints[k]) for k in kw}
+    return cls(**{k: _construct(nested[k], v) if nested[k] is not None else v for k, v in kw.items()})
 
 
 def resolve_api_key(api_key_file: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
