@@ -8,7 +8,8 @@ place (``python jobs/export_onnx.py ARTIFACT``).
 
 The int8 model is quantized statically in QDQ format, per channel, with unsigned (QUInt8)
 activations and signed 7-bit weights, calibrated on training faces only (:mod:`fer_ray.inference.quantize`:
-~2x faster than fp32 within 0.15 point, and the same answers on CPUs with and without VNNI).
+faster than fp32 at nearly its accuracy, and the same answers on CPUs with and without VNNI; the figures
+are in docs/BENCHMARKS.md and each artifact's ``engines`` record).
 The export also stores ``host_check.npz`` (:mod:`fer_ray.inference.host_check`): faces from public-domain
 photos and the fp32 model's logits on them, against which every host checks its engines.
 """
@@ -147,7 +148,7 @@ def export_engines(
 ) -> dict[str, Any]:
     """Write ``model.onnx`` and ``model.int8.onnx`` into ``artifact_dir`` and record them in ``artifact.json``.
 
-    ``calib_faces``: ``uint8`` (N, S, S) TRAINING faces (~512) for the int8 calibration; never
+    ``calib_faces``: ``uint8`` (N, S, S) TRAINING faces for the int8 calibration; never
     validation or test faces. ``val_faces``/``val_labels``: the validation split (PublicTest for
     FER2013), on which every engine's accuracy is measured and recorded; without them the
     accuracies are ``None`` and the int8 engine is not chosen by default. ``calibration``:
