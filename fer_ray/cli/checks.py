@@ -15,8 +15,6 @@ from pathlib import Path
 from fer_ray.config import UserError
 from fer_ray.storage import is_remote
 
-SHIPPED = "default, ae_cnn_attn, cnn_attn"
-
 
 def checked_scheme(path: str | os.PathLike, flag: str) -> str:
     """``path`` as text, ``file://`` dropped; a URI of another scheme than ``s3://`` is refused here, as
@@ -93,6 +91,7 @@ def check_model(spec: str | None, flag: str = "--model", engine: str | None = No
         check_bucket(str(spec), flag)
         return
     from fer_ray.inference.artifact import META, WEIGHTS, load_artifact, resolve_model
+    from fer_ray.inference.config import SHIPPED
 
     p = resolve_model(spec)
     spec = spec if spec is not None else "default"  # what the messages call it
