@@ -12,7 +12,6 @@ the fastest one whose recorded accuracy matches the PyTorch model's.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from fer_ray.inference.config import DEFAULT_MODEL, SHIPPED_NAMES
 from fer_ray.inference.engine import ENGINES, ONNX_FILES, Engine, OnnxEngine, TorchEngine, check_engine
 from fer_ray.inference.host_check import CHECK_FILE, HostCheck, load_check
 from fer_ray.inference.host_check import check_engine as check_on_host
+from fer_ray.inference.integrity import META, ArtifactIntegrityError, sha256_file, verify_file
 from fer_ray.inference.outputs import outputs
 from fer_ray.labels import EMOTIONS
 from fer_ray.models import ModelConfig
@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 WEIGHTS = "weights.pt"
-META = "artifact.json"
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHIPPED_MODELS: dict[str, Path] = {name: ASSETS / name for name in SHIPPED_NAMES}
 DEFAULT_MODEL_DIR = SHIPPED_MODELS[DEFAULT_MODEL]
@@ -72,18 +71,6 @@ INT8_MAX_ACCURACY_DROP = 0.005
 
 class EngineCheckError(RuntimeError):
     """An ONNX engine (and its fp32 fallback) gives answers on this CPU that stray from the reference."""
-
-
-class ArtifactIntegrityError(ValueError):
-    """A model file differs from the hash ``artifact.json`` records (truncated, empty, replaced)."""
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _is_tensor(x: Any) -> bool:
@@ -245,23 +232,6 @@ def save_artifact(
     }
     (out / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     return out
-
-
-def _hash_error(path: Path, expected: str, actual: str) -> ArtifactIntegrityError:
-    size = path.stat().st_size
-    what = "is empty (0 bytes)" if size == 0 else f"({size:,} bytes) is truncated, damaged or replaced"
-    return ArtifactIntegrityError(
-        f"{path} {what}: its sha256 is {actual} but {META} records {expected}; "
-        "copy the artifact again (or re-export it) instead of using it"
-    )
-
-
-def verify_file(path: Path, expected: str | None) -> str:
-    """sha256 of ``path``, checked against the recorded hash (skipped when none is recorded)."""
-    actual = sha256_file(path)
-    if expected and actual != expected:
-        raise _hash_error(path, expected, actual)
-    return actual
 
 
 def engine_records(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
