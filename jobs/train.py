@@ -21,12 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 from fer_ray.cli import (
     Parser,
-    UserError,
     before_ray,
-    check_data,
-    check_input_path,
-    check_model,
-    check_output_dir,
+    check_train,
     default_run_name,
     is_remote,
     parse_config,
@@ -42,22 +38,7 @@ def get_args_parser() -> Parser:
 @run_cli
 def main(argv: list[str]) -> int:
     cfg, args = parse_config(get_args_parser(), argv, adjust=default_run_name)
-    check_output_dir(cfg.storage_path, "--storage-path")
-    if args.export_only:
-        run = Path(cfg.storage_path).expanduser() / cfg.run_name
-        if not is_remote(cfg.storage_path) and not run.is_dir():
-            raise UserError(f"--export-only: no run {run}", "check --storage-path and --run-name")
-    else:
-        check_data(cfg.data, need="training data")
-        if cfg.ferplus_csv:
-            check_input_path(cfg.ferplus_csv, "--ferplus-csv", "pass FER+'s fer2013new.csv")
-        for teacher in cfg.teachers:
-            check_model(teacher, "--teachers", engine=cfg.teacher_engine)
-        if cfg.init_from:
-            check_model(cfg.init_from, "--init-from")
-            from fer_ray.train.checkpoints import initial_artifact
-
-            initial_artifact(cfg)  # the architecture matches: one line now, not after the data is read
+    check_train(cfg, args.export_only)
     before_ray(args)
     if cfg.backend == "plain" or (args.export_only and _is_plain_run(cfg)):
         from fer_ray.train.plain import export_plain, run_dir_of, train_plain

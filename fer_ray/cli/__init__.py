@@ -26,7 +26,14 @@ from fer_ray.cli.checks import (
 )
 from fer_ray.cli.parser import HelpFormatter, Parser, add_ray_args, config_parser, parse_config, show_default
 from fer_ray.cli.runner import PROG, Exit, before_ray, run_cli, setup, warn
-from fer_ray.cli.training import default_run_name, load_config_file, train_overlay, train_parser, tune_parser
+from fer_ray.cli.training import (
+    check_train,
+    default_run_name,
+    load_config_file,
+    train_overlay,
+    train_parser,
+    tune_parser,
+)
 from fer_ray.config import MODEL_HELP, UserError
 from fer_ray.storage import is_remote
 
@@ -45,6 +52,7 @@ __all__ = [
     "check_model",
     "check_output_dir",
     "check_port_free",
+    "check_train",
     "checked_scheme",
     "config_parser",
     "default_run_name",

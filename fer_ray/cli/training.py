@@ -4,10 +4,13 @@ architectures), and a run named after its architecture unless told otherwise."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
+from fer_ray.cli.checks import check_data, check_input_path, check_model, check_output_dir
 from fer_ray.cli.parser import Parser, config_parser
-from fer_ray.config import from_user_dict, read_config_file
+from fer_ray.config import UserError, from_user_dict, read_config_file
+from fer_ray.storage import is_remote
 
 
 def _model_names() -> tuple[str, ...]:
@@ -60,3 +63,24 @@ def load_config_file(path: str | os.PathLike, cls: type | None = None) -> Any:
 
         cls = TrainConfig
     return from_user_dict(cls, read_config_file(path), f"--config {path}")
+
+
+def check_train(cfg: Any, export_only: bool = False) -> None:
+    """What jobs/train.py refuses before Ray starts: storage it cannot write, a run to export that is not
+    there, missing data, teachers or starting weights that do not load (or whose architecture differs)."""
+    check_output_dir(cfg.storage_path, "--storage-path")
+    if export_only:
+        run = Path(cfg.storage_path).expanduser() / cfg.run_name
+        if not is_remote(cfg.storage_path) and not run.is_dir():
+            raise UserError(f"--export-only: no run {run}", "check --storage-path and --run-name")
+        return
+    check_data(cfg.data, need="training data")
+    if cfg.ferplus_csv:
+        check_input_path(cfg.ferplus_csv, "--ferplus-csv", "pass FER+'s fer2013new.csv")
+    for teacher in cfg.teachers:
+        check_model(teacher, "--teachers", engine=cfg.teacher_engine)
+    if cfg.init_from:
+        check_model(cfg.init_from, "--init-from")
+        from fer_ray.train.checkpoints import initial_artifact
+
+        initial_artifact(cfg)  # the architecture matches: one line now, not after the data is read

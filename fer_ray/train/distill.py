@@ -23,8 +23,8 @@ class Teacher:
     ``ids``: each artifact's ``model_id`` (``name@sha256-prefix``, plus ``+engine`` for ONNX), what
     the run records, so a distilled model names the exact weights and engine it learnt from.
     ``flip_tta``: each teacher also scores the mirrored batch and the two are averaged, the setting
-    the shipped models are scored with (for the two shipped models together 71.1% instead of 70.1%
-    on PublicTest); it doubles the teachers' cost, which the int8 ONNX engine more than pays back.
+    the shipped models are scored with, which makes better targets than one view (docs/RESULTS.md has the
+    figures); it doubles the teachers' cost, which the int8 ONNX engine more than pays back.
     """
 
     def __init__(self, artifacts: list[Artifact], flip_tta: bool = False):
