@@ -32,7 +32,8 @@ import torch  # noqa: E402
 from common import fer2013_or_exit, machine_info, timed_then_measured, write_result  # noqa: E402
 
 from fer_ray.cli import setup  # noqa: E402
-from fer_ray.models import ModelConfig, create_model  # noqa: E402
+from fer_ray.models.config import ModelConfig  # noqa: E402
+from fer_ray.models.registry import create_model
 from fer_ray.preprocess import PreprocessConfig, preprocess_bytes  # noqa: E402
 from fer_ray.runtime import RayConfig  # noqa: E402
 from fer_ray.train.config import TrainConfig  # noqa: E402

@@ -31,11 +31,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARQUET = "fer2013/fer2013.parquet"  # under the data root
 
 
-# What --model accepts in every job that uses a trained model (fer_ray.inference.artifact.resolve_model).
-MODEL_HELP = (
-    "model artifact: a directory holding artifact.json (jobs/train.py writes runs/<name>/artifact), "
-    "s3://..., or a shipped model: default, ae_cnn_attn, cnn_attn"
-)
 # RayConfig (fer_ray.runtime) on the command line of every job that uses Ray: --address, --ray-cpus.
 RAY_FLAGS = {
     "address": {

@@ -3,7 +3,7 @@
 A job submitted to a cluster runs in a temporary working dir that is deleted with the job, so
 everything a run keeps (configs, histories, artifacts, reports) is written to its storage path:
 a local directory, or ``s3://bucket/prefix`` shared by every node. S3 endpoint and credentials
-come from the standard AWS settings (:meth:`fer_ray.data.sources.S3Settings.from_env`).
+come from the standard AWS settings (:meth:`fer_ray.data.s3.S3Settings.from_env`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from fer_ray.data.sources import is_s3_uri, resolve_filesystem
+from fer_ray.data.s3 import is_s3_uri, resolve_filesystem
 
 Location = str | os.PathLike  # a local path or an s3:// URI
 

@@ -8,7 +8,8 @@ import torch
 
 from fer_ray.inference.artifact import META, load_artifact, save_artifact
 from fer_ray.labels import EMOTIONS
-from fer_ray.models import ModelConfig, create_model
+from fer_ray.models.config import ModelConfig
+from fer_ray.models.registry import create_model
 from fer_ray.preprocess import PreprocessConfig, normalize
 from tests.fer_fixtures import absolute_paths
 

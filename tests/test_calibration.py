@@ -7,7 +7,7 @@ import pytest
 
 from fer_ray.config import fer2013_parquet
 from fer_ray.inference.calibration import ece, ece_gain, fit_temperature, reliability, softmax, uncertain_threshold
-from fer_ray.inference.config import SHIPPED_NAMES
+from fer_ray.inference.shipped import SHIPPED_NAMES
 
 
 def _overconfident(n: int = 4000, true_t: float = 2.5, seed: int = 0):

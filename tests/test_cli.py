@@ -284,7 +284,7 @@ def test_serve_port_in_use():
 
 
 def test_s3_bucket_missing_or_no_credentials(s3_server, tmp_path):
-    from fer_ray.data.sources import S3Settings
+    from fer_ray.data.s3 import S3Settings
 
     S3Settings.from_env().client().create_bucket(Bucket="photos")
     images = REPO / "examples" / "images"

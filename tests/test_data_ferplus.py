@@ -67,7 +67,7 @@ def test_parquet_rows_swap_in_ferplus_labels(tmp_path):
 
 
 def test_plain_training_on_ferplus_labels(tmp_path):
-    from fer_ray.models import ModelConfig
+    from fer_ray.models.config import ModelConfig
     from fer_ray.train.config import TrainConfig
     from fer_ray.train.plain import train_plain
 

@@ -15,15 +15,10 @@ from PIL import Image
 from fer_ray.config import UserError
 from fer_ray.data import decode, read_labeled
 from fer_ray.data.fer2013 import read_image_folders
-from fer_ray.data.sources import (
-    IMAGE_SCHEMA,
-    S3Settings,
-    fetch_bytes,
-    is_transient_error,
-    list_images,
-    read_images,
-    resolve_filesystem,
-)
+from fer_ray.data.fetch import fetch_bytes, is_transient_error
+from fer_ray.data.listing import list_images
+from fer_ray.data.s3 import S3Settings, resolve_filesystem
+from fer_ray.data.sources import IMAGE_SCHEMA, read_images
 from tests.test_data_fer2013 import PARQUET_LABELS, basename, check_folder_rows, write_fer_folders, write_fer_parquet
 from tests.test_preprocess import png_header
 

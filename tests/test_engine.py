@@ -26,7 +26,8 @@ from fer_ray.inference.export import export_engines
 from fer_ray.inference.host_check import CHECK_FILE, compare, cpu_description, load_check, make_check_faces
 from fer_ray.inference.host_check import check_engine as check_on_host
 from fer_ray.inference.quantize import INT16_MAX, int8_pair_bound, quantize_int8
-from fer_ray.models import ModelConfig, create_model
+from fer_ray.models.config import ModelConfig
+from fer_ray.models.registry import create_model
 from fer_ray.preprocess import PreprocessConfig, normalize, preprocess_bytes
 from tests.helpers_score import EXAMPLES
 

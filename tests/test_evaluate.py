@@ -16,7 +16,8 @@ from fer_ray.evaluate.metrics import confusion, per_class
 from fer_ray.evaluate.predictions import choose_split
 from fer_ray.inference.artifact import load_artifact, save_artifact
 from fer_ray.labels import EMOTIONS
-from fer_ray.models import ModelConfig, create_model
+from fer_ray.models.config import ModelConfig
+from fer_ray.models.registry import create_model
 from tests.fer_fixtures import synthetic_face, write_tiny_fer_parquet
 
 

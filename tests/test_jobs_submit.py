@@ -123,7 +123,8 @@ def test_submit_train_job(head_cluster, tmp_path):
 
 def test_submit_score_job(head_cluster, tmp_path):
     from fer_ray.inference.artifact import save_artifact
-    from fer_ray.models import ModelConfig, create_model
+    from fer_ray.models.config import ModelConfig
+    from fer_ray.models.registry import create_model
 
     address, env = head_cluster
     cfg = ModelConfig(widths=(16, 32), latent_channels=16)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from fer_ray.models import MODELS, ModelConfig, count_parameters, create_model, multiply_adds
+from fer_ray.models.config import ModelConfig
+from fer_ray.models.registry import MODELS, count_parameters, create_model, multiply_adds
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

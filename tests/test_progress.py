@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_ray.models import ModelConfig
+from fer_ray.models.config import ModelConfig
 from fer_ray.progress import Progress, progress_mode
 from fer_ray.train.config import TrainConfig
 from tests.fer_fixtures import write_tiny_fer_parquet
@@ -123,7 +123,7 @@ def test_log_mode_lines_carry_count_rate_and_eta(caplog, monkeypatch):
 def test_scoring_progress_counts_images_and_faces(ray_local, tmp_path, caplog):
     """The inference actors' counts reach the driver (a real Ray actor): the closing line says all images."""
     from fer_ray.inference.artifact import save_artifact
-    from fer_ray.models import create_model
+    from fer_ray.models.registry import create_model
     from fer_ray.score.config import ScoreConfig
     from fer_ray.score.driver import score
     from tests.helpers_score import copy_samples
@@ -141,7 +141,7 @@ def test_scoring_progress_counts_images_and_faces(ray_local, tmp_path, caplog):
 def test_scoring_cli_shows_a_bar_on_a_terminal(tmp_path):
     """``jobs/score.py`` on a pseudo-terminal: its own private Ray, one bar of images with faces and rate."""
     from fer_ray.inference.artifact import save_artifact
-    from fer_ray.models import create_model
+    from fer_ray.models.registry import create_model
     from tests.helpers_score import copy_samples
 
     model = save_artifact(create_model(ModelConfig()), ModelConfig(), tmp_path / "model")

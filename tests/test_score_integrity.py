@@ -23,9 +23,12 @@ import pandas as pd
 import pytest
 import torch
 
-from fer_ray.data.sources import TRANSIENT_PREFIX, S3Settings, list_images, list_images_and_settings
+from fer_ray.data.fetch import TRANSIENT_PREFIX
+from fer_ray.data.listing import list_images, list_images_and_settings
+from fer_ray.data.s3 import S3Settings
 from fer_ray.inference.artifact import ArtifactIntegrityError, save_artifact
-from fer_ray.models import ModelConfig, create_model
+from fer_ray.models.config import ModelConfig
+from fer_ray.models.registry import create_model
 from fer_ray.score.aggregate import TRANSIENT_REASON
 from fer_ray.score.config import ScoreConfig
 from fer_ray.score.driver import MixedModelsError, score

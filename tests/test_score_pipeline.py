@@ -14,7 +14,8 @@ from PIL import Image
 
 from fer_ray.inference.artifact import load_artifact, save_artifact
 from fer_ray.labels import EMOTIONS
-from fer_ray.models import ModelConfig, create_model
+from fer_ray.models.config import ModelConfig
+from fer_ray.models.registry import create_model
 from fer_ray.preprocess import PreprocessConfig, decode_image, face_input
 from fer_ray.score.config import ScoreConfig
 from fer_ray.score.driver import score
@@ -344,7 +345,7 @@ def test_bad_inputs_become_error_rows(ray_local, tmp_path, model_dir):
 
 
 def test_s3_in_and_out(ray_local, s3_server, tmp_path, model_dir):
-    from fer_ray.data.sources import S3Settings
+    from fer_ray.data.s3 import S3Settings
 
     settings = S3Settings.from_env()
     s3 = settings.client()

@@ -66,7 +66,8 @@ def artifact_dir(tmp_path_factory) -> Path:
     import torch
 
     from fer_ray.inference.artifact import save_artifact
-    from fer_ray.models import ModelConfig, create_model
+    from fer_ray.models.config import ModelConfig
+    from fer_ray.models.registry import create_model
 
     torch.manual_seed(0)
     return save_artifact(create_model(ModelConfig()), ModelConfig(), tmp_path_factory.mktemp("serve") / "model")

@@ -2,7 +2,8 @@
 
 import torch
 
-from fer_ray.models import ModelConfig, create_model
+from fer_ray.models.config import ModelConfig
+from fer_ray.models.registry import create_model
 from fer_ray.train.ema import WeightEMA
 from fer_ray.train.loop import train_one_epoch
 from tests.test_train_loop import _batches

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from fer_ray.models import ModelConfig, create_model
+from fer_ray.models.config import ModelConfig
+from fer_ray.models.registry import create_model
 from fer_ray.train.augment import AugmentConfig, augment
 from fer_ray.train.loop import LossConfig, class_weights, compute_loss, evaluate, train_one_epoch
 from tests.fer_fixtures import synthetic_face

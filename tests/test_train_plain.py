@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fer_ray.inference.artifact import load_artifact
-from fer_ray.models import ModelConfig
+from fer_ray.models.config import ModelConfig
 from fer_ray.train import checkpoints
 from fer_ray.train.checkpoints import STATE
 from fer_ray.train.config import TrainConfig

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fer_ray.inference.artifact import load_artifact
-from fer_ray.models import ModelConfig
+from fer_ray.models.config import ModelConfig
 from fer_ray.runtime import RayConfig
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.ray_train import STATE, export_run, train

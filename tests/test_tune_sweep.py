@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from fer_ray.cli import default_run_name, load_config_file, parse_config, train_parser
-from fer_ray.models import ModelConfig, create_model
+from fer_ray.models.config import ModelConfig
+from fer_ray.models.registry import create_model
 from fer_ray.train.config import TrainConfig
 from fer_ray.tune.config import SweepConfig, trial_config
 from fer_ray.tune.report import best_config_dict

@@ -34,7 +34,8 @@ from fer_ray.cli.training import (
     train_parser,
     tune_parser,
 )
-from fer_ray.config import MODEL_HELP, UserError
+from fer_ray.config import UserError
+from fer_ray.inference.shipped import MODEL_HELP
 from fer_ray.storage import is_remote
 
 __all__ = [

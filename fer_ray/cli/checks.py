@@ -91,7 +91,7 @@ def check_model(spec: str | None, flag: str = "--model", engine: str | None = No
         check_bucket(str(spec), flag)
         return
     from fer_ray.inference.artifact import META, WEIGHTS, load_artifact, resolve_model
-    from fer_ray.inference.config import SHIPPED
+    from fer_ray.inference.shipped import SHIPPED
 
     p = resolve_model(spec)
     spec = spec if spec is not None else "default"  # what the messages call it

@@ -14,7 +14,7 @@ from fer_ray.storage import is_remote
 
 
 def _model_names() -> tuple[str, ...]:
-    from fer_ray.models import MODELS
+    from fer_ray.models.registry import MODELS
 
     return tuple(sorted(MODELS))
 

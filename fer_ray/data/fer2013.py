@@ -21,13 +21,9 @@ import pyarrow.parquet as pq
 from fer_ray.data.ferplus import LABEL_SETS
 from fer_ray.data.ferplus import load as ferplus_load
 from fer_ray.data.ferplus import relabel as ferplus_relabel
-from fer_ray.data.sources import (
-    S3Settings,
-    dataset_from_listing,
-    is_s3_uri,
-    list_images_and_settings,
-    resolve_filesystem,
-)
+from fer_ray.data.listing import list_images_and_settings
+from fer_ray.data.s3 import S3Settings, is_s3_uri, resolve_filesystem
+from fer_ray.data.sources import dataset_from_listing
 from fer_ray.labels import EMOTIONS, USAGE_TO_SPLIT, label_of
 from fer_ray.preprocess import PreprocessConfig
 

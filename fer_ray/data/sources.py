@@ -12,7 +12,7 @@ and passed to every task (:mod:`fer_ray.data.s3`). What travels is the endpoint 
 only: unless a caller puts keys into the settings itself, every process (driver or worker)
 takes its credentials from the standard AWS chain (environment, profile files, instance
 role), so long runs pick up rotated credentials and no secret rides in a task's pickled
-arguments. This module joins the stages into a Ray Dataset and re-exports their public names.
+arguments. This module joins the stages into a Ray Dataset.
 """
 
 from __future__ import annotations
@@ -29,23 +29,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from fer_ray.data.fetch import TRANSIENT_PREFIX, fetch_bytes, is_transient_error
-from fer_ray.data.listing import (
-    IMAGE_EXTENSIONS,
-    LIST_FILE_EXTENSIONS,
-    LISTING_COLUMNS,
-    list_images,
-    list_images_and_settings,
-)
-from fer_ray.data.s3 import DEFAULT_REGION, S3Settings, client_for, is_s3_uri, resolve_filesystem
+from fer_ray.data.fetch import fetch_bytes
+from fer_ray.data.listing import list_images_and_settings
+from fer_ray.data.s3 import S3Settings
 from fer_ray.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:  # Ray is imported where it is used: plain-PyTorch training reads without it
     import ray.data
 
 logger = logging.getLogger(__name__)
-
-_client = client_for  # the old private name, still imported by fer_ray.score.store
 
 # Columns of read_images / read_image_folders: SOURCE_COLUMNS plus what a bucket can tell us.
 IMAGE_SCHEMA = pa.schema(
@@ -61,25 +53,6 @@ IMAGE_SCHEMA = pa.schema(
         ("error", pa.string()),
     ]
 )
-
-__all__ = [
-    "DEFAULT_REGION",
-    "IMAGE_EXTENSIONS",
-    "IMAGE_SCHEMA",
-    "LISTING_COLUMNS",
-    "LIST_FILE_EXTENSIONS",
-    "TRANSIENT_PREFIX",
-    "S3Settings",
-    "dataset_from_listing",
-    "fetch_bytes",
-    "fingerprint",
-    "is_s3_uri",
-    "is_transient_error",
-    "list_images",
-    "list_images_and_settings",
-    "read_images",
-    "resolve_filesystem",
-]
 
 
 def _fetch_table(batch: pd.DataFrame, settings: S3Settings | None, max_bytes: int) -> pa.Table:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fer_ray.config import MODEL_HELP, RAY_FLAGS, setting
+from fer_ray.config import RAY_FLAGS, setting
 from fer_ray.inference.engine import ENGINES
+from fer_ray.inference.shipped import MODEL_HELP
 from fer_ray.runtime import RayConfig
 
 

@@ -20,7 +20,7 @@ from fer_ray.inference.artifact import WEIGHTS, Artifact
 from fer_ray.inference.calibration import ece
 from fer_ray.inference.outputs import outputs
 from fer_ray.labels import EMOTIONS, NUM_CLASSES
-from fer_ray.models import count_parameters, multiply_adds
+from fer_ray.models.registry import count_parameters, multiply_adds
 
 logger = logging.getLogger(__name__)
 

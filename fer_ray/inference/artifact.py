@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fer_ray.inference.config import DEFAULT_MODEL, SHIPPED_NAMES
 from fer_ray.inference.engine import ENGINES, ONNX_FILES, Engine, OnnxEngine, TorchEngine, check_engine
 from fer_ray.inference.host_check import CHECK_FILE, HostCheck, load_check
 from fer_ray.inference.host_check import check_engine as check_on_host
 from fer_ray.inference.integrity import META, ArtifactIntegrityError, sha256_file, verify_file
 from fer_ray.inference.outputs import outputs
+from fer_ray.inference.shipped import DEFAULT_MODEL, SHIPPED_NAMES
 from fer_ray.labels import EMOTIONS
-from fer_ray.models import ModelConfig
+from fer_ray.models.config import ModelConfig
 from fer_ray.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ def save_artifact(
 ) -> Path:
     import torch
 
-    from fer_ray.models import count_parameters
+    from fer_ray.models.registry import count_parameters
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -260,7 +260,7 @@ def _torch_model(path: Path, cfg: ModelConfig, sha256: str | None, device: str |
     """The PyTorch model from ``path/weights.pt`` in eval mode (checked against ``sha256`` when given)."""
     import torch
 
-    from fer_ray.models import create_model
+    from fer_ray.models.registry import create_model
 
     if sha256:
         verify_file(path / WEIGHTS, sha256)

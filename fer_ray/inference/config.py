@@ -1,8 +1,4 @@
-"""The shipped models' names, and the settings of the jobs that upgrade an artifact in place
-(``jobs/calibrate.py``, ``jobs/export_onnx.py``).
-
-Torch-free: help texts and ``--help`` read the names without loading the model stack.
-"""
+"""The settings of the jobs that upgrade an artifact in place (``jobs/calibrate.py``, ``jobs/export_onnx.py``)."""
 
 from __future__ import annotations
 
@@ -10,15 +6,7 @@ from dataclasses import dataclass
 
 from fer_ray.config import setting
 from fer_ray.inference.quantize import CALIBRATION_FACES
-
-# Models shipped in the package (``fer_ray/assets/<name>``), loadable by name wherever an artifact
-# path is accepted; ``default`` names DEFAULT_MODEL.
-SHIPPED_NAMES = ("ae_cnn_attn", "cnn_attn")
-# What scoring, Serve and evaluation use without --model: the shipped model with the better PublicTest
-# accuracy (issue #9's rule; docs/RESULTS.md has the figures). Switching it is this one line.
-DEFAULT_MODEL = "ae_cnn_attn"
-# The names a user may type, as help texts and error messages list them.
-SHIPPED = ", ".join(("default", *SHIPPED_NAMES))
+from fer_ray.inference.shipped import SHIPPED
 
 
 def _artifact_to_upgrade(verb: str) -> object:

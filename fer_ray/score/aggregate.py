@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from fer_ray.data.sources import is_transient_error
+from fer_ray.data.fetch import is_transient_error
 from fer_ray.labels import EMOTIONS
 from fer_ray.score.config import REPORT_ROWS
 from fer_ray.score.schema import STATUSES

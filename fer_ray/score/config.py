@@ -6,9 +6,10 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from fer_ray.config import MODEL_HELP, RAY_FLAGS, setting
-from fer_ray.data.sources import S3Settings
+from fer_ray.config import RAY_FLAGS, setting
+from fer_ray.data.s3 import S3Settings
 from fer_ray.inference.engine import ENGINES, check_engine
+from fer_ray.inference.shipped import MODEL_HELP
 from fer_ray.runtime import RayConfig
 
 Detector = Literal["yunet", "haar"]

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from fer_ray.data.sources import S3Settings, list_images_and_settings
+from fer_ray.data.listing import list_images_and_settings
+from fer_ray.data.s3 import S3Settings
 from fer_ray.preprocess import PreprocessConfig
 from fer_ray.progress import Poller, Progress, ProgressCounter, progress_mode, without_ray_data_bars
 from fer_ray.runtime import LOCAL, init_ray, resolve_address

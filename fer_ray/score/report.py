@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from fer_ray.data.sources import S3Settings
+from fer_ray.data.s3 import S3Settings
 from fer_ray.labels import EMOTIONS
 from fer_ray.score.aggregate import NOT_IN_SUMMARY_JSON, summarize
 from fer_ray.score.plots import EMOTION_COLORS, figures, png

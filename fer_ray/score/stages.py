@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from fer_ray.data.sources import S3Settings, fetch_bytes, resolve_filesystem
+from fer_ray.data.fetch import fetch_bytes
+from fer_ray.data.s3 import S3Settings, resolve_filesystem
 from fer_ray.inference.outputs import outputs
 from fer_ray.labels import EMOTIONS
 from fer_ray.preprocess import ImageDecodeError, PreprocessConfig

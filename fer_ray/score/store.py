@@ -41,7 +41,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from fer_ray.data.sources import S3Settings, is_transient_error, resolve_filesystem
+from fer_ray.data.fetch import is_transient_error
+from fer_ray.data.s3 import S3Settings, resolve_filesystem
 from fer_ray.storage import is_remote
 
 logger = logging.getLogger(__name__)

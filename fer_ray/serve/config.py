@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fer_ray.config import MODEL_HELP, RAY_FLAGS, field_types, nested_config, setting, text_parser, unwrap_optional
+from fer_ray.config import RAY_FLAGS, field_types, nested_config, setting, text_parser, unwrap_optional
 from fer_ray.inference.engine import ENGINES
+from fer_ray.inference.shipped import MODEL_HELP
 from fer_ray.score.config import DetectConfig
 
 API_KEY_ENV = "FER_RAY_API_KEY"

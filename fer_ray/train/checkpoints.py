@@ -15,7 +15,7 @@ from typing import Any
 from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, UserError, fer2013_parquet, fields_where
 from fer_ray.data.sources import fingerprint
 from fer_ray.inference.artifact import SHIPPED_MODELS, Artifact, load_artifact, save_artifact
-from fer_ray.models import create_model
+from fer_ray.models.registry import create_model
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher, teacher_ids
 

@@ -32,10 +32,10 @@ from fer_ray.config import UserError, save_json
 from fer_ray.data.decode import decode_batch
 from fer_ray.data.fer2013 import parquet_columns, parquet_rows
 from fer_ray.data.ferplus import load as ferplus_load
-from fer_ray.data.sources import is_s3_uri, resolve_filesystem
+from fer_ray.data.s3 import is_s3_uri, resolve_filesystem
 from fer_ray.inference.artifact import Artifact
 from fer_ray.labels import NUM_CLASSES
-from fer_ray.models import create_model
+from fer_ray.models.registry import create_model
 from fer_ray.progress import Progress, iterate, progress_mode
 from fer_ray.train.checkpoints import (
     STATE,

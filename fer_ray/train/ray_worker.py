@@ -18,7 +18,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from fer_ray.models import create_model
+from fer_ray.models.registry import create_model
 from fer_ray.train.checkpoints import STATE
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.recipe import Learner, epoch_seed, seed_everything, teacher_of

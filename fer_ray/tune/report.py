@@ -72,7 +72,7 @@ def _fmt(v: Any) -> str:
 
 
 def _write_bytes(location, data: bytes) -> None:
-    from fer_ray.data.sources import resolve_filesystem
+    from fer_ray.data.s3 import resolve_filesystem
 
     fs, path = resolve_filesystem(str(location))
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)

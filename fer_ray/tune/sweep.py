@@ -183,7 +183,7 @@ def trial(params: dict[str, Any], base: dict[str, Any], data, root: str, filesys
 def _delete_dir(location) -> None:
     import pyarrow.fs as pafs
 
-    from fer_ray.data.sources import resolve_filesystem
+    from fer_ray.data.s3 import resolve_filesystem
 
     fs, path = resolve_filesystem(str(location))
     if fs.get_file_info(path).type != pafs.FileType.NotFound:
