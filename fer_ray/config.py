@@ -7,7 +7,7 @@ spelled); ``fer_ray.cli`` turns those fields into flags, and reads ``--config`` 
 
 - :func:`from_user_dict`: a file a person wrote. Unknown keys are an error that names them, so a
   typo never trains or scores something else.
-- :func:`from_dict` (and each config's ``from_dict``): metadata fer_ray stored itself (artifacts,
+- each config's ``from_dict``: metadata fer_ray stored itself (artifacts,
   checkpoints). Unknown keys are ignored, so what an older or newer version wrote stays readable.
 """
 
@@ -76,10 +76,8 @@ def default_data_root() -> Path | None:
 def fer2013_parquet() -> Path | None:
     """The full FER2013 Parquet under the data root, or ``None`` when it is absent."""
     root = default_data_root()
-    if root is None:
-        return None
-    p = root / DEFAULT_PARQUET
-    return p if p.is_file() else None
+    p = root / DEFAULT_PARQUET if root else None
+    return p if p and p.is_file() else None
 
 
 # ---------------------------------------------------------------- field metadata
@@ -124,8 +122,7 @@ def setting(
 
 
 def fields_where(cls: type, policy: str) -> frozenset[str]:
-    """The names of ``cls``'s fields marked with ``policy`` (see :func:`setting`), e.g.
-    ``fields_where(TrainConfig, "resumable")``."""
+    """The names of ``cls``'s fields marked with ``policy`` (see :func:`setting`)."""
     if policy not in POLICIES:
         raise ValueError(f"unknown field policy {policy!r}; valid: {', '.join(POLICIES)}")
     return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get(policy))
@@ -156,10 +153,7 @@ def field_choices(f: dataclasses.Field, tp: Any) -> tuple[Any, ...] | None:
 
 
 def check_choices(cfg: Any) -> None:
-    """Raise ``ValueError`` naming the field and its valid values when one is not among its choices.
-
-    Called from ``__post_init__``: the ``Literal`` type (or ``choices`` metadata) is the only list.
-    """
+    """From ``__post_init__``: the ``Literal`` type (or ``choices`` metadata) is the only list of valid values."""
     hints = field_types(type(cfg))
     for f in dataclasses.fields(cfg):
         choices = field_choices(f, hints[f.name])
@@ -170,9 +164,7 @@ def check_choices(cfg: Any) -> None:
 
 def _one_of(choices: tuple[Any, ...]) -> str:
     names = [str(c) for c in choices]
-    if len(names) == 2:
-        return f"{names[0]} or {names[1]}"
-    return "one of " + ", ".join(names)
+    return f"{names[0]} or {names[1]}" if len(names) == 2 else "one of " + ", ".join(names)
 
 
 def text_parser(tp: Any) -> Callable[[str], Any]:
@@ -220,11 +212,9 @@ def _int_or_str(text: str) -> int | str:
 
 def _bool(text: str) -> bool:
     t = text.strip().lower()
-    if t in ("1", "true", "yes", "on"):
-        return True
-    if t in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
+    if t not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError(f"expected true or false, got {text!r}")
+    return t in ("1", "true", "yes", "on")
 
 
 def _json_mapping(text: str) -> dict[str, Any]:
@@ -242,16 +232,6 @@ def replace(cfg: T, **overrides: Any) -> T:
     if unknown:
         raise ValueError(f"unknown {type(cfg).__name__} field(s) {unknown}; valid: {sorted(fields)}")
     return dataclasses.replace(cfg, **overrides)  # type: ignore[type-var]
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def from_dict(cls: type[T], d: dict[str, Any]) -> T:
-    """Rebuild a flat config dataclass from stored metadata, ignoring keys it does not know."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def file_fields(cls: type) -> list[dataclasses.Field]:
@@ -276,7 +256,7 @@ def from_user_dict(cls: type[T], d: Mapping[str, Any], where: str = "config") ->
 
 
 def unknown_keys(cls: type, d: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Every key of ``d`` (dotted for nested configs) that ``cls`` does not have, sorted."""
+    """Sorted, dotted for nested configs."""
     hints = field_types(cls)
     fields = {f.name: f for f in file_fields(cls)}
     bad = []
@@ -325,11 +305,9 @@ def as_user_dict(cfg: Any) -> dict[str, Any]:
 
 
 def read_config_file(path: str | os.PathLike, what: str = "--config") -> dict[str, Any]:
-    """A YAML (``.yaml``/``.yml``) or JSON file holding one mapping, as a dict.
-
-    Raises :class:`ConfigError` when the file is missing, does not parse, or is not a mapping.
-    """
+    """A YAML (``.yaml``/``.yml``) or JSON file holding one mapping; :class:`ConfigError` otherwise."""
     p = Path(path).expanduser()
+    kind = "YAML" if p.suffix.lower() in (".yaml", ".yml") else "JSON"
     try:
         text = p.read_text()
     except FileNotFoundError:
@@ -337,14 +315,13 @@ def read_config_file(path: str | os.PathLike, what: str = "--config") -> dict[st
     except IsADirectoryError:
         raise ConfigError(f"{what} {path} is a directory", "pass a YAML or JSON file") from None
     try:
-        if p.suffix.lower() in (".yaml", ".yml"):
+        if kind == "YAML":
             import yaml
 
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
     except Exception as e:  # yaml.YAMLError or json.JSONDecodeError: one message either way
-        kind = "YAML" if p.suffix.lower() in (".yaml", ".yml") else "JSON"
         reason = " ".join(str(e).split())
         raise ConfigError(f"{what} {path}: not valid {kind} ({reason})", f"fix the {kind} syntax") from None
     if data is None:

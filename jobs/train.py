@@ -24,7 +24,6 @@ from fer_ray.cli import (
     before_ray,
     check_train,
     default_run_name,
-    is_remote,
     parse_config,
     run_cli,
     train_parser,
@@ -40,10 +39,10 @@ def main(argv: list[str]) -> int:
     cfg, args = parse_config(get_args_parser(), argv, adjust=default_run_name)
     check_train(cfg, args.export_only)
     before_ray(args)
-    if cfg.backend == "plain" or (args.export_only and _is_plain_run(cfg)):
-        from fer_ray.train.plain import export_plain, run_dir_of, train_plain
+    from fer_ray.train import plain
 
-        res = export_plain(run_dir_of(cfg)) if args.export_only else train_plain(cfg)
+    if cfg.backend == "plain" or (args.export_only and plain.is_plain_run(cfg)):
+        res = plain.export_plain(plain.run_dir_of(cfg)) if args.export_only else plain.train_plain(cfg)
     else:
         from fer_ray.train.ray_train import export_run, train
 
@@ -52,12 +51,6 @@ def main(argv: list[str]) -> int:
         json.dumps({"run_dir": str(res.run_dir), "artifact": str(res.artifact_dir), "best": res.best_metrics}, indent=2)
     )
     return 0
-
-
-def _is_plain_run(cfg) -> bool:
-    from fer_ray.train.plain import is_plain_run, run_dir_of
-
-    return not is_remote(cfg.storage_path) and is_plain_run(run_dir_of(cfg))
 
 
 if __name__ == "__main__":

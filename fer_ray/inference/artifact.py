@@ -1,12 +1,9 @@
 """The one model artifact format, loaded the same way by evaluation, batch scoring and Serve.
 
-An artifact is a directory with ``weights.pt`` (a plain ``state_dict``) and
-``artifact.json`` (model config, label map, preprocessing parameters, training
-metrics, data fingerprint, weights hash). It needs no training config to load.
-Exported artifacts also hold ``model.onnx`` and ``model.int8.onnx`` (see
-:mod:`fer_ray.inference.export`), recorded under ``engines`` with their hashes and
-validation accuracy; :func:`load_artifact` runs whichever engine is asked for, or
-the fastest one whose recorded accuracy matches the PyTorch model's.
+An artifact is a directory with ``weights.pt`` (a plain ``state_dict``) and ``artifact.json`` (model
+config, label map, preprocessing, metrics, data fingerprint, hashes): it needs no training config to
+load. Exported artifacts also hold the ONNX engines (:mod:`fer_ray.inference.export`); :func:`load_artifact`
+runs the one asked for, or the fastest whose recorded accuracy matches the PyTorch model's.
 """
 
 from __future__ import annotations
@@ -64,9 +61,7 @@ def resolve_model(path: str | os.PathLike | None) -> Path:
     return p
 
 
-# The int8 engine is chosen by default only when its recorded validation accuracy is at most
-# this far below the PyTorch model's (0.005 = half a point).
-INT8_MAX_ACCURACY_DROP = 0.005
+INT8_MAX_ACCURACY_DROP = 0.005  # int8 is the default only this close to the PyTorch model's val accuracy
 
 
 class EngineCheckError(RuntimeError):
@@ -91,15 +86,13 @@ class Artifact:
     labels: tuple[str, ...]
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
-    # Average the probabilities of the face and its mirror image. Expressions are mirror
-    # symmetric and the model trained on flipped faces, so this is in distribution; it
-    # costs a second forward pass and is recorded in artifact.json ("inference").
+    # Average the probabilities of the face and its mirror image: in distribution for a model that
+    # trained on flipped faces (expressions are mirror symmetric), at the cost of a second pass.
     flip_tta: bool = False
     # What runs the network (torch, onnx, onnx-int8); None: the PyTorch model itself.
     engine: Engine | None = None
-    # Calibration (fer_ray.inference.calibration, fitted on the validation split and recorded in
-    # artifact.json "inference"): probabilities are softmax(logits / temperature), and a top
-    # probability below ``uncertain_below`` is flagged as uncertain in reports and answers.
+    # Calibration (fer_ray.inference.calibration): softmax(logits / temperature), and a top
+    # probability below ``uncertain_below`` is flagged as uncertain.
     temperature: float = 1.0
     uncertain_below: float | None = None
     # The engine's check on this host (fer_ray.inference.host_check), None for torch or when not verified.
@@ -150,10 +143,8 @@ class Artifact:
         return self.engine.logits(faces.cpu().numpy() if _is_tensor(faces) else faces)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Logits (B, K) -> probabilities (B, K): the one place every engine's output becomes probabilities.
-
-        The artifact's temperature applies here, so every engine, TTA mode and caller agrees.
-        """
+        """(B, K) logits -> probabilities at the artifact's temperature: the one place, so every engine,
+        TTA mode and caller agrees."""
         z = logits.astype(np.float32, copy=False) / np.float32(self.temperature)
         z = np.exp(z - z.max(1, keepdims=True))
         return z / z.sum(1, keepdims=True)
@@ -164,11 +155,8 @@ class Artifact:
         device: str | torch.device | None = None,
         flip_tta: bool | None = None,
     ) -> np.ndarray:
-        """``uint8`` faces (B, S, S) from :func:`fer_ray.preprocess.face_input` -> probabilities (B, K).
-
-        ``flip_tta`` overrides the artifact's own setting. With flip TTA the faces and their
-        mirror images go through the engine as one batch of 2B.
-        """
+        """``uint8`` faces (B, S, S) from :func:`fer_ray.preprocess.face_input` -> probabilities (B, K);
+        ``flip_tta`` overrides the artifact's own setting."""
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         if not (self.flip_tta if flip_tta is None else flip_tta):
@@ -278,14 +266,11 @@ def load_artifact(
 ) -> Artifact:
     """Load an artifact directory (default: the model shipped inside the package).
 
-    ``engine``: ``torch``, ``onnx`` or ``onnx-int8``; ``None`` picks :func:`default_engine`.
-    ``threads``: ONNX Runtime intra-op threads (the cores the caller holds; default 1).
-    The files it reads (``weights.pt`` and the engine's ONNX file) are checked against the
-    sha256 ``artifact.json`` records: a mismatch raises :class:`ArtifactIntegrityError`.
-    ``verify``: an ONNX engine first scores the artifact's check faces on this CPU
-    (:mod:`fer_ray.inference.host_check`); an ``onnx-int8`` that strays from the fp32 reference is replaced
-    by ``onnx`` with one warning line, so ``engine_name`` is always the engine that runs. Off only
-    where an engine is measured as it is (export, evaluation, benchmarks).
+    ``engine``: ``None`` picks :func:`default_engine`. ``threads``: ONNX Runtime intra-op threads (the
+    cores the caller holds). The files it reads are checked against their recorded sha256.
+    ``verify``: an ONNX engine first passes the host check (:mod:`fer_ray.inference.host_check`); an
+    ``onnx-int8`` that fails is replaced by ``onnx`` with one warning line, so ``engine_name`` is always
+    the engine that runs. Off only where an engine is measured as it is (export, evaluation, benchmarks).
     """
     p = resolve_model(path)
     check_engine(engine)
@@ -311,8 +296,7 @@ def load_artifact(
             )
         if _device_type(device) != "cpu":
             raise ValueError(f"engine {engine!r} runs on CPU only; use engine 'torch' on {device}")
-    # The files this load reads are checked; a stale or damaged file of another engine is not
-    # read, and re-exporting replaces it.
+    # only the files this load reads: another engine's stale file is not read, and re-exporting replaces it
     weights_sha = verify_file(p / WEIGHTS, meta.get("weights_sha256"))
     engine_sha = weights_sha
     if engine != "torch":

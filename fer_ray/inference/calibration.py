@@ -30,12 +30,8 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 def fit_temperature(
     logits: np.ndarray, labels: np.ndarray, mirror_logits: np.ndarray | None = None, max_iter: int = 200
 ) -> float:
-    """The temperature minimising validation NLL (optimised over log T, so T stays positive).
-
-    With ``mirror_logits`` (the mirrored faces' logits) the NLL is that of the flip-TTA
-    probabilities, mean(softmax(z/T), softmax(z'/T)): the temperature is fitted for the
-    probabilities the artifact actually reports.
-    """
+    """The temperature minimising validation NLL (over log T, so T stays positive); with ``mirror_logits``
+    the NLL of the flip-TTA probabilities, which the artifact then reports."""
     if len(labels) == 0:
         raise ValueError("cannot fit a temperature on an empty validation split")
     x = torch.as_tensor(logits, dtype=torch.float64)
@@ -103,13 +99,8 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
 def ece_gain(
     before: np.ndarray, after: np.ndarray, labels: np.ndarray, resamples: int = 200, seed: int = 0
 ) -> tuple[float, float]:
-    """(ECE(before) - ECE(after), its paired-bootstrap standard error) over the same faces.
-
-    ECE on a few thousand faces moves by a few thousandths between resamples of them; a
-    temperature whose gain is inside that noise is as likely to worsen calibration on new
-    faces as to improve it (seen: T 1.017 lowered PublicTest ECE 0.0453 -> 0.0437 and raised
-    PrivateTest ECE 0.0327 -> 0.0341).
-    """
+    """(ECE(before) - ECE(after), its paired-bootstrap standard error) over the same faces: a gain inside
+    that noise is as likely to worsen calibration on new faces as to improve it."""
     rng = np.random.default_rng(seed)
     n = len(labels)
     diffs = []
@@ -120,12 +111,8 @@ def ece_gain(
 
 
 def uncertain_threshold(probs: np.ndarray, labels: np.ndarray, min_accuracy: float = 0.5, step: float = 0.05) -> float:
-    """The lowest confidence ``t`` (on a ``step`` grid) above which every ``step``-wide band of
-    predictions is right at least ``min_accuracy`` of the time; predictions below ``t`` are flagged.
-
-    Read on the validation split with calibrated probabilities. Bands with fewer than 20
-    faces are skipped (too few to judge); 0 means no band falls short.
-    """
+    """The lowest confidence ``t`` (on a ``step`` grid) above which every ``step``-wide band of predictions
+    is right at least ``min_accuracy`` of the time; bands under 20 faces are too few to judge."""
     conf = probs.max(1)
     correct = probs.argmax(1) == labels
     threshold = 0.0
@@ -137,12 +124,8 @@ def uncertain_threshold(probs: np.ndarray, labels: np.ndarray, min_accuracy: flo
 
 
 def calibrate_artifact(artifact_dir: str | Path, source: str | Path, batch_size: int = 512) -> dict[str, Any]:
-    """Fit the temperature and the ``uncertain`` cut-off of an artifact on ``source``'s validation split
-    (PublicTest for FER2013) and record them in its ``artifact.json`` (weights untouched).
-
-    Both are fitted for the probabilities the artifact reports (its flip-TTA setting). Returns
-    the record: temperature, cut-off, validation ECE before and after, and the split's size.
-    """
+    """Fit the temperature and the ``uncertain`` cut-off on ``source``'s validation split, for the
+    probabilities the artifact reports (its flip-TTA setting), and record them in its ``artifact.json``."""
     from fer_ray.inference.artifact import META, load_artifact
     from fer_ray.inference.export import validation_faces
 
@@ -157,12 +140,11 @@ def calibrate_artifact(artifact_dir: str | Path, source: str | Path, batch_size:
         single.append(art.predict_logits(chunk))
         mirror.append(art.predict_logits(np.ascontiguousarray(chunk[..., ::-1])))
     z, zm = np.concatenate(single), np.concatenate(mirror)
-    zm_or_none = zm if art.flip_tta else None
 
     def reported(t: float) -> np.ndarray:
         return (softmax(z, t) + softmax(zm, t)) / 2 if art.flip_tta else softmax(z, t)
 
-    fitted = fit_temperature(z, labels, zm_or_none)
+    fitted = fit_temperature(z, labels, zm if art.flip_tta else None)
     # NLL-optimal is not always ECE-better (label smoothing already softens these models): keep
     # the temperature only when it lowers the validation ECE by more than twice the bootstrap
     # noise of that gain, so calibration does not make new faces worse by chance.

@@ -3,11 +3,6 @@
 Every engine maps a face batch to **logits** (B, K). Probabilities, flip TTA (and any
 calibration of the logits) are computed once, in :class:`fer_ray.inference.artifact.Artifact`, so
 all engines are post-processed identically and differ only in how the network runs.
-
-On 2 CPU cores with the shipped model (batch 256): PyTorch eager ~1,100 faces/s,
-ONNX Runtime fp32 ~3,900, static int8 (QDQ, per-channel, unsigned activations) ~8,300
-at the same accuracy; the exported files and their validation accuracy are recorded in
-``artifact.json`` by :mod:`fer_ray.inference.export`.
 """
 
 from __future__ import annotations
@@ -35,11 +30,8 @@ def check_engine(name: str | None) -> str | None:
 
 
 def model_input(faces: Any, preprocess: PreprocessConfig) -> np.ndarray:
-    """``uint8`` faces (B, S, S) or (B, 1, S, S), or an already normalized float batch -> float32 (B, 1, S, S).
-
-    The numpy twin of :func:`fer_ray.preprocess.normalize` (same float32 arithmetic), for
-    engines that do not run on torch tensors.
-    """
+    """The numpy twin of :func:`fer_ray.preprocess.normalize` (same float32 arithmetic), for engines that
+    do not run on torch tensors: ``uint8`` (B, S, S) or (B, 1, S, S), or normalized floats -> float32 (B, 1, S, S)."""
     x = np.asarray(faces)
     if x.ndim == 3:
         x = x[:, None]  # (B, S, S) -> (B, 1, S, S)

@@ -1,17 +1,9 @@
 """Export an artifact's model for ONNX Runtime: ``model.onnx`` (fp32) and ``model.int8.onnx`` (static int8).
 
-:func:`export_engines` adds both files to an artifact directory (``weights.pt`` is left as
-it is) and records in ``artifact.json``, under ``engines``, each engine's file, sha256 and
-accuracy on the validation split, which is what :func:`fer_ray.inference.artifact.default_engine`
-decides by. It runs at the end of training, and on an existing artifact to upgrade it in
-place (``python jobs/export_onnx.py ARTIFACT``).
-
-The int8 model is quantized statically in QDQ format, per channel, with unsigned (QUInt8)
-activations and signed 7-bit weights, calibrated on training faces only (:mod:`fer_ray.inference.quantize`:
-faster than fp32 at nearly its accuracy, and the same answers on CPUs with and without VNNI; the figures
-are in docs/BENCHMARKS.md and each artifact's ``engines`` record).
-The export also stores ``host_check.npz`` (:mod:`fer_ray.inference.host_check`): faces from public-domain
-photos and the fp32 model's logits on them, against which every host checks its engines.
+:func:`export_engines` adds both to an artifact directory and records under ``engines`` each engine's
+file, sha256 and validation accuracy, which :func:`fer_ray.inference.artifact.default_engine` decides by.
+The int8 model (:mod:`fer_ray.inference.quantize`) is calibrated on training faces only. The export also
+stores ``host_check.npz`` (:mod:`fer_ray.inference.host_check`), against which every host checks its engines.
 """
 
 from __future__ import annotations
@@ -76,37 +68,27 @@ def export_fp32(model, image_size: int, out: Path) -> None:
 
 
 def strip_provenance(path: Path) -> None:
-    """Drop the exporter's per-node debugging metadata from an ONNX file, in place.
-
-    torch's exporter annotates every node with the Python stack trace, FX node and module
-    path it came from, i.e. the absolute paths of the machine that exported it (home
-    directory, virtualenv). Shipped files should not carry those, and they are not needed to
-    run the graph; the weights and the graph are untouched.
-    """
+    """Drop the exporter's per-node debugging metadata (stack traces, module paths: the absolute paths of the
+    machine that exported it) in place; shipped files should not carry them, and the graph does not need them."""
     import onnx
 
     model = onnx.load(str(path))
 
+    def strip(items) -> None:
+        for item in items:
+            del item.metadata_props[:]
+            item.doc_string = ""
+
     def clean(graph) -> None:
-        for node in graph.node:
-            del node.metadata_props[:]
-            node.doc_string = ""
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    clean(attr.g)
-                for g in attr.graphs:
-                    clean(g)
-        for v in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:
-            del v.metadata_props[:]
-            v.doc_string = ""
-        del graph.metadata_props[:]
-        graph.doc_string = ""
+        strip([*graph.node, *graph.input, *graph.output, *graph.value_info, *graph.initializer, graph])
+        for attr in (a for node in graph.node for a in node.attribute):
+            if attr.type == onnx.AttributeProto.GRAPH:
+                clean(attr.g)
+            for g in attr.graphs:
+                clean(g)
 
     clean(model.graph)
-    for fn in model.functions:
-        for node in fn.node:
-            del node.metadata_props[:]
-            node.doc_string = ""
+    strip(n for fn in model.functions for n in fn.node)
     model.doc_string = ""
     onnx.save(model, str(path))
 
@@ -146,14 +128,11 @@ def export_engines(
     calibration: dict[str, Any] | None = None,
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Write ``model.onnx`` and ``model.int8.onnx`` into ``artifact_dir`` and record them in ``artifact.json``.
+    """Write ``model.onnx`` and ``model.int8.onnx`` into ``artifact_dir``; returns the ``engines`` record.
 
-    ``calib_faces``: ``uint8`` (N, S, S) TRAINING faces for the int8 calibration; never
-    validation or test faces. ``val_faces``/``val_labels``: the validation split (PublicTest for
-    FER2013), on which every engine's accuracy is measured and recorded; without them the
-    accuracies are ``None`` and the int8 engine is not chosen by default. ``calibration``:
-    where the calibration faces came from, recorded as given. Weights are not touched.
-    Returns the ``engines`` record written to ``artifact.json``.
+    ``calib_faces``: ``uint8`` (N, S, S) TRAINING faces for the int8 calibration, never validation or
+    test faces. Without ``val_faces``/``val_labels`` (PublicTest for FER2013) the accuracies are ``None``
+    and the int8 engine is not chosen by default. ``calibration``: where the calibration faces came from.
     """
     import onnx
     import torch
@@ -181,12 +160,9 @@ def export_engines(
     for name, file in ONNX_FILES.items():
         engines[name] = {"file": file, "sha256": sha256_file(path / file), "bytes": (path / file).stat().st_size}
     meta["engines"] = engines
+    opsets = onnx.load(str(path / ONNX_FILES["onnx"])).opset_import
     meta["onnx_export"] = {
-        "opset": int(
-            max(
-                o.version for o in onnx.load(str(path / ONNX_FILES["onnx"])).opset_import if o.domain in ("", "ai.onnx")
-            )
-        ),
+        "opset": int(max(o.version for o in opsets if o.domain in ("", "ai.onnx"))),
         "quantization": {**QUANTIZATION, "max_pair_sum": bound["max_pair_sum"], "int16_max": INT16_MAX},
         "calibration": {"faces": int(len(calib_faces)), "split": "train", **(calibration or {})},
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort_version()},
@@ -238,9 +214,8 @@ def labeled_faces(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``uint8`` faces (N, S, S) and labels of one split (train/val/test) of any labelled source.
 
-    With ``limit``, a seeded random sample of that many rows (image-folder layouts are sorted
-    by class, so the first rows would calibrate on one expression). FER2013 Parquet is read
-    with pyarrow directly; other layouts go through the Ray Data readers.
+    ``limit``: a seeded random sample (image-folder layouts are sorted by class, so the first rows
+    would calibrate on one expression).
     """
     from fer_ray.data.decode import decode_batch
 

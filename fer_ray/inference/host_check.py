@@ -1,18 +1,12 @@
 """Engines verified on the host that runs them, before they score anything that counts.
 
-An int8 model's answers depend on the CPU: on x86 without VNNI (AVX2-only hosts such as many AMD
-EPYC), ONNX Runtime's u8s8 kernels add pairs of products in 16 bits, and 8-bit weights saturate
-them (the shipped ``ae_cnn_attn`` fell from 99% to 89% top-1 agreement with fp32 on such a host).
-The exported files are built so this cannot happen (7-bit weights, proved by
-:func:`fer_ray.inference.export.int8_pair_bound`), but an accuracy recorded on the exporting machine
-proves nothing about another one, and other runtimes, CPUs or future kernels may differ again.
-So every ONNX engine is checked where it is loaded: it scores a small set of faces stored in the
-artifact (``host_check.npz``, cut from two public-domain photos, no FER2013 pixels) and its
-probabilities are compared with the fp32 reference outputs stored beside them at export.
-
-Below the bounds here, :func:`fer_ray.inference.artifact.load_artifact` falls back from ``onnx-int8`` to
-``onnx`` (fp32) with one warning line naming the CPU and the figures; rows and run records name
-the engine that actually ran. A check costs ~0.1 s and runs once per process and model file.
+An int8 model's answers depend on the CPU (:mod:`fer_ray.inference.quantize`). The exported files are
+built not to saturate, but an accuracy recorded on the exporting machine proves nothing about another,
+and other runtimes or kernels may differ again. So every ONNX engine is checked where it is loaded: it
+scores faces stored in the artifact (``host_check.npz``, cut from two public-domain photos) and is
+compared with the fp32 reference logits stored beside them at export. Below :data:`BOUNDS`,
+:func:`fer_ray.inference.artifact.load_artifact` falls back from ``onnx-int8`` to ``onnx`` with one
+warning line; rows and run records name the engine that actually ran.
 """
 
 from __future__ import annotations
@@ -37,11 +31,8 @@ PHOTOS_DIR = Path(__file__).resolve().parents[1] / "assets" / "check"
 PHOTOS = ("astronaut.jpg", "grace_hopper.jpg")
 VARIANTS_PER_PHOTO = 128
 
-# Bounds against the fp32 reference, over the check faces (single pass, softmax at temperature 1).
-# Measured on the two shipped models (docs/RESULTS.md, "Portable int8"): int8 that does not saturate
-# (7-bit or 8-bit weights on a VNNI host, 7-bit on an emulated AVX2-only EPYC, where it is bit-identical)
-# agrees on 96.9-98.4% of the check faces with mean |dp| 0.0037-0.0042; 8-bit weights on the AVX2 host
-# saturate and fall to 85.5-91.0% and 0.021-0.030. fp32 ONNX differs from PyTorch by rounding (~1e-6).
+# Against the fp32 reference (single pass, temperature 1): between int8 that does not saturate and int8
+# that does (docs/RESULTS.md, "Portable int8"); fp32 ONNX differs from PyTorch by rounding only.
 BOUNDS: dict[str, dict[str, float]] = {
     "onnx-int8": {"min_agreement": 0.95, "max_mean_abs_diff": 0.01},
     "onnx": {"min_agreement": 0.99, "max_mean_abs_diff": 1e-4},

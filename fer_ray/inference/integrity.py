@@ -25,18 +25,14 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _hash_error(path: Path, expected: str, actual: str) -> ArtifactIntegrityError:
-    size = path.stat().st_size
-    what = "is empty (0 bytes)" if size == 0 else f"({size:,} bytes) is truncated, damaged or replaced"
-    return ArtifactIntegrityError(
-        f"{path} {what}: its sha256 is {actual} but {META} records {expected}; "
-        "copy the artifact again (or re-export it) instead of using it"
-    )
-
-
 def verify_file(path: Path, expected: str | None) -> str:
     """sha256 of ``path``, checked against the recorded hash (skipped when none is recorded)."""
     actual = sha256_file(path)
     if expected and actual != expected:
-        raise _hash_error(path, expected, actual)
+        size = path.stat().st_size
+        what = "is empty (0 bytes)" if size == 0 else f"({size:,} bytes) is truncated, damaged or replaced"
+        raise ArtifactIntegrityError(
+            f"{path} {what}: its sha256 is {actual} but {META} records {expected}; "
+            "copy the artifact again (or re-export it) instead of using it"
+        )
     return actual

@@ -1,19 +1,11 @@
 """Static int8 quantization that gives the same answers on every CPU, and the proof that it does.
 
-ONNX Runtime runs a QDQ model's convolutions and matrix products with u8 activations times s8
-weights. CPUs with AVX-512 VNNI, AVX-VNNI or AMX add those products in 32 bits. x86 CPUs without
-VNNI (AVX2-only, e.g. many AMD EPYC) use ``vpmaddubsw``, which adds each *pair* of u8 x s8 products
-into a signed 16-bit value and saturates above 32,767: with 8-bit weights a pair reaches
-2 x 255 x 127 = 64,770. Measured (docs/RESULTS.md, "Portable int8", an AVX2-only EPYC emulated by
-``qemu-x86_64 -cpu EPYC-Rome``): the former 8-bit file agreed with fp32 on 90.8% of 512 PrivateTest
-faces there, against 99.4% on a VNNI host.
-
-Weights quantized to 7 bits (``reduce_range``: |w| <= 64) keep every pair within
-2 x 255 x 64 = 32,640, so no kernel can saturate: the same file then returned **bit-identical**
-logits on the VNNI host and the emulated EPYC, at the same speed as 8-bit weights and within
-0.15 point of fp32 accuracy. The alternative, u8 weights (u8u8 kernels, no saturation either),
-was as accurate but 2.6x slower on the VNNI host. :func:`int8_pair_bound` reads a quantized file
-and returns the largest pair sum any input can produce; export refuses a file over 32,767.
+ONNX Runtime multiplies a QDQ model's u8 activations by s8 weights. VNNI/AMX CPUs add those products
+in 32 bits; x86 CPUs without VNNI (AVX2-only) use ``vpmaddubsw``, which adds each *pair* into a signed
+16-bit value and saturates above 32,767, and with 8-bit weights a pair reaches 2 x 255 x 127 = 64,770.
+7-bit weights (``reduce_range``: |w| <= 64) keep every pair within 2 x 255 x 64 = 32,640, so no kernel
+saturates and every CPU gives the same answers (measurements: docs/RESULTS.md, "Portable int8").
+:func:`int8_pair_bound` proves it for a file; export refuses one over 32,767.
 """
 
 from __future__ import annotations
@@ -86,14 +78,10 @@ def quantize_int8(
 
 
 def int8_pair_bound(path: str | Path) -> dict[str, Any]:
-    """The largest sum of two adjacent u8 x s8 products any input can produce in ``path``'s integer kernels.
-
-    For every Conv/MatMul/Gemm fed by two DequantizeLinear nodes, reads the quantized weights and the
-    activation's quantized type (its calibrated scale and zero point map any input into the type's
-    range, 0..255 for u8, so the raw u8 values the kernel multiplies reach 255 at most) and bounds a
-    pair by 2 x max|u8| x max|w|. At most :data:`INT16_MAX` means the file gives the same answers with
-    and without VNNI. Returns ``{"max_pair_sum", "max_abs_weight", "ops", "worst"}``.
-    """
+    """The largest sum of two adjacent u8 x s8 products any input can produce in ``path``'s integer kernels:
+    2 x max|activation| x max|w| per Conv/MatMul/Gemm fed by two DequantizeLinear nodes (calibration maps
+    any input into the activation type's range, so u8 values reach 255 at most). At most
+    :data:`INT16_MAX`: the same answers with and without VNNI."""
     import onnx
     from onnx import numpy_helper
 

@@ -9,6 +9,7 @@ Both back ends keep one checkpoint as one dict (:data:`STATE`, written by
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,17 @@ from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher, teacher_ids
 
 STATE = "state.pt"  # one checkpoint = one torch.save'd dict {model, optimizer, scheduler, epoch, history, ...}
+
+
+@dataclass
+class TrainResult:
+    """What either back end returns: where the run and its artifact are (``str`` for s3://), its best epoch."""
+
+    run_dir: Path | str
+    artifact_dir: Path | str | None
+    best_metrics: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    counts: dict[str, Any]
 
 
 class RunRefused(UserError):

@@ -18,8 +18,6 @@ from fer_ray.train.augment import AugmentConfig
 
 Scheduler = Literal["cosine", "onecycle", "plateau"]
 PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
-SCHEDULERS: tuple[str, ...] = Scheduler.__args__
-PLACEMENT_STRATEGIES: tuple[str, ...] = PlacementStrategy.__args__
 
 # How the nested configs appear on the command line: ModelConfig's fields as flat flags (the
 # architecture as --arch: --model names a trained artifact in every other job).

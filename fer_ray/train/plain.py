@@ -7,10 +7,8 @@ and kept on the device as ``uint8``, so an epoch is pure compute.
 
 A run dir (``<storage_path>/<run_name>``) holds ``train_config.json``, ``history.json``
 (rewritten every epoch, so a stopped run's curve is never lost), ``checkpoint_latest/``
-(rerun the same command to resume), ``checkpoint_best/`` and the exported ``artifact/``.
-A resume may change only how long and how fast the run trains (see
-:func:`fer_ray.train.checkpoints.resume_record`); each change is recorded in ``train_config.json``
-as a segment with the epoch it took effect, and the artifact keeps them.
+(rerun the same command to resume; :func:`fer_ray.train.checkpoints.resume_record` says what a
+resume may change), ``checkpoint_best/`` and the exported ``artifact/``.
 """
 
 from __future__ import annotations
@@ -37,8 +35,10 @@ from fer_ray.inference.artifact import Artifact
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.models.registry import create_model
 from fer_ray.progress import Progress, iterate, progress_mode
+from fer_ray.storage import is_remote
 from fer_ray.train.checkpoints import (
     STATE,
+    TrainResult,
     data_record,
     export_state,
     initial_artifact_of,
@@ -65,13 +65,8 @@ class Split:
 def load_fer_parquet(
     cfg: TrainConfig, teacher: Teacher | None = None, initial: Artifact | None = None
 ) -> tuple[dict[str, Split], dict[str, Any]]:
-    """Train (Training) and val (PublicTest) faces of a FER2013 Parquet, decoded by the shared stage.
-
-    The test split (PrivateTest) is never read. Returns the splits and the same ``counts``
-    record the Ray back end saves (source as given, fingerprint, per-class counts, decode errors);
-    ``teacher`` and ``initial`` (already loaded) name the teachers and the starting weights in it
-    without reading their artifacts again.
-    """
+    """Train (Training) and val (PublicTest) faces of a FER2013 Parquet, never PrivateTest, and the same
+    ``counts`` record the Ray back end saves; ``teacher`` and ``initial`` are already loaded."""
     source, shown = resolve_source(cfg)
     if not source.endswith(".parquet"):
         raise UserError(
@@ -124,28 +119,17 @@ def _save_atomic(state: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-@dataclass
-class PlainResult:
-    run_dir: Path
-    artifact_dir: Path | None
-    best_metrics: dict[str, Any] | None
-    history: list[dict[str, Any]]
-    counts: dict[str, Any]
-
-
 def run_dir_of(cfg: TrainConfig) -> Path:
     if "://" in cfg.storage_path:
         raise ValueError("the plain back end writes to a local --storage-path; use --backend ray for s3://")
     return Path(cfg.storage_path).expanduser().resolve() / cfg.run_name
 
 
-def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
+def train_plain(cfg: TrainConfig, progress: bool | None = None) -> TrainResult:
     """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export its best checkpoint.
 
-    ``progress``: on a terminal (``None``) or always (``True``), a bar of epochs with the latest
-    and best validation accuracy, and one of the epoch's steps; elsewhere one log line per epoch.
-    ``False``: the per-epoch log lines only.
-    """
+    ``progress``: bars of epochs and of the epoch's steps on a terminal (``None``) or always (``True``);
+    the per-epoch log lines are there in every case."""
     if cfg.workers != 1:
         raise ValueError("the plain back end trains on one device; use --backend ray for --workers > 1")
     run_dir = run_dir_of(cfg)
@@ -174,7 +158,6 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
         logger.info("resumed after epoch %d from %s", start_epoch, latest)
     save_json(record, saved_path)
 
-    # A bar on a terminal; elsewhere the per-epoch log lines below are the progress.
     on_tty = progress_mode(progress) == "bar"
     bar = Progress("training", total=cfg.total_epochs, unit="epochs", initial=start_epoch, progress=on_tty)
     try:
@@ -203,20 +186,20 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> PlainResult:
     return export_plain(run_dir)
 
 
-def is_plain_run(run_dir: Path) -> bool:
-    return (run_dir / LATEST / STATE).exists()
+def is_plain_run(cfg: TrainConfig) -> bool:
+    return not is_remote(cfg.storage_path) and (run_dir_of(cfg) / LATEST / STATE).exists()
 
 
-def export_plain(run_dir: Path) -> PlainResult:
+def export_plain(run_dir: Path) -> TrainResult:
     """Export the best checkpoint of a plain run (finished or stopped) as ``run_dir/artifact``."""
     saved = json.loads((run_dir / TRAIN_CONFIG).read_text())
     counts = saved["counts"]
     best_path = run_dir / BEST / STATE
     if not best_path.exists():
-        return PlainResult(run_dir, None, None, [], counts)
+        return TrainResult(run_dir, None, None, [], counts)
     latest = torch.load(run_dir / LATEST / STATE, map_location="cpu", weights_only=True)
     state = torch.load(best_path, map_location="cpu", weights_only=True)
     cfg = TrainConfig.from_dict(saved["train_config"])
     history = latest["history"]
     artifact = export_state(state, cfg, counts, history, run_dir / "artifact", segments=saved.get("segments"))
-    return PlainResult(run_dir, artifact, state["history"][-1], history, counts)
+    return TrainResult(run_dir, artifact, state["history"][-1], history, counts)

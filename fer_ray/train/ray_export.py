@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +12,11 @@ import torch
 from ray.train.v2.api.result import Result as RunResult
 
 from fer_ray import storage as run_storage
-from fer_ray.train.checkpoints import STATE, export_state, select_checkpoint
+from fer_ray.train.checkpoints import STATE, TrainResult, export_state, select_checkpoint
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.run_dir import HISTORY, TRAIN_CONFIG, ray_storage, run_dirs
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path | str  # a str for s3:// runs
-    artifact_dir: Path | str | None
-    best_metrics: dict[str, Any] | None
-    history: list[dict[str, Any]]
-    counts: dict[str, Any]
 
 
 def export_best(
@@ -39,7 +29,10 @@ def export_best(
         return TrainResult(run_dir, None, None, [], counts)
     with best.as_directory() as d:
         state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
-    history = _load_history(result.checkpoint) or state["history"]
+    history = state["history"]
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            history = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)["history"] or history
     best_metrics = state["history"][-1]
     target = run_storage.join(run_dir, "artifact")
     if run_storage.is_remote(run_dir):
@@ -55,11 +48,8 @@ def export_best(
 
 
 def export_run(storage_path: str, run_name: str) -> TrainResult:
-    """Export the best checkpoint of an existing run, finished or stopped midway, without training.
-
-    The run's own saved config rebuilds the model, so only where the run lives (a local
-    directory or ``s3://``) is needed; no Ray cluster is started.
-    """
+    """Export the best checkpoint of an existing run, finished or stopped midway, without Ray: the run's
+    saved config rebuilds the model."""
     storage, run_dir = run_dirs(TrainConfig(storage_path=storage_path, run_name=run_name))
     try:
         saved = json.loads(run_storage.read_text(run_storage.join(run_dir, TRAIN_CONFIG)))
@@ -70,10 +60,3 @@ def export_run(storage_path: str, run_name: str) -> TrainResult:
     return export_best(
         result, TrainConfig.from_dict(saved["train_config"]), saved["counts"], run_dir, saved.get("segments")
     )
-
-
-def _load_history(checkpoint) -> list[dict[str, Any]] | None:
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)["history"]

@@ -21,30 +21,15 @@ from ray.train.torch import TorchTrainer
 from fer_ray import storage as run_storage
 from fer_ray.progress import Poller, Progress, progress_mode
 from fer_ray.runtime import init_ray
-from fer_ray.train.checkpoints import STATE, rank_key, resume_record
+from fer_ray.train.checkpoints import STATE, TrainResult, rank_key, resume_record
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.loop import epoch_line
 from fer_ray.train.ray_data import TrainingData, training_data
-from fer_ray.train.ray_export import TrainResult, export_best, export_run
+from fer_ray.train.ray_export import export_best, export_run
 from fer_ray.train.ray_worker import train_loop_per_worker
-from fer_ray.train.run_dir import CRASH_MARKER, HISTORY, TRAIN_CONFIG, ray_storage, run_dirs, saved_run
+from fer_ray.train.run_dir import HISTORY, TRAIN_CONFIG, ray_storage, run_dirs, saved_run
 
-__all__ = [
-    "CRASH_MARKER",
-    "HISTORY",
-    "STATE",
-    "TRAIN_CONFIG",
-    "TrainResult",
-    "TrainingData",
-    "build_trainer",
-    "export_best",
-    "export_run",
-    "ray_storage",
-    "run_dirs",
-    "train",
-    "train_loop_per_worker",
-    "training_data",
-]
+__all__ = ["STATE", "TrainingData", "build_trainer", "export_run", "train", "training_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +50,7 @@ def build_trainer(
         storage, filesystem = ray_storage(storage)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "train": cfg.to_dict(),
-            "n_train": sum(data.counts["train"]),
-            "counts": data.counts,
-        },
+        train_loop_config={"train": cfg.to_dict(), "n_train": sum(data.counts["train"]), "counts": data.counts},
         scaling_config=ScalingConfig(
             num_workers=cfg.workers,
             use_gpu=cfg.use_gpu,
@@ -95,10 +76,8 @@ def build_trainer(
 def train(cfg: TrainConfig, progress: bool | None = None) -> TrainResult:
     """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export the best checkpoint.
 
-    ``progress``: on a terminal (``None``) or always (``True``), a bar of epochs with the latest and
-    best validation accuracy; elsewhere one log line per epoch; ``False``: neither. Both are read on
-    the driver from the ``history.json`` rank 0 rewrites every epoch (Train V2 reports go to its
-    controller, not to the driver).
+    ``progress`` (a bar on a terminal, else log lines; ``False``: neither) is read on the driver from the
+    ``history.json`` rank 0 rewrites every epoch: Train V2 reports go to its controller, not the driver.
     """
     init_ray(cfg.ray)
     storage, run_dir = run_dirs(cfg)

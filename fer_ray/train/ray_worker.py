@@ -50,8 +50,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker; resumes from ``ray.train.get_checkpoint()`` when present."""
     cfg = TrainConfig.from_dict(config["train"])
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    local_world = ctx.get_local_world_size()
+    rank, world, local_world = ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_world_size()
     logger.info("worker rank %d of %d on node %s", rank, world, ray.get_runtime_context().get_node_id())
     # The run's storage as Ray Train resolved it (DeveloperAPI, stable within our pinned Ray).
     run_fs, run_path = ctx.get_storage().storage_filesystem, ctx.get_storage().experiment_fs_path
@@ -60,11 +59,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     seed_everything(cfg.seed)
 
-    model = create_model(cfg.model)
     # Only reconstruction pre-training leaves parameters (the classifier) without gradients;
     # DDP's search for them costs a graph traversal per step, so ask for it only then.
     pretraining = cfg.total_epochs > cfg.epochs
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": pretraining})
+    model = ray.train.torch.prepare_model(
+        create_model(cfg.model), parallel_strategy_kwargs={"find_unused_parameters": pretraining}
+    )
     per_worker = max(1, cfg.batch_size // world)
     steps_per_epoch = max(1, math.ceil(config["n_train"] / cfg.batch_size))
     learner = Learner.build(cfg, model, device, steps_per_epoch, config["counts"], teacher_of(cfg, device))
@@ -100,9 +100,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:  # per-epoch history next to the checkpoints, readable while the run goes on
             write_run_file(run_fs, f"{run_path}/{HISTORY}", json.dumps(history, indent=2) + "\n")
         with tempfile.TemporaryDirectory() as d:
-            ckpt = None
             if rank == 0:
-                state = learner.state(epoch, history)
-                torch.save(state, Path(d) / STATE)
-                ckpt = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=ckpt)
+                torch.save(learner.state(epoch, history), Path(d) / STATE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)

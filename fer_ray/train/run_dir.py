@@ -21,12 +21,10 @@ TRAIN_CONFIG, HISTORY, CRASH_MARKER = "train_config.json", "history.json", ".cra
 
 
 def run_dirs(cfg: TrainConfig) -> tuple[str, Path | str]:
-    """(Ray Train storage path, the run dir ``<storage_path>/<run_name>``).
+    """(Ray Train storage path, the run dir ``<storage_path>/<run_name>``, which holds all the run makes).
 
-    Everything the run produces goes to the run dir: checkpoints, ``train_config.json``,
-    ``history.json`` and the exported ``artifact/``. On a cluster use storage all nodes share
-    (``s3://`` or NFS): a submitted job's working dir is deleted with the job.
-    """
+    On a cluster use storage all nodes share (``s3://`` or NFS): a submitted job's working dir is deleted
+    with the job."""
     if run_storage.is_remote(cfg.storage_path):
         storage = cfg.storage_path.rstrip("/")
         return storage, f"{storage}/{cfg.run_name}"
@@ -37,10 +35,8 @@ def run_dirs(cfg: TrainConfig) -> tuple[str, Path | str]:
 
 
 def ray_storage(storage: str) -> tuple[str, pafs.FileSystem | None]:
-    """(``storage_path``, ``storage_filesystem``) for Ray Train and Tune run configs.
-
-    Ray would resolve ``s3://`` itself and ignore ``AWS_ENDPOINT_URL``: hand it the configured endpoint.
-    """
+    """(``storage_path``, ``storage_filesystem``) for Ray Train and Tune: Ray would resolve ``s3://`` itself
+    and ignore ``AWS_ENDPOINT_URL``."""
     if storage.startswith("s3://"):
         return storage[len("s3://") :], S3Settings.from_env().filesystem()
     return storage, None
