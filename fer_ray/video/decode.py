@@ -198,7 +198,7 @@ class _Clock:
 
 @dataclass
 class _Group:
-    """The packets of one keyframe group (decode order) and its frames' pts (presentation order)."""
+    """The packets of one keyframe group and their pts, both in decode order."""
 
     packets: list
     pts: list[int]
@@ -240,15 +240,20 @@ def _seek(container, stream, clock: _Clock, start_s: float) -> None:
     """To a keyframe at or before the frame on screen at ``start_s``.
 
     Demuxers seek by decode time; with B-frames a keyframe decoded before ``start_s`` may be shown
-    after it, so the seek backs off until the first keyframe found is shown no later than it.
+    after it, so the seek backs off until the first keyframe found is shown no later than it (at
+    worst from the start of the stream).
     """
     target = clock.pts(start_s)
-    for back_s in (1.0, 5.0, 30.0, math.inf):
-        container.seek(max(clock.start, clock.pts(start_s - back_s)), stream=stream, backward=True, any_frame=False)
+    for back_s in (1.0, 5.0, 30.0):
+        offset = max(clock.start, clock.pts(start_s - back_s))
+        container.seek(offset, stream=stream, backward=True, any_frame=False)
         first = next((p for p in container.demux(stream) if p.size), None)
-        if first is None or _packet_pts(first) <= target or back_s == math.inf:
+        if first is not None and _packet_pts(first) <= target:
+            container.seek(offset, stream=stream, backward=True, any_frame=False)
+            return
+        if offset == clock.start:
             break
-    container.seek(max(clock.start, clock.pts(start_s - back_s)), stream=stream, backward=True, any_frame=False)
+    container.seek(clock.start, stream=stream, backward=True, any_frame=False)
 
 
 def _groups(
