@@ -38,12 +38,23 @@ def exists(location: Location) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
-def write_text(location: Location, text: str) -> None:
-    """Write a whole text file (parent directories created as needed; S3 has none)."""
+def write_bytes(location: Location, data: bytes) -> None:
+    """Write a whole file (parent directories created as needed; S3 has none)."""
     fs, path = resolve_filesystem(str(location))
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as f:
-        f.write(text.encode())
+        f.write(data)
+
+
+def write_text(location: Location, text: str) -> None:
+    write_bytes(location, text.encode())
+
+
+def delete_dir(location: Location) -> None:
+    """Remove a directory and all it holds; nothing to do when it is absent."""
+    fs, path = resolve_filesystem(str(location))
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
 
 
 def read_text(location: Location) -> str:

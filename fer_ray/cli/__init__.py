@@ -19,30 +19,19 @@ from fer_ray.cli.checks import (
     check_model,
     check_output_dir,
     check_port_free,
-    checked_scheme,
-    fix_abs,
     local_artifact_dir,
     submitted_working_dir,
 )
-from fer_ray.cli.parser import HelpFormatter, Parser, add_ray_args, config_parser, parse_config, show_default
-from fer_ray.cli.runner import PROG, Exit, before_ray, run_cli, setup, warn
-from fer_ray.cli.training import (
-    check_train,
-    default_run_name,
-    load_config_file,
-    train_overlay,
-    train_parser,
-    tune_parser,
-)
+from fer_ray.cli.parser import Parser, add_ray_args, config_parser, parse_config, show_default
+from fer_ray.cli.runner import Exit, before_ray, run_cli, setup, warn
+from fer_ray.cli.training import check_train, default_run_name, load_config_file, train_parser, tune_parser
 from fer_ray.config import UserError
 from fer_ray.inference.shipped import MODEL_HELP
 from fer_ray.storage import is_remote
 
 __all__ = [
     "MODEL_HELP",
-    "PROG",
     "Exit",
-    "HelpFormatter",
     "Parser",
     "UserError",
     "add_ray_args",
@@ -54,10 +43,8 @@ __all__ = [
     "check_output_dir",
     "check_port_free",
     "check_train",
-    "checked_scheme",
     "config_parser",
     "default_run_name",
-    "fix_abs",
     "is_remote",
     "load_config_file",
     "local_artifact_dir",
@@ -66,7 +53,6 @@ __all__ = [
     "setup",
     "show_default",
     "submitted_working_dir",
-    "train_overlay",
     "train_parser",
     "tune_parser",
     "warn",

@@ -118,11 +118,9 @@ def config_parser(
     """A parser with one flag per field of the config dataclass ``cls`` (and of nested configs marked
     ``flatten``), plus ``--config``, ``--print-config``, ``--verbose`` and ``--debug``.
 
-    ``overlay`` adds or overrides field metadata by field name (what only the CLI knows, e.g. the registered
-    architectures as choices; the ``fields`` of nested configs merge); ``defaults`` (a nested mapping)
-    replaces the dataclass defaults for this job. ``actions``: a dataclass of what the job does this time
-    (``--export-only``): its fields become flags too, but no ``--config`` key and no part of the printed
-    config; :func:`parse_config` sets them on the namespace it returns.
+    ``overlay``: field metadata only the CLI knows (e.g. the registered architectures as choices), by
+    field name. ``defaults`` (a nested mapping): this job's defaults. ``actions``: a dataclass of what
+    the job does this time (``--export-only``): flags too, but neither ``--config`` keys nor printed.
     """
     p = Parser(description=description)
     p.config_cls, p.actions_cls, p.config_defaults = cls, actions, dict(defaults or {})
@@ -213,7 +211,8 @@ def _add_flag(g, f: dataclasses.Field, tp: Any, meta: Mapping[str, Any], dest: s
         many = typing.get_origin(inner) is tuple
         metavar = meta.get("metavar", f.name.upper())
         pos_help = _with_default(help_text, shown) if not meta.get("flag") else f"same as {meta['flag']}"
-        g.add_argument(dest, metavar=metavar, nargs="*" if many else "?", help=_esc(pos_help), **_no_dest(kw))
+        positional = {k: v for k, v in kw.items() if k != "dest"}
+        g.add_argument(dest, metavar=metavar, nargs="*" if many else "?", help=_esc(pos_help), **positional)
         if not meta.get("flag"):
             return
         kw.update(extend=many, metavar=metavar, type=str)
@@ -249,10 +248,6 @@ def _with_default(help_text: str, shown: str) -> str:
     return f"{help_text} (default: {shown})"
 
 
-def _no_dest(kw: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in kw.items() if k != "dest"}
-
-
 def _esc(text: str) -> str:
     return text.replace("%", "%%")
 
@@ -278,9 +273,8 @@ def parse_config(
 ) -> tuple[Any, argparse.Namespace]:
     """(the resolved config, the parsed namespace): defaults < ``--config FILE`` < flags given.
 
-    ``adjust`` may fill in derived defaults on the merged mapping before the config is built (e.g. the
-    run name from the architecture when neither the file nor a flag named one). ``--print-config``
-    prints the result and leaves through :class:`Exit`.
+    ``adjust`` may fill in derived defaults on the merged mapping (e.g. the run name from the
+    architecture). ``--print-config`` prints the result and leaves through :class:`Exit`.
     """
     assert p.config_cls is not None, "parse_config needs a parser from config_parser"
     ns = p.parse_args(argv)

@@ -53,21 +53,19 @@ def run_cli(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], in
             return main(args)
         except Exit as e:
             return e.code
-        except UserError as e:
-            if "--debug" in args:
-                traceback.print_exc()
-            print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
-            return 2
-        except ModuleNotFoundError as e:
-            if e.name not in TRAIN_EXTRA:
+        except (UserError, ModuleNotFoundError) as e:
+            missing = isinstance(e, ModuleNotFoundError)
+            if missing and e.name not in TRAIN_EXTRA:
                 raise
             if "--debug" in args:
                 traceback.print_exc()
-            print(
-                f"{PROG}: error: this job needs {e.name}, which the lean install (scoring, reports, Serve) leaves "
-                "out — pip install -e '.[train]' (or `make test`) adds training, export and evaluation",
-                file=sys.stderr,
+            message = (
+                f"this job needs {e.name}, which the lean install (scoring, reports, Serve) leaves out — "
+                "pip install -e '.[train]' (or `make test`) adds training, export and evaluation"
+                if missing
+                else " ".join(str(e).split())
             )
+            print(f"{PROG}: error: {message}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)

@@ -23,11 +23,7 @@ def evaluate_all(
     progress: bool | None = None,
 ) -> list[dict]:
     """Evaluate each artifact on ``source`` (see :func:`~fer_ray.evaluate.metrics.evaluate_artifact`); write
-    evaluation.json/.md and plots.
-
-    ``progress``: faces evaluated as a bar on a terminal, log lines elsewhere (``None``), always a
-    bar (``True``) or nothing (``False``).
-    """
+    evaluation.json/.md and plots. ``progress``: as :class:`fer_ray.progress.Progress` takes it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results, histories = [], []

@@ -18,10 +18,8 @@ from fer_ray.storage import is_remote
 
 
 def ferplus_metrics(artifact: Artifact, source: str, batch_size: int = 512) -> dict[str, Any] | None:
-    """PrivateTest faces with a FER+ majority, scored against FER+ and FER2013 labels from the same predictions.
-
-    ``None`` unless ``source`` is our FER2013 Parquet with ``fer2013new.csv`` beside it.
-    """
+    """PrivateTest faces with a FER+ majority, scored against FER+ and FER2013 labels from the same predictions;
+    ``None`` unless ``source`` is our FER2013 Parquet with ``fer2013new.csv`` beside it."""
     from fer_ray.data import ferplus
 
     csv = ferplus.default_csv(str(source))

@@ -51,12 +51,13 @@ def split_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     logp = torch.log(torch.from_numpy(probs).clamp_min(1e-12))
     preds = top_class(probs)
     cm = confusion(labels, preds)
+    classes = per_class(cm)
     return {
         "n": int(len(labels)),
         "loss": float(F.nll_loss(logp, torch.from_numpy(labels))),
         "accuracy": float((preds == labels).mean()),
-        "per_class": per_class(cm),
-        "macro_f1": float(np.mean([v["f1"] for v in per_class(cm).values()])),
+        "per_class": classes,
+        "macro_f1": float(np.mean([v["f1"] for v in classes.values()])),
         "confusion": cm.tolist(),
     }
 
@@ -92,9 +93,8 @@ def evaluate_artifact(
 ) -> dict[str, Any]:
     """The tables' numbers for one artifact on the split :func:`choose_split` picks (``split`` says which).
 
-    ``test*`` keys hold that split's metrics; ``public_test`` and ``paper_test_7178`` appear only
-    for FER2013 data (rows whose usage is PublicTest/PrivateTest): the paper's 7,178-image test set
-    is both, and its PublicTest half served for model selection, so it is optimistic.
+    ``public_test`` and ``paper_test_7178`` appear only for FER2013 data: the paper's test set is
+    PublicTest + PrivateTest, and its PublicTest half served for model selection (optimistic).
     """
     pred = test_predictions(artifact, source, cfg.batch_size, progress=progress)
     chosen = choose_split(pred)

@@ -70,38 +70,19 @@ def test_predictions(
             bar.update(int(ok.sum()), errors=errors)
     if errors:
         logger.warning("%d evaluation images failed to decode and are left out", errors)
+    # "probs": as scoring and Serve compute them (the artifact's flip_tta)
+    keys = ("probs", "probs_no_tta", "probs_uncalibrated", "labels", "usage", "split")
     if not labels:
-        k = len(EMOTIONS)
-        return {
-            "probs": np.zeros((0, k), np.float32),
-            "probs_no_tta": np.zeros((0, k), np.float32),
-            "probs_uncalibrated": np.zeros((0, k), np.float32),
-            "labels": np.zeros(0, np.int64),
-            "usage": np.zeros(0, object),
-            "split": np.zeros(0, object),
-        }
-    return {
-        "probs": np.concatenate(probs),  # as scoring and Serve compute them (the artifact's flip_tta)
-        "probs_no_tta": np.concatenate(plain),
-        "probs_uncalibrated": np.concatenate(raw),
-        "labels": np.concatenate(labels),
-        "usage": np.concatenate(usage),
-        "split": np.concatenate(split),
-    }
+        empty = [np.zeros((0, len(EMOTIONS)), np.float32)] * 3 + [np.zeros(0, t) for t in (np.int64, object, object)]
+        return dict(zip(keys, empty, strict=True))
+    return {k: np.concatenate(v) for k, v in zip(keys, (probs, plain, raw, labels, usage, split), strict=True)}
 
 
 def choose_split(pred: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
-    """(name, row mask) of the split the tables are computed on: PrivateTest, else test, else val; None if none.
-
-    FER2013's PrivateTest is never used in training or selection. Folders without it may still
-    have test/ (the same role) or val/ (used for checkpoint selection: slightly optimistic).
-    """
+    """(name, row mask) of the split the tables are computed on: PrivateTest, else test/ (the same role),
+    else val/ (used for checkpoint selection: optimistic); None if none."""
     usage, split = pred["usage"], pred["split"]
-    for name, mask in (
-        ("PrivateTest", usage == "PrivateTest"),
-        ("test", split == "test"),
-        ("val", split == "val"),
-    ):
+    for name, mask in (("PrivateTest", usage == "PrivateTest"), ("test", split == "test"), ("val", split == "val")):
         if mask.any():
             return name, mask
     return None
@@ -110,10 +91,8 @@ def choose_split(pred: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
 def engine_results(
     artifact: Artifact, source: str, split: str = "test", threads: int | None = None, progress: bool | None = None
 ) -> list[dict]:
-    """Accuracy of every engine ``artifact`` holds on one split (FER2013's test: PrivateTest), single pass and TTA.
-
-    The faces are decoded once and fed to each engine, so the rows differ only in the engine.
-    """
+    """Accuracy of every engine ``artifact`` holds on one split, single pass and TTA; the faces are decoded
+    once, so the rows differ only in the engine."""
     from fer_ray.inference.artifact import load_artifact
     from fer_ray.inference.engine import ENGINES, ONNX_FILES
     from fer_ray.inference.export import engine_accuracy, labeled_faces

@@ -119,15 +119,11 @@ def write_plots(result: dict[str, Any], history: list[dict[str, Any]], out: Path
     if history:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
         ep = [h["epoch"] for h in history]
-        a1.plot(ep, [h["train_loss"] for h in history], label="train")
-        a1.plot(ep, [h["val_loss"] for h in history], label="val (PublicTest)")
-        a1.set_title("loss")
-        a1.legend()
-        a2.plot(ep, [h["train_acc"] for h in history], label="train")
-        a2.plot(ep, [h["val_acc"] for h in history], label="val (PublicTest)")
-        a2.set_title("accuracy")
-        a2.legend()
-        for a in (a1, a2):
+        for a, key, title in ((a1, "loss", "loss"), (a2, "acc", "accuracy")):
+            a.plot(ep, [h[f"train_{key}"] for h in history], label="train")
+            a.plot(ep, [h[f"val_{key}"] for h in history], label="val (PublicTest)")
+            a.set_title(title)
+            a.legend()
             a.set_xlabel("epoch")
         fig.tight_layout()
         fig.savefig(out / f"{tag}_curves.png", dpi=120)

@@ -35,11 +35,8 @@ logger = logging.getLogger(__name__)
 def prepare_faces(
     data: bytes, whole_image: bool, preprocess: PreprocessConfig, detect: DetectConfig, lock: threading.Lock
 ) -> tuple[tuple[int, int], list[Box | None], np.ndarray]:
-    """Encoded image -> ((width, height), boxes, uint8 crops (N, S, S)), exactly as batch scoring prepares images
-    (:func:`fer_ray.score.faces.faces_from_bytes`: decode at the detection size, detect, crop).
-
-    ``box=None`` means the whole image is the face (``whole_image`` or a crop-sized image).
-    """
+    """Encoded image -> ((width, height), boxes, uint8 crops (N, S, S)), exactly as batch scoring prepares
+    images; ``box=None`` means the whole image is the face (``whole_image`` or a crop-sized image)."""
     boxes, crops, size = faces_from_bytes(data, detect, preprocess, whole_image, lock)  # lock: Haar's cascade
     s = preprocess.image_size
     faces = np.stack(crops) if crops else np.zeros((0, s, s), dtype=np.uint8)  # (N, S, S)
@@ -113,14 +110,9 @@ class FERServer:
         except ClientDisconnect:
             return error_response(400, "client disconnected before the body was complete")
         t_read = time.perf_counter()
-        loop = asyncio.get_running_loop()
+        loop, args = asyncio.get_running_loop(), (whole_image, preprocess, self.cfg.detect, self._detect_lock)
         prepared = await asyncio.gather(
-            *(
-                loop.run_in_executor(
-                    self._pool, _prepare_or_error, u.data, whole_image, preprocess, self.cfg.detect, self._detect_lock
-                )
-                for u in uploads
-            )
+            *(loop.run_in_executor(self._pool, _prepare_or_error, u.data, *args) for u in uploads)
         )
         t_prep = time.perf_counter()
         if len(uploads) == 1 and isinstance(prepared[0], RequestError):

@@ -1,9 +1,5 @@
 """A run's checkpoints and record: what it learnt from, what a resume may change, which checkpoint is
-best, and the export of one as a model artifact.
-
-Both back ends keep one checkpoint as one dict (:data:`STATE`, written by
-:meth:`fer_ray.train.recipe.Learner.state`) and a ``train_config.json`` record built by
-:func:`resume_record`; this module decides whether a rerun may continue them. Nothing here imports Ray.
+best, and the export of one as a model artifact. Both back ends use it; nothing here imports Ray.
 """
 
 from __future__ import annotations
@@ -47,12 +43,9 @@ def data_record(
     teacher: Teacher | None = None,
     initial: Artifact | None = None,
 ) -> dict[str, Any]:
-    """The head of a run's ``counts`` record: what it learnt from (data, labels, teachers and
-    starting weights by ``model_id``), so a resume on other data or teachers is refused and the
-    artifact names them.
-
-    ``teacher`` / ``initial``: the already loaded teachers and starting artifact, whose ids are taken
-    as they are (else each artifact is read once for its id, as on a Ray driver that trains nothing itself)."""
+    """The head of a run's ``counts`` record: what it learnt from (data, labels, teachers and starting
+    weights by ``model_id``), so a resume on other data or teachers is refused and the artifact names them.
+    ``teacher`` / ``initial``: already loaded (else each artifact is read for its id, as on a Ray driver)."""
     record: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "labels": cfg.labels}
     if cfg.teachers:
         record["teachers"] = list(teacher.ids) if teacher is not None else teacher_ids(cfg.teachers, cfg.teacher_engine)
@@ -77,19 +70,9 @@ def initial_artifact(cfg: TrainConfig) -> Artifact:
     return art
 
 
-def initial_artifact_of(cfg: TrainConfig) -> Artifact | None:
-    """The run's starting artifact (``None`` without ``--init-from``), loaded once per process and
-    handed to :func:`data_record` and :meth:`Learner.build`, as the teachers are."""
-    return initial_artifact(cfg) if cfg.init_from else None
-
-
 def select_checkpoint(candidates: list[tuple[Any, dict[str, Any]]]):
-    """The kept checkpoint with the best validation accuracy; ties go to the lower
-    validation loss, then the later epoch (Ray's own ranking keeps the earliest)."""
-    if not candidates:
-        return None
-    ckpt, _ = max(candidates, key=lambda cm: rank_key(cm[1]))
-    return ckpt
+    """The kept checkpoint that ranks first by :func:`rank_key` (Ray's own ranking keeps the earliest tie)."""
+    return max(candidates, key=lambda cm: rank_key(cm[1]))[0] if candidates else None
 
 
 def rank_key(metrics: dict[str, Any]) -> tuple[float, float, int]:
@@ -98,11 +81,8 @@ def rank_key(metrics: dict[str, Any]) -> tuple[float, float, int]:
 
 
 def resolve_source(cfg: TrainConfig) -> tuple[str, str]:
-    """(where to read the training data, how to name it in artifacts).
-
-    Artifacts ship to other machines: the source is named as the user gave it (or relative
-    to the data root), not by this machine's absolute path; the fingerprint identifies the bytes.
-    """
+    """(where to read the training data, how to name it in artifacts): as the user gave it or relative to the
+    data root, never this machine's absolute path, since artifacts ship; the fingerprint identifies the bytes."""
     source = cfg.data or fer2013_parquet()
     if source is None:
         raise FileNotFoundError(
@@ -132,11 +112,8 @@ def export_state(
     out_dir: Path,
     segments: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write a checkpoint's weights as a model artifact with the run's metrics and config.
-
-    ``segments`` lists each change of config on resume (e.g. a longer horizon), so the
-    artifact's record reproduces its weights and not only the last command.
-    """
+    """Write a checkpoint's weights as a model artifact; ``segments`` (each change of config on resume) make
+    its record reproduce the weights, not only the last command."""
     model = create_model(cfg.model)
     model.load_state_dict(state["ema"]["weights"] if "ema" in state else state["model"])  # what was validated
     return save_artifact(
@@ -173,13 +150,10 @@ def resume_record(
 ) -> dict[str, Any]:
     """The run's ``train_config.json`` content for this invocation, checking a resume against the saved one.
 
-    A first start records one segment. A resume with the same config keeps the record; one that changes
-    only fields marked ``resumable`` (how long, how fast and where it trains: a longer horizon, an LR
-    restart, more workers) appends a segment with the epoch it takes effect, which the exported artifact
-    carries, so the record reproduces the weights. Any other change (model, data, labels, preprocessing,
-    augmentation, loss, optimizer, batch size) would continue the saved weights under a different question
-    than the one they were trained on: it raises :class:`RunRefused` naming the fields; start a new
-    ``--run-name`` instead.
+    A resume that changes only fields marked ``resumable`` (how long, how fast, where) appends a segment
+    with the epoch it takes effect. Any other change (model, data, labels, preprocessing, augmentation,
+    loss, optimizer, batch size) would continue the saved weights under a different question: it raises
+    :class:`RunRefused` naming the fields.
     """
     current = cfg.to_dict()
     if not saved:

@@ -1,11 +1,9 @@
 """Knowledge distillation: a student also learns the softened probabilities of trained artifacts.
 
-FER2013's labels are noisy (FER+'s ten crowd votes disagree with them on ~1 face in 4), and an
-ensemble's probabilities carry what a single label cannot: which faces are ambiguous and between
-which emotions. Matching them (Hinton et al., 2015) is the usual way to fold an ensemble's
-accuracy into one network of the same cost at inference, so the shipped artifact stays one model,
-one forward pass. The teachers see the same augmented batch as the student; their cost is one
-forward pass each per step, without gradients.
+FER2013's labels are noisy, and an ensemble's probabilities carry what a single label cannot: which
+faces are ambiguous and between which emotions. Matching them (Hinton et al., 2015) folds an ensemble's
+accuracy into one network, so the shipped artifact stays one model, one forward pass. The teachers see
+the same augmented batch as the student.
 """
 
 from __future__ import annotations
@@ -20,11 +18,9 @@ from fer_ray.preprocess import PreprocessConfig
 class Teacher:
     """Frozen artifacts whose averaged softened probabilities a student matches.
 
-    ``ids``: each artifact's ``model_id`` (``name@sha256-prefix``, plus ``+engine`` for ONNX), what
-    the run records, so a distilled model names the exact weights and engine it learnt from.
-    ``flip_tta``: each teacher also scores the mirrored batch and the two are averaged, the setting
-    the shipped models are scored with, which makes better targets than one view (docs/RESULTS.md has the
-    figures); it doubles the teachers' cost, which the int8 ONNX engine more than pays back.
+    ``ids``: each artifact's ``model_id``, what the run records, so a distilled model names the exact
+    weights and engine it learnt from. ``flip_tta``: each teacher also scores the mirrored batch, as the
+    shipped models are scored, which makes better targets than one view at twice the teachers' cost.
     """
 
     def __init__(self, artifacts: list[Artifact], flip_tta: bool = False):
@@ -58,12 +54,11 @@ def load_teacher(
     flip_tta: bool = False,
     threads: int = 1,
 ) -> Teacher:
-    """The artifacts at ``paths`` (shipped names or directories) as one :class:`Teacher`.
+    """The artifacts at ``paths`` (shipped names or directories) as one :class:`Teacher`; ``torch`` runs
+    them on ``device``, the ONNX engines on the CPU with ``threads``.
 
-    Each must read faces the way the student does (same normalisation and size): they score the
-    student's input tensor, and a teacher fed differently scaled pixels would teach noise.
-    ``engine`` ``torch`` runs them on ``device``; the ONNX engines run on the CPU with ``threads``
-    (``benchmarks/teacher_cost.py``: on 2 cores int8 halves the PyTorch bf16 teachers' time).
+    Each must read faces as the student does: they score the student's input tensor, and a teacher fed
+    differently scaled pixels would teach noise.
     """
     arts = []
     for p in paths:

@@ -1,11 +1,9 @@
 """An exponential moving average of the weights, the model a run validates and exports when asked.
 
-Averaging the last few thousand steps' weights smooths out the noise of the final updates, which
-on small noisy datasets like FER2013 is worth a fraction of a point at no cost at inference (timm
-and most modern recipes ship the averaged weights). Batch-norm statistics are averaged with the
-parameters, so the average needs no extra pass over the data. Each epoch the run validates both
-the average and the raw weights (``val_acc`` and ``val_acc_raw`` in its history): the run itself
-shows whether averaging helped.
+Averaging the last steps' weights smooths out the noise of the final updates at no cost at inference
+(timm and most modern recipes ship the averaged weights). Batch-norm statistics are averaged with the
+parameters, so no extra pass over the data. The run validates both (``val_acc``, ``val_acc_raw``), so
+it shows whether averaging helped.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Plain PyTorch training and evaluation: nothing here knows about Ray.
 
-Batches are ``(faces, labels)`` with faces ``uint8`` (B, S, S) straight from the shared
-decode stage; :func:`fer_ray.preprocess.normalize` turns them into model input on the
-model's device, exactly as batch scoring and Serve do.
+Batches are ``(faces, labels)`` with ``uint8`` faces (B, S, S) from the shared decode stage, normalized
+on the model's device exactly as batch scoring and Serve do.
 """
 
 from __future__ import annotations
@@ -74,10 +73,8 @@ def _warn_without_native_bf16() -> None:
 
 
 def autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False):
-    """bf16 autocast on GPUs that have it, fp16 elsewhere on CUDA; on CPU only when asked.
-
-    CPU bf16 is opt-in (``cpu_bf16``) because it changes the numerics of a recipe, and it pays only
-    on cores with native bf16 (AVX512-BF16/AMX); elsewhere it is slower than fp32."""
+    """bf16 autocast on GPUs that have it, fp16 elsewhere on CUDA; on CPU only with ``cpu_bf16``, since it
+    changes a recipe's numerics and pays only on cores with native bf16."""
     if device.type == "cuda" and enabled:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
@@ -208,9 +205,7 @@ def evaluate(
 
 
 def epoch_line(metrics: dict, total_epochs: int, best: dict, seconds: float) -> str:
-    """One epoch's metrics row as a log line (also the training progress when stderr is not a terminal).
-
-    Epochs are 0-based in checkpoints and histories, 1-based wherever people read them."""
+    """One epoch's metrics row as a log line; epochs are 0-based in histories, 1-based where people read them."""
     raw = f" (raw weights {metrics['val_acc_raw']:.4f})" if "val_acc_raw" in metrics else ""
     return (
         f"epoch {metrics['epoch'] + 1}/{total_epochs} {metrics['phase']}: train acc {metrics['train_acc']:.4f} "

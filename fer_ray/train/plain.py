@@ -41,7 +41,7 @@ from fer_ray.train.checkpoints import (
     TrainResult,
     data_record,
     export_state,
-    initial_artifact_of,
+    initial_artifact,
     rank_key,
     resolve_source,
     resume_record,
@@ -135,7 +135,7 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> TrainResult:
     run_dir = run_dir_of(cfg)
     device = _device(cfg)
     torch.set_num_threads(cfg.torch_threads or os.cpu_count() or 1)
-    teacher, initial = teacher_of(cfg, device), initial_artifact_of(cfg)
+    teacher, initial = teacher_of(cfg, device), initial_artifact(cfg) if cfg.init_from else None
     splits, counts = load_fer_parquet(cfg, teacher, initial)
     run_dir.mkdir(parents=True, exist_ok=True)
     train, val = (Split(s.faces.to(device), s.labels.to(device)) for s in (splits["train"], splits["val"]))

@@ -50,11 +50,8 @@ def _decoded(source: str, split: str, cfg: TrainConfig) -> ray.data.Dataset:
 
 
 def training_data(cfg: TrainConfig) -> TrainingData:
-    """Decoded train and validation datasets; the test split is never read here.
-
-    Validation is the source's own val split (FER2013 PublicTest) or, for sources
-    without one (image folders), a seeded ``val_fraction`` of train.
-    """
+    """Decoded train and validation datasets, never test: validation is the source's own (FER2013
+    PublicTest) or, without one (image folders), a seeded ``val_fraction`` of train."""
     source, shown = resolve_source(cfg)
     train, val = _decoded(source, "train", cfg), _decoded(source, "val", cfg)
     if val.count() == 0:

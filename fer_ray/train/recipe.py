@@ -1,11 +1,9 @@
 """The training recipe both back ends share: model, optimizer, schedule, loss, teachers and weight
 average assembled once (:class:`Learner`), and one epoch of it.
 
-Ray Train (:mod:`fer_ray.train.ray_train`) and the plain-PyTorch runner
-(:mod:`fer_ray.train.plain`) differ only in where batches come from and where
-checkpoints go; everything that decides the weights lives here, so a run on a GPU box
-without Ray and a run on a Ray cluster follow the same recipe. What a checkpoint records, which
-one is best and what a resume may change are :mod:`fer_ray.train.checkpoints`'. Nothing here imports Ray.
+Ray Train (:mod:`fer_ray.train.ray_train`) and the plain-PyTorch runner (:mod:`fer_ray.train.plain`)
+differ only in where batches come from and where checkpoints go; everything that decides the weights
+lives here, so both follow the same recipe. Nothing here imports Ray.
 """
 
 from __future__ import annotations
@@ -77,21 +75,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def loss_config(cfg: TrainConfig, counts: dict[str, Any]) -> LossConfig:
-    return LossConfig(
-        cfg.label_smoothing,
-        cfg.recon_weight,
-        class_weights(counts["train"]) if cfg.class_weighting else None,
-        distill_weight=cfg.distill_weight if cfg.teachers else 0.0,
-        distill_temperature=cfg.distill_temperature,
-    )
-
-
-def load_initial_weights(model: torch.nn.Module, initial: Artifact) -> None:
-    """Copy ``initial``'s weights into ``model`` (or its DDP ``module``): the start of a fine-tuning run."""
-    getattr(model, "module", model).load_state_dict(initial.model.state_dict())
-
-
 def teacher_of(cfg: TrainConfig, device: torch.device) -> Teacher | None:
     """The run's teachers (``None`` without ``--teachers``); ONNX teachers get torch's thread count,
     the cores this worker holds (they never run at the same time as the student)."""
@@ -113,9 +96,8 @@ def epoch_seed(cfg: TrainConfig, epoch: int, rank: int = 0) -> int:
 
 @dataclasses.dataclass
 class Learner:
-    """What a run trains and checkpoints: the model with its optimizer, schedule, loss, teachers and
-    weight average, assembled once by :meth:`build` for both back ends, so no option can reach one
-    back end and not the other; they differ only in where batches come from and checkpoints go."""
+    """What a run trains and checkpoints, assembled once by :meth:`build` for both back ends, so no
+    option can reach one back end and not the other."""
 
     cfg: TrainConfig
     model: torch.nn.Module  # on Ray Train the DDP-wrapped model
@@ -139,8 +121,15 @@ class Learner:
         initial: Artifact | None = None,
     ) -> Learner:
         if cfg.init_from:  # before the optimizer and the weight average take their copies
-            load_initial_weights(model, initial or initial_artifact(cfg))
+            getattr(model, "module", model).load_state_dict((initial or initial_artifact(cfg)).model.state_dict())
         optimizer = build_optimizer(model, cfg)
+        loss_cfg = LossConfig(
+            cfg.label_smoothing,
+            cfg.recon_weight,
+            class_weights(counts["train"]) if cfg.class_weighting else None,
+            distill_weight=cfg.distill_weight if cfg.teachers else 0.0,
+            distill_temperature=cfg.distill_temperature,
+        )
         # fp16 needs loss scaling; bf16 (where the GPU has it) does not
         scaler = torch.amp.GradScaler("cuda") if uses_amp(cfg, device) and not torch.cuda.is_bf16_supported() else None
         return cls(
@@ -149,7 +138,7 @@ class Learner:
             optimizer,
             build_scheduler(optimizer, cfg, steps_per_epoch),
             device,
-            loss_config(cfg, counts),
+            loss_cfg,
             scaler,
             teacher,
             WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None,
@@ -164,10 +153,8 @@ class Learner:
         generator: torch.Generator,
         reducer: Reducer | None = None,
     ) -> dict[str, Any]:
-        """Train one epoch, validate, step an epoch-wise schedule; returns the epoch's metrics row.
-
-        With ``ema`` the ``val_*`` metrics (selection, plateau schedule) are the averaged weights', and
-        ``val_*_raw`` the trained weights' on the same faces."""
+        """One epoch's metrics row. With ``ema`` the ``val_*`` metrics (selection, plateau schedule) are the
+        averaged weights', and ``val_*_raw`` the trained weights' on the same faces."""
         cfg, device, ema = self.cfg, self.device, self.ema
         phase = cfg.phase(epoch)
         loss_cfg = dataclasses.replace(self.loss_cfg, recon_weight=cfg.recon_weight_at(epoch))
@@ -215,7 +202,7 @@ class Learner:
         return metrics
 
     def state(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
-        """Everything a resume needs, as one dict (torchvision references' checkpoint layout)."""
+        """Everything a resume needs, as one dict (torchvision references' layout)."""
         return {
             **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
             "model": getattr(self.model, "module", self.model).state_dict(),

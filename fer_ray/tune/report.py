@@ -71,15 +71,6 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _write_bytes(location, data: bytes) -> None:
-    from fer_ray.data.s3 import resolve_filesystem
-
-    fs, path = resolve_filesystem(str(location))
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(data)
-
-
 def _table(trials: list[dict[str, Any]], names: list[str]) -> tuple[str, str]:
     """(csv, markdown) of the trial rows."""
     import csv
@@ -175,7 +166,8 @@ def write_outputs(
         best_config = run_storage.join(root, BEST_CONFIG)
         run_storage.write_text(best_config, json.dumps(best_config_dict(best_cfg), indent=2) + "\n")
     title = f"{cfg.name}: {cfg.base.model.name}, {len(trials)} trials, {stopped} stopped by ASHA"
-    _write_bytes(run_storage.join(root, "asha.png"), plot_asha(trials, cfg.base.epochs, cfg.grace_period, title))
+    png = plot_asha(trials, cfg.base.epochs, cfg.grace_period, title)
+    run_storage.write_bytes(run_storage.join(root, "asha.png"), png)
     b = cfg.base
     md = [
         f"# Sweep `{cfg.name}`: {b.model.name}\n",

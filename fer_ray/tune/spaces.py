@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from fer_ray.config import read_config_file, replace
+from fer_ray.config import replace
 from fer_ray.train.augment import AugmentConfig
 from fer_ray.train.config import TrainConfig
 
@@ -78,11 +77,6 @@ SPACES: dict[str, dict[str, Any]] = {
 }
 
 _KINDS = ("choice", "grid", "uniform", "loguniform")
-
-
-def load_space_file(path: str | Path) -> dict[str, Any]:
-    """A YAML (``.yaml``/``.yml``) or JSON file mapping parameter names to specs (checked by :func:`resolve_space`)."""
-    return read_config_file(path, "--space")
 
 
 def resolve_space(model: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -180,31 +180,15 @@ def trial(params: dict[str, Any], base: dict[str, Any], data, root: str, filesys
 
 
 # ---------------------------------------------------------------- the sweep
-def _delete_dir(location) -> None:
-    import pyarrow.fs as pafs
-
-    from fer_ray.data.s3 import resolve_filesystem
-
-    fs, path = resolve_filesystem(str(location))
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        fs.delete_dir(path)
-
-
 def check_rerun(cfg: SweepConfig) -> None:
-    """Refuse, before Ray starts, to continue a sweep of the same name that was started with other settings.
-
-    Reads ``<storage>/<name>/sweep_config.json`` (local or S3); nothing to check on a new sweep or
-    with ``restart``. Raises :class:`fer_ray.config.UserError` naming what changed.
-    """
+    """Refuse (before Ray starts) to continue a sweep of the same name started with other settings: a
+    :class:`fer_ray.config.UserError` naming what changed. Nothing to check on a new sweep or with ``restart``."""
+    from fer_ray.config import UserError
     from fer_ray.train.run_dir import run_dirs
 
-    if not cfg.restart:
-        _check_same_sweep(run_dirs(replace(cfg.base, run_name=cfg.name))[1], cfg)
-
-
-def _check_same_sweep(root, cfg: SweepConfig) -> None:
-    from fer_ray.config import UserError
-
+    if cfg.restart:
+        return
+    root = run_dirs(replace(cfg.base, run_name=cfg.name))[1]
     try:
         saved = json.loads(run_storage.read_text(run_storage.join(root, SWEEP_CONFIG)))
     except FileNotFoundError:
@@ -226,10 +210,9 @@ def _check_same_sweep(root, cfg: SweepConfig) -> None:
 def sweep(cfg: SweepConfig, progress: bool | None = None) -> SweepResult:
     """Run (or continue) the sweep and write its table, plot, best artifact and best config.
 
-    ``progress``: trials finished (of ``num_samples``) and the best validation accuracy, as a bar on
-    a terminal (``None``) or always (``True``), else log lines; ``False``: nothing. It replaces
-    Tune's own trial tables unless :func:`fer_ray.runtime.configure_logging` asked for verbose output.
-    A sweep continued from an earlier run keeps the progress setting it was started with.
+    ``progress`` (trials finished and the best accuracy: a bar on a terminal, else log lines; ``False``:
+    nothing) replaces Tune's own tables unless logging is verbose. A continued sweep keeps the setting
+    it was started with (Tune restores its callbacks).
     """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -243,10 +226,10 @@ def sweep(cfg: SweepConfig, progress: bool | None = None) -> SweepResult:
     exp_path = f"{tune_storage}/{cfg.name}"
     if cfg.restart:
         logger.info("--restart: deleting %s", root)
-        _delete_dir(root)
+        run_storage.delete_dir(root)
     restoring = tune.Tuner.can_restore(exp_path, storage_filesystem=tune_fs)
     if restoring:
-        _check_same_sweep(root, cfg)
+        check_rerun(cfg)
     run_storage.write_text(run_storage.join(root, SWEEP_CONFIG), json.dumps(cfg.record(), indent=2) + "\n")
 
     data = stratified_subset(training_data(cfg.base), cfg.train_fraction, cfg.base.seed)
