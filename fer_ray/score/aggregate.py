@@ -1,11 +1,8 @@
 """What a scoring output adds up to: the numbers behind ``summary.json``, report.html and the terminal table.
 
-Each Parquet part file is counted on its own (:func:`count_part`, small columns only) and the
-counts are added up (:meth:`Counts.add`), so the summary costs the same memory for ten thousand
-images as for ten million rows (apart from one 8-byte hash per image for the exactly-once check).
-The per-image table is likewise bounded: :class:`LeastConfident` keeps the ``max_rows`` least
-confident images seen so far while the part files stream by; the Parquet rows hold every image.
-Nothing here holds face pixels.
+Each part file is counted on its own (small columns only) and the counts are added up, so memory does
+not grow with the rows (apart from one 8-byte hash per image for the exactly-once check); the per-image
+table keeps only the ``max_rows`` least confident images seen so far.
 """
 
 from __future__ import annotations
@@ -14,6 +11,7 @@ import dataclasses
 import datetime as dt
 import heapq
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,17 +75,7 @@ def _dirnames(paths: pd.Series) -> pd.Series:
 
 def _common_dir(dirs: list[str]) -> list[str]:
     """The parts of the deepest directory common to all ``dirs``."""
-    common: list[str] | None = None
-    for d in dirs:
-        p = d.split("/")
-        if common is None:
-            common = p
-            continue
-        n = 0
-        while n < min(len(common), len(p)) and common[n] == p[n]:
-            n += 1
-        common = common[:n]
-    return common or []
+    return os.path.commonprefix([d.split("/") for d in dirs]) or []
 
 
 def _folders(dirs: list[str], depth: int) -> dict[str, str]:
@@ -95,8 +83,28 @@ def _folders(dirs: list[str], depth: int) -> dict[str, str]:
     return {d: (p[depth] if len(p) > depth else TOP_LEVEL) for d, p in ((d, d.split("/")) for d in dirs)}
 
 
+class _Sum:
+    """Counts that add up field by field, so the order of part files does not matter."""
+
+    def add(self, other: _Sum) -> _Sum:
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, Counter):
+                mine.update(theirs)
+            elif isinstance(mine, dict):  # per_model
+                for model, m in theirs.items():
+                    mine.setdefault(model, ModelCounts()).add(m)
+            elif f.name == "examples":
+                mine.extend(theirs[: _MAX_ERROR_EXAMPLES - len(mine)])
+            elif isinstance(mine, list):
+                mine.extend(theirs)
+            else:
+                setattr(self, f.name, mine + theirs)
+        return self
+
+
 @dataclass
-class ModelCounts:
+class ModelCounts(_Sum):
     """One model's share of an output that mixes models (``--allow-mixed-models``)."""
 
     images: int = 0
@@ -105,18 +113,9 @@ class ModelCounts:
     conf_sum: float = 0.0
     emotions: Counter = field(default_factory=Counter)
 
-    def add(self, other: ModelCounts) -> None:
-        self.images, self.faces, self.errors = (
-            self.images + other.images,
-            self.faces + other.faces,
-            self.errors + other.errors,
-        )
-        self.conf_sum += other.conf_sum
-        self.emotions.update(other.emotions)
-
 
 @dataclass
-class Counts:
+class Counts(_Sum):
     """What the summary counts, for one part file or (added up with :meth:`add`) for all of them."""
 
     rows: int = 0
@@ -136,23 +135,6 @@ class Counts:
     per_model: dict[str, ModelCounts] = field(default_factory=dict)
     examples: list[dict[str, str]] = field(default_factory=list)  # the first error rows
     image_hashes: list[np.ndarray] = field(default_factory=list)  # one key hash per image row
-
-    def add(self, other: Counts) -> Counts:
-        """Add ``other``'s counts to these (every field is a sum, so the order of part files does not matter)."""
-        for f in dataclasses.fields(self):
-            mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(mine, Counter):
-                mine.update(theirs)
-            elif f.name == "per_model":
-                for model, m in theirs.items():
-                    mine.setdefault(model, ModelCounts()).add(m)
-            elif f.name == "examples":
-                mine.extend(theirs[: _MAX_ERROR_EXAMPLES - len(mine)])
-            elif isinstance(mine, list):
-                mine.extend(theirs)
-            else:
-                setattr(self, f.name, mine + theirs)
-        return self
 
 
 def count_part(df: pd.DataFrame, h: np.ndarray) -> Counts:
@@ -256,9 +238,8 @@ def summarize(
 ) -> dict[str, Any]:
     """Aggregate every part file of ``store``; counts cover the inputs of ``listing`` (default: the last run's).
 
-    Two entries of the result are not written to summary.json: ``least_confident``, report.html's
-    per-image table (the ``max_rows``, default :data:`REPORT_ROWS`, least confident images with faces),
-    and ``input_root``, the deepest directory holding every image, which the report shows paths under.
+    :data:`NOT_IN_SUMMARY_JSON`: ``least_confident`` (report.html's per-image table, ``max_rows`` images)
+    and ``input_root`` (the deepest directory holding every image, which the report shows paths under).
     """
     if listing is None:
         listing = store.read_inputs()

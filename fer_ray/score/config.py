@@ -20,13 +20,10 @@ DETECTORS: tuple[str, ...] = Detector.__args__
 class DetectConfig:
     """Face detection: YuNet (``cv2.FaceDetectorYN``, default) or OpenCV's Haar cascade.
 
-    YuNet detects on a copy downscaled so that a ``min_face`` face is still ``detect_face_px``
-    pixels for it, and no larger than ``max_side``: its cost grows with the pixel count, its
-    recall drops below ~40 px faces. The defaults come from the recall/speed table in
-    benchmarks/results/detect_recall.md: at 640 px (YuNet's own training size) detection costs
-    less than half of 1024 px and finds faces of about 1/15 of the photo's long side and up; group
-    photos with smaller faces need a larger ``max_side``. The cascade detects on a copy at
-    most ``max_side``.
+    YuNet's cost grows with the pixel count and its recall drops for faces under ~40 px, so it
+    detects on a copy shrunk until a ``min_face`` face is ``detect_face_px`` pixels, and never
+    larger than ``max_side`` (defaults: benchmarks/results/detect_recall.md). The cascade
+    detects on a copy at most ``max_side``.
     """
 
     detector: Detector = setting("yunet", "yunet (cv2.FaceDetectorYN) or haar (OpenCV's cascade)")
@@ -56,24 +53,26 @@ class DetectConfig:
             raise ValueError(f"unknown face detector {self.detector!r}; choose one of {list(DETECTORS)}")
         if not self.scale_factor > 1.0:
             raise ValueError(f"scale_factor must be > 1 (e.g. 1.1), got {self.scale_factor}")
-        if self.min_neighbors < 0:
-            raise ValueError(f"min_neighbors must be >= 0, got {self.min_neighbors}")
-        if self.min_face < 1:
-            raise ValueError(f"min_face must be >= 1 pixel, got {self.min_face}")
-        if self.max_side < 64:
-            raise ValueError(f"max_side must be >= 64 pixels, got {self.max_side}")
-        if self.detect_face_px < 8:
-            raise ValueError(
-                f"detect_face_px must be >= 8 pixels (YuNet finds little below ~16), got {self.detect_face_px}"
-            )
         if not 0 < self.score_threshold < 1 or not 0 < self.nms_threshold < 1:
             raise ValueError("score_threshold and nms_threshold must be between 0 and 1 (e.g. 0.7 and 0.3)")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.crop_max_side < 0:
-            raise ValueError(f"crop_max_side must be >= 0 (0 disables), got {self.crop_max_side}")
-        if self.max_faces < 1:
-            raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
+        _check_at_least(
+            self,
+            min_neighbors=(0, ""),
+            min_face=(1, " pixel"),
+            max_side=(64, " pixels"),
+            detect_face_px=(8, " pixels (YuNet finds little below ~16)"),
+            top_k=(1, ""),
+            crop_max_side=(0, " (0 disables)"),
+            max_faces=(1, ""),
+        )
+
+
+def _check_at_least(cfg: object, **bounds: tuple[float, str]) -> None:
+    """``name=(lowest, note)``: raise when a field that is set lies below its lowest value."""
+    for name, (lowest, note) in bounds.items():
+        value = getattr(cfg, name)
+        if value is not None and value < lowest:
+            raise ValueError(f"{name} must be >= {lowest}{note}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -112,8 +111,6 @@ class ScoreConfig:
         help="face detection", default_factory=DetectConfig, flatten=True, group="face detection"
     )
 
-    # The CPU stage (read, decode, detect, crop) runs as Ray tasks of `images_per_task` images each;
-    # inference runs on a fixed pool of `actors` actors, `batch_size` faces per call.
     images_per_task: int = setting(32, "images per CPU task (read, decode, detect, crop)", group="scale")
     cpus_per_task: float = setting(1.0, "CPUs per CPU task", group="scale")
     max_cpu_tasks: int | None = setting(
@@ -129,9 +126,8 @@ class ScoreConfig:
         group="scale",
     )
     task_retries: int = setting(3, "retries of a CPU task whose worker died (e.g. out of memory)", group="scale")
-    # Fused stages skip the crops' hop through the object store and the turns CPU tasks and actors
-    # take on the same cores (benchmarks/score_throughput.py compares both). Split stages keep GPU
-    # actors on inference and let Ray Data size the CPU stage on a cluster.
+    # Fused stages save the crops' hop through the object store and CPU tasks and actors taking turns
+    # on the same cores; split stages keep GPUs busy and let Ray Data size the CPU stage on a cluster.
     stages: Literal["auto", "fused", "split"] = setting(
         "auto",
         "fused: each inference actor reads, decodes and detects its own images; split: separate CPU tasks "
@@ -162,9 +158,6 @@ class ScoreConfig:
     max_bytes: int | None = setting(None, "larger files are not read", default_text="the model's limit")
 
     overwrite: bool = setting(False, "delete this job's earlier results in --out and score everything")
-    # Integrity. Rows of another model (model_id, which names the engine) in `out` stop the run
-    # unless allow_mixed_models. One run at a time holds out's lock: another waits lock_wait_s
-    # for it, then stops; a lock without heartbeat for lock_stale_s is taken over.
     allow_mixed_models: bool = setting(
         False, "add rows of this model/engine to an --out scored with another (the report groups by model)",
         group="integrity",
@@ -191,24 +184,21 @@ class ScoreConfig:
             raise ValueError("no inputs: pass at least one directory, file, glob, list file or s3://bucket/prefix")
         if not self.out:
             raise ValueError("out is required: a local directory or s3://bucket/prefix for the Parquet report")
-        for name in ("images_per_task", "actors", "batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None (the cores an actor holds), got {self.threads}")
         check_engine(self.engine)
         if self.cpus_per_task <= 0 or self.cpus_per_actor < 0:
             raise ValueError("cpus_per_task must be > 0 and cpus_per_actor >= 0")
-        if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
-            raise ValueError(f"gpus_per_actor must be >= 0, got {self.gpus_per_actor}")
-        if self.write_cpus < 0:
-            raise ValueError(f"write_cpus must be >= 0, got {self.write_cpus}")
-        if self.max_cpu_tasks is not None and self.max_cpu_tasks < 1:
-            raise ValueError(f"max_cpu_tasks must be >= 1 or None, got {self.max_cpu_tasks}")
-        if self.task_retries < 0:
-            raise ValueError(f"task_retries must be >= 0, got {self.task_retries}")
-        if self.rows_per_file is not None and self.rows_per_file < 1:
-            raise ValueError(f"rows_per_file must be >= 1 or None, got {self.rows_per_file}")
+        _check_at_least(
+            self,
+            images_per_task=(1, ""),
+            actors=(1, ""),
+            batch_size=(1, ""),
+            threads=(1, " or None (the cores an actor holds)"),
+            gpus_per_actor=(0, ""),
+            write_cpus=(0, ""),
+            max_cpu_tasks=(1, " or None"),
+            task_retries=(0, ""),
+            rows_per_file=(1, " or None"),
+        )
         for name in ("max_pixels", "max_bytes"):
             v = getattr(self, name)
             if v is not None and v < 1:

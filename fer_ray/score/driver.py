@@ -76,10 +76,6 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def _uses_s3(cfg: ScoreConfig) -> bool:
-    return any(is_remote(p) for p in (*cfg.inputs, cfg.out, cfg.save_crops or ""))
-
-
 def _gpus_per_actor(cfg: ScoreConfig) -> float:
     if cfg.gpus_per_actor is not None:
         return cfg.gpus_per_actor
@@ -89,9 +85,8 @@ def _gpus_per_actor(cfg: ScoreConfig) -> float:
 
 
 def model_accuracy(meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The held-out test accuracy, overall and per emotion, that ``artifact.json`` records under ``metrics.test``
-    (written from ``jobs/evaluate.py``'s results), or None: the report shows what the model is worth,
-    and it must not have to find the model again when it is rebuilt from OUT alone."""
+    """The test accuracy that ``artifact.json`` records (``metrics.test``), or None: kept in the run record
+    so that a report rebuilt from OUT alone still shows what the model is worth."""
     test = (meta.get("metrics") or {}).get("test") or {}
     per_class = test.get("per_class") or {}
     if not per_class:
@@ -111,23 +106,17 @@ def build_dataset(
     files: dict[str, bytes],
     run_id: str,
     settings: S3Settings | None,
-    engine: str = "torch",
-    gpus: float | None = None,
-    counter=None,
-    plan: StagePlan | None = None,
+    engine: str,
+    gpus: float,
+    counter,
+    plan: StagePlan,
 ):
     """The lazy Ray Dataset of output rows for the listing rows in ``todo`` (nothing runs until written).
 
-    ``counter``: a :class:`~fer_ray.progress.ProgressCounter` actor the inference actors report
-    their images and faces to, for the driver's progress display. ``plan``: the
-    :func:`~fer_ray.score.plan.plan_stages` result the caller already recorded (made here when not given).
+    ``counter``: a :class:`~fer_ray.progress.ProgressCounter` actor (or None) the actors report to.
     """
     import ray.data
 
-    gpus = _gpus_per_actor(cfg) if gpus is None else gpus
-    plan = plan or plan_stages(len(todo), cfg, gpus)
-    # The listing goes to Ray as blocks of metadata (path, size, mtime, error); each CPU task (split)
-    # calls prepare_images on images_per_task rows at a time, each fused actor on batch_size rows.
     step = plan.block_rows
     blocks = [pa.Table.from_pandas(todo.iloc[i : i + step], preserve_index=False) for i in range(0, len(todo), step)]
     ds = ray.data.from_arrow(blocks)
@@ -151,19 +140,20 @@ def build_dataset(
     # the run fails instead and a rerun resumes where it stopped. Restartable actors would also make Ray
     # log an error-level line in every run (ray#53727: Ray Data keeps its map transformer in the object
     # store). On a cluster, Ray Data's default stays: actors on a lost node are restarted elsewhere.
-    actor_args = {"max_restarts": 0} if resolve_address(cfg.ray) == LOCAL else {}
+    actors = {
+        "compute": ray.data.ActorPoolStrategy(size=plan.actors),
+        "num_cpus": cfg.cpus_per_actor,
+        "num_gpus": gpus,
+        **({"max_restarts": 0} if resolve_address(cfg.ray) == LOCAL else {}),
+    }
     if plan.fused:
         return ds.map_batches(
             FusedScorer,
             batch_format="pandas",
-            # batch_size images per call (one face each when pre-cropped), so the model sees batches
-            # as large as in split stages.
+            # batch_size images per call, so the model sees batches as large as in split stages.
             batch_size=cfg.batch_size if step > cfg.batch_size else None,
-            compute=ray.data.ActorPoolStrategy(size=plan.actors),
             fn_constructor_kwargs={"prepare_kwargs": prepare_kwargs, **predictor_kwargs},
-            num_cpus=cfg.cpus_per_actor,
-            num_gpus=gpus,
-            **actor_args,
+            **actors,
         )
     ds = ds.map_batches(
         prepare_images,
@@ -181,28 +171,21 @@ def build_dataset(
         FacePredictor,
         batch_format="pyarrow",
         batch_size=cfg.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=plan.actors),
         fn_constructor_kwargs=predictor_kwargs,
-        num_cpus=cfg.cpus_per_actor,
-        num_gpus=gpus,
-        **actor_args,
+        **actors,
     )
 
 
-def _new_counter():
-    import ray
-
-    return ray.remote(num_cpus=0)(ProgressCounter).remote()
-
-
 @contextlib.contextmanager
-def _scoring_progress(counter, total: int, progress: bool | None):
-    """Images (of ``total``) and faces scored so far, read from ``counter`` while the pipeline runs."""
-    if counter is None:
-        yield
+def _scoring_progress(total: int, progress: bool | None):
+    """Yields the :class:`~fer_ray.progress.ProgressCounter` actor (None: no progress shown) that the
+    inference actors count images and faces on, and shows its counts while the pipeline runs."""
+    if progress_mode(progress) == "off":
+        yield None
         return
     import ray
 
+    counter = ray.remote(num_cpus=0)(ProgressCounter).remote()
     bar = Progress("scoring", total=total, unit="images", progress=progress)
 
     def poll() -> None:
@@ -211,7 +194,7 @@ def _scoring_progress(counter, total: int, progress: bool | None):
 
     try:
         with Poller(poll, every_s=0.5 if bar.mode == "bar" else 1.0):
-            yield
+            yield counter
         # Every input has its rows now; the actors' last counts may still be on their way.
         deadline = time.monotonic() + 2.0
         with contextlib.suppress(Exception):  # progress must never fail the job
@@ -227,12 +210,10 @@ def _scoring_progress(counter, total: int, progress: bool | None):
 def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | None = None) -> ScoreResult:
     """Score every input of ``cfg`` not yet in ``cfg.out``; write the Parquet rows, summary.json and report.html.
 
-    Holds ``OUT``'s :class:`~fer_ray.score.run_lock.RunLock` from before it reads ``OUT`` until
-    the report is written (:class:`~fer_ray.score.run_lock.OutputLocked` when another run has it).
-    ``progress``: images and faces scored, rate and ETA as a bar on a terminal, log lines
-    elsewhere (``None``), always a bar (``True``) or nothing (``False``); it replaces Ray Data's
-    own progress bars. ``report_rows``: images in report.html's per-image table (default
-    :data:`fer_ray.score.config.REPORT_ROWS`).
+    Holds ``OUT``'s :class:`~fer_ray.score.run_lock.RunLock` from before it reads ``OUT`` until the
+    report is written. ``progress``: a bar on a terminal, log lines elsewhere (``None``), always a bar
+    (``True``) or nothing (``False``), in place of Ray Data's own bars. ``report_rows``: images in
+    report.html's per-image table (default :data:`fer_ray.score.config.REPORT_ROWS`).
     """
     from fer_ray.inference.artifact import load_artifact
 
@@ -240,7 +221,8 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
     run_id = new_run_id()
     artifact = load_artifact(cfg.model, engine=cfg.engine)  # fails fast, before Ray starts, on a wrong --model
     # Endpoint and region only: the driver and every worker take credentials from the AWS chain.
-    settings = cfg.s3 or (S3Settings.from_env(credentials=False) if _uses_s3(cfg) else None)
+    uses_s3 = any(is_remote(p) for p in (*cfg.inputs, cfg.out, cfg.save_crops or ""))
+    settings = cfg.s3 or (S3Settings.from_env(credentials=False) if uses_s3 else None)
     # Listing reads metadata only and needs no Ray, nor OUT: inputs that hold no image leave nothing behind.
     listing, _ = list_images_and_settings(cfg.inputs, settings, allow_local=cfg.allow_local)
     if listing.empty:
@@ -249,11 +231,8 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
             "name folders or files that hold photos"
         )
     store = OutputStore(cfg.out, settings)
-    lock = RunLock(store, run_id, stale_s=cfg.lock_stale_s).acquire(cfg.lock_wait_s)
-    try:
-        return _score_locked(cfg, artifact, settings, store, lock, run_id, started, listing, progress, report_rows)
-    finally:
-        lock.release()
+    with RunLock(store, run_id, stale_s=cfg.lock_stale_s).acquire(cfg.lock_wait_s) as lock:
+        return _score_locked(cfg, artifact, lock, started, listing, progress, report_rows)
 
 
 def _all_scored(scan: ScanResult, listing: pd.DataFrame, model_id: str) -> bool:
@@ -268,18 +247,16 @@ def _all_scored(scan: ScanResult, listing: pd.DataFrame, model_id: str) -> bool:
 def _score_locked(
     cfg: ScoreConfig,
     artifact: Artifact,
-    settings: S3Settings | None,
-    store: OutputStore,
     lock: RunLock,
-    run_id: str,
     started: float,
     listing: pd.DataFrame,
-    progress: bool | None = None,
-    report_rows: int | None = None,
+    progress: bool | None,
+    report_rows: int | None,
 ) -> ScoreResult:
     from fer_ray.inference.artifact import load_artifact
     from fer_ray.score.report import write_report
 
+    store, run_id = lock.store, lock.owner
     preprocess = dataclasses.replace(
         artifact.preprocess,
         max_pixels=cfg.max_pixels or artifact.preprocess.max_pixels,
@@ -346,10 +323,11 @@ def _score_locked(
     if len(todo):
         t0 = time.time()
         files = artifact_files(artifact.path, artifact.engine_name)
-        counter = _new_counter() if progress_mode(progress) != "off" else None
-        ds = build_dataset(todo, cfg, preprocess, files, run_id, settings, artifact.engine_name, gpus, counter, plan)
-        without_ray_data_bars(ds)
-        with _scoring_progress(counter, len(todo), progress):
+        with _scoring_progress(len(todo), progress) as counter:
+            ds = build_dataset(
+                todo, cfg, preprocess, files, run_id, store.settings, artifact.engine_name, gpus, counter, plan
+            )
+            without_ray_data_bars(ds)
             ds.write_parquet(
                 store.path(ROWS_DIR),
                 filesystem=store.fs,

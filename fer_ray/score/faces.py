@@ -1,25 +1,16 @@
-"""Face detection for batch scoring and Serve: YuNet (default) or OpenCV's Haar cascade.
+"""Decode, detect and crop for batch scoring and Serve (one path, so the two cannot drift).
 
-* **YuNet** (``cv2.FaceDetectorYN``, a 230 KB CNN shipped in ``fer_ray/assets/yunet`` with its
-  Apache-2.0 licence) is much faster than the cascade on real photos and returns fewer false
-  boxes. It runs on a copy downscaled so that the smallest face promised (``min_face``, in
-  original pixels) is still ``detect_face_px`` pixels for the detector, capped at
-  ``max_side``; the recall/speed table in ``benchmarks/results/detect_recall.md`` chose those
-  defaults.
-* **Haar** (``detector="haar"``): the frontal-face cascade shipped in the opencv wheel,
-  on a copy at most ``max_side`` pixels.
-
-Boxes are mapped back to original-image coordinates; crops then go through
-:func:`fer_ray.preprocess.face_input`, the one preprocessing path. :func:`faces_from_bytes`
-also decodes: big JPEGs are decoded at reduced size (Pillow ``draft``) for detection, and a
-second, larger decode happens only when a face found is too small in it to give the model a
-crop at full detail.
+YuNet (``cv2.FaceDetectorYN``, shipped in ``fer_ray/assets/yunet`` with its Apache-2.0 licence) is
+the default: faster than OpenCV's Haar cascade on real photos, with fewer false boxes (see
+:class:`~fer_ray.score.config.DetectConfig`). Crops go through :func:`fer_ray.preprocess.face_input`,
+the one preprocessing path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import threading
 from pathlib import Path
@@ -36,13 +27,11 @@ YUNET_FILE = YUNET_DIR / "yunet_s_640_640.onnx"
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels of the upright original image
 # Boxes a little under min_face are kept: detectors box a face tighter or looser than a person would.
 MIN_FACE_SLACK = 0.8
-# YuNet's square box side, as a fraction of its box's longer side. YuNet's box already spans the
-# whole face, so with the artifact's margin on top the model would see looser faces than it learnt
-# from; the fraction was chosen by accuracy on benchmarks/detect_recall.py's detected faces.
+# YuNet's square box side, as a fraction of its box's longer side: its box already spans the whole face, so with
+# the artifact's margin on top the model would see looser faces than it learnt from (chosen by accuracy).
 YUNET_BOX_SCALE = 0.8
-# A crop is cut from a reduced decode only when the face region spans at least this many times the
-# model's input size there, so the final resize still averages over several source pixels (as it
-# does from a full decode); smaller faces trigger a larger decode.
+# A crop is cut from a reduced decode only when the face spans this many times the model's input size there,
+# so the final resize still averages over several source pixels; smaller faces trigger a larger decode.
 CROP_OVERSAMPLE = 2.0
 
 
@@ -60,8 +49,8 @@ def _cascade():
     return cascade
 
 
-# One YuNet per (thread, settings): FaceDetectorYN keeps per-input-size state (setInputSize), so
-# a detector must not be shared by threads that detect concurrently (Serve's preparation pool).
+# One YuNet per (thread, settings): FaceDetectorYN keeps per-input-size state, so threads that detect
+# concurrently (Serve's preparation pool) must not share one.
 _yunet_local = threading.local()
 
 
@@ -98,19 +87,13 @@ def detection_scale(width: int, height: int, cfg: DetectConfig) -> float:
 def detect_faces(
     gray: np.ndarray, cfg: DetectConfig | None = None, full_size: tuple[int, int] | None = None
 ) -> list[Box]:
-    """Face boxes ``(x, y, w, h)`` in original-image coordinates, left to right.
-
-    ``gray`` is the ``uint8`` (H, W) array from :func:`fer_ray.preprocess.decode_image`, or a
-    reduced decode of an image whose full size is ``full_size`` (W, H). At most
-    ``cfg.max_faces`` boxes are returned (the largest ones); boxes smaller than ``min_face``
-    are dropped.
-    """
+    """Face boxes ``(x, y, w, h)`` in original-image coordinates, left to right, at most ``cfg.max_faces``
+    (the largest). ``gray``: a ``uint8`` (H, W) decode, possibly reduced from ``full_size`` (W, H)."""
     return [box for box, _ in _detect(gray, cfg or DetectConfig(), full_size)]
 
 
 def _detect(gray: np.ndarray, cfg: DetectConfig, full_size: tuple[int, int] | None) -> list[tuple[Box, float | None]]:
-    """:func:`detect_faces` with each face's roll in degrees (the eye line's tilt), or None: no landmarks
-    (Haar) or ``cfg.align`` off, so the face is cut as detected."""
+    """:func:`detect_faces` with each face's roll in degrees, or None (Haar, or ``cfg.align`` off)."""
     import cv2
 
     h, w = gray.shape[:2]
@@ -163,10 +146,8 @@ def _yunet_boxes(small: np.ndarray, cfg: DetectConfig) -> tuple[np.ndarray, list
     _, found = det.detect(cv2.cvtColor(small, cv2.COLOR_GRAY2BGR))  # rows: x, y, w, h, 5 landmarks, score
     if found is None:
         return np.zeros((0, 4)), []
-    # YuNet boxes are taller than wide (brow to chin). FER2013 faces, which the model learnt
-    # from, are square: a square on the box's centre keeps the face's proportions when
-    # face_input resizes the crop to S x S, and YUNET_BOX_SCALE makes that crop (box plus
-    # face_margin) frame the face as FER2013 does (see YUNET_BOX_SCALE).
+    # YuNet boxes are taller than wide; FER2013 faces are square: a square on the box's centre keeps
+    # the face's proportions when face_input resizes the crop to S x S.
     x, y, w, h = (found[:, i].astype(np.float64) for i in range(4))
     side = np.maximum(w, h) * YUNET_BOX_SCALE
     # Landmarks 0 and 1 are the subject's right and left eye (image left, image right): their tilt is the roll.
@@ -177,9 +158,8 @@ def _yunet_boxes(small: np.ndarray, cfg: DetectConfig) -> tuple[np.ndarray, list
 def face_crop(gray: np.ndarray, box: Box, roll: float | None, preprocess: PreprocessConfig) -> np.ndarray:
     """The model input of the face at ``box``, turned upright first when its ``roll`` (degrees) is known.
 
-    FER2013 faces are upright; a tilted face cut as it is loses accuracy (``benchmarks/align_faces.py``,
-    figures in ``benchmarks/results/align_faces.json``). Only a patch around the face is
-    rotated (about the box centre, edges reflected), so the cost does not grow with the photo.
+    FER2013 faces are upright, so a tilted face cut as it is loses accuracy (``benchmarks/align_faces.py``).
+    Only a patch around the face is rotated, so the cost does not grow with the photo.
     """
     if roll is None:
         return face_input(gray, box, preprocess)
@@ -194,28 +174,6 @@ def face_crop(gray: np.ndarray, box: Box, roll: float | None, preprocess: Prepro
     return face_input(patch, (int(round(r - w / 2)), int(round(r - h / 2)), w, h), preprocess)
 
 
-def find_faces(
-    gray: np.ndarray,
-    detect: DetectConfig,
-    preprocess: PreprocessConfig,
-    whole_image: bool = False,
-    lock: threading.Lock | None = None,
-) -> tuple[list[Box | None], list[np.ndarray]]:
-    """Boxes (``None``: the whole image is the face) and their ``uint8`` model-input crops.
-
-    The one place that chooses between detection and whole-image scoring, shared by batch
-    scoring and Serve so the two cannot drift. ``lock`` guards the shared cascade where
-    threads share it (OpenCV does not promise ``detectMultiScale`` is thread-safe; YuNet
-    detectors are per thread and need no lock).
-    """
-    if whole_image or is_face_crop(gray, detect):
-        return [None], [face_input(gray, None, preprocess)]
-    guard = lock if lock is not None and detect.detector == "haar" else contextlib.nullcontext()
-    with guard:
-        faces = _detect(gray, detect, None)
-    return [box for box, _ in faces], [face_crop(gray, box, roll, preprocess) for box, roll in faces]
-
-
 def faces_from_bytes(
     data: bytes | None,
     detect: DetectConfig,
@@ -223,19 +181,18 @@ def faces_from_bytes(
     whole_image: bool = False,
     lock: threading.Lock | None = None,
 ) -> tuple[list[Box | None], list[np.ndarray], tuple[int, int]]:
-    """Encoded image -> (boxes, ``uint8`` crops, upright full size (W, H)): decode, detect and crop fused.
+    """Encoded image -> (boxes, ``uint8`` crops, upright full size (W, H)); ``None`` box: the whole image.
 
-    Detection decodes a JPEG only as large as detection needs (at least the detection
-    size, by Pillow ``draft``). Crops come from that decode when every face found is at
-    ``CROP_OVERSAMPLE x image_size`` pixels in it (with the crop margin), else from a decode large enough
-    for the smallest face, so 48x48 crops keep the detail of the original. Raises
-    :class:`fer_ray.preprocess.ImageDecodeError` for undecodable input.
+    A JPEG is decoded only as large as detection needs (Pillow ``draft``); a second, larger decode
+    happens only when a face is too small in the first for a crop at full detail (``CROP_OVERSAMPLE``).
+    ``lock`` guards the Haar cascade where threads share it (OpenCV does not promise it is thread-safe;
+    YuNet detectors are per thread). Raises :class:`fer_ray.preprocess.ImageDecodeError` for undecodable input.
     """
     if whole_image:
         gray, size = decode_image_scaled(data, preprocess.max_pixels)
-        return [None], [face_input(gray, None, preprocess)], size
-    gray, size = _decode_for_detection(data, detect, preprocess)
-    if is_face_crop(gray, detect) and gray.shape[::-1] == size:
+    else:
+        gray, size = _decode_for_detection(data, detect, preprocess)
+    if whole_image or (is_face_crop(gray, detect) and gray.shape[::-1] == size):
         return [None], [face_input(gray, None, preprocess)], size
     guard = lock if lock is not None and detect.detector == "haar" else contextlib.nullcontext()
     with guard:
@@ -265,20 +222,18 @@ def _scale_box(box: Box, sx: float, sy: float) -> Box:
 
 
 def _decode_for_detection(data, detect: DetectConfig, preprocess: PreprocessConfig):
-    """Decode at the detection scale (JPEG draft) and return (gray, full size)."""
+    """(gray, full size), decoded at the detection scale when it is a JPEG (Pillow ``draft``)."""
     from PIL import Image
 
     scale = 1.0
     try:  # the header only: the full size decides how much the JPEG decoder may reduce
-        import io
-
         with Image.open(io.BytesIO(data)) as im:
             if im.format == "JPEG":
                 w, h = im.size
                 scale = detection_scale(w, h, detect) if max(w, h) > detect.crop_max_side else 1.0
     except Exception:  # decode_image_scaled reports undecodable input with a proper reason
-        scale = 1.0
+        pass
     return decode_image_scaled(data, preprocess.max_pixels, scale)
 
 
-__all__ = ["DETECTORS", "Box", "detect_faces", "face_crop", "faces_from_bytes", "find_faces", "is_face_crop"]
+__all__ = ["DETECTORS", "Box", "detect_faces", "face_crop", "faces_from_bytes", "is_face_crop"]

@@ -1,9 +1,6 @@
 """How one scoring run lays its stages out on Ray: decided once, by :func:`plan_stages`, and recorded in the run.
 
-A plan is made of four choices that depend on each other: how many listing rows go in a block
-(so the driver never puts millions of tiny objects), whether the CPU stage runs inside the
-inference actors (``fused``) or as separate tasks (``split``), how many actors, and how many CPU
-tasks may run at once. Keeping them in one function keeps their rules side by side.
+The four choices of a plan depend on each other; one function keeps their rules side by side.
 """
 
 from __future__ import annotations
@@ -20,9 +17,7 @@ MAX_BLOCK_ROWS = 1024  # listing rows per block: bounds the blocks a huge collec
 
 @dataclass(frozen=True)
 class StagePlan:
-    """The layout of one run's pipeline (see :func:`plan_stages`)."""
-
-    block_rows: int  # listing rows per block
+    block_rows: int  # listing rows per block (bounded, so the driver never puts millions of tiny objects)
     fused: bool  # decode/detect inside the inference actors
     actors: int  # inference actors
     cpu_tasks: int | None  # concurrent decode/detect tasks of split stages; None: Ray Data decides

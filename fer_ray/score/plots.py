@@ -51,8 +51,7 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     bars = ax.bar(range(len(EMOTIONS)), counts, color=colors, tick_label=list(EMOTIONS))
     for b, c in zip(bars, counts, strict=True):
         ax.annotate(f"{100 * c / total:.0f}%", (b.get_x() + b.get_width() / 2, c), ha="center", va="bottom", size=8)
-    ax.set_ylabel("faces")
-    ax.set_title(f"Emotion of {summary['faces']:,} faces (top class)")
+    ax.set(ylabel="faces", title=f"Emotion of {summary['faces']:,} faces (top class)")
     figs.append(("Emotion distribution", fig))
 
     by_folder = summary["emotions_by_folder"]
@@ -66,19 +65,16 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
             share = np.array([by_folder[f].get(e, 0) for f in names], dtype=float) / totals
             ax.barh(labels, share, left=left, color=EMOTION_COLORS[e], label=e)
             left += share
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("share of the folder's faces (faces in brackets)")
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        ax.set(xlim=(0, 1), xlabel="share of the folder's faces (faces in brackets)")
         ax.set_title("Emotion distribution per top-level folder")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         figs.append(("Per folder", fig))
 
     ch = summary["confidence_histogram"]
     edges = np.array(ch["edges"])
     fig, ax = plt.subplots(figsize=(7, 2.8))
     ax.bar(edges[:-1], ch["counts"], width=np.diff(edges), align="edge", color=_OTHER, edgecolor="white")
-    ax.set_xlabel("confidence (probability of the top class)")
-    ax.set_ylabel("faces")
-    ax.set_title("Confidence")
+    ax.set(xlabel="confidence (probability of the top class)", ylabel="faces", title="Confidence")
     figs.append(("Confidence histogram", fig))
 
     fpi = {int(k): v for k, v in summary["faces_per_image"].items()}
@@ -86,9 +82,7 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
         xs = list(range(0, max(fpi) + 1))
         fig, ax = plt.subplots(figsize=(7, 2.8))
         ax.bar(xs, [fpi.get(x, 0) for x in xs], color=_OTHER)
-        ax.set_xticks(xs)
-        ax.set_xlabel("faces found in the image (0 = no face or error)")
-        ax.set_ylabel("images")
+        ax.set(xticks=xs, xlabel="faces found in the image (0 = no face or error)", ylabel="images")
         ax.set_title("Faces per image")
         figs.append(("Faces per image", fig))
     return figs

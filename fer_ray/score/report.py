@@ -1,9 +1,8 @@
-"""The report of a scoring output for the people who read it: ``report.html``, ``summary.json`` and a terminal table.
+"""The report of a scoring output: ``report.html``, ``summary.json`` and a terminal table.
 
-Both the page and the table open with what an analyst asks first (what was scored, the emotions
-found, how many faces are guesses, how accurate the model is per emotion) and keep what an
-engineer needs (engine, model and run ids, throughput) in a details section at the end. The
-numbers come from :func:`fer_ray.score.aggregate.summarize`; the charts from :mod:`fer_ray.score.plots`.
+Both the page and the table open with what an analyst asks first (what was scored, the emotions found,
+how many faces are guesses, how accurate the model is per emotion) and keep what an engineer needs
+(engine, ids, throughput) at the end. The numbers come from :mod:`fer_ray.score.aggregate`.
 """
 
 from __future__ import annotations
@@ -33,12 +32,8 @@ _UNCERTAIN = "below the model's calibrated confidence cut-off"
 
 
 def throughput_line(run: dict[str, Any]) -> str:
-    """What a run did and how fast, with one images/s figure and what it measures.
-
-    The figure is the scoring pipeline's (listing done to the last row written: decode, detect,
-    infer, write), which is what more CPUs or actors speed up; the job's wall time also counts
-    loading the model, starting or joining Ray, listing the inputs and writing the report.
-    """
+    """What a run did and how fast: the pipeline's images/s (decode to write), which is what more CPUs or actors
+    speed up, apart from the job's wall time (which also counts model load, Ray start-up, listing, report)."""
     scored, skipped = run.get("images_scored", 0), run.get("images_skipped", 0)
     line = f"{scored:,} scored, {skipped:,} skipped (already in OUT)"
     pipeline_s, elapsed = run.get("pipeline_s"), run.get("elapsed_s", 0)
@@ -219,8 +214,7 @@ _STYLE = (
 
 def render_html(summary: dict[str, Any]) -> str:
     """A self-contained HTML page (plots embedded as base64 PNG); no face pixels, no external resources."""
-    s = summary
-    root = s.get("input_root") or ""
+    s, root = summary, summary.get("input_root") or ""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>fer_ray scoring report</title>",
         _STYLE,
@@ -244,22 +238,23 @@ def render_html(summary: dict[str, Any]) -> str:
         ]
         parts.append(_table(rows, ("model", "images", "faces", "mean confidence", *EMOTIONS)))
     if (s.get("least_confident") or {}).get("max_rows"):
-        parts.append("<h2>Images, least confident first</h2>")
-        parts.append(_image_table(s["least_confident"], root))
+        parts += ["<h2>Images, least confident first</h2>", _image_table(s["least_confident"], root)]
     parts.append("<h2>Errors</h2>")
     if s["errors_by_reason"]:
-        parts.append(_table(list(s["errors_by_reason"].items()), ("reason", "images")))
         shown = s["error_examples"]
-        parts.append(f"<p>First {len(shown)} error rows:</p>")
-        parts.append(_table([(relative(e["path"], root), e["error"]) for e in shown], ("path", "error")))
+        parts += [
+            _table(list(s["errors_by_reason"].items()), ("reason", "images")),
+            f"<p>First {len(shown)} error rows:</p>",
+            _table([(relative(e["path"], root), e["error"]) for e in shown], ("path", "error")),
+        ]
     else:
         parts.append("<p>No errors.</p>")
-    parts.append(
+    parts += [
         "<h2>Details</h2><p>Boxes and scores only: this report holds no face pixels. Rows: "
-        "<code>rows/*.parquet</code> (one per face, one per image without a face or with an error).</p>"
-    )
-    parts.append(_table(_details(s), ("", "")))
-    parts.append("</body></html>\n")
+        "<code>rows/*.parquet</code> (one per face, one per image without a face or with an error).</p>",
+        _table(_details(s), ("", "")),
+        "</body></html>\n",
+    ]
     return "".join(parts)
 
 
@@ -307,9 +302,7 @@ def write_report(
 ) -> dict[str, Any]:
     """(Re)build ``summary.json`` and ``report.html`` in ``out`` from its part files; returns the summary.
 
-    ``max_rows``: images in report.html's per-image table (default
-    :data:`fer_ray.score.config.REPORT_ROWS`, 0: none). The table is in the returned summary
-    (``least_confident``) but not in summary.json.
+    ``max_rows``: images in report.html's per-image table (default :data:`~fer_ray.score.config.REPORT_ROWS`).
     """
     store = out if isinstance(out, OutputStore) else OutputStore(out, settings)
     if not store.part_files() and store.read_inputs() is None:

@@ -1,13 +1,8 @@
-"""One run at a time per ``OUT``: ``OUT/lock.json`` names the run that writes there and carries its heartbeat.
-
-Created exclusively (``O_EXCL`` locally, a conditional ``If-None-Match: *`` PUT on S3), so of two
-runs starting together exactly one gets it. A lock whose heartbeat stopped longer ago than its
-timeout is taken over with a warning; so is, at once, the lock of a process on this host that no
-longer runs (``kill -9``, the OOM killer), whose rerun would otherwise wait for the timeout.
-"""
+"""One run at a time per ``OUT``: ``OUT/lock.json`` names the run that writes there and carries its heartbeat."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -18,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+from fer_ray.data.s3 import client_for, error_code
 from fer_ray.score.store import LOCK_FILE, OutputStore
 
 logger = logging.getLogger(__name__)
@@ -52,18 +48,16 @@ def _died_on_this_host(held: dict[str, Any]) -> bool:
 
 
 class RunLock:
-    """``OUT/lock.json``: at most one run writes to an ``OUT`` at a time.
+    """``OUT/lock.json``: names its owner (run id, host, pid, start) and carries a heartbeat that a daemon
+    thread refreshes every ``heartbeat_s``.
 
-    The lock object names its owner (run id, host, pid, start) and carries a heartbeat
-    that a daemon thread refreshes every ``heartbeat_s``. It is created exclusively, so
-    of two runs starting together exactly one gets it; the other waits up to ``wait_s``
-    for it (0: not at all) and then raises :class:`OutputLocked`. A lock whose heartbeat
-    is older than ``stale_s`` belongs to a run that died (killed, machine lost): it is
-    taken over with a warning; so is, at once, the lock of a process on this host that no
-    longer runs (``kill -9``, the OOM killer), whose rerun would otherwise wait ``stale_s``.
-    If two runs take over the same stale lock at the same moment, the later one wins; the
-    heartbeat thread of the other sees a foreign owner and :meth:`check` then raises before
-    that run touches OUT's files again.
+    Created exclusively (``O_EXCL`` locally, a conditional ``If-None-Match: *`` PUT on S3), so of two
+    runs starting together exactly one gets it; the other waits up to ``wait_s`` and then raises
+    :class:`OutputLocked`. A lock whose heartbeat is older than ``stale_s`` belongs to a run that died:
+    it is taken over with a warning; so is, at once, the lock of a process on this host that no longer
+    runs (``kill -9``, the OOM killer), whose rerun would otherwise wait ``stale_s``. If two runs take
+    over the same stale lock at once, the later one wins; the other's heartbeat thread sees a foreign
+    owner and :meth:`check` raises before that run touches OUT's files again.
     """
 
     def __init__(self, store: OutputStore, owner: str, stale_s: float = 300.0, heartbeat_s: float | None = None):
@@ -104,10 +98,9 @@ class RunLock:
             return True
         bucket, _, key = self.path.partition("/")
         try:
-            self._client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            client_for(self.store.settings).put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
         except Exception as e:
-            code = str((getattr(e, "response", None) or {}).get("Error", {}).get("Code", ""))
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+            if error_code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
                 return False
             raise
         return True
@@ -115,17 +108,12 @@ class RunLock:
     def _write(self, data: bytes) -> None:
         if self.store.is_s3:  # one PUT replaces the object atomically
             bucket, _, key = self.path.partition("/")
-            self._client().put_object(Bucket=bucket, Key=key, Body=data)
+            client_for(self.store.settings).put_object(Bucket=bucket, Key=key, Body=data)
             return
         tmp = f"{self.path}.{uuid.uuid4().hex[:8]}.tmp"  # readers never see a half-written heartbeat
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, self.path)
-
-    def _client(self):
-        from fer_ray.data.s3 import client_for
-
-        return client_for(self.store.settings)
 
     def read(self) -> dict[str, Any] | None:
         """The current lock record, or None when OUT is not locked."""
@@ -141,10 +129,8 @@ class RunLock:
         return None
 
     def _delete(self) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.store.fs.delete_file(self.path)
-        except FileNotFoundError:
-            pass
 
     # -- acquire / heartbeat / release --------------------------------------------------------------
     def acquire(self, wait_s: float = 0.0) -> RunLock:
@@ -162,39 +148,28 @@ class RunLock:
             if held is None:
                 continue  # released between our create and read: try again
             age = time.time() - float(held.get("heartbeat", 0))
-            gone = _died_on_this_host(held)
-            if gone:  # killed (kill -9, OOM) on this very host: no need to wait for its heartbeat to age
-                logger.warning(
-                    "taking over the lock of %s: run %s (pid %s on this host) is no longer running",
-                    self.store.uri,
-                    held.get("owner"),
-                    held.get("pid"),
+            owner, host, pid = held.get("owner"), held.get("host"), held.get("pid")
+            dead = None
+            if _died_on_this_host(held):  # killed on this very host: no need to wait for its heartbeat to age
+                dead = f"run {owner} (pid {pid} on this host) is no longer running"
+            elif age > self.stale_s:
+                dead = (
+                    f"run {owner} (host {host}, pid {pid}) sent no heartbeat for {age:.0f} s "
+                    f"(> {self.stale_s:.0f} s); it is presumed dead"
                 )
-                self.taken_over = held
-                self._delete()
-                continue
-            if age > self.stale_s:
-                logger.warning(
-                    "taking over the lock of %s: run %s (host %s, pid %s) sent no heartbeat for %.0f s (> %.0f s); "
-                    "it is presumed dead",
-                    self.store.uri,
-                    held.get("owner"),
-                    held.get("host"),
-                    held.get("pid"),
-                    age,
-                    self.stale_s,
-                )
+            if dead:
+                logger.warning("taking over the lock of %s: %s", self.store.uri, dead)
                 self.taken_over = held
                 self._delete()
                 continue
             if time.monotonic() >= deadline:
                 raise OutputLocked(
-                    f"{self.store.uri} is in use by run {held.get('owner')} (host {held.get('host')}, pid "
-                    f"{held.get('pid')}, heartbeat {age:.0f} s ago); wait for it to finish (--lock-wait SECONDS), "
+                    f"{self.store.uri} is in use by run {owner} (host {host}, pid {pid}, heartbeat {age:.0f} s ago); "
+                    "wait for it to finish (--lock-wait SECONDS), "
                     f"or pick another --out (a lock without heartbeat for {self.stale_s:.0f} s is taken over)"
                 )
             if not announced:
-                logger.info("%s is locked by run %s; waiting up to %.0f s", self.store.uri, held.get("owner"), wait_s)
+                logger.info("%s is locked by run %s; waiting up to %.0f s", self.store.uri, owner, wait_s)
                 announced = True
             time.sleep(min(1.0, self.heartbeat_s, max(0.05, deadline - time.monotonic())))
         logger.info("locked %s for run %s", self.store.uri, self.owner)

@@ -1,17 +1,9 @@
-"""The two stages of a scoring run, as plain functions and classes that Ray Data runs (see :mod:`fer_ray.score.driver`).
-
-- :func:`prepare_images` (CPU tasks): listing rows -> fetch bytes -> :func:`~fer_ray.score.faces.faces_from_bytes`
-  (decode at the size detection needs, detect, crop uint8 48x48) -> one :data:`PREPARED_SCHEMA` row per face;
-- :class:`FacePredictor` (actor pool): loads the artifact once with the run's engine and turns
-  prepared rows into :data:`OUTPUT_SCHEMA` rows;
-- :class:`FusedScorer`: both in one actor, for a few cores (``stages="fused"``).
+"""The two stages of a scoring run (see :mod:`fer_ray.score.driver`): :func:`prepare_images` (CPU tasks)
+and :class:`FacePredictor` (actor pool), or both in one :class:`FusedScorer` actor.
 
 Every input yields at least one row (``ok``, ``no_face`` or ``error`` with a reason), so images in ==
-image rows out; all rows of one image come out of the same :func:`prepare_images` call.
-
-Nothing here needs Ray, so the tests run the stages directly. :mod:`fer_ray.inference.artifact` (and with
-it torch) is imported only where a model is loaded: the CPU-stage workers, which unpickle this module,
-start without paying for torch.
+image rows out. Nothing here needs Ray, so the tests run the stages directly; torch is imported only
+where a model is loaded, so the CPU-stage workers that unpickle this module start without it.
 """
 
 from __future__ import annotations
@@ -23,7 +15,6 @@ import logging
 import os
 import posixpath
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,14 +40,11 @@ FETCH_BUDGET_BYTES = 64 << 20  # bytes of files one CPU task holds at a time
 
 
 # -- CPU stage --------------------------------------------------------------------------------
-def _crop_name(path: str, index: int) -> str:
-    stem = os.path.splitext(path.rstrip("/").rpartition("/")[2])[0][:60] or "image"
-    return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}-face{index}.png"
-
-
-def _save_crop(crop: np.ndarray, fs, root: str, name: str) -> None:
+def _save_crop(crop: np.ndarray, fs, root: str, path: str, index: int) -> None:
     from PIL import Image
 
+    stem = os.path.splitext(path.rstrip("/").rpartition("/")[2])[0][:60] or "image"
+    name = f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}-face{index}.png"
     buf = io.BytesIO()
     Image.fromarray(crop).save(buf, format="PNG")
     with fs.open_output_stream(posixpath.join(root, name)) as f:
@@ -98,10 +86,25 @@ def prepare_images(
         del fetched
         for path, size, mtime, error, image in records:
             base = {"path": str(path), "size": int(size), "mtime": None if pd.isna(mtime) else float(mtime), "faces": 0}
+            if error is None:
+                try:
+                    boxes, crops, (w, h) = faces_from_bytes(image, detect, pp, whole_image)
+                    base.update(image_width=w, image_height=h)
+                except ImageDecodeError as e:
+                    error = e
+                except Exception as e:  # one strange file must never fail the task (and the job)
+                    logger.warning("scoring %s failed: %s", path, e, exc_info=True)
+                    error = f"cannot process image: {type(e).__name__}: {e}"
             if error is not None:
                 emit(base, status="error", error=str(error))
                 continue
-            _prepare_one(image, base, emit, pp, detect, whole_image, crops_to)
+            if not boxes:
+                emit(base, status="no_face")
+            for k, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
+                x, y, bw, bh = box if box is not None else (0, 0, w, h)  # whole image = the face
+                emit(base, faces=len(boxes), face_index=k, x=x, y=y, w=bw, h=bh, status="ok", face=crop.tobytes())
+                if crops_to:
+                    _save_crop(crop, *crops_to, base["path"], k)
     return pa.table({f.name: pa.array(cols[f.name], f.type) for f in PREPARED_SCHEMA}, schema=PREPARED_SCHEMA)
 
 
@@ -116,36 +119,6 @@ def _fetch_chunks(sizes: list[int], budget: int) -> list[slice]:
     if start < len(sizes):
         chunks.append(slice(start, len(sizes)))
     return chunks
-
-
-def _prepare_one(
-    image: bytes | None,
-    base: dict[str, Any],
-    emit: Callable[..., None],
-    pp: PreprocessConfig,
-    detect: DetectConfig,
-    whole_image: bool,
-    crops_to: tuple[Any, str] | None,
-) -> None:
-    """Decode one file, find its faces and emit its rows (an ``error`` row on any failure)."""
-    try:
-        boxes, crops, (w, h) = faces_from_bytes(image, detect, pp, whole_image)
-        base.update(image_width=w, image_height=h)
-    except ImageDecodeError as e:
-        emit(base, status="error", error=str(e))
-        return
-    except Exception as e:  # one strange file must never fail the task (and the job)
-        logger.warning("scoring %s failed: %s", base["path"], e, exc_info=True)
-        emit(base, status="error", error=f"cannot process image: {type(e).__name__}: {e}")
-        return
-    if not boxes:
-        emit(base, status="no_face")
-        return
-    for k, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
-        x, y, bw, bh = box if box is not None else (0, 0, w, h)  # whole image = the face
-        emit(base, faces=len(boxes), face_index=k, x=x, y=y, w=bw, h=bh, status="ok", face=crop.tobytes())
-        if crops_to:
-            _save_crop(crop, *crops_to, _crop_name(base["path"], k))
 
 
 # -- inference stage ------------------------------------------------------------------------------
@@ -213,11 +186,10 @@ class FacePredictor:
         out["emotion"] = pa.array([EMOTIONS[j] if o else None for j, o in zip(res.top, ok, strict=True)], pa.string())
         out["confidence"] = pa.array(res.confidence, pa.float32(), mask=~ok)
         out["uncertain"] = pa.array(res.uncertain, pa.bool_(), mask=~ok)
-        meta = self.artifact.meta
         constant = {
             "model_name": self.artifact.model_config.name,
             "model_id": self.artifact.model_id,
-            "weights_sha256": meta.get("weights_sha256"),
+            "weights_sha256": self.artifact.meta.get("weights_sha256"),
             "engine": self.artifact.engine_name,
             "model_sha256": self.artifact.model_sha256,
             "scored_at": dt.datetime.now(dt.timezone.utc),
@@ -233,12 +205,8 @@ class FacePredictor:
 
 
 class FusedScorer(FacePredictor):
-    """Ray Data actor doing both stages: :func:`prepare_images` on listing rows, then inference.
-
-    On a few cores the split pipeline pays for every crop twice: a hop through the object store
-    between the CPU tasks and the actor, and two kinds of processes taking turns on the same
-    cores. Here each actor holds one core and does the whole path for its blocks (``stages="fused"``).
-    """
+    """Ray Data actor doing both stages (``stages="fused"``): on a few cores this saves each crop's hop
+    through the object store, and CPU tasks and actors taking turns on the same cores."""
 
     def __init__(self, prepare_kwargs: dict[str, Any], **predictor_kwargs: Any):
         super().__init__(**predictor_kwargs)

@@ -6,24 +6,17 @@ Layout of ``OUT``::
     inputs.parquet                                     the last run's listing: the report's denominator
     summary.json, report.html, config.json             written at the end of every run
     runs/<run_id>.json                                 one record per run (counts, timings)
+    lock.json                                          held while a run writes (fer_ray.score.run_lock)
 
-    lock.json                                          held while a run writes (see RunLock)
+An input is *done* when its key (path, size, mtime) has a complete set of rows in a readable part
+file and none of them is a transient read error; a rerun scores only the rest. :meth:`OutputStore.scan`
+deletes part files a killed run left without a footer, so every input ends with exactly one set of rows.
 
-Every run writes new part files (its ``run_id`` is in their names). An input is *done*
-when its key (path, size, mtime) has a complete set of rows in a readable part file and
-none of them is a transient read error; a rerun scores only the rest. A run killed while
-writing can leave a part file without its Parquet footer: :meth:`OutputStore.scan` deletes
-such files, so their inputs are scored again and every input ends with exactly one set of rows.
-
-``rows/`` always holds the latest rows only. When an input changed (same path, new size or
-mtime) or its rows are a transient error about to be retried, :meth:`OutputStore.drop_rows`
-rewrites the part files holding its old rows without them before the run scores it again:
-whoever reads ``rows/*.parquet`` directly (pandas, DuckDB, Spark) never sees two versions of
-an image. A rewrite writes the new file before deleting the old; a run killed in between
-leaves both, which the next :meth:`~OutputStore.scan` sees as duplicated rows and repairs by
-rescoring their images.
-
-One run at a time writes to an ``OUT``: :class:`fer_ray.score.run_lock.RunLock` keeps ``lock.json`` there.
+``rows/`` holds the latest rows only, so whoever reads ``rows/*.parquet`` directly (pandas, DuckDB, Spark)
+never sees two versions of an image: before an input that changed (new size or mtime), or a transient
+error, is scored again, :meth:`OutputStore.drop_rows` rewrites the part files holding its old rows
+without them. A run killed between writing the new file and deleting the old leaves both, which the
+next scan sees as duplicated rows and repairs by rescoring their images.
 """
 
 from __future__ import annotations
@@ -122,8 +115,7 @@ class OutputStore:
         return self.fs.get_file_info(self.path(name)).type == pafs.FileType.File
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        """Write OUT's file ``name`` whole, through the store's own filesystem: its S3 settings (``ScoreConfig.s3``)
-        may name another endpoint than the environment, which :mod:`fer_ray.storage` resolves."""
+        # Through the store's own filesystem, not fer_ray.storage: its S3 settings may name another endpoint.
         target = self.path(name)
         self.fs.create_dir(posixpath.dirname(target), recursive=True)
         with self.fs.open_output_stream(target) as f:
@@ -205,57 +197,51 @@ class OutputStore:
     def scan(self) -> ScanResult:
         """Find the inputs already scored; delete part files a killed run left unreadable or incomplete.
 
-        A file is dropped (and its inputs rescored) when it has no Parquet footer, or when
-        it holds rows of an image whose row count does not match its ``faces`` column: the
-        pipeline writes all rows of an image into one file, so that only happens after
-        something went wrong, and rescoring is the safe repair. I/O errors propagate:
-        a flaky connection must never delete results.
+        A file is dropped (and its inputs rescored) when it has no Parquet footer, or holds rows of an image
+        whose row count does not match its ``faces`` column: the pipeline writes all rows of an image into
+        one file, so only something gone wrong does that. I/O errors propagate: a flaky connection must
+        never delete results.
         """
         removed: list[tuple[str, str]] = []
-        per_file: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        extra: dict[str, tuple[np.ndarray, np.ndarray, pd.Series]] = {}  # path hashes, transient mask, model ids
+        parts: dict[str, pd.DataFrame] = {}  # one row per part-file row: key, expected rows of its image, ...
         for p in self.part_files():
             df = self._read_keys(p)
             if df is None:
                 self._delete(p, "unreadable Parquet (no footer: written by a run that was killed)", removed)
                 continue
-            faces = pd.to_numeric(df["faces"]).fillna(0).astype(np.int64).to_numpy()
-            per_file[p] = (key_hash(df), np.maximum(faces, 1))
-            transient = (df["status"].astype(str) == "error").to_numpy() & df["error"].map(is_transient_error).to_numpy(
-                dtype=bool
+            error = (df["status"].astype(str) == "error").to_numpy()
+            parts[p] = pd.DataFrame(
+                {
+                    "key": key_hash(df),
+                    "expected": np.maximum(pd.to_numeric(df["faces"]).fillna(0).astype(np.int64).to_numpy(), 1),
+                    "path": path_hash(df["path"]),
+                    "transient": error & df["error"].map(is_transient_error).to_numpy(dtype=bool),
+                    "model_id": df["model_id"].to_numpy(dtype=object),
+                }
             )
-            extra[p] = (path_hash(df["path"]), transient, df["model_id"])
-        while True:
-            if not per_file:
-                done, bad = np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint64)
-                break
-            hashes = np.concatenate([h for h, _ in per_file.values()])
-            expected_rows = np.concatenate([e for _, e in per_file.values()])
-            done, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+        while parts:
+            rows = pd.concat(parts.values())
+            done, inverse, counts = np.unique(rows["key"].to_numpy(), return_inverse=True, return_counts=True)
             expected = np.zeros(len(done), dtype=np.int64)
-            np.maximum.at(expected, inverse, expected_rows)
+            np.maximum.at(expected, inverse, rows["expected"].to_numpy())
             bad = done[counts != expected]
             if len(bad) == 0:
                 break
-            for p in [p for p, (h, _) in per_file.items() if np.isin(h, bad).any()]:
-                n = int(np.isin(np.unique(per_file[p][0]), bad).sum())
+            for p in [p for p, d in parts.items() if np.isin(d["key"], bad).any()]:
+                n = int(np.isin(parts.pop(p)["key"].unique(), bad).sum())
                 self._delete(p, f"holds an incomplete or duplicated set of rows for {n} image(s)", removed)
-                del per_file[p]
-        rows = sum(len(h) for h, _ in per_file.values())
-        if not per_file:
-            return ScanResult(done=done, files=0, rows=0, removed=removed)
-        hashes = np.concatenate([h for h, _ in per_file.values()])
-        transient = np.unique(hashes[np.concatenate([extra[p][1] for p in per_file])])
-        models = pd.concat([extra[p][2] for p in per_file]).dropna().astype(str).value_counts()
-        keys = pd.DataFrame({"key": hashes, "path": np.concatenate([extra[p][0] for p in per_file])})
+        if not parts:
+            return ScanResult(done=np.zeros(0, dtype=np.uint64), removed=removed)
+        transient = np.unique(rows.loc[rows["transient"], "key"].to_numpy())
+        models = rows["model_id"].dropna().astype(str).value_counts()
         return ScanResult(
             done=np.setdiff1d(done, transient),
-            files=len(per_file),
-            rows=rows,
+            files=len(parts),
+            rows=len(rows),
             removed=removed,
             transient=transient,
             models={str(k): int(v) for k, v in models.items()},
-            keys=keys.drop_duplicates("key"),
+            keys=rows[["key", "path"]].drop_duplicates("key"),
         )
 
     def drop_rows(self, keys: np.ndarray, run_id: str, reason: str) -> int:
