@@ -121,10 +121,8 @@ def _summary_batch(batch: dict[str, np.ndarray], cfg: PreprocessConfig) -> dict[
     out = decode_batch(batch, cfg)
     errors = out["error"]
     return {
-        "split": np.asarray(out["split"], dtype=object),
-        "usage": np.asarray(out["usage"], dtype=object),
+        **{c: np.asarray(out[c], dtype=object) for c in ("split", "usage", "emotion")},
         "label": np.asarray(out["label"], dtype=np.int64),
-        "emotion": np.asarray(out["emotion"], dtype=object),
         "format": np.asarray(formats, dtype=object),
         "error": errors,
         # Paths of failed rows only, as examples; good rows would only fill the driver's memory.
@@ -178,39 +176,31 @@ def _class_counts(rows: pd.DataFrame) -> dict[str, int]:
     return {e: int(counts.get(i, 0)) for i, e in enumerate(EMOTIONS) if counts.get(i, 0)}
 
 
-def describe_source(
-    source: str,
-    limit: int | None = None,
-    settings: S3Settings | None = None,
-    cfg: PreprocessConfig | None = None,
-) -> dict[str, Any]:
-    """Counts of one source (see the module docstring); ``limit`` reads only the first N rows."""
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
-    reader, ds = open_source(source, settings)
-    if limit is not None:
-        ds = ds.limit(limit)
-    summary = ds.map_batches(_summary_batch, fn_kwargs={"cfg": cfg or PreprocessConfig()}, batch_size=256)
-    rows = summary.select_columns(_SUMMARY_COLUMNS).to_pandas()
-    report = summarize(rows, str(source), reader)
-    report["limit"] = limit
-    return report
-
-
 def describe(
     sources: Sequence[str] | str,
     limit: int | None = None,
     settings: S3Settings | None = None,
     cfg: PreprocessConfig | None = None,
 ) -> dict[str, Any]:
-    """Describe each source; returns ``{"sources": [report, ...], "rows": total, "errors": total}``."""
+    """Describe each source (``limit``: its first N rows only); returns ``{"sources": [report, ...], "rows": total,
+    "errors": total}``."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     if not sources:
         raise ValueError("no sources given; pass a Parquet/CSV file, an image folder, a bucket prefix or image files")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
     if settings is None and any(is_s3_uri(str(s)) for s in sources):
         settings = S3Settings.from_env()
-    reports = [describe_source(str(s), limit, settings, cfg) for s in sources]
+    reports = []
+    for source in map(str, sources):
+        reader, ds = open_source(source, settings)
+        if limit is not None:
+            ds = ds.limit(limit)
+        summary = ds.map_batches(_summary_batch, fn_kwargs={"cfg": cfg or PreprocessConfig()}, batch_size=256)
+        reports.append(
+            {**summarize(summary.select_columns(_SUMMARY_COLUMNS).to_pandas(), source, reader), "limit": limit}
+        )
     return {
         "sources": reports,
         "rows": sum(r["rows"] for r in reports),

@@ -1,10 +1,5 @@
-"""Readers for FER2013 in the formats it circulates in; each yields :data:`SOURCE_COLUMNS`.
-
-* :func:`read_fer_parquet`: our Parquet copy (``../shared/data/fer2013``);
-* :func:`read_fer_csv`: Kaggle's ``fer2013.csv`` (``emotion,pixels,Usage``);
-* :func:`read_image_folders`: the ``train/<emotion>/*.jpg``, ``test/<emotion>/*.jpg``
-  layout of the paper and of most Kaggle copies, local or on S3.
-"""
+"""Readers for FER2013 in the formats it circulates in (our Parquet, Kaggle's CSV, image folders);
+each yields :data:`~fer_ray.data.decode.SOURCE_COLUMNS`."""
 
 from __future__ import annotations
 
@@ -34,23 +29,14 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 # Split folder names of the image-folder layout (compared case-insensitively).
-FOLDER_SPLITS: dict[str, str] = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "validation": "val",
-    "test": "test",
-}
+FOLDER_SPLITS = {"train": "train", "training": "train", "val": "val", "validation": "val", "test": "test"}
 FER_SIZE = 48  # the CSV stores 48x48 images as 2,304 space-separated grey levels
 CSV_CHUNK_ROWS = 2048
 
 
 def _check_splits(splits: Iterable[str] | None) -> tuple[str, ...] | None:
-    if splits is None:
-        return None
-    splits = tuple(splits)
-    bad = sorted(set(splits) - set(SPLITS))
-    if bad:
+    splits = None if splits is None else tuple(splits)
+    if bad := sorted(set(splits or ()) - set(SPLITS)):
         raise ValueError(f"unknown split(s) {bad}; valid: {list(SPLITS)}")
     return splits
 
@@ -108,11 +94,9 @@ def read_fer_parquet(
 ) -> ray.data.Dataset:
     """Our FER2013 Parquet (see ``../shared/data/fer2013/README.md``), local or ``s3://``.
 
-    ``split`` follows the Kaggle CSV convention: Training -> train, PublicTest -> val
-    (model selection), PrivateTest -> test (headline). ``usage`` keeps the original
-    name so the paper's 7,178-image "test" (PublicTest + PrivateTest) can be rebuilt.
-    An ``s3://`` path without ``filesystem`` uses ``settings`` (default
-    :meth:`S3Settings.from_env`), because pyarrow alone ignores ``AWS_ENDPOINT_URL``.
+    ``split``: Training -> train, PublicTest -> val (model selection), PrivateTest -> test (headline);
+    ``usage`` keeps the original name so the paper's "test" (PublicTest + PrivateTest) can be rebuilt.
+    An ``s3://`` path goes through ``settings`` because pyarrow alone ignores ``AWS_ENDPOINT_URL``.
     """
     splits = _check_splits(splits)
     ferplus = ferplus_load(str(path), ferplus_csv) if labels == "ferplus" else None
@@ -199,15 +183,11 @@ def read_fer_csv(
     chunk_rows: int = CSV_CHUNK_ROWS,
     settings: S3Settings | None = None,
 ) -> ray.data.Dataset:
-    """Kaggle's ``fer2013.csv`` (``emotion,pixels,Usage``; also its ``train.csv``/``test.csv`` subsets).
+    """Kaggle's ``fer2013.csv`` (``emotion,pixels,Usage``; also its ``train.csv``/``test.csv`` subsets), local or S3.
 
-    Instead of encoded ``image`` bytes (None here) each row carries ``pixels``, ``uint8``
-    (48, 48), which :func:`fer_ray.data.decode.decode` reads directly. ``split`` maps
-    Usage as in :data:`fer_ray.labels.USAGE_TO_SPLIT`; ``path`` is ``<csv>#row=<i>`` with
-    ``i`` the 0-based data row. A malformed row keeps zero pixels and an ``error`` reason.
-
-    The driver reads the text in chunks; the 2,304 numbers per row are parsed in Ray tasks.
-    ``path`` may be local or ``s3://`` (``settings=None``: :meth:`S3Settings.from_env`).
+    Each row carries ``pixels``, ``uint8`` (48, 48), instead of encoded ``image`` bytes; ``path`` is
+    ``<csv>#row=<i>`` (0-based data row). A malformed row keeps zero pixels and an ``error`` reason.
+    The driver reads the text in chunks; the numbers are parsed in Ray tasks.
     """
     splits = _check_splits(splits)
     try:
@@ -289,19 +269,14 @@ def read_image_folders(
 ) -> ray.data.Dataset:
     """FER2013 as image folders: ``root/{train,test,val|validation}/<emotion>/*.jpg``, local or ``s3://``.
 
-    Class folders may use aliases (``surprised``, ``anger``; see :func:`fer_ray.labels.label_of`);
-    an unknown folder raises ``ValueError`` naming it. In ``test/``, ``PublicTest_*`` files
-    become split ``val`` and ``PrivateTest_*`` split ``test`` with their ``usage``; other
-    test files are ``test`` with unknown usage. Columns as :func:`fer_ray.data.sources.read_images`.
+    Class folders may use aliases (:func:`fer_ray.labels.label_of`). In ``test/``, ``PublicTest_*`` files
+    become split ``val`` and ``PrivateTest_*`` split ``test``; other test files have unknown usage.
     """
     splits = _check_splits(splits)
     root = str(root).rstrip("/")
     listing, settings = list_images_and_settings([root], settings)
     base = root if is_s3_uri(root) else os.path.abspath(os.path.expanduser(root))
-    fields = []
-    for p in listing["path"]:
-        rel = p[len(base) :].lstrip("/") if p.startswith(base) else p
-        fields.append(_folder_fields(rel, root))
+    fields = [_folder_fields(p[len(base) :].lstrip("/") if p.startswith(base) else p, root) for p in listing["path"]]
     split, usage, label, emotion = (list(c) for c in zip(*fields, strict=True)) if fields else ([], [], [], [])
     listing = listing.assign(
         split=pd.Series(split, dtype=object),
@@ -311,6 +286,5 @@ def read_image_folders(
     )
     if splits is not None:
         listing = listing[listing["split"].isin(splits)].reset_index(drop=True)
-    counts = listing.groupby("split").size().to_dict()
-    logger.info("image folders %s: %s", root, counts)
+    logger.info("image folders %s: %s", root, listing.groupby("split").size().to_dict())
     return dataset_from_listing(listing, settings, max_bytes)

@@ -1,16 +1,13 @@
 """FER+ labels (Barsoum et al., ICMI 2016): ten crowd votes per FER2013 image, here as one 7-class label.
 
-FER2013's own labels are wrong often enough (FER+'s majority agrees with them on 63% of
-images, fear on 13%) that training on the re-voted labels is the usual way past ~72%.
-The majority rule is microsoft/FERPlus's ``majority`` mode: a single vote for an emotion
-is an outlier and is dropped, then the top emotion must hold more than half of the
-remaining votes. Images whose majority is ``unknown``, ``NF`` (not a face) or
-``contempt`` (no class in fer_ray's label map, :mod:`fer_ray.labels`), or that have no
-majority, get no FER+ label and are left out, each counted by reason.
+FER2013's own labels are wrong often enough that training on the re-voted labels is the usual way
+past the plateau. The majority rule is microsoft/FERPlus's ``majority`` mode. Images whose majority
+is ``unknown``, ``NF`` (not a face) or ``contempt`` (no class in :mod:`fer_ray.labels`), or that have
+no majority, get no FER+ label and are left out, each counted by reason.
 
-``fer2013new.csv`` rows follow the original ``fer2013.csv`` order; our Parquet's
-``csv_index`` points into it. Rows flagged ``csv_index_ambiguous`` (a pixel-identical
-twin elsewhere in FER2013, whose votes may differ) are left out of the join and counted.
+``fer2013new.csv`` rows follow the original ``fer2013.csv`` order; our Parquet's ``csv_index`` points
+into it. Rows flagged ``csv_index_ambiguous`` (a pixel-identical twin elsewhere in FER2013, whose
+votes may differ) are left out of the join and counted.
 """
 
 from __future__ import annotations
@@ -92,11 +89,15 @@ def join(
     return out, why
 
 
+def _join_rows(df: pd.DataFrame, labels: np.ndarray, reasons: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
+    """:func:`join` on the ``csv_index`` (and, if present, ``csv_index_ambiguous``) columns of ``df``."""
+    amb = df["csv_index_ambiguous"].to_numpy() if "csv_index_ambiguous" in df else None
+    return join(df["csv_index"].to_numpy(dtype=object), amb, labels, reasons)
+
+
 def relabel(batch: pd.DataFrame, labels: np.ndarray, reasons: list[str | None]) -> pd.DataFrame:
-    """Replace ``label``/``emotion`` of Parquet rows (with ``csv_index``) by FER+ majority labels;
-    rows without one are dropped (see :func:`join_counts` for how many and why)."""
-    amb = batch["csv_index_ambiguous"].to_numpy() if "csv_index_ambiguous" in batch else None
-    new, _ = join(batch["csv_index"].to_numpy(dtype=object), amb, labels, reasons)
+    """Replace ``label``/``emotion`` of Parquet rows by FER+ majority labels; rows without one are dropped."""
+    new, _ = _join_rows(batch, labels, reasons)
     keep = new != NO_LABEL
     out = batch.loc[keep].copy()
     out["label"] = new[keep]
@@ -105,12 +106,8 @@ def relabel(batch: pd.DataFrame, labels: np.ndarray, reasons: list[str | None]) 
 
 
 def join_counts(meta: pd.DataFrame, labels: np.ndarray, reasons: list[str | None]) -> dict[str, Any]:
-    """Per split: FER+ class counts of the joined rows and the count of rows left out by reason.
-
-    ``meta`` needs ``split``, ``csv_index`` and (if present) ``csv_index_ambiguous``.
-    """
-    amb = meta["csv_index_ambiguous"].to_numpy() if "csv_index_ambiguous" in meta else None
-    new, why = join(meta["csv_index"].to_numpy(dtype=object), amb, labels, reasons)
+    """Per split of ``meta``: FER+ class counts of the joined rows and the count of rows left out by reason."""
+    new, why = _join_rows(meta, labels, reasons)
     why = np.asarray(why, dtype=object)
     result: dict[str, Any] = {}
     for split in sorted(meta["split"].unique()):
@@ -159,7 +156,7 @@ def labelled_faces(
     plus, reasons = load(parquet, csv)
     cols = ["image", "label", "usage", "csv_index", "csv_index_ambiguous"]
     t = pq.read_table(parquet, columns=cols, filters=[("usage", "=", usage)]).to_pandas()
-    new, why = join(t["csv_index"].to_numpy(dtype=object), t["csv_index_ambiguous"].to_numpy(), plus, reasons)
+    new, why = _join_rows(t, plus, reasons)
     keep = new != NO_LABEL
     left_out = dict(collections.Counter(w for w, k in zip(why, keep, strict=True) if not k))
     batch = {

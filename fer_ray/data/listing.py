@@ -1,18 +1,14 @@
 """Listing image files on the driver: local trees, globs, list files and S3 prefixes, metadata only.
 
-Every file found becomes one row ``(path, size, mtime, error)``; a file that cannot be
-listed (an entry of a list file that does not exist, an unreadable sub-directory) is a
-row with an ``error`` reason, so that the rows of a run account for every file named.
-A problem with a whole input (a missing path, a pattern that matches nothing, no such
-bucket, refused or missing credentials, an unreachable endpoint) raises an exception
-whose message says what to check: a :class:`~fer_ray.config.UserError` (one line from
-the CLI) that is also the builtin error a library caller expects (``FileNotFoundError``,
-``PermissionError``, ``ConnectionError``, ``ValueError``).
+Every file found becomes one row ``(path, size, mtime, error)``; a file that cannot be listed (a
+missing entry of a list file, an unreadable sub-directory) is a row with an ``error`` reason, so the
+rows of a run account for every file named. A problem with a whole input raises a
+:class:`~fer_ray.config.UserError` (one line from the CLI) that is also the builtin error a library
+caller expects (``FileNotFoundError``, ``PermissionError``, ``ConnectionError``, ``ValueError``).
 
-Local trees are walked with ``os.walk`` rather than ``pyarrow.fs.FileSelector``: it lets
-an unreadable sub-directory become one error row instead of failing the whole listing, and
-skips dot folders (``.git``) without descending into them. S3 goes through boto3 for the
-reasons in :mod:`fer_ray.data.s3`.
+Local trees are walked with ``os.walk`` rather than ``pyarrow.fs.FileSelector``, so that an unreadable
+sub-directory becomes one error row instead of failing the listing, and dot folders (``.git``) are
+not descended into.
 """
 
 from __future__ import annotations
@@ -50,32 +46,30 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 LIST_FILE_EXTENSIONS: frozenset[str] = frozenset({".txt", ".csv", ".parquet"})
 LISTING_COLUMNS = ("path", "size", "mtime", "error")
 _GLOB_CHARS = re.compile(r"[*?\[]")
+_GLOB_TOKEN = re.compile(r"\*\*/|\*\*|\*|\?|\[[^\]]*\]")
+_GLOB_TOKEN_REGEX = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
 
 Row = tuple[str, int, float | None, str | None]  # LISTING_COLUMNS
 
 
-class InputNotFoundError(FileNotFoundError, UserError):
+class _OneLine:
+    """Builds a :class:`UserError` that is also an ``OSError`` from one message."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.what, self.fix = message, None
+
+
+class InputNotFoundError(_OneLine, FileNotFoundError, UserError):
     """An input that names nothing to read: no such path, bucket or prefix, no image under it."""
 
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.what, self.fix = message, None
 
-
-class InputAccessError(PermissionError, UserError):
+class InputAccessError(_OneLine, PermissionError, UserError):
     """S3 refused the request, or there are no credentials to make it."""
 
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.what, self.fix = message, None
 
-
-class EndpointError(ConnectionError, UserError):
+class EndpointError(_OneLine, ConnectionError, UserError):
     """No answer from S3 at all: endpoint unreachable, DNS, TLS."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.what, self.fix = message, None
 
 
 def _ext(path: str) -> str:
@@ -90,33 +84,17 @@ def _keep(rel: str) -> bool:
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     """Shell glob -> regex with ``glob(recursive=True)`` semantics (``*`` stays within one ``/`` level)."""
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = pattern.find("]", i + 1)
-            if j < 0:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : j].replace("\\", "\\\\")
-                out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
-                i = j
+    out, last = [], 0
+    for m in _GLOB_TOKEN.finditer(pattern):
+        token = m.group()
+        if token.startswith("["):
+            body = token[1:-1].replace("\\", "\\\\")
+            token = "[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]"
         else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z")
+            token = _GLOB_TOKEN_REGEX[token]
+        out += [re.escape(pattern[last : m.start()]), token]
+        last = m.end()
+    return re.compile("".join(out) + re.escape(pattern[last:]) + r"\Z")
 
 
 def _parse_list_file(source: str, data: bytes) -> list[str]:
@@ -158,11 +136,6 @@ def _walk_local(root: str) -> list[Row]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rows.extend(_stat_row(os.path.join(dirpath, name)) for name in sorted(filenames) if _keep(name))
     return rows
-
-
-def _read_local(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def _head_row(uri: str, head: dict) -> Row:
@@ -215,7 +188,8 @@ class _Lister:
             return rows
         if os.path.isfile(path):
             if _ext(path) in LIST_FILE_EXTENSIONS:
-                return self._list_file(item, _read_local(path))
+                with open(path, "rb") as f:
+                    return self._list_file(item, f.read())
             return [_stat_row(path)]
         raise InputNotFoundError(
             f"input {item!r} does not exist (resolved to {path}); pass an existing file, directory, "
@@ -362,15 +336,10 @@ def list_images(
     """List the files named by ``inputs`` on the driver: a DataFrame with ``path, size, mtime, error``.
 
     Each input may be a local directory (recursive) or file, a glob (``photos/**/*.jpg``),
-    ``s3://bucket/prefix`` (recursive) or one S3 object, or a list file (``.txt`` one path
-    per line, ``.csv``/``.parquet`` with a ``path`` column; relative entries are relative
-    to the list file). Directories, prefixes and globs keep only :data:`IMAGE_EXTENSIONS`
-    and skip dot files and folders (``.DS_Store``, macOS ``._*`` forks); a file named
-    explicitly is kept whatever its name, so decoding reports what is wrong with it.
-    A missing entry of a list file becomes a row with ``error="not found: <path>"``; a
-    missing top-level input raises ``FileNotFoundError``. Duplicate paths are listed once.
-    A list file on S3 naming a local path (absolute or ``file://``) yields an error row for
-    it unless ``allow_local``.
+    ``s3://bucket/prefix`` (recursive) or one S3 object, or a list file (``.txt`` one path per line,
+    ``.csv``/``.parquet`` with a ``path`` column). Directories, prefixes and globs keep only
+    :data:`IMAGE_EXTENSIONS` and skip dot files and folders; a file named explicitly is kept whatever
+    its name, so decoding reports what is wrong with it. Duplicate paths are listed once.
     """
     return list_images_and_settings(inputs, settings, allow_local)[0]
 

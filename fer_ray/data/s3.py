@@ -1,17 +1,15 @@
 """Where a path points (a local file or ``s3://bucket/key``) and how S3 is reached.
 
-One :class:`S3Settings` value decides the endpoint, region and (optionally) keys; it is
-resolved once on the driver and passed to every task, because environment variables set
-in the driver after ``ray.init`` never reach workers that are already running, and no
-request may go to any endpoint other than the configured one.
+One :class:`S3Settings` value, resolved once on the driver, is passed to every task: environment
+variables set in the driver after ``ray.init`` never reach running workers, and no request may go
+to an endpoint other than the configured one. Unless a caller puts keys into it, it holds the endpoint
+and region only: every process takes credentials from the AWS chain, so long runs pick up rotated
+credentials and no secret rides in a task's arguments.
 
-Two clients are built from it. Whole files (Parquet, run outputs) go through pyarrow's
-:class:`~pyarrow.fs.S3FileSystem` (:func:`resolve_filesystem`). Listing image buckets and
-fetching their objects use boto3 (:func:`client_for`), because botocore says precisely what
-went wrong: ``NoSuchBucket`` vs ``AccessDenied`` vs a missing key as error codes (pyarrow
-has only message text), ``NoCredentialsError`` before any request when no credentials are
-found (pyarrow signs nothing and the store answers "access denied"), and one GET per
-object (pyarrow opens an object with a HEAD first).
+Whole files (Parquet, run outputs) go through pyarrow's ``S3FileSystem`` (:func:`resolve_filesystem`);
+listing and fetching images use boto3 (:func:`client_for`), because botocore says what went wrong
+(``NoSuchBucket`` vs ``AccessDenied`` vs a missing key as codes; no credentials before any request,
+where pyarrow signs nothing and gets "access denied") and needs one GET per object (pyarrow adds a HEAD).
 """
 
 from __future__ import annotations
@@ -41,9 +39,8 @@ CREDENTIALS_FIX = (
 class S3Settings:
     """How to reach S3 (or an S3-compatible store such as MinIO); every field is optional.
 
-    ``endpoint_url`` is the full URL (``http://127.0.0.1:9000``); ``None`` means AWS itself.
-    Credentials left ``None`` fall back to the AWS SDKs' own chain (for instance an IAM role).
-    Secrets are kept out of ``repr`` so settings can be logged.
+    ``endpoint_url``: the full URL (``http://127.0.0.1:9000``), ``None`` for AWS itself. Credentials left
+    ``None`` fall back to the AWS SDKs' own chain. Secrets are kept out of ``repr`` so settings can be logged.
     """
 
     endpoint_url: str | None = None
@@ -66,11 +63,8 @@ class S3Settings:
     def from_env(cls, credentials: bool = True) -> S3Settings:
         """Resolve settings the way the AWS CLI does, once, on the driver.
 
-        Endpoint: ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``. Region: ``AWS_REGION``,
-        else ``AWS_DEFAULT_REGION``, else the profile's. Credentials: boto3's chain
-        (environment variables, ``AWS_PROFILE`` and the config/credentials files, ...), frozen
-        into the settings; ``credentials=False`` leaves them out, so that each process that
-        uses the settings resolves the chain itself (what settings sent to Ray tasks should do).
+        Credentials (boto3's chain) are frozen into the settings; ``credentials=False`` leaves them out,
+        so that each process resolves the chain itself (what settings sent to Ray tasks should do).
         """
         import boto3
 
@@ -94,11 +88,8 @@ class S3Settings:
         return f" at endpoint {self.endpoint_url}" if self.endpoint_url else ""
 
     def filesystem(self) -> pafs.S3FileSystem:
-        """A pyarrow S3 filesystem for these settings.
-
-        The endpoint is always passed explicitly because pyarrow ignores ``AWS_ENDPOINT_URL``,
-        and a region is always set so the SDK never asks the EC2 metadata service for one.
-        """
+        """A pyarrow S3 filesystem: the endpoint always explicit (pyarrow ignores ``AWS_ENDPOINT_URL``), a
+        region always set (else the SDK asks the EC2 metadata service for one)."""
         kw: dict[str, Any] = {"region": self.region or DEFAULT_REGION}
         if self.access_key:
             kw.update(access_key=self.access_key, secret_key=self.secret_key, session_token=self.session_token)
@@ -108,7 +99,6 @@ class S3Settings:
         return pafs.S3FileSystem(**kw)
 
     def client(self):
-        """A boto3 S3 client for these settings (the endpoint explicitly; environment endpoints ignored)."""
         import boto3
         from botocore.config import Config
 
@@ -144,7 +134,6 @@ def is_no_credentials(e: BaseException) -> bool:
 
 
 def is_s3_uri(path: str) -> bool:
-    """True for ``s3://bucket/...``."""
     return path.startswith("s3://")
 
 
@@ -171,10 +160,7 @@ def check_scheme(path: str) -> None:
 
 
 def resolve_filesystem(uri: str, settings: S3Settings | None = None) -> tuple[pafs.FileSystem, str]:
-    """``(pyarrow filesystem, path inside it)`` for a local path or an ``s3://`` URI.
-
-    ``settings=None`` resolves :meth:`S3Settings.from_env` for S3 URIs.
-    """
+    """``(pyarrow filesystem, path inside it)`` for a local path or an ``s3://`` URI."""
     uri = str(uri)
     check_scheme(uri)
     if is_s3_uri(uri):

@@ -1,18 +1,8 @@
-"""Where data comes from: local files and S3 buckets of arbitrary images, and fingerprints of sources.
+"""Arbitrary images, local or on S3, as a Ray Dataset, and fingerprints of sources.
 
-Reading a bucket is two stages, one direction, one module each:
-
-- :mod:`fer_ray.data.listing` (driver): :func:`list_images` reads metadata only (names, sizes,
-  modification times) and raises when an input as a whole is wrong;
-- :mod:`fer_ray.data.fetch` (Ray tasks): :func:`fetch_bytes` reads the bytes; a file that cannot
-  be read becomes a row with an ``error`` reason, so rows out == files in.
-
-Both reach S3 through one :class:`~fer_ray.data.s3.S3Settings` value resolved on the driver
-and passed to every task (:mod:`fer_ray.data.s3`). What travels is the endpoint and region
-only: unless a caller puts keys into the settings itself, every process (driver or worker)
-takes its credentials from the standard AWS chain (environment, profile files, instance
-role), so long runs pick up rotated credentials and no secret rides in a task's pickled
-arguments. This module joins the stages into a Ray Dataset.
+Two stages, one module each: :mod:`fer_ray.data.listing` lists metadata on the driver (and raises
+when an input as a whole is wrong); :mod:`fer_ray.data.fetch` reads the bytes in Ray tasks (a file
+that cannot be read becomes an ``error`` row, so rows out == files in). This module joins them.
 """
 
 from __future__ import annotations
@@ -100,13 +90,8 @@ def read_images(
     settings: S3Settings | None = None,
     max_bytes: int = PreprocessConfig.max_bytes,
 ) -> ray.data.Dataset:
-    """Arbitrary images from local paths, globs, list files and S3 (see :func:`list_images`) as a Ray Dataset.
-
-    Columns: :data:`~fer_ray.data.decode.SOURCE_COLUMNS` (``label`` -1, ``emotion``,
-    ``split`` and ``usage`` None) plus ``size``, ``mtime`` and ``error``. Follow with
-    :func:`fer_ray.data.decode.decode`. ``settings=None`` resolves
-    :meth:`S3Settings.from_env` on the driver when any input is on S3.
-    """
+    """Arbitrary images from local paths, globs, list files and S3 as a Ray Dataset of :data:`IMAGE_SCHEMA`
+    (no labels); follow with :func:`fer_ray.data.decode.decode`."""
     # The settings resolved while listing go to the tasks, so workers never consult their own environment.
     listing, settings = list_images_and_settings(inputs, settings)
     logger.info("listed %d files (%d with errors)", len(listing), int(listing["error"].notna().sum()))
