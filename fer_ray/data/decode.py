@@ -1,8 +1,6 @@
 """The shared decode stage: encoded bytes (or CSV pixels) -> ``face`` uint8 (S, S) + ``error``.
 
-Every reader yields the same columns (see :data:`SOURCE_COLUMNS`); this stage runs
-inside ``map_batches`` so a bad file becomes a row with an ``error`` reason instead of
-a failed task, and the number of rows out always equals the number in.
+A bad file becomes a row with an ``error`` reason instead of a failed task, so rows out == rows in.
 """
 
 from __future__ import annotations

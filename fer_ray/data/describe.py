@@ -1,8 +1,7 @@
 """What is in a data source: counts per split and class, per file format, and errors per reason.
 
-Works for every source the readers accept (our Parquet, Kaggle's CSV, ``train/<emotion>/``
-folders, arbitrary image buckets, local or S3) and runs the real decode stage, so the
-errors it reports are exactly the rows training or batch scoring would see as errors.
+Runs the real readers and decode stage, so the errors it reports are exactly the rows training or
+batch scoring would see as errors.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Reading the bytes of listed files inside Ray tasks, one error reason per file that cannot be read.
-
-A file that cannot be read becomes a row with an ``error`` reason, never a failed task, so
-the number of rows out always equals the number of rows in. A failure that may pass
-(throttling, a timeout, a dropped connection after botocore's own retries, a worker with
-no credentials yet) yields a message starting with :data:`TRANSIENT_PREFIX`: batch scoring
+"""Reading the bytes of listed files inside Ray tasks: a file that cannot be read becomes a row with an
+``error`` reason, never a failed task. A failure that may pass (throttling, a timeout, a dropped
+connection, a worker with no credentials yet) starts with :data:`TRANSIENT_PREFIX`: batch scoring
 retries those inputs on its next run, and only those.
 """
 
@@ -123,12 +120,8 @@ def _missing(v: Any) -> bool:
 
 
 def fetch_bytes(batch: pd.DataFrame, settings: S3Settings | None, max_bytes: int) -> pd.DataFrame:
-    """Add an ``image`` column of file bytes to a listing batch (runs inside Ray tasks).
-
-    Per-file failures (missing, permission, S3 error, larger than ``max_bytes``) set
-    ``error`` and leave ``image`` None; rows that arrive with an ``error`` are kept
-    untouched. Rows out == rows in, always.
-    """
+    """Add an ``image`` column of file bytes to a listing batch; a file that cannot be read (or is larger
+    than ``max_bytes``) gets an ``error`` instead, and rows that arrive with one are kept untouched."""
     n = len(batch)
     paths = batch["path"].tolist()
     sizes = batch["size"].tolist() if "size" in batch else [None] * n

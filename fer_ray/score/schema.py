@@ -14,6 +14,8 @@ PROB_COLUMNS = tuple(f"p_{e}" for e in EMOTIONS)
 # ok: one row per face; no_face: one row for an image without a face; error: one row with the reason.
 STATUSES = ("ok", "no_face", "error")
 
+# The face's box and the upright image's size, in pixels.
+_BOX = [(c, pa.int32()) for c in ("x", "y", "w", "h", "image_width", "image_height")]
 # Rows between the CPU stage and the actors: the report columns known before inference plus the crop.
 _PREPARED_FIELDS = [
     ("path", pa.string()),
@@ -21,12 +23,7 @@ _PREPARED_FIELDS = [
     ("mtime", pa.float64()),
     ("face_index", pa.int32()),  # 0..faces-1; null on no_face/error rows
     ("faces", pa.int32()),  # faces found in the image (0 on no_face/error rows)
-    ("x", pa.int32()),
-    ("y", pa.int32()),
-    ("w", pa.int32()),
-    ("h", pa.int32()),
-    ("image_width", pa.int32()),
-    ("image_height", pa.int32()),
+    *_BOX,
     ("status", pa.string()),
     ("error", pa.string()),
 ]
@@ -36,12 +33,7 @@ OUTPUT_SCHEMA = pa.schema(
     [
         ("path", pa.string()),
         ("face_index", pa.int32()),
-        ("x", pa.int32()),
-        ("y", pa.int32()),
-        ("w", pa.int32()),
-        ("h", pa.int32()),
-        ("image_width", pa.int32()),
-        ("image_height", pa.int32()),
+        *_BOX,
         *[(c, pa.float32()) for c in PROB_COLUMNS],
         ("emotion", pa.string()),
         ("confidence", pa.float32()),
