@@ -46,14 +46,14 @@ def _defaults() -> dict:
 def test_recipe_resolves_to_the_recorded_training_config(name):
     meta = json.loads((ROOT / "fer_ray" / "assets" / name / "artifact.json").read_text())
     recorded = {k: v for k, v in _flat(meta["train_config"]).items() if k.split(".")[0] not in NOT_RECIPE}
-    resolved = {k: v for k, v in _flat(_resolved(ROOT / "recipes" / f"{name}.yaml")).items()}
+    resolved = _flat(_resolved(ROOT / "recipes" / f"{name}.yaml"))
     defaults = _flat(_defaults())
     for key, value in resolved.items():
         if key.split(".")[0] in NOT_RECIPE or key == "teachers":
             continue
         # settings added after the model was trained keep their defaults, which reproduce the old behaviour
         expected = recorded.get(key, defaults[key])
-        assert value == expected, f"recipes/{name}.yaml: {key} resolves to {value!r}, {name} was trained with {expected!r}"
+        assert value == expected, f"recipes/{name}.yaml: {key} is {value!r}, {name} was trained with {expected!r}"
     assert not set(recorded) - set(resolved) - {"teachers"}, "settings the artifact records that TrainConfig lost"
     assert len(resolved["teachers"]) == len(recorded["teachers"])
 
