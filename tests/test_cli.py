@@ -389,3 +389,12 @@ def test_help_shows_no_empty_default(job, capsys):
         mod.main(["--help"])
     text = capsys.readouterr().out
     assert "usage:" in text and "(default: )" not in text
+
+
+def test_config_file_beside_positional_inputs(tmp_path):
+    """The README's `jobs/score.py photos/ --config score.yaml`: the file holds some settings, the command
+    line the inputs; checking the file alone refused it for lacking inputs."""
+    f = tmp_path / "score.yaml"
+    f.write_text(yaml.safe_dump({"detect": {"min_face": 30}}))
+    cfg = printed_config("score", ["examples/images", "--out", str(tmp_path / "out"), "--config", str(f)])
+    assert cfg["inputs"] == ["examples/images"] and cfg["detect"]["min_face"] == 30

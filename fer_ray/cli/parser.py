@@ -279,13 +279,6 @@ def parse_config(
     assert p.config_cls is not None, "parse_config needs a parser from config_parser"
     ns = p.parse_args(argv)
     setup(getattr(ns, "verbose", False))
-    merged = _deep_merge({}, p.config_defaults)
-    where = "settings"
-    if ns.config:
-        data = read_config_file(ns.config)
-        from_user_dict(p.config_cls, data, f"--config {ns.config}")  # unknown keys and bad values, named early
-        merged = _deep_merge(merged, data)
-        where = f"--config {ns.config} with the flags given"
     given: dict[str, Any] = {}
     chosen: dict[str, Any] = {}
     for key, value in vars(ns).items():
@@ -297,6 +290,15 @@ def parse_config(
         actions = p.actions_cls(**chosen)
         for f in dataclasses.fields(actions):
             setattr(ns, f.name, getattr(actions, f.name))
+    merged = _deep_merge({}, p.config_defaults)
+    where = "settings"
+    if ns.config:
+        data = read_config_file(ns.config)
+        merged = _deep_merge(merged, data)
+        where = f"--config {ns.config} with the flags given"
+        # unknown keys and bad values in the file, named before any derived default is filled in; with the
+        # flags given, since a file may leave to the command line what it requires (INPUT, --out)
+        from_user_dict(p.config_cls, _deep_merge(merged, given), where)
     merged = _deep_merge(merged, given)
     if adjust is not None:
         adjust(merged)
