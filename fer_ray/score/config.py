@@ -173,8 +173,14 @@ class ScoreConfig:
         None, "also write every 48x48 model-input crop as PNG here (opt-in: face pixels!)", metavar="DIR"
     )
     s3: S3Settings | None = setting(None, "resolved from the environment on the driver", flag=None, file=False)
+    # Scoring's own local Ray needs no dashboard: without it start-up is shorter and a loaded machine cannot
+    # time out its metrics module into an error traceback in a successful run (a joined cluster keeps its own).
     ray: RayConfig = setting(
-        help="how the job reaches Ray", default_factory=RayConfig, flatten=True, fields=RAY_FLAGS, group="ray"
+        help="how the job reaches Ray",
+        default_factory=lambda: RayConfig(include_dashboard=False),
+        flatten=True,
+        fields=RAY_FLAGS,
+        group="ray",
     )
 
     def __post_init__(self) -> None:

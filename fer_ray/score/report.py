@@ -47,7 +47,7 @@ def throughput_line(run: dict[str, Any]) -> str:
         # A small run's rate sits far below the README's, which would look like a fault without a word.
         line += (
             "; a small run: starting the pipeline's actors takes most of it, so its rate says little "
-            "(collections of thousands run at tens of photos/s per core: README, Benchmarks)"
+            "(collections of thousands run at tens of photos/s per core: docs/BENCHMARKS.md)"
         )
     return line
 
