@@ -245,7 +245,7 @@ def _add_flag(g, f: dataclasses.Field, tp: Any, meta: Mapping[str, Any], dest: s
 
 
 def _with_default(help_text: str, shown: str) -> str:
-    return f"{help_text} (default: {shown})"
+    return f"{help_text} ({shown})" if shown == "required" else f"{help_text} (default: {shown})"
 
 
 def _esc(text: str) -> str:

@@ -36,9 +36,9 @@ class DetectConfig:
     detect_face_px: int = setting(40, "yunet: a --min-face face is shrunk to no less than this for detection")
     align: bool = setting(
         True,
-        "yunet: turn tilted faces upright by their eye landmarks before the crop",
+        "yunet: face alignment, which turns tilted faces upright by their eye landmarks before the crop "
+        "(benchmarks/align_faces.py)",
         flag="--no-align",
-        default_text="on (benchmarks/align_faces.py: +7 points of accuracy at 30 degrees of tilt)",
     )
     score_threshold: float = setting(0.5, "yunet: keep boxes scoring at least this (0..1); higher = fewer false boxes")
     nms_threshold: float = setting(0.3, "yunet: IoU above which overlapping boxes are merged")
