@@ -6,6 +6,7 @@ weights hash the artifact records for them (a shipped name now, or an artifact i
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -28,6 +29,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+@functools.cache  # one --print-config subprocess per recipe, shared by the tests below
 def _resolved(recipe: Path) -> dict:
     cmd = [sys.executable, str(ROOT / "jobs" / "train.py"), "--config", str(recipe), "--print-config"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -35,6 +37,7 @@ def _resolved(recipe: Path) -> dict:
     return json.loads(out.stdout)
 
 
+@functools.cache
 def _defaults() -> dict:
     out = subprocess.run(
         [sys.executable, str(ROOT / "jobs" / "train.py"), "--print-config"], cwd=ROOT, capture_output=True, text=True
