@@ -16,54 +16,15 @@ import pytest
 from fer_ray.video.config import VideoConfig
 from fer_ray.video.decode import VideoError, probe, sample_frames, segments
 from fer_ray.video.track import PROB_COLUMNS, Tracker, iou, track_faces, track_summaries
+from tests.video_clips import RATE, H, W, make_clips
 
 cv2 = pytest.importorskip("cv2")
 av = pytest.importorskip("av")
 
-CROPS = Path(__file__).resolve().parents[1] / "examples" / "images" / "crops"
-W, H, RATE = 320, 240, 30
-FACE = 100  # px: the 48x48 crops upscaled, well above DetectConfig.min_face
-
-
-def _face(name: str) -> np.ndarray:
-    return cv2.resize(cv2.imread(str(CROPS / name)), (FACE, FACE), interpolation=cv2.INTER_CUBIC)
-
-
-def _write(path: Path, frames) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), RATE, (W, H))
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    return path
-
-
-def _scene(faces: list[tuple[np.ndarray, int, int]], background: int = 90) -> np.ndarray:
-    frame = np.full((H, W, 3), background, np.uint8)
-    for img, x, y in faces:
-        frame[y : y + FACE, x : x + FACE] = img
-    return frame
-
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("clips")
-    astronaut, hopper = _face("astronaut.jpg"), _face("grace_hopper.jpg")
-    return {
-        # 5 s, one face moving 1 px per frame (6 px between samples at 5 fps)
-        "moving": _write(d / "moving.mp4", (_scene([(astronaut, 20 + i, 60 + i // 5)]) for i in range(5 * RATE))),
-        # 4 s, a cut at 2 s to another scene with another face elsewhere
-        "cut": _write(
-            d / "cut.mp4",
-            (
-                _scene([(astronaut, 30, 60)]) if i < 2 * RATE else _scene([(hopper, 190, 80)], background=160)
-                for i in range(4 * RATE)
-            ),
-        ),
-        # 3 s, two faces side by side, both drifting a little
-        "two": _write(
-            d / "two.mp4", (_scene([(astronaut, 20 + i // 6, 60), (hopper, 190 - i // 6, 70)]) for i in range(3 * RATE))
-        ),
-    }
+    return make_clips(tmp_path_factory.mktemp("clips"))
 
 
 def _single_pass(path: Path, fps: float) -> list[tuple[int, float, np.ndarray]]:
@@ -259,3 +220,28 @@ def test_track_summaries_on_hand_made_rows():
     # a tie in frames goes to the higher mean probability
     tie = track_summaries([_row(0, 0, happy, "happy", False), _row(0, 1, [0, 0, 0, 0.1, 0, 0, 0.9], "neutral", False)])
     assert tie[0]["dominant_emotion"] == "neutral"
+
+
+def test_tracks_join_across_segments_as_one_pass_would():
+    """Segments are tracked apart (ids from 0 in each); a face that goes on over the boundary in the same
+    place is one person track, one that starts elsewhere or after a gap is another."""
+    happy = [0, 0, 0, 0.8, 0, 0, 0.2]
+
+    def row(segment, track, t, x):
+        return {**_row(track, t, happy, "happy", False), "segment": segment, "x": x, "y": 50, "w": 100, "h": 100}
+
+    cfg = VideoConfig(fps=2, segment_s=1, track_max_gap=0)
+    rows = [row(0, 0, 0.0, 10), row(0, 0, 0.5, 12), row(0, 1, 0.5, 200)]  # segment 0: two faces
+    rows += [row(1, 0, 1.0, 14), row(1, 0, 1.5, 16), row(1, 1, 1.5, 200)]  # face 1 missed the sample at 1.0 s
+    rows += [row(2, 0, 2.0, 18)]
+    summaries = track_summaries(reversed(rows), cfg)  # row order does not matter
+    assert [(s["track_id"], s["frames"], s["start_s"], s["end_s"]) for s in summaries] == [
+        (0, 5, 0.0, 2.0),
+        (1, 1, 0.5, 0.5),
+        (2, 1, 1.5, 1.5),
+    ]
+    assert summaries[0]["segment_tracks"] == [[0, 0], [1, 0], [2, 0]]
+    # with a gap of one sample allowed, face 1 goes on over the boundary as it would in one pass
+    joined = track_summaries(rows, VideoConfig(fps=2, segment_s=1, track_max_gap=1))
+    assert [s["segment_tracks"] for s in joined] == [[[0, 0], [1, 0], [2, 0]], [[0, 1], [1, 1]]]
+    assert track_summaries([{**r, "x": r["x"] + 150 * r["segment"]} for r in rows], cfg)[0]["frames"] == 2  # moved

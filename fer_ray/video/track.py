@@ -15,6 +15,7 @@ frames ends. Ids are 0, 1, 2, ... in order of first appearance (left to right wi
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -118,40 +119,149 @@ def track_faces(
     return [tracker.update(boxes, next(marks) if marks is not None else None) for boxes in frames]
 
 
-def track_summaries(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One dict per (video ``path``, ``track_id``) from scored face rows, ordered by path and track.
+def segment_track_stats(rows: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """Mergeable statistics per (path, segment, track_id) of scored face rows: all the report keeps of them.
 
     Rows need ``track_id``, ``timestamp_s``, the probability columns, ``emotion`` and ``uncertain``;
-    rows without a track (images, no_face and error rows) are skipped. ``dominant_emotion`` is the
-    emotion of most frames (ties: the higher mean probability), not of the mean probabilities: a
-    face happy in half of a clip and neutral otherwise reads as the person saw it. ``duration_s``
-    is last minus first sample time, 0 for a face seen in one sampled frame.
+    ``path``, ``segment`` and the box (``x, y, w, h``) when there are several videos or segments.
+    Rows without a track (images, no_face and error rows) are skipped. Statistics of disjoint row
+    sets (part files) merge with :func:`merge_stats`, so memory follows tracks, not frames.
     """
-    groups: dict[tuple[str | None, int], list[Mapping[str, Any]]] = defaultdict(list)
+    stats: dict[tuple, dict[str, Any]] = {}
     for row in rows:
-        if row.get("track_id") is None or row.get("status", "ok") != "ok":
+        if row.get("track_id") is None or row.get("status", "ok") != "ok" or _isnan(row["track_id"]):
             continue
-        groups[(row.get("path"), int(row["track_id"]))].append(row)
+        segment = row.get("segment")
+        key = (row.get("path"), 0 if segment is None or _isnan(segment) else int(segment), int(row["track_id"]))
+        t = float(row["timestamp_s"])
+        box = tuple(float(row.get(c) or 0) for c in ("x", "y", "w", "h"))
+        one = {
+            "frames": 1,
+            "start_s": t,
+            "end_s": t,
+            "first_box": box,
+            "last_box": box,
+            "step_s": math.inf,
+            "probs": np.array([float(row[c]) for c in PROB_COLUMNS]),
+            "counts": Counter([str(row["emotion"])]),
+            "uncertain": int(bool(row["uncertain"])),
+        }
+        stats[key] = merge_stats(stats[key], one) if key in stats else one
+    return stats
+
+
+def merge_stats(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Statistics of one segment-track from two disjoint sets of its rows."""
+    first, last = (a, b) if a["start_s"] <= b["start_s"] else (b, a)
+    # the smallest time between two of the track's samples: the video's sampling interval
+    gap = max(b["start_s"] - a["end_s"], a["start_s"] - b["end_s"])
+    return {
+        "frames": a["frames"] + b["frames"],
+        "start_s": first["start_s"],
+        "end_s": max(a["end_s"], b["end_s"]),
+        "first_box": first["first_box"],
+        "last_box": (a if a["end_s"] >= b["end_s"] else b)["last_box"],
+        "step_s": min(a["step_s"], b["step_s"], gap if gap > 0 else math.inf),
+        "probs": a["probs"] + b["probs"],
+        "counts": a["counts"] + b["counts"],
+        "uncertain": a["uncertain"] + b["uncertain"],
+    }
+
+
+def join_tracks(stats: Mapping[tuple, dict[str, Any]], cfg: VideoConfig | None = None) -> list[dict[str, Any]]:
+    """One summary per person track: segment-tracks of consecutive segments joined where the one ends as
+    the other starts (within ``track_max_gap`` samples) and their boxes overlap by ``track_iou``.
+
+    Segments are tracked on different workers, each from id 0; this links them as one pass would
+    have. Ordered by path, then by first appearance. ``dominant_emotion`` is the emotion of most
+    frames (ties: the higher mean probability), not of the mean probabilities: a face happy in
+    half of a clip and neutral otherwise reads as the person saw it. ``duration_s`` is last minus
+    first sample time, 0 for a face seen in one sampled frame.
+    """
+    cfg = cfg or VideoConfig()
+    by_path: dict[Any, list[tuple]] = defaultdict(list)
+    for key in stats:
+        by_path[key[0]].append(key)
     summaries = []
-    for (path, track_id), members in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
-        times = [float(r["timestamp_s"]) for r in members]
-        probs = np.array([[float(r[c]) for c in PROB_COLUMNS] for r in members]).mean(axis=0)  # (7,)
-        mean = dict(zip(PROB_COLUMNS, probs.tolist(), strict=True))
-        counts = Counter(str(r["emotion"]) for r in members)
-        dominant = max(counts, key=lambda e: (counts[e], mean.get(f"p_{e}", 0.0), e))
-        summary: dict[str, Any] = {"path": path} if path is not None else {}
-        summary.update(
-            track_id=track_id,
-            start_s=min(times),
-            end_s=max(times),
-            duration_s=max(times) - min(times),
-            frames=len(members),
-            dominant_emotion=dominant,
-            **mean,
-            uncertain_share=sum(bool(r["uncertain"]) for r in members) / len(members),
-        )
-        summaries.append(summary)
+    for path in sorted(by_path, key=lambda p: p or ""):
+        keys = sorted(by_path[path], key=lambda k: (k[1], k[2]))
+        person = _link_segments(keys, stats, cfg)
+        members: dict[int, list[tuple]] = defaultdict(list)
+        for key in keys:
+            members[person[key]].append(key)
+        for track_id, group in enumerate(members[p] for p in sorted(members)):
+            merged = stats[group[0]]
+            for key in group[1:]:
+                merged = merge_stats(merged, stats[key])
+            summaries.append(_summary(path, track_id, merged, group))
     return summaries
 
 
-__all__ = ["Tracker", "iou", "landmark_agreement", "track_faces", "track_summaries"]
+def _link_segments(keys: list[tuple], stats: Mapping[tuple, dict[str, Any]], cfg: VideoConfig) -> dict[tuple, int]:
+    """Person number per segment-track (in order of the first segment-track of each person)."""
+    step = min((stats[k]["step_s"] for k in keys), default=math.inf)
+    step = step if math.isfinite(step) else (1 / cfg.fps if cfg.fps else math.inf)
+    tolerance = (cfg.track_max_gap + 1) * step * (1 + 1e-6)
+    by_segment: dict[int, list[tuple]] = defaultdict(list)
+    for key in keys:
+        by_segment[key[1]].append(key)
+    person: dict[tuple, int] = {}
+    for segment in sorted(by_segment):
+        ending = [k for k in by_segment.get(segment - 1, []) if k in person]
+        pairs = []
+        for b in by_segment[segment]:
+            for a in ending:
+                overlap = iou(stats[a]["last_box"], stats[b]["first_box"])
+                close = 0 <= stats[b]["start_s"] - stats[a]["end_s"] <= tolerance
+                if close and overlap >= cfg.track_iou:
+                    pairs.append((-overlap, a, b))
+        taken: set[tuple] = set()
+        for _, a, b in sorted(pairs):
+            if b not in person and a not in taken:
+                person[b] = person[a]
+                taken.add(a)
+        for b in by_segment[segment]:
+            if b not in person:
+                person[b] = len(set(person.values()))
+    return person
+
+
+def _summary(path: Any, track_id: int, s: dict[str, Any], members: list[tuple]) -> dict[str, Any]:
+    mean = dict(zip(PROB_COLUMNS, (s["probs"] / s["frames"]).tolist(), strict=True))
+    counts = s["counts"]
+    dominant = max(counts, key=lambda e: (counts[e], mean.get(f"p_{e}", 0.0), e))
+    summary: dict[str, Any] = {"path": path} if path is not None else {}
+    summary.update(
+        track_id=track_id,
+        start_s=s["start_s"],
+        end_s=s["end_s"],
+        duration_s=s["end_s"] - s["start_s"],
+        frames=s["frames"],
+        dominant_emotion=dominant,
+        **mean,
+        uncertain_share=s["uncertain"] / s["frames"],
+        # the rows' (segment, track_id) pairs this person track joins: rows are tracked per segment
+        segment_tracks=[[int(k[1]), int(k[2])] for k in members],
+    )
+    return summary
+
+
+def track_summaries(rows: Iterable[Mapping[str, Any]], cfg: VideoConfig | None = None) -> list[dict[str, Any]]:
+    """One summary per person track from scored face rows: :func:`segment_track_stats` then :func:`join_tracks`."""
+    return join_tracks(segment_track_stats(rows), cfg)
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+__all__ = [
+    "Tracker",
+    "iou",
+    "join_tracks",
+    "landmark_agreement",
+    "merge_stats",
+    "segment_track_stats",
+    "track_faces",
+    "track_summaries",
+]
