@@ -1,9 +1,6 @@
-"""Autoencoder + CNN + Attention: the paper's model.
-
-A conv encoder compresses the 48x48 face to a latent map (24x24 by default), a
-mirrored decoder reconstructs the face from it (so the latent keeps the face's
-content), and the attention CNN classifies the latent map, not the pixels.
-"""
+"""Autoencoder + CNN + Attention, the paper's model: a conv encoder compresses the 48x48 face to a latent map
+(24x24 by default), a mirrored decoder reconstructs the face from it (so the latent keeps the face's content),
+and the attention CNN classifies the latent map, not the pixels."""
 
 from __future__ import annotations
 
@@ -37,13 +34,9 @@ class AECNNAttention(nn.Module):
         dec += [nn.Conv2d(c, 1, 3, padding=1), nn.Tanh()]  # normalized pixels lie in [-1, 1]
         self.decoder = nn.Sequential(*dec)
 
-        self.classifier = AttentionCNN.of(cfg, cfg.latent_channels, cfg.latent_size)
+        self.classifier = AttentionCNN(cfg, cfg.latent_channels, cfg.latent_size)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last)
         z = self.encoder(x)  # (B, latent_channels, latent_size, latent_size)
         return {"logits": self.classifier(z), "recon": self.decoder(z)}  # (B, K), (B, 1, S, S)
-
-    def autoencoder_parameters(self):
-        """Encoder + decoder parameters: what the reconstruction pre-training phase updates."""
-        return list(self.encoder.parameters()) + list(self.decoder.parameters())

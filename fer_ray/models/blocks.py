@@ -51,52 +51,32 @@ class CBAM(nn.Module):
         return x * torch.sigmoid(self.spatial(pooled))
 
 
-ATTENTION = {"se": SqueezeExcite, "cbam": CBAM, "none": None}
-
-
-def make_attention(kind: str, channels: int) -> nn.Module:
-    if kind not in ATTENTION:
-        raise ValueError(f"unknown attention {kind!r}; valid: {sorted(ATTENTION)}")
-    cls = ATTENTION[kind]
-    return nn.Identity() if cls is None else cls(channels)
+# ModelConfig has validated the name
+ATTENTION = {"se": SqueezeExcite, "cbam": CBAM, "none": lambda channels: nn.Identity()}
 
 
 class AttentionCNN(nn.Module):
-    """The classifier both models share: stages of two convs + attention + 2x2 pooling, then GAP.
+    """The classifier both models share, as ``cfg`` describes it, on a ``c_in``-channel map of side ``size``:
+    stages of two convs + attention + 2x2 pooling, then GAP.
 
     Pooling stops once the map is 3x3 so that small latent maps (6x6) still fit; the first
-    ``unpooled`` stages do not pool, so a classifier on a half-size latent can still run its later
+    ``unpooled_stages`` do not pool, so a classifier on a half-size latent can still run its later
     stages at the sizes the full-size classifier does.
     """
 
-    def __init__(
-        self,
-        c_in: int,
-        size: int,
-        widths: tuple[int, ...],
-        attention: str,
-        dropout: float,
-        num_classes: int,
-        unpooled: int = 0,
-    ) -> None:
+    def __init__(self, cfg: ModelConfig, c_in: int, size: int) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = c_in
-        for i, w in enumerate(widths):
-            layers += [ConvBNAct(c, w), ConvBNAct(w, w), make_attention(attention, w)]
-            if i >= unpooled and size >= 6:
+        for i, w in enumerate(cfg.widths):
+            layers += [ConvBNAct(c, w), ConvBNAct(w, w), ATTENTION[cfg.attention](w)]
+            if i >= cfg.unpooled_stages and size >= 6:
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
             c = w
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c, num_classes))
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(c, cfg.num_classes))
         self.out_size = size
-
-    @classmethod
-    def of(cls, cfg: ModelConfig, c_in: int, size: int) -> AttentionCNN:
-        """The classifier ``cfg`` describes, on a ``c_in``-channel map of side ``size``: one place for
-        both models to read the classifier's settings."""
-        return cls(c_in, size, cfg.widths, cfg.attention, cfg.dropout, cfg.num_classes, cfg.unpooled_stages)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (B, C_last, s, s)

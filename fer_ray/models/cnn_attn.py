@@ -16,11 +16,8 @@ class CNNAttention(nn.Module):
         # A stem to the same channel count the autoencoder's latent has, at full resolution,
         # so the comparison differs only in the autoencoder.
         self.stem = ConvBNAct(1, cfg.latent_channels)
-        self.classifier = AttentionCNN.of(cfg, cfg.latent_channels, cfg.image_size)
+        self.classifier = AttentionCNN(cfg, cfg.latent_channels, cfg.image_size)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.contiguous(memory_format=torch.channels_last)
         return {"logits": self.classifier(self.stem(x))}  # (B, K)
-
-    def autoencoder_parameters(self):
-        return []

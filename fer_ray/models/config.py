@@ -15,21 +15,17 @@ class ModelConfig:
     num_classes: int = setting(NUM_CLASSES, "classes of the label map")
     # FER2013's resolution; the one place it is written (PreprocessConfig takes its default from here)
     image_size: int = setting(48, "input side in pixels (recorded in the artifact)")
-    # Autoencoder only: side of the latent map. The paper advises against squeezing
-    # below 24x24; 12 and 6 are there to measure that claim.
+    # The paper advises against squeezing below 24x24; 12 and 6 are there to measure that claim.
     latent_size: int = setting(24, "ae_cnn_attn: side of the latent map (24, 12 or 6 for 48x48 input)")
     latent_channels: int = setting(32, "ae_cnn_attn: channels of the latent map")
-    # The encoder's 3x3 convs (32 channels) at full resolution before it downsamples to the latent.
     # Full resolution is where cnn_attn spends most of its compute (three convs there); one conv keeps
     # the autoencoder model cheap (benchmarks and docs/RESULTS.md hold the multiply-adds).
     encoder_convs: int = setting(1, "ae_cnn_attn: 3x3 convs at full resolution before the encoder downsamples")
-    # One stage per width, each halving the map until it is 3x3. The last stage runs at 3x3, so its
-    # channels add many parameters for little compute.
+    # The last stage runs at 3x3, so its channels add many parameters for little compute.
     widths: tuple[int, ...] = setting((32, 64, 128, 256), "channels per CNN stage, comma-separated")
-    # Leading classifier stages that keep their input's size. The autoencoder model's classifier
-    # starts on the 24x24 latent, so each of its stages runs at half the side cnn_attn's does
-    # (24-12-6-3 vs 48-24-12-6); with 1, its stages 2-4 see cnn_attn's 24-12-6. The default stays 0 so
-    # older artifacts rebuild unchanged; the shipped ae_cnn_attn uses 1 (its model card has the numbers).
+    # ae_cnn_attn's classifier starts on the 24x24 latent, so its stages run at half cnn_attn's sides
+    # (24-12-6-3 vs 48-24-12-6); with 1, stages 2-4 see cnn_attn's 24-12-6. 0 keeps older artifacts
+    # rebuilding unchanged; the shipped ae_cnn_attn uses 1 (its model card has the numbers).
     unpooled_stages: int = setting(
         0, "classifier stages, from the first, that skip the 2x2 pooling (0: each stage halves the map until 3x3)"
     )

@@ -33,11 +33,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def multiply_adds(model: nn.Module) -> int:
-    """Multiply-adds of one face through what scoring runs: convolutions and linear layers on the way
-    to the logits; an autoencoder's decoder is left out, as the ONNX engines leave it out.
-
-    The speed figure that does not depend on the machine: faces/s per accuracy point compares models
-    only on one host, while this compares them anywhere."""
+    """Multiply-adds of one face through the convolutions and linear layers scoring runs (not an
+    autoencoder's decoder, which the ONNX engines leave out): unlike faces/s, it compares models across hosts."""
     size = getattr(model, "cfg", ModelConfig()).image_size
     decoder = set(getattr(model, "decoder", nn.Sequential()).modules())
     total = 0
@@ -60,6 +57,3 @@ def multiply_adds(model: nn.Module) -> int:
         for h in hooks:
             h.remove()
     return total
-
-
-__all__ = ["MODELS", "ModelConfig", "create_model", "count_parameters", "multiply_adds"]
