@@ -1,8 +1,15 @@
-"""The FastAPI app of one ingress replica: routes, the key check around them all, the upload page and
-offline ``/docs``; every error in the same ``{"error": reason}`` shape.
+"""The FastAPI app of one ingress replica, independent of Ray: routes, the key check around them all, the upload
+page, offline ``/docs``, and reading uploads within limits.
+
+Every client mistake becomes ``{"error": reason}`` with a 4xx status, decided before any image work starts:
+401 without the key, 415 for a body that is not an image, 413 over the byte or file-count limit,
+408 for a body that does not arrive in time (a slow-drip client cannot hold a request open forever).
 """
 
+import hmac
 import html
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,9 +17,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from fer_ray.serve.http import BearerAuth, error_response
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from fer_ray.serve.ingress import FERServer
@@ -22,7 +30,7 @@ if TYPE_CHECKING:
 WEB_DIR = Path(__file__).resolve().parent.parent / "assets" / "web"
 # Pages and files that hold no data and must load before a user can type the key.
 PUBLIC_PATHS = ("/", "/healthz", "/docs", "/favicon.ico")
-PUBLIC_PREFIXES = ("/static/",)
+PUBLIC_PREFIX = "/static/"
 _PAGE_HEADERS = {
     # Everything from this origin: a page that loads nothing from elsewhere works offline and leaks nothing.
     "Content-Security-Policy": (
@@ -32,6 +40,73 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "One image as the raw body, or up to `max_files` images as multipart fields named `file`.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "array", "items": _BINARY["schema"]}},
+                    "required": ["file"],
+                }
+            },
+            "image/*": _BINARY,
+            "application/octet-stream": _BINARY,
+        },
+    }
+}
+
+
+class RequestError(Exception):
+    """A client error: becomes ``{"error": reason}`` with ``status`` (4xx)."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def error_response(status: int, reason: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status, headers=dict(headers) if headers else None)
+
+
+class BearerAuth:
+    """ASGI middleware: every path but the public ones needs ``Authorization: Bearer <key>``.
+
+    Pure ASGI rather than a route dependency, so it also covers FastAPI's own routes (``/openapi.json``),
+    unknown paths, and rejects before a byte of the body is read. ``hmac.compare_digest`` takes the
+    same time wherever the first wrong byte is, so response timing does not leak the key.
+    """
+
+    def __init__(self, app: ASGIApp, key: str):
+        self.app = app
+        self.key = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._is_public(scope) or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(
+            401,
+            "missing or wrong API key: send the header 'Authorization: Bearer <key>' "
+            '(curl -H "Authorization: Bearer $FER_RAY_API_KEY" ...)',
+            {"WWW-Authenticate": 'Bearer realm="fer_ray"'},
+        )
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _is_public(scope: Scope) -> bool:
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):  # Serve mounts the app under its route_prefix
+            path = path[len(root) :]
+        return (path or "/") in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX)
+
+    def _authorized(self, scope: Scope) -> bool:
+        scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.key)
 
 
 def _swagger_dir() -> Path | None:
@@ -42,25 +117,6 @@ def _swagger_dir() -> Path | None:
         return None
     d = Path(fastapi_offline.__file__).resolve().parent / "static"
     return d if (d / "swagger-ui-bundle.js").is_file() else None
-
-
-_PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "One image as the raw body, or up to `max_files` images as multipart fields named `file`.",
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-                    "required": ["file"],
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
 
 
 def create_api(server: "FERServer") -> FastAPI:
@@ -74,7 +130,8 @@ def create_api(server: "FERServer") -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json" if swagger else None,
     )
-    api.add_middleware(BearerAuth, key=server.api_key, public=PUBLIC_PATHS, public_prefixes=PUBLIC_PREFIXES)
+    if server.api_key is not None:
+        api.add_middleware(BearerAuth, key=server.api_key)
     if swagger:  # mounted before /static so its prefix wins
         api.mount("/static/swagger", StaticFiles(directory=swagger), name="swagger")
     api.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
@@ -125,13 +182,72 @@ def create_api(server: "FERServer") -> FastAPI:
         return await server.predict(request, whole_image)
 
     # Unversioned aliases of the first release.
-    api.add_api_route("/model", model_card, methods=["GET"], tags=["aliases"], summary="Alias of /v1/model")
-    api.add_api_route(
-        "/predict",
-        predict,
-        methods=["POST"],
-        tags=["aliases"],
-        summary="Alias of /v1/predict",
-        openapi_extra=_PREDICT_BODY,
-    )
+    for path, route, body in (("/model", model_card, None), ("/predict", predict, _PREDICT_BODY)):
+        methods = ["GET"] if body is None else ["POST"]
+        summary = f"Alias of /v1{path}"
+        api.add_api_route(path, route, methods=methods, tags=["aliases"], summary=summary, openapi_extra=body)
     return api
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One image of a request: its bytes and the name the client gave it (None for a raw body)."""
+
+    data: bytes
+    filename: str | None = None
+
+
+async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    n = 0
+    async for chunk in stream:
+        n += len(chunk)
+        if n > limit:
+            raise RequestError(413, f"request body is over the limit of {limit:,} bytes; send a smaller image")
+        yield chunk
+
+
+async def read_uploads(request: Request, limit: int, max_files: int) -> list[Upload]:
+    """The images of a request: every multipart field ``file`` (at most ``max_files``), or the raw body.
+
+    ``limit`` bounds the whole body, counted while it streams in (a missing or lying Content-Length
+    does not get around it).
+    """
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise RequestError(413, f"request body is {int(length):,} bytes, over the limit of {limit:,}")
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media == "multipart/form-data":
+        parser = MultiPartParser(
+            request.headers, _limited(request.stream(), limit), max_files=max_files, max_fields=16, max_part_size=64_000
+        )
+        try:
+            form = await parser.parse()
+        except MultiPartException as e:
+            if e.message.startswith("Too many files"):
+                raise RequestError(413, f"too many files: at most {max_files} per request") from e
+            raise RequestError(400, f"malformed multipart body: {e.message}") from e
+        try:
+            files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
+            if not files:
+                raise RequestError(400, "multipart body has no file field 'file'; upload it as -F file=@photo.jpg")
+            uploads = [Upload(await f.read(), f.filename) for f in files]
+        finally:
+            await form.close()
+        if len(uploads) == 1 and not uploads[0].data:
+            raise RequestError(400, f"uploaded file {uploads[0].filename!r} is empty (0 bytes)")
+        return uploads
+    if not (media.startswith("image/") or media == "application/octet-stream"):
+        got = f"Content-Type {media!r}" if media else "no Content-Type"
+        raise RequestError(
+            415,
+            f"{got} is not accepted; send image/*, application/octet-stream or multipart/form-data: "
+            "curl -F file=@photo.jpg URL, or curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' URL",
+        )
+    data = b"".join([chunk async for chunk in _limited(request.stream(), limit)])
+    if not data:
+        raise RequestError(
+            400,
+            "empty request body: send the image as the body (curl --data-binary @photo.jpg "
+            "-H 'Content-Type: image/jpeg') or as multipart field 'file' (curl -F file=@photo.jpg)",
+        )
+    return [Upload(data)]

@@ -1,9 +1,8 @@
 """The Serve config (one frozen dataclass) and where the API key comes from.
 
-The key is never a config field: ``serve config`` and the dashboard print an application's args back,
-and command lines end up in shell history and ``ps``. It is read by each ingress replica from its own
-environment (``FER_RAY_API_KEY``) or from a secret file (``FER_RAY_API_KEY_FILE``, or the
-``api_key_file`` arg: a path is not a secret).
+The key is never a config field: ``serve config`` and the dashboard print an application's args back, and
+command lines end up in shell history and ``ps``. Each ingress replica reads it from its own environment
+(``FER_RAY_API_KEY``) or a secret file (``FER_RAY_API_KEY_FILE``, or the ``api_key_file`` arg: a path is no secret).
 """
 
 from __future__ import annotations
@@ -29,13 +28,9 @@ _SECRET_NAMES = ("api_key", "key", "token", "secret", "password")
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Everything the Serve application needs; ``build_app`` args, ``serve_config.yaml`` and ``jobs/serve.py``
-    flags map onto it.
-
-    ``num_replicas``/``autoscaling_config`` scale the model deployment (``autoscaling_config``
-    wins when set); ``ingress_replicas`` scales the ingress, which does the CPU-heavy decoding
-    and face detection. Fractional CPUs let both fit next to each other on a 2-core machine.
-    """
+    """Everything the Serve application needs: ``build_app`` args, ``serve_config.yaml`` and ``jobs/serve.py``
+    flags map onto it. The ingress does the CPU-heavy decoding and face detection; fractional CPUs let it and
+    the model fit next to each other on a 2-core machine."""
 
     model: str | None = setting(None, MODEL_HELP, default_text="the shipped default model")
     engine: str | None = setting(
@@ -89,7 +84,8 @@ class ServeConfig:
                 "autoscaling_config must be a mapping such as {'min_replicas': 1, 'max_replicas': 4}, "
                 f"got {type(self.autoscaling_config).__name__}"
             )
-        for name in ("ingress_replicas", "torch_threads", "prep_threads", "max_batch_size", "max_body_bytes"):
+        positive = ("ingress_replicas", "torch_threads", "prep_threads", "max_batch_size", "max_body_bytes")
+        for name in (*positive, "ingress_max_ongoing_requests"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 1 <= self.max_files <= 1000:
@@ -105,8 +101,6 @@ class ServeConfig:
                 f"max_ongoing_requests ({self.max_ongoing_requests}) must be >= max_batch_size "
                 f"({self.max_batch_size}), or batches can never fill"
             )
-        if self.ingress_max_ongoing_requests < 1:
-            raise ValueError(f"ingress_max_ongoing_requests must be >= 1, got {self.ingress_max_ongoing_requests}")
         if self.max_pixels is not None and self.max_pixels < 1:
             raise ValueError(f"max_pixels must be positive or None (the model's limit), got {self.max_pixels}")
 
@@ -117,12 +111,9 @@ class ServeConfig:
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> ServeConfig:
-        """Build from ``serve run ... key=value`` strings or the typed ``args:`` of ``serve_config.yaml``.
-
-        The keys are the fields' names, face detection's (``min_face``, ...) flat as on the command line,
-        and the spelling of a field's own flag (``replicas``); strings are converted as a flag's would be.
-        A key-like argument is refused, so a secret never lands in a config that Serve prints back.
-        """
+        """Build from ``serve run ... key=value`` strings or the typed ``args:`` of ``serve_config.yaml``: keys
+        are field names (face detection's flat) or a field's flag spelling (``replicas``); strings are converted
+        as a flag's would be. A key-like argument is refused: Serve prints the args back."""
         keys = _arg_keys(cls)
         kw: dict[str, Any] = {}
         for key, value in (args or {}).items():

@@ -19,34 +19,6 @@ from fer_ray.serve.config import ServeConfig
 logger = logging.getLogger(__name__)
 
 
-def _faces_in(chunks: list[np.ndarray]) -> int:
-    """Batch size in faces, not requests: one request may carry several faces."""
-    return sum(len(c) for c in chunks)
-
-
-def model_info(artifact: Any) -> dict[str, Any]:
-    """What ``GET /v1/model`` reports: id, config, labels, preprocessing and a metrics summary; no local paths."""
-    meta = artifact.meta
-    metrics = dict(meta.get("metrics") or {})
-    history = metrics.pop("history", None)  # per-epoch rows: too long for a status endpoint
-    if history is not None:
-        metrics["epochs"] = len(history)
-    return {
-        "model_id": artifact.model_id,
-        "engine": artifact.engine_name,
-        "model_config": artifact.model_config.to_dict(),
-        "labels": list(artifact.labels),
-        "temperature": artifact.temperature,
-        "uncertain_below": artifact.uncertain_below,
-        "preprocess": artifact.preprocess.to_dict(),
-        "metrics": metrics,
-        "parameters": meta.get("parameters"),
-        "weights_sha256": meta.get("weights_sha256"),
-        "created_at": meta.get("created_at"),
-        "data_fingerprint": meta.get("data_fingerprint"),
-    }
-
-
 @serve.deployment
 class FERModel:
     """Loads the model artifact once per replica and scores stacked face crops in batches."""
@@ -59,19 +31,31 @@ class FERModel:
             import torch
 
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.artifact = load_artifact(cfg.model, self.device, engine=cfg.engine, threads=cfg.torch_threads)
-        if self.artifact.engine_name == "torch":
+        art = self.artifact = load_artifact(cfg.model, self.device, engine=cfg.engine, threads=cfg.torch_threads)
+        if art.engine_name == "torch":
             import torch
 
             torch.set_num_threads(cfg.torch_threads)
-        self.engine_name = self.artifact.engine_name
-        self.info_dict = model_info(self.artifact)
+        metrics = dict(art.meta.get("metrics") or {})
+        history = metrics.pop("history", None)  # per-epoch rows: too long for a status endpoint
+        if history is not None:
+            metrics["epochs"] = len(history)
+        # What GET /v1/model reports; no local paths.
+        self.info_dict = {
+            "model_id": art.model_id,
+            "engine": art.engine_name,
+            "model_config": art.model_config.to_dict(),
+            "labels": list(art.labels),
+            "temperature": art.temperature,
+            "uncertain_below": art.uncertain_below,
+            "preprocess": art.preprocess.to_dict(),
+            "metrics": metrics,
+            **{k: art.meta.get(k) for k in ("parameters", "weights_sha256", "created_at", "data_fingerprint")},
+        }
         self.predict.set_max_batch_size(cfg.max_batch_size)
         self.predict.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         self.counts = {"requests": 0, "faces": 0, "batches": 0, "largest_batch": 0}
-        logger.info(
-            "serving %s from %s on %s (%s)", self.artifact.model_id, self.artifact.path, self.device, self.engine_name
-        )
+        logger.info("serving %s from %s on %s (%s)", art.model_id, art.path, self.device, art.engine_name)
 
     async def info(self) -> dict[str, Any]:
         return self.info_dict
@@ -81,10 +65,11 @@ class FERModel:
         return dict(self.counts)
 
     # Each replica sets its own ServeConfig's sizes in __init__; the decorator needs some to start from.
+    # A batch's size counts faces, not requests: one request may carry several faces.
     @serve.batch(
         max_batch_size=ServeConfig.max_batch_size,
         batch_wait_timeout_s=ServeConfig.batch_wait_timeout_s,
-        batch_size_fn=_faces_in,
+        batch_size_fn=lambda chunks: sum(len(c) for c in chunks),
     )
     async def predict(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
         """Per request a ``uint8`` (N, S, S) array of face crops -> per request (N, K) probabilities."""
