@@ -1,14 +1,8 @@
-"""Helpers shared by every typed config: the data root, field metadata, strict and lenient dict loading.
+"""What every typed config shares: field metadata (:func:`setting`), the data root, and dict loading.
 
-The config dataclasses are the one place where a setting's name, type, default, help text and
-choices live. :func:`setting` writes a field with its help text (and, for the CLI, how its flag is
-spelled); ``fer_ray.cli`` turns those fields into flags, and reads ``--config`` files with
-:func:`from_user_dict`. Two ways back from a dict, on purpose:
-
-- :func:`from_user_dict`: a file a person wrote. Unknown keys are an error that names them, so a
-  typo never trains or scores something else.
-- each config's ``from_dict``: metadata fer_ray stored itself (artifacts,
-  checkpoints). Unknown keys are ignored, so what an older or newer version wrote stays readable.
+Two ways back from a dict, on purpose: :func:`from_user_dict` reads a file a person wrote and names its
+unknown keys as an error (a typo must never train or score something else); each config's ``from_dict``
+reads what fer_ray stored itself and ignores them (what an older or newer version wrote stays readable).
 """
 
 from __future__ import annotations
@@ -27,7 +21,6 @@ from typing import Any, Literal, TypeVar, Union
 T = TypeVar("T")
 
 DATA_ROOT_ENV = "FER_RAY_DATA"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARQUET = "fer2013/fer2013.parquet"  # under the data root
 
 
@@ -56,31 +49,15 @@ class UserError(ValueError):
         self.what, self.fix = what, fix
 
 
-class ConfigError(UserError):
-    """A config key or value a person gave is wrong; the message says which and what is valid."""
-
-
-def default_data_root() -> Path | None:
-    """Where FER2013 lives: ``$FER_RAY_DATA``, else ``../shared/data`` beside the repo if it exists.
-
-    Returns ``None`` when neither is there (e.g. a job shipped with ``ray job submit
-    --working-dir .`` cannot see ``../shared``): callers then need an explicit path.
-    """
-    env = os.environ.get(DATA_ROOT_ENV)
-    if env:
-        return Path(env)
-    shared = REPO_ROOT.parent / "shared" / "data"
-    return shared if shared.is_dir() else None
-
-
 def fer2013_parquet() -> Path | None:
-    """The full FER2013 Parquet under the data root, or ``None`` when it is absent."""
-    root = default_data_root()
-    p = root / DEFAULT_PARQUET if root else None
-    return p if p and p.is_file() else None
+    """The FER2013 Parquet under ``$FER_RAY_DATA``, else ``../shared/data`` beside the repo; ``None`` if absent
+    (a job shipped with ``ray job submit --working-dir .`` cannot see ``../shared``: it needs a path)."""
+    env = os.environ.get(DATA_ROOT_ENV)
+    root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    p = root / DEFAULT_PARQUET
+    return p if p.is_file() else None
 
 
-# ---------------------------------------------------------------- field metadata
 POLICIES = ("resumable", "machine", "resources", "bookkeeping")  # what setting() may mark a field with
 
 
@@ -95,24 +72,18 @@ def setting(
     bookkeeping: bool = False,
     **cli: Any,
 ) -> Any:
-    """A dataclass field with its help text, what fer_ray's policies make of it, and how ``fer_ray.cli``
-    exposes it, so each list of fields is a query (:func:`fields_where`), never a copy that drifts.
+    """A dataclass field with its help text, policy marks and CLI spelling, so each list of fields is a
+    query (:func:`fields_where`), never a copy that drifts.
 
-    Policies (training config fields; ``True`` marks the field):
+    Policies: ``resumable`` (a resume may change it; anything else would continue the saved weights
+    under another question), ``machine`` (a fact of the machine a run ran on; artifacts leave it out),
+    ``resources`` (what a run is given to run on; a sweep's rerun may change it and still continue),
+    ``bookkeeping`` (where a run is kept and how it was tested; a sweep's best config leaves it out).
 
-    - ``resumable``: a resume of a run may change it (how long, how fast, where); anything else would
-      continue the saved weights under another question.
-    - ``machine``: a fact of the machine a run ran on; artifacts ship elsewhere, so they leave it out.
-    - ``resources``: what a run is given to run on (Ray, workers, CPUs, GPUs, failures); a rerun of a
-      sweep may change it and still continue the sweep.
-    - ``bookkeeping``: where a run is kept and how it was tested; a sweep's best config, which starts a
-      new run, leaves it out.
-
-    CLI keys: ``flag`` (spelling, default ``--field-name``; ``None``: config file only), ``aliases``
-    (more spellings), ``deprecated`` (old spellings that still work with a warning), ``choices``,
-    ``metavar``, ``group`` (``--help`` section), ``file`` (``False``: not allowed in a config file either),
-    ``parse`` (str -> value), ``default_text`` (the default as ``--help`` words it), and for a nested
-    config: ``flatten`` (its fields become flags) with ``fields`` (per-field overrides of these keys).
+    CLI keys: ``flag`` (default ``--field-name``; ``None``: config file only), ``aliases``, ``deprecated``
+    (old spellings, with a warning), ``choices``, ``metavar``, ``group`` (``--help`` section), ``file``
+    (``False``: not in a config file either), ``parse`` (str -> value), ``default_text``, and for a nested
+    config ``flatten`` (its fields become flags) with ``fields`` (per-field overrides of these keys).
     """
     marks = zip(POLICIES, (resumable, machine, resources, bookkeeping), strict=True)
     meta = {"help": help, **{policy: True for policy, on in marks if on}, **cli}
@@ -159,20 +130,14 @@ def check_choices(cfg: Any) -> None:
         choices = field_choices(f, hints[f.name])
         value = getattr(cfg, f.name)
         if choices is not None and value is not None and value not in choices:
-            raise ValueError(f"{f.name} must be {_one_of(choices)}; got {value!r}")
-
-
-def _one_of(choices: tuple[Any, ...]) -> str:
-    names = [str(c) for c in choices]
-    return f"{names[0]} or {names[1]}" if len(names) == 2 else "one of " + ", ".join(names)
+            names = [str(c) for c in choices]
+            one_of = f"{names[0]} or {names[1]}" if len(names) == 2 else "one of " + ", ".join(names)
+            raise ValueError(f"{f.name} must be {one_of}; got {value!r}")
 
 
 def text_parser(tp: Any) -> Callable[[str], Any]:
-    """str -> value of a field of type ``tp``: the one conversion behind CLI flags and ``serve run`` args.
-
-    ``none``/``null`` clear an optional field; tuples are comma-separated; mappings are JSON;
-    ``int | str`` (``num_replicas``) is an int when it is all digits.
-    """
+    """str -> value of a field of type ``tp`` (CLI flags, ``serve run`` args): ``none``/``null`` clear an
+    optional field, tuples are comma-separated, mappings JSON, ``int | str`` an int when all digits."""
     inner, optional = unwrap_optional(tp)
     origin = typing.get_origin(inner)
     if origin is Literal:
@@ -224,7 +189,6 @@ def _json_mapping(text: str) -> dict[str, Any]:
     return value
 
 
-# ---------------------------------------------------------------- dicts <-> configs
 def replace(cfg: T, **overrides: Any) -> T:
     """``dataclasses.replace`` that names the valid fields when a key is wrong."""
     fields = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
@@ -240,19 +204,16 @@ def file_fields(cls: type) -> list[dataclasses.Field]:
 
 
 def from_user_dict(cls: type[T], d: Mapping[str, Any], where: str = "config") -> T:
-    """A config from a mapping a person wrote: nested configs as nested mappings, lists for tuples.
-
-    Unknown keys at any level raise :class:`ConfigError` naming every one and listing the valid
-    keys; a bad value raises it with the config's own message. Fields left out keep their defaults.
-    """
+    """A config from a mapping a person wrote (nested mappings, lists for tuples); unknown keys at any
+    level, or a bad value, raise :class:`UserError` naming them. Fields left out keep their defaults."""
     unknown = unknown_keys(cls, d)
     if unknown:
         valid = ", ".join(f.name for f in file_fields(cls))
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}", f"valid keys: {valid}")
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}", f"valid keys: {valid}")
     try:
         return _build(cls, d)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}", "fix that value (`--help` describes every setting)") from None
+        raise UserError(f"{where}: {e}", "fix that value (`--help` describes every setting)") from None
 
 
 def unknown_keys(cls: type, d: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -305,15 +266,15 @@ def as_user_dict(cfg: Any) -> dict[str, Any]:
 
 
 def read_config_file(path: str | os.PathLike, what: str = "--config") -> dict[str, Any]:
-    """A YAML (``.yaml``/``.yml``) or JSON file holding one mapping; :class:`ConfigError` otherwise."""
+    """A YAML (``.yaml``/``.yml``) or JSON file holding one mapping; :class:`UserError` otherwise."""
     p = Path(path).expanduser()
     kind = "YAML" if p.suffix.lower() in (".yaml", ".yml") else "JSON"
     try:
         text = p.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{what} {path}: no such file", "check the path") from None
+        raise UserError(f"{what} {path}: no such file", "check the path") from None
     except IsADirectoryError:
-        raise ConfigError(f"{what} {path} is a directory", "pass a YAML or JSON file") from None
+        raise UserError(f"{what} {path} is a directory", "pass a YAML or JSON file") from None
     try:
         if kind == "YAML":
             import yaml
@@ -323,11 +284,11 @@ def read_config_file(path: str | os.PathLike, what: str = "--config") -> dict[st
             data = json.loads(text)
     except Exception as e:  # yaml.YAMLError or json.JSONDecodeError: one message either way
         reason = " ".join(str(e).split())
-        raise ConfigError(f"{what} {path}: not valid {kind} ({reason})", f"fix the {kind} syntax") from None
+        raise UserError(f"{what} {path}: not valid {kind} ({reason})", f"fix the {kind} syntax") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
+        raise UserError(
             f"{what} {path} holds a {type(data).__name__}", "write a mapping of setting names to values (key: value)"
         )
     return data

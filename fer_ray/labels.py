@@ -1,9 +1,7 @@
-"""The one label map of fer_ray.
+"""The one label map of fer_ray, in the Kaggle ``fer2013.csv`` order (which every FER2013 copy maps onto).
 
-Order is the Kaggle ``fer2013.csv`` order, which every FER2013 copy (CSV, image
-folders, our Parquet) can be mapped onto. Training, evaluation, batch scoring and
-Serve all import it from here, and every model artifact records it, so a model
-can never be read with a different class order than it was trained with.
+Training, evaluation, batch scoring and Serve import it from here and every artifact records it, so a
+model is never read with another class order than it was trained with.
 """
 
 from __future__ import annotations
@@ -12,26 +10,19 @@ EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surpri
 NUM_CLASSES = len(EMOTIONS)
 LABEL_OF: dict[str, int] = {name: i for i, name in enumerate(EMOTIONS)}
 
-# Folder names seen in FER copies and photo collections; compared case-insensitively.
+# Folder names seen in FER copies and photo collections, per emotion; compared case-insensitively.
 _ALIASES: dict[str, str] = {
-    "anger": "angry",
-    "angry": "angry",
-    "mad": "angry",
-    "disgust": "disgust",
-    "disgusted": "disgust",
-    "fear": "fear",
-    "fearful": "fear",
-    "afraid": "fear",
-    "scared": "fear",
-    "happy": "happy",
-    "happiness": "happy",
-    "joy": "happy",
-    "sad": "sad",
-    "sadness": "sad",
-    "surprise": "surprise",
-    "surprised": "surprise",
-    "neutral": "neutral",
-    "calm": "neutral",
+    alias: name
+    for name, more in {
+        "angry": ("anger", "mad"),
+        "disgust": ("disgusted",),
+        "fear": ("fearful", "afraid", "scared"),
+        "happy": ("happiness", "joy"),
+        "sad": ("sadness",),
+        "surprise": ("surprised",),
+        "neutral": ("calm",),
+    }.items()
+    for alias in (name, *more)
 }
 
 # Kaggle CSV "Usage" column -> our split names. PublicTest is the validation split
@@ -40,13 +31,9 @@ USAGE_TO_SPLIT: dict[str, str] = {"Training": "train", "PublicTest": "val", "Pri
 
 
 def label_of(name: str) -> int:
-    """Map a class name or common alias (``"Surprised"``, ``"happiness"``) to its label.
-
-    Raises ``ValueError`` naming the input and the accepted names, since an unknown
-    folder name usually means the wrong directory level was passed.
-    """
-    key = name.strip().lower()
-    canonical = _ALIASES.get(key)
+    """A class name or common alias (``"Surprised"``, ``"happiness"``) -> its label; an unknown name is a
+    ``ValueError`` listing the accepted ones (it usually means the wrong directory level was passed)."""
+    canonical = _ALIASES.get(name.strip().lower())
     if canonical is None:
         raise ValueError(
             f"unknown emotion name {name!r}; expected one of {list(EMOTIONS)} "

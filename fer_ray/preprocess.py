@@ -1,15 +1,8 @@
 """The one preprocessing path: encoded bytes -> grayscale -> (face crop) -> 48x48 -> normalized.
 
-Training, evaluation, batch scoring and Serve all call these functions, and every
-model artifact records the :class:`PreprocessConfig` it was trained with, because
-preprocessing drift between training and serving silently costs accuracy.
-
-The path is split in two on purpose:
-
-* :func:`decode_image` and :func:`face_input` run on CPU inside Ray Data tasks or a
-  Serve replica and produce small ``uint8`` arrays (cheap to ship between actors);
-* :func:`normalize` turns a ``uint8`` batch into the float tensor the model sees and
-  runs on whatever device the model is on.
+Every model artifact records its :class:`PreprocessConfig`: drift between training and serving silently
+costs accuracy. :func:`decode_image` and :func:`face_input` make small ``uint8`` arrays on CPU (cheap to
+ship between Ray actors); :func:`normalize` makes the float tensor on the model's device.
 """
 
 from __future__ import annotations
@@ -82,24 +75,17 @@ class PreprocessConfig:
 
 
 def decode_image(data: bytes | None, max_pixels: int = PreprocessConfig.max_pixels) -> np.ndarray:
-    """Decode any supported encoded image to an upright ``uint8`` grayscale array (H, W).
-
-    Handles EXIF orientation, alpha (composited on white, as viewers show it),
-    palette, CMYK, 16-bit and HEIC inputs, and the first frame of animations.
-    Raises :class:`ImageDecodeError` with a human-readable reason for anything else.
-    """
+    """Any supported encoded image -> upright ``uint8`` grayscale (H, W): EXIF orientation, alpha (on white,
+    as viewers show it), palette, CMYK, 16-bit, HEIC, an animation's first frame; else :class:`ImageDecodeError`."""
     return decode_image_scaled(data, max_pixels)[0]
 
 
 def decode_image_scaled(
     data: bytes | None, max_pixels: int = PreprocessConfig.max_pixels, scale: float = 1.0
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """:func:`decode_image` that may decode a JPEG at 1/2, 1/4 or 1/8 size, never below ``scale``.
-
-    JPEG's DCT can be decoded directly at those sizes (Pillow's ``draft``), about twice as fast
-    as a full decode, which face detection on a downscaled copy does not need. Other formats
-    decode at full size. Returns the upright gray array and the upright full size (W, H).
-    """
+    """:func:`decode_image` that may decode a JPEG at 1/2, 1/4 or 1/8 size (Pillow's ``draft``, never below
+    ``scale``; other formats in full), about twice as fast, for face detection on a downscaled copy; also
+    returns the upright full size (W, H)."""
     if data is None or len(data) == 0:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
@@ -147,9 +133,7 @@ def _to_gray(im: Image.Image) -> np.ndarray:
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
         return ((arr - lo) * scale).astype(np.uint8)
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info):
-        im = im.convert("RGBA")
-        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, im)
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
     if mode == "CMYK":
         im = im.convert("RGB")
     if im.mode != "L":
@@ -162,11 +146,8 @@ def face_input(
     box: tuple[int, int, int, int] | None = None,
     cfg: PreprocessConfig | None = None,
 ) -> np.ndarray:
-    """Crop a face (``box`` = x, y, w, h, widened by ``face_margin``) and resize to the model's size.
-
-    With ``box=None`` the whole image is the face: a non-square image is centre-cropped
-    to a square first so faces keep their proportions. Returns ``uint8`` (S, S).
-    """
+    """Crop a face (``box`` = x, y, w, h, widened by ``face_margin``; ``None``: the centre square of the
+    image, so faces keep their proportions) and resize it to ``uint8`` (S, S)."""
     cfg = cfg or PreprocessConfig()
     h, w = gray.shape[:2]
     if box is None:
@@ -189,10 +170,7 @@ def face_input(
 
 
 def normalize(x: Any, cfg: PreprocessConfig | None = None) -> Any:
-    """``uint8`` batch (B, S, S) or (B, 1, S, S) -> float tensor (B, 1, S, S) for the model.
-
-    Accepts a numpy array or a torch tensor and keeps the tensor's device.
-    """
+    """``uint8`` batch (B, S, S) or (B, 1, S, S), numpy or torch -> float tensor (B, 1, S, S) on its device."""
     import torch
 
     cfg = cfg or PreprocessConfig()

@@ -1,17 +1,12 @@
-"""Progress of long work (scoring, training, Tune sweeps, evaluation) as a person watching it wants it.
-
-On a terminal (stderr is a TTY) a tqdm bar: count, rate and, when the total is known, ETA.
-Anywhere else (a log file, CI, ``ray job submit``'s captured output) carriage returns would
-make a mess, so the same numbers become a plain log line every :data:`LOG_INTERVAL_S`
-seconds and one at the end. Every long-running library function takes
-``progress: bool | None = None``: ``None`` chooses by the TTY, ``True`` forces the bar,
-``False`` shows nothing.
-"""
+"""Progress of long work: a tqdm bar on a terminal; anywhere else (a log file, CI, ``ray job submit``'s
+captured output), where carriage returns make a mess, the same numbers as a log line every
+:data:`LOG_INTERVAL_S` seconds and one at the end."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -27,25 +22,17 @@ T = TypeVar("T")
 
 def progress_mode(progress: bool | None) -> str:
     """``"bar"``, ``"log"`` or ``"off"`` for a ``progress`` argument (``None``: bar on a TTY, else log lines)."""
-    if progress is False:
-        return "off"
-    if progress is True:
-        return "bar"
-    return "bar" if _stderr_is_tty() else "log"
-
-
-def _stderr_is_tty() -> bool:
+    if progress is not None:
+        return "bar" if progress else "off"
     try:
-        return sys.stderr.isatty()
+        return "bar" if sys.stderr.isatty() else "log"
     except (AttributeError, ValueError):  # replaced or closed stream
-        return False
+        return "log"
 
 
 def _terminal_size() -> dict[str, Any]:
     """tqdm's size arguments: follow the terminal, unless it reports no size. A pseudo-terminal opened
     without one (some CI runners, ``docker exec -t``) says 0x0, and tqdm then hides every bar."""
-    import os
-
     try:
         size = os.get_terminal_size(sys.stderr.fileno())
     except (AttributeError, OSError, ValueError):
@@ -71,12 +58,8 @@ def _fmt(v: Any) -> str:
 
 
 class Progress:
-    """One progress display: a tqdm bar, periodic log lines, or nothing (see :func:`progress_mode`).
-
-    ``update(n, **postfix)`` adds to the count, ``set(n, **postfix)`` sets it; ``postfix`` values
-    (e.g. ``faces=...``, ``val_acc=...``) are shown next to the count. Use as a context manager, or
-    call :meth:`close`, which in log mode writes a final line with the total time and rate.
-    """
+    """A tqdm bar, periodic log lines, or nothing (:func:`progress_mode`); ``postfix`` values (``faces=...``)
+    show next to the count. :meth:`close` (or leaving the ``with``) writes, in log mode, a final line."""
 
     def __init__(
         self,
@@ -97,13 +80,13 @@ class Progress:
         self._closed = False
         self._lock = threading.Lock()  # scoring updates from a polling thread
         self._bar = None
-        self._redirect = contextlib.ExitStack()
+        self._stack = contextlib.ExitStack()  # closes the bar, then the log redirection
         if self.mode == "bar":
             from tqdm import tqdm
             from tqdm.contrib.logging import logging_redirect_tqdm
 
             # Our log lines (root logger's console handlers) print above the bar instead of through it.
-            self._redirect.enter_context(logging_redirect_tqdm())
+            self._stack.enter_context(logging_redirect_tqdm())
             self._bar = tqdm(
                 total=total,
                 desc=desc,
@@ -112,12 +95,11 @@ class Progress:
                 file=sys.stderr,
                 **_terminal_size(),
                 leave=leave,
-                unit_scale=False,
                 smoothing=0.1,
                 mininterval=0.2,
             )
+            self._stack.callback(self._bar.close)
 
-    # -- updates --------------------------------------------------------------------------------
     def update(self, n: int = 1, **postfix: Any) -> None:
         self.set(self.n + n, **postfix)
 
@@ -145,7 +127,6 @@ class Progress:
         elif self.mode == "log":
             logger.info("%s", line)
 
-    # -- rendering in log mode ------------------------------------------------------------------
     def line(self, final: bool = False) -> str:
         """The plain text of the current state, e.g. ``scoring: 120/1,000 images (12%), 3.4 images/s, ETA 4m18s``."""
         elapsed = time.monotonic() - self._start
@@ -170,16 +151,13 @@ class Progress:
         self._last_log = time.monotonic()
         logger.info("%s", self.line(final))
 
-    # -- end --------------------------------------------------------------------------------------
     def close(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            if self._bar is not None:
-                self._bar.close()
-                self._redirect.close()
-            elif self.mode == "log":
+            self._stack.close()
+            if self.mode == "log":
                 self._log(final=True)
 
     def __enter__(self) -> Progress:
@@ -200,12 +178,8 @@ def iterate(
 
 
 class Poller:
-    """Calls ``poll()`` every ``every_s`` seconds on a daemon thread until stopped, and once more at the end.
-
-    For progress that lives elsewhere (a Ray actor's counters, a ``history.json`` a training
-    worker rewrites every epoch) while the main thread blocks in Ray (``write_parquet``, ``fit``).
-    A failing poll is logged at DEBUG and retried: progress must never fail the job.
-    """
+    """Calls ``poll()`` every ``every_s`` seconds on a daemon thread, and once more at the end: progress that
+    lives elsewhere (a Ray actor's counters, a worker's ``history.json``) while the main thread blocks in Ray."""
 
     def __init__(self, poll: Callable[[], None], every_s: float = 1.0):
         self._poll, self._every = poll, every_s
@@ -233,11 +207,8 @@ class Poller:
 
 
 class ProgressCounter:
-    """Counts reported by Ray workers, read by the driver: run as a zero-CPU Ray actor.
-
-    Workers call ``add.remote(images=..., faces=...)`` without waiting; the driver polls ``get``.
-    Kept free of heavy imports: the actor's process imports this module.
-    """
+    """Counts Ray workers ``add.remote`` without waiting and the driver polls with ``get``: a zero-CPU
+    actor, whose process imports this module (so it stays free of heavy imports)."""
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
@@ -251,10 +222,8 @@ class ProgressCounter:
 
 
 def without_ray_data_bars(ds):
-    """``ds`` with Ray Data's own progress bars off (our bar replaces them: two bars redrawing the
-    same terminal lines garble both). A dataset keeps the DataContext it was built with, so this
-    sets the dataset's own, leaving the process-wide one alone. Ray Data warns once that its bars
-    are off; that warning is spent here."""
+    """``ds`` with Ray Data's own bars off (two bars redrawing the same lines garble both): on the dataset's
+    own DataContext, not the process-wide one; Ray Data's one warning that they are off is spent here."""
     from ray.util.debug import log_once
 
     ds.context.enable_progress_bars = False

@@ -1,22 +1,16 @@
-"""Starting or joining Ray the same way from every job, test and benchmark.
+"""Starting or joining Ray the same way from every job, test and benchmark, and what Ray prints.
 
-Which Ray a job uses is always explicit, never guessed from what happens to run on the machine:
-
-- ``--address X`` (or ``RAY_ADDRESS``, which ``ray job submit`` sets for its drivers) joins that
-  cluster; its resources are the cluster's, so nothing like ``num_cpus`` is passed.
-- ``--address auto`` joins the cluster a ``ray start --head`` runs on this machine.
-- Otherwise the job starts its own private Ray (``address="local"``) with the logical-CPU headroom
-  training needs, even if another cluster runs here or a stale ``/tmp/ray/ray_current_cluster``
-  is left over (plain ``ray.init()`` would try to join those and then refuse ``num_cpus``).
-
-What Ray prints is chosen here too: :func:`configure_logging` keeps Ray's own start-up,
-scheduling and worker chatter off the terminal unless asked for (``--verbose``).
+``--address X`` (or ``RAY_ADDRESS``, set by ``ray job submit``) joins that cluster, ``auto`` the one
+``ray start --head`` runs here; otherwise the job starts its own private Ray (``address="local"``) with
+the logical-CPU headroom training needs, even beside another cluster or a stale
+``/tmp/ray/ray_current_cluster`` (plain ``ray.init()`` would join those, then refuse ``num_cpus``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -30,21 +24,11 @@ _verbose: bool | None = None
 def configure_logging(verbose: bool = False) -> None:
     """Keep Ray's internals off the user's terminal (``verbose=False``) or show all of it (``True``).
 
-    A scoring demo printed ~17 lines of Ray internals (cluster start-up, dashboard, Ray Data's
-    execution plan and per-operator progress, worker lines forwarded with ``(pid=...)`` prefixes,
-    one at ERROR level about actor restarts). None of it tells a user anything they can act on,
-    and it garbles progress bars. Quiet means: the
-    ``ray`` loggers show warnings and errors only, Ray Data's console handler likewise (its
-    ``ray-data.log`` in the session directory keeps everything), and workers' output is not
-    forwarded to the driver (errors still arrive as exceptions; every worker's log stays under
-    ``/tmp/ray/session_latest/logs``). Our own loggers are untouched. The driver's C++ core worker
-    reports at ERROR level that a restartable actor pool's constructor argument sits in the object
-    store (Ray Data always puts its map transformer there; ray#53727): scoring on its own local Ray
-    runs actors without restarts, which avoids it; on a cluster the line stays with the restarts.
-
-    Call it once, before :func:`init_ray` (the CLIs do, right after parsing); calling it again
-    switches. It does not import Ray (plain training runs without it): the levels are applied now
-    to what is imported and again by :func:`init_ray`.
+    Ray's start-up, plans, progress and forwarded worker lines tell a user nothing to act on and garble
+    progress bars. Quiet: the ``ray`` loggers and Ray Data's console handler show warnings and errors only
+    (``ray-data.log`` keeps everything) and workers' output is not forwarded (errors still arrive as
+    exceptions; their logs stay in ``/tmp/ray/session_latest/logs``). Call it before :func:`init_ray`; it
+    does not import Ray: levels apply now to what is imported and again in :func:`init_ray`.
     """
     global _verbose
     _verbose = verbose
@@ -57,11 +41,8 @@ def is_verbose() -> bool:
 
 
 def _apply_ray_log_levels() -> None:
-    """The ``ray`` logger's level (``import ray`` sets it to INFO) and that of Ray Data's console
-    handler (set up by ``import ray.data``: plans, "Running Dataset", progress as log lines), for
-    whichever of the two is imported; a no-op until :func:`configure_logging` has run."""
-    import sys
-
+    """The ``ray`` logger's level (``import ray`` sets INFO) and Ray Data's console handler's, for whichever
+    is imported; a no-op until :func:`configure_logging` has run."""
     if _verbose is None:
         return
     level = logging.INFO if _verbose else logging.WARNING
@@ -75,15 +56,9 @@ def _apply_ray_log_levels() -> None:
 
 @dataclass(frozen=True)
 class RayConfig:
-    """How a job reaches Ray.
-
-    ``address=None`` joins the cluster named by ``RAY_ADDRESS`` (set inside ``ray job submit``)
-    or else starts a private local one; ``"auto"`` joins a running local cluster; ``"local"``
-    always starts a private one. ``num_cpus`` is the number of *logical* CPUs a locally started
-    Ray advertises: more than the physical cores leaves room for Ray Data tasks next to training
-    workers that would otherwise take every CPU and hang the pipeline (seen on 2-core machines).
-    It is ignored (with a warning) when joining a cluster, whose nodes declare their own.
-    """
+    """How a job reaches Ray (see the module docstring). ``num_cpus``: the *logical* CPUs a local Ray
+    advertises; more than the cores leaves Ray Data tasks room next to training workers that would
+    otherwise take every CPU and hang the pipeline (seen on 2-core machines)."""
 
     address: str | None = None
     num_cpus: int | None = None
@@ -98,7 +73,7 @@ class RayConfig:
 
 
 def default_logical_cpus() -> int:
-    """Twice the physical cores (at least 4), so data tasks always find a slot."""
+    """Twice the cores (at least 4), so data tasks always find a slot."""
     return max(4, 2 * (os.cpu_count() or 1))
 
 

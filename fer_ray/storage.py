@@ -1,10 +1,5 @@
-"""Run outputs on a local disk or in a bucket, through one small set of file operations.
-
-A job submitted to a cluster runs in a temporary working dir that is deleted with the job, so
-everything a run keeps (configs, histories, artifacts, reports) is written to its storage path:
-a local directory, or ``s3://bucket/prefix`` shared by every node. S3 endpoint and credentials
-come from the standard AWS settings (:meth:`fer_ray.data.s3.S3Settings.from_env`).
-"""
+"""Run outputs on a local disk or in ``s3://bucket/prefix`` (shared by every node) through one small set of
+file operations: a job submitted to a cluster runs in a working dir deleted with the job."""
 
 from __future__ import annotations
 
@@ -86,11 +81,8 @@ def download_dir(location: Location, local_dir: Location) -> Path:
 
 
 def local_artifact(location: Location | None) -> Path | None:
-    """A local directory holding the artifact at ``location``, for :func:`fer_ray.inference.artifact.load_artifact`.
-
-    Local paths (and ``None``, the shipped model) pass through; an ``s3://`` artifact is
-    downloaded once to a temporary directory that is removed when the process exits.
-    """
+    """A local directory holding the artifact at ``location`` (``None``: the shipped model): an ``s3://`` one
+    is downloaded once to a temporary directory removed when the process exits."""
     if location is None or not is_remote(location):
         return None if location is None else Path(location)
     tmp = tempfile.mkdtemp(prefix="fer_ray_artifact_")
