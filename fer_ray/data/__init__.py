@@ -17,10 +17,8 @@ if TYPE_CHECKING:  # importing fer_ray.data must not need Ray (plain-PyTorch tra
 def read_labeled(
     source: str | Path, splits=None, labels: str = "fer2013", ferplus_csv: str | None = None, **kwargs
 ) -> ray.data.Dataset:
-    """Any labelled FER2013 copy: our Parquet, the Kaggle ``fer2013.csv``, or ``train/<emotion>/`` folders.
-
-    ``labels="ferplus"`` reads FER+ majority labels instead (our Parquet only: it carries the join key).
-    """
+    """Any labelled FER2013 copy: our Parquet, the Kaggle ``fer2013.csv``, or ``train/<emotion>/`` folders;
+    ``labels="ferplus"``: FER+ majority labels (our Parquet only: it carries the join key)."""
     from fer_ray.data import fer2013
 
     s = str(source)

@@ -1,7 +1,5 @@
-"""The shared decode stage: encoded bytes (or CSV pixels) -> ``face`` uint8 (S, S) + ``error``.
-
-A bad file becomes a row with an ``error`` reason instead of a failed task, so rows out == rows in.
-"""
+"""The shared decode stage: encoded bytes (or CSV pixels) -> ``face`` uint8 (S, S) + ``error``; a bad file
+is a row with an ``error`` reason, never a failed task, so rows out == rows in."""
 
 from __future__ import annotations
 
@@ -34,7 +32,7 @@ def decode_batch(batch: dict[str, np.ndarray], cfg: PreprocessConfig | None = No
     for i in range(n):
         # A null error may arrive as None or, from an all-null column, as NaN: only a string is a reason.
         if prior is not None and isinstance(prior[i], str) and prior[i]:
-            errors[i] = str(prior[i])
+            errors[i] = prior[i]
             continue
         try:
             if pixels is not None and pixels[i] is not None:
@@ -45,9 +43,7 @@ def decode_batch(batch: dict[str, np.ndarray], cfg: PreprocessConfig | None = No
         except (ImageDecodeError, ValueError) as e:
             errors[i] = str(e)
     out = {k: v for k, v in batch.items() if k not in ("image", "pixels", "error")}
-    out["face"] = faces
-    out["error"] = np.array(errors, dtype=object)
-    return out
+    return {**out, "face": faces, "error": np.array(errors, dtype=object)}
 
 
 def decode(ds: ray.data.Dataset, cfg: PreprocessConfig | None = None, batch_size: int = 512) -> ray.data.Dataset:

@@ -1,13 +1,9 @@
-"""What is in a data source: counts per split and class, per file format, and errors per reason.
-
-Runs the real readers and decode stage, so the errors it reports are exactly the rows training or
-batch scoring would see as errors.
-"""
+"""What is in a data source: counts per split and class, per file format, and errors per reason, from
+the real readers and decode stage (so its errors are exactly those training or scoring would see)."""
 
 from __future__ import annotations
 
 import io
-import logging
 import os
 import re
 from collections.abc import Sequence
@@ -30,8 +26,6 @@ from fer_ray.runtime import RayConfig
 
 if TYPE_CHECKING:  # Ray is imported where a dataset is built, not by ``jobs/describe_data.py --help``
     import ray.data
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -156,7 +150,7 @@ def summarize(rows: pd.DataFrame, source: str, reader: str) -> dict[str, Any]:
     }
     labelled = rows[rows["label"] >= 0]
     report["by_split_class"] = {
-        str(split if isinstance(split, str) else "(unknown)"): _class_counts(group)
+        split: _class_counts(group)
         for split, group in labelled.groupby(labelled["split"].fillna("(unknown)"), sort=True)
     }
     # The paper's (and most FER papers') "test" set is PublicTest + PrivateTest together.
@@ -181,8 +175,7 @@ def describe(
     settings: S3Settings | None = None,
     cfg: PreprocessConfig | None = None,
 ) -> dict[str, Any]:
-    """Describe each source (``limit``: its first N rows only); returns ``{"sources": [report, ...], "rows": total,
-    "errors": total}``."""
+    """``{"sources": [report, ...], "rows": total, "errors": total}`` (``limit``: first N rows of each)."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     if not sources:

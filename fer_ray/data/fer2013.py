@@ -46,11 +46,8 @@ PARQUET_COLUMNS = ("image", "label", "emotion", "usage", "source_name")  # what 
 
 
 def parquet_rows(batch: pd.DataFrame, splits: tuple[str, ...] | None, ferplus=None) -> pd.DataFrame:
-    """Our Parquet's columns as :data:`SOURCE_COLUMNS` (with Ray Data or, for plain training, without).
-
-    ``ferplus`` (from :func:`fer_ray.data.ferplus.load`) swaps in FER+ majority labels and
-    drops the rows that have none.
-    """
+    """Our Parquet's columns as :data:`SOURCE_COLUMNS` (with Ray Data or, for plain training, without);
+    ``ferplus`` (:func:`fer_ray.data.ferplus.load`) swaps in FER+ labels, dropping the rows that have none."""
     out = pd.DataFrame(
         {
             "image": batch["image"],
@@ -62,10 +59,8 @@ def parquet_rows(batch: pd.DataFrame, splits: tuple[str, ...] | None, ferplus=No
         }
     )
     if ferplus is not None:
-        for col in FERPLUS_JOIN_COLUMNS:
-            if col in batch:
-                out[col] = batch[col]
-        out = ferplus_relabel(out, *ferplus).drop(columns=[c for c in FERPLUS_JOIN_COLUMNS if c in out])
+        join = [c for c in FERPLUS_JOIN_COLUMNS if c in batch]
+        out = ferplus_relabel(out.assign(**{c: batch[c] for c in join}), *ferplus).drop(columns=join)
     if splits is not None:
         out = out[out["split"].isin(splits)]
     return out
@@ -92,12 +87,9 @@ def read_fer_parquet(
     ferplus_csv: str | None = None,
     **read_kwargs,
 ) -> ray.data.Dataset:
-    """Our FER2013 Parquet (see ``../shared/data/fer2013/README.md``), local or ``s3://``.
-
-    ``split``: Training -> train, PublicTest -> val (model selection), PrivateTest -> test (headline);
-    ``usage`` keeps the original name so the paper's "test" (PublicTest + PrivateTest) can be rebuilt.
-    An ``s3://`` path goes through ``settings`` because pyarrow alone ignores ``AWS_ENDPOINT_URL``.
-    """
+    """Our FER2013 Parquet (``../shared/data/fer2013/README.md``), local or ``s3://`` (through ``settings``:
+    pyarrow alone ignores ``AWS_ENDPOINT_URL``). ``usage`` keeps the original split name beside ``split``,
+    so the paper's "test" (PublicTest + PrivateTest) can be rebuilt."""
     splits = _check_splits(splits)
     ferplus = ferplus_load(str(path), ferplus_csv) if labels == "ferplus" else None
     if filesystem is None and is_s3_uri(str(path)):
@@ -109,9 +101,6 @@ def read_fer_parquet(
         parquet_columns(path, filesystem, labels)
     )
     return ds.map_batches(parquet_rows, fn_kwargs={"splits": splits, "ferplus": ferplus}, batch_format="pandas")
-
-
-# -- Kaggle fer2013.csv -------------------------------------------------------------------------
 
 
 def _parse_pixels(text: Any) -> np.ndarray:
@@ -160,7 +149,7 @@ def _csv_batch(batch: pd.DataFrame) -> pd.DataFrame:
             "image": pd.Series([None] * n, dtype=object),
             "label": labels,
             "emotion": pd.Series(emotions, dtype=object),
-            "split": pd.Series([USAGE_TO_SPLIT.get(u) if u else None for u in usage], dtype=object),
+            "split": pd.Series([USAGE_TO_SPLIT.get(u) for u in usage], dtype=object),
             "usage": pd.Series(usage, dtype=object),
             "path": batch["path"].to_numpy(dtype=object),
             "pixels": list(pixels),
@@ -183,12 +172,9 @@ def read_fer_csv(
     chunk_rows: int = CSV_CHUNK_ROWS,
     settings: S3Settings | None = None,
 ) -> ray.data.Dataset:
-    """Kaggle's ``fer2013.csv`` (``emotion,pixels,Usage``; also its ``train.csv``/``test.csv`` subsets), local or S3.
-
-    Each row carries ``pixels``, ``uint8`` (48, 48), instead of encoded ``image`` bytes; ``path`` is
-    ``<csv>#row=<i>`` (0-based data row). A malformed row keeps zero pixels and an ``error`` reason.
-    The driver reads the text in chunks; the numbers are parsed in Ray tasks.
-    """
+    """Kaggle's ``fer2013.csv`` (``emotion,pixels,Usage``; also its ``train.csv``/``test.csv``), local or S3:
+    ``pixels`` (48, 48) instead of ``image`` bytes, ``path`` ``<csv>#row=<i>`` (0-based), a malformed row
+    zero pixels and an ``error``. The driver reads the text in chunks; Ray tasks parse the numbers."""
     splits = _check_splits(splits)
     try:
         f = open_text(path, settings)
@@ -225,9 +211,6 @@ def read_fer_csv(
 
     ds = ray.data.from_pandas(blocks)
     return ds.map_batches(_csv_batch, batch_format="pandas", batch_size=None, udf_modifying_row_count=False)
-
-
-# -- train/<emotion>/*.jpg folders ----------------------------------------------------------------
 
 
 def _folder_fields(rel: str, root: str) -> tuple[str, str | None, int, str]:
@@ -267,23 +250,16 @@ def read_image_folders(
     settings: S3Settings | None = None,
     max_bytes: int = PreprocessConfig.max_bytes,
 ) -> ray.data.Dataset:
-    """FER2013 as image folders: ``root/{train,test,val|validation}/<emotion>/*.jpg``, local or ``s3://``.
-
-    Class folders may use aliases (:func:`fer_ray.labels.label_of`). In ``test/``, ``PublicTest_*`` files
-    become split ``val`` and ``PrivateTest_*`` split ``test``; other test files have unknown usage.
-    """
+    """FER2013 as ``root/{train,test,val|validation}/<emotion>/*.jpg``, local or ``s3://``; class folders may
+    be aliases (:func:`fer_ray.labels.label_of`). In ``test/``, ``PublicTest_*`` files are split ``val``,
+    ``PrivateTest_*`` ``test``; other test files have unknown usage."""
     splits = _check_splits(splits)
     root = str(root).rstrip("/")
     listing, settings = list_images_and_settings([root], settings)
     base = root if is_s3_uri(root) else os.path.abspath(os.path.expanduser(root))
     fields = [_folder_fields(p[len(base) :].lstrip("/") if p.startswith(base) else p, root) for p in listing["path"]]
-    split, usage, label, emotion = (list(c) for c in zip(*fields, strict=True)) if fields else ([], [], [], [])
-    listing = listing.assign(
-        split=pd.Series(split, dtype=object),
-        usage=pd.Series(usage, dtype=object),
-        label=np.asarray(label, dtype=np.int64),
-        emotion=pd.Series(emotion, dtype=object),
-    )
+    fields = pd.DataFrame(fields, columns=["split", "usage", "label", "emotion"], dtype=object)
+    listing = pd.concat([listing, fields.astype({"label": np.int64})], axis=1)
     if splits is not None:
         listing = listing[listing["split"].isin(splits)].reset_index(drop=True)
     logger.info("image folders %s: %s", root, listing.groupby("split").size().to_dict())

@@ -1,13 +1,10 @@
-"""FER+ labels (Barsoum et al., ICMI 2016): ten crowd votes per FER2013 image, here as one 7-class label.
+"""FER+ labels (Barsoum et al., ICMI 2016): ten crowd votes per FER2013 image, as one 7-class label.
 
-FER2013's own labels are wrong often enough that training on the re-voted labels is the usual way
-past the plateau. The majority rule is microsoft/FERPlus's ``majority`` mode. Images whose majority
-is ``unknown``, ``NF`` (not a face) or ``contempt`` (no class in :mod:`fer_ray.labels`), or that have
-no majority, get no FER+ label and are left out, each counted by reason.
-
-``fer2013new.csv`` rows follow the original ``fer2013.csv`` order; our Parquet's ``csv_index`` points
-into it. Rows flagged ``csv_index_ambiguous`` (a pixel-identical twin elsewhere in FER2013, whose
-votes may differ) are left out of the join and counted.
+FER2013's own labels are wrong often enough that the re-voted ones are the usual way past the plateau.
+The rule is microsoft/FERPlus's ``majority`` mode; images with no majority, or one for ``unknown``,
+``NF`` (not a face) or ``contempt`` (no class in :mod:`fer_ray.labels`), are left out, counted by
+reason. Our Parquet's ``csv_index`` points into ``fer2013new.csv`` (in ``fer2013.csv`` order); rows
+flagged ``csv_index_ambiguous`` (a pixel-identical twin whose votes may differ) are left out too.
 """
 
 from __future__ import annotations
@@ -19,18 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_ray.labels import EMOTIONS, LABEL_OF
+from fer_ray.labels import EMOTIONS, label_of
 
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
-TO_FER2013 = {
-    "neutral": "neutral",
-    "happiness": "happy",
-    "surprise": "surprise",
-    "sadness": "sad",
-    "anger": "angry",
-    "disgust": "disgust",
-    "fear": "fear",
-}
+_VOTE_LABEL = {name: label_of(name) for name in VOTE_COLUMNS[:7]}  # FER+ names are aliases in fer_ray.labels
 LABEL_SETS = ("fer2013", "ferplus")
 NO_LABEL = -1
 CSV_NAME = "fer2013new.csv"  # beside fer2013.parquet under the data root
@@ -48,10 +37,10 @@ def majority(votes: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
             reasons.append("no votes")
         elif v[i, top[i]] * 2 <= total[i]:
             reasons.append("no majority")
-        elif VOTE_COLUMNS[top[i]] not in TO_FER2013:
+        elif VOTE_COLUMNS[top[i]] not in _VOTE_LABEL:
             reasons.append(VOTE_COLUMNS[top[i]])  # contempt, unknown, NF
         else:
-            labels[i] = LABEL_OF[TO_FER2013[VOTE_COLUMNS[top[i]]]]
+            labels[i] = _VOTE_LABEL[VOTE_COLUMNS[top[i]]]
             reasons.append(None)
     return labels, reasons
 
@@ -70,13 +59,12 @@ def read_votes(csv_path: str | Path) -> tuple[np.ndarray, list[str | None]]:
     return labels, reasons
 
 
-def join(
-    csv_index: np.ndarray, ambiguous: np.ndarray | None, labels: np.ndarray, reasons: list[str | None]
-) -> tuple[np.ndarray, list[str | None]]:
-    """FER+ label (or -1) and reason for rows of our Parquet, from their ``csv_index``/``csv_index_ambiguous``."""
-    out = np.full(len(csv_index), NO_LABEL, dtype=np.int64)
+def _join_rows(df: pd.DataFrame, labels: np.ndarray, reasons: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
+    """FER+ label (or -1) and reason for rows of our Parquet, from ``csv_index`` (and ``csv_index_ambiguous``)."""
+    ambiguous = df["csv_index_ambiguous"].to_numpy() if "csv_index_ambiguous" in df else None
+    out = np.full(len(df), NO_LABEL, dtype=np.int64)
     why: list[str | None] = []
-    for i, idx in enumerate(csv_index):
+    for i, idx in enumerate(df["csv_index"].to_numpy(dtype=object)):
         if pd.isna(idx):
             why.append("no csv_index")
         elif ambiguous is not None and bool(ambiguous[i]):
@@ -87,12 +75,6 @@ def join(
             out[i] = labels[int(idx)]
             why.append(reasons[int(idx)])
     return out, why
-
-
-def _join_rows(df: pd.DataFrame, labels: np.ndarray, reasons: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
-    """:func:`join` on the ``csv_index`` (and, if present, ``csv_index_ambiguous``) columns of ``df``."""
-    amb = df["csv_index_ambiguous"].to_numpy() if "csv_index_ambiguous" in df else None
-    return join(df["csv_index"].to_numpy(dtype=object), amb, labels, reasons)
 
 
 def relabel(batch: pd.DataFrame, labels: np.ndarray, reasons: list[str | None]) -> pd.DataFrame:
@@ -143,12 +125,9 @@ def load(parquet: str, csv: str | None = None) -> tuple[np.ndarray, list[str | N
 def labelled_faces(
     parquet: str, usage: str, preprocess: Any, csv: str | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
-    """Faces of one FER2013 ``usage`` (e.g. ``PrivateTest``) that have a FER+ label, for evaluation.
-
-    Returns ``uint8`` faces (N, S, S), their original FER2013 labels, their FER+ labels, and the
-    rows left out by reason, so one model can be scored against both label sets on the same faces.
-    Reads our Parquet directly (it needs ``csv_index``, which the generic readers do not carry).
-    """
+    """Faces (N, S, S) of one FER2013 ``usage`` that have a FER+ label, their FER2013 and FER+ labels (one
+    model scored against both on the same faces), and the rows left out by reason; from our Parquet directly
+    (the generic readers do not carry ``csv_index``)."""
     import pyarrow.parquet as pq
 
     from fer_ray.data.decode import decode_batch

@@ -7,8 +7,6 @@ retries those inputs on its next run, and only those.
 from __future__ import annotations
 
 import errno
-import math
-from typing import Any
 
 import pandas as pd
 
@@ -47,11 +45,8 @@ def is_transient_error(message: str | None) -> bool:
 
 
 def _is_transient(e: BaseException) -> bool:
-    """Throttling, 5xx, timeouts and dropped connections: worth another try on a later run.
-
-    So is a worker with no AWS credentials: that is its environment's fault, not the file's,
-    and once the environment is fixed the next run should read the file.
-    """
+    """Throttling, 5xx, timeouts, dropped connections, and a worker with no AWS credentials (its
+    environment's fault, not the file's): worth another try on a later run."""
     from botocore.exceptions import ConnectionError as BotoConnectionError
     from botocore.exceptions import HTTPClientError
 
@@ -75,10 +70,8 @@ def _too_big(size: int, max_bytes: int) -> _FetchError:
 def _read_s3(path: str, settings: S3Settings | None, max_bytes: int) -> bytes:
     bucket, key = split_s3_uri(path)
     try:
-        body = client_for(settings or S3Settings.from_env()).get_object(Bucket=bucket, Key=key)["Body"]
-        data = body.read(max_bytes + 1)
-        body.close()
-        return data
+        with client_for(settings or S3Settings.from_env()).get_object(Bucket=bucket, Key=key)["Body"] as body:
+            return body.read(max_bytes + 1)
     except Exception as e:
         code = error_code(e)
         if code in NOT_FOUND_CODES:
@@ -115,10 +108,6 @@ def _fetch_one(path: str, size: int | None, settings: S3Settings | None, max_byt
     return data
 
 
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
-
-
 def fetch_bytes(batch: pd.DataFrame, settings: S3Settings | None, max_bytes: int) -> pd.DataFrame:
     """Add an ``image`` column of file bytes to a listing batch; a file that cannot be read (or is larger
     than ``max_bytes``) gets an ``error`` instead, and rows that arrive with one are kept untouched."""
@@ -127,11 +116,11 @@ def fetch_bytes(batch: pd.DataFrame, settings: S3Settings | None, max_bytes: int
     sizes = batch["size"].tolist() if "size" in batch else [None] * n
     prior = batch["error"].tolist() if "error" in batch else [None] * n
     images: list[bytes | None] = [None] * n
-    errors: list[str | None] = [None if _missing(e) or e == "" else str(e) for e in prior]
+    errors: list[str | None] = [None if pd.isna(e) or e == "" else str(e) for e in prior]
     for i, path in enumerate(paths):
         if errors[i] is not None:
             continue
-        size = None if _missing(sizes[i]) else int(sizes[i])
+        size = None if pd.isna(sizes[i]) else int(sizes[i])
         try:
             images[i] = _fetch_one(str(path), size, settings, max_bytes)
         except _FetchError as e:

@@ -1,14 +1,10 @@
-"""Listing image files on the driver: local trees, globs, list files and S3 prefixes, metadata only.
+"""Listing image files on the driver (local trees, globs, list files, S3 prefixes): metadata only.
 
-Every file found becomes one row ``(path, size, mtime, error)``; a file that cannot be listed (a
-missing entry of a list file, an unreadable sub-directory) is a row with an ``error`` reason, so the
-rows of a run account for every file named. A problem with a whole input raises a
-:class:`~fer_ray.config.UserError` (one line from the CLI) that is also the builtin error a library
-caller expects (``FileNotFoundError``, ``PermissionError``, ``ConnectionError``, ``ValueError``).
-
-Local trees are walked with ``os.walk`` rather than ``pyarrow.fs.FileSelector``, so that an unreadable
-sub-directory becomes one error row instead of failing the listing, and dot folders (``.git``) are
-not descended into.
+Every file found is one row ``(path, size, mtime, error)``; one that cannot be listed (a missing entry
+of a list file, an unreadable sub-directory: hence ``os.walk``, not pyarrow's ``FileSelector``, which
+also descends into ``.git``) is a row with an ``error``, so the rows account for every file named. A
+wrong input as a whole raises a :class:`~fer_ray.config.UserError` that is also the builtin error a
+library caller expects (``FileNotFoundError``, ``PermissionError``, ``ConnectionError``, ``ValueError``).
 """
 
 from __future__ import annotations
@@ -52,23 +48,15 @@ _GLOB_TOKEN_REGEX = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
 Row = tuple[str, int, float | None, str | None]  # LISTING_COLUMNS
 
 
-class _OneLine:
-    """Builds a :class:`UserError` that is also an ``OSError`` from one message."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.what, self.fix = message, None
-
-
-class InputNotFoundError(_OneLine, FileNotFoundError, UserError):
+class InputNotFoundError(UserError, FileNotFoundError):
     """An input that names nothing to read: no such path, bucket or prefix, no image under it."""
 
 
-class InputAccessError(_OneLine, PermissionError, UserError):
+class InputAccessError(UserError, PermissionError):
     """S3 refused the request, or there are no credentials to make it."""
 
 
-class EndpointError(_OneLine, ConnectionError, UserError):
+class EndpointError(UserError, ConnectionError):
     """No answer from S3 at all: endpoint unreachable, DNS, TLS."""
 
 
@@ -114,7 +102,6 @@ def _parse_list_file(source: str, data: bytes) -> list[str]:
     return [str(p).strip() for p in df["path"].tolist() if p is not None and str(p).strip()]
 
 
-# -- local files ------------------------------------------------------------------------------------------
 def _stat_row(path: str) -> Row:
     try:
         st = os.stat(path)
@@ -234,18 +221,14 @@ class _Lister:
             f"{key!r}; check the path (list it with `aws s3 ls {uri}`)"
         )
 
-    # -- list files ------------------------------------------------------------------------------------
     def _list_file(self, source: str, data: bytes) -> list[Row]:
         return [row for entry in _parse_list_file(source, data) for row in self._listed(entry, source)]
 
     def _listed(self, entry: str, list_file: str) -> list[Row]:
-        """A path named in a list file: kept whatever its extension; a missing one is an error row.
-
-        Relative entries are relative to the list file, so a list travels with its images.
-        A list file in a bucket names objects only: whoever can write to the bucket must not be
-        able to make the job read files of the machine it runs on. Its local entries become
-        error rows unless ``allow_local`` (``--allow-local``).
-        """
+        """A path named in a list file, relative to it (a list travels with its images), kept whatever its
+        extension; a missing one is an error row. A list in a bucket names objects only (whoever can write
+        there must not make the job read this machine's files): its local entries are error rows unless
+        ``allow_local``."""
         check_scheme(entry)
         on_s3 = is_s3_uri(entry)
         absolute = not on_s3 and (entry.startswith("file://") or os.path.isabs(os.path.expanduser(entry)))
@@ -279,7 +262,6 @@ class _Lister:
             return (uri, 0, None, f"permission denied: {uri}")  # S3 answers 403 for a missing key without List
         return _head_row(uri, head) if head is not None else (uri, 0, None, f"not found: {uri}")
 
-    # -- S3 requests -----------------------------------------------------------------------------------
     def _head_s3(self, bucket: str, key: str) -> dict | None:
         try:
             return client_for(self.settings).head_object(Bucket=bucket, Key=key)
@@ -333,13 +315,11 @@ class _Lister:
 def list_images(
     inputs: Sequence[str] | str, settings: S3Settings | None = None, allow_local: bool = False
 ) -> pd.DataFrame:
-    """List the files named by ``inputs`` on the driver: a DataFrame with ``path, size, mtime, error``.
-
-    Each input may be a local directory (recursive) or file, a glob (``photos/**/*.jpg``),
-    ``s3://bucket/prefix`` (recursive) or one S3 object, or a list file (``.txt`` one path per line,
-    ``.csv``/``.parquet`` with a ``path`` column). Directories, prefixes and globs keep only
-    :data:`IMAGE_EXTENSIONS` and skip dot files and folders; a file named explicitly is kept whatever
-    its name, so decoding reports what is wrong with it. Duplicate paths are listed once.
+    """A DataFrame ``path, size, mtime, error`` of the files named by ``inputs``: local directories
+    (recursive), files, globs (``photos/**/*.jpg``), ``s3://bucket/prefix`` or one object, list files
+    (``.txt`` one path a line, ``.csv``/``.parquet`` with a ``path`` column). Directories, prefixes and
+    globs keep :data:`IMAGE_EXTENSIONS` without dot files and folders; a file named explicitly is kept
+    whatever its name, so decoding says what is wrong with it. Duplicate paths are listed once.
     """
     return list_images_and_settings(inputs, settings, allow_local)[0]
 
@@ -347,9 +327,8 @@ def list_images(
 def list_images_and_settings(
     inputs: Sequence[str] | str, settings: S3Settings | None = None, allow_local: bool = False
 ) -> tuple[pd.DataFrame, S3Settings | None]:
-    """:func:`list_images` plus the S3 settings it used: ``settings``, else endpoint and region
-    resolved from the environment (no credentials) when an input was on S3, else ``None``.
-    Pass them on to :func:`fer_ray.data.fetch.fetch_bytes`."""
+    """:func:`list_images` and the S3 settings it used, for :func:`fer_ray.data.fetch.fetch_bytes`:
+    ``settings``, else endpoint and region from the environment when an input was on S3, else ``None``."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     inputs = [str(i) for i in inputs]

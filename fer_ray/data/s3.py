@@ -1,15 +1,13 @@
 """Where a path points (a local file or ``s3://bucket/key``) and how S3 is reached.
 
-One :class:`S3Settings` value, resolved once on the driver, is passed to every task: environment
-variables set in the driver after ``ray.init`` never reach running workers, and no request may go
-to an endpoint other than the configured one. Unless a caller puts keys into it, it holds the endpoint
-and region only: every process takes credentials from the AWS chain, so long runs pick up rotated
-credentials and no secret rides in a task's arguments.
+One :class:`S3Settings`, resolved once on the driver, goes to every task: variables set in the driver
+after ``ray.init`` never reach running workers, and no request may go to another endpoint. Unless a
+caller puts keys in it, it holds endpoint and region only: each process takes credentials from the AWS
+chain, so long runs pick up rotated ones and no secret rides in a task's arguments.
 
-Whole files (Parquet, run outputs) go through pyarrow's ``S3FileSystem`` (:func:`resolve_filesystem`);
-listing and fetching images use boto3 (:func:`client_for`), because botocore says what went wrong
-(``NoSuchBucket`` vs ``AccessDenied`` vs a missing key as codes; no credentials before any request,
-where pyarrow signs nothing and gets "access denied") and needs one GET per object (pyarrow adds a HEAD).
+Whole files go through pyarrow's ``S3FileSystem`` (:func:`resolve_filesystem`); images are listed and
+fetched with boto3 (:func:`client_for`), whose error codes say what went wrong (pyarrow, with no
+credentials, signs nothing and gets "access denied") and which needs one GET per object (pyarrow adds a HEAD).
 """
 
 from __future__ import annotations
@@ -37,11 +35,8 @@ CREDENTIALS_FIX = (
 
 @dataclass(frozen=True)
 class S3Settings:
-    """How to reach S3 (or an S3-compatible store such as MinIO); every field is optional.
-
-    ``endpoint_url``: the full URL (``http://127.0.0.1:9000``), ``None`` for AWS itself. Credentials left
-    ``None`` fall back to the AWS SDKs' own chain. Secrets are kept out of ``repr`` so settings can be logged.
-    """
+    """How to reach S3 or a store like MinIO (``endpoint_url`` ``http://127.0.0.1:9000``; ``None``: AWS itself).
+    Credentials left ``None`` fall back to the AWS SDKs' chain; secrets stay out of ``repr`` (settings are logged)."""
 
     endpoint_url: str | None = None
     region: str | None = None
@@ -61,35 +56,26 @@ class S3Settings:
 
     @classmethod
     def from_env(cls, credentials: bool = True) -> S3Settings:
-        """Resolve settings the way the AWS CLI does, once, on the driver.
-
-        Credentials (boto3's chain) are frozen into the settings; ``credentials=False`` leaves them out,
-        so that each process resolves the chain itself (what settings sent to Ray tasks should do).
-        """
+        """Settings as the AWS CLI resolves them, with boto3's credentials frozen in; ``credentials=False``
+        leaves them out, so each process resolves the chain itself (what settings sent to Ray tasks do)."""
         import boto3
 
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
         session = boto3.Session()
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or session.region_name
-        if not credentials:
+        creds = session.get_credentials() if credentials else None
+        if creds is None:
             return cls(endpoint_url=endpoint, region=region)
-        creds = session.get_credentials()
-        frozen = creds.get_frozen_credentials() if creds is not None else None
-        return cls(
-            endpoint_url=endpoint,
-            region=region,
-            access_key=frozen.access_key if frozen else None,
-            secret_key=frozen.secret_key if frozen else None,
-            session_token=(frozen.token or None) if frozen else None,
-        )
+        frozen = creds.get_frozen_credentials()
+        return cls(endpoint, region, frozen.access_key, frozen.secret_key, frozen.token or None)
 
     def where(self) -> str:
         """`` at endpoint <url>`` for messages about a non-AWS store; empty for AWS itself."""
         return f" at endpoint {self.endpoint_url}" if self.endpoint_url else ""
 
     def filesystem(self) -> pafs.S3FileSystem:
-        """A pyarrow S3 filesystem: the endpoint always explicit (pyarrow ignores ``AWS_ENDPOINT_URL``), a
-        region always set (else the SDK asks the EC2 metadata service for one)."""
+        """pyarrow's S3 filesystem, endpoint explicit (pyarrow ignores ``AWS_ENDPOINT_URL``) and a region set
+        (else the SDK asks the EC2 metadata service)."""
         kw: dict[str, Any] = {"region": self.region or DEFAULT_REGION}
         if self.access_key:
             kw.update(access_key=self.access_key, secret_key=self.secret_key, session_token=self.session_token)
@@ -147,9 +133,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 def local_path(path: str) -> str:
     """The absolute local path of ``path`` (``~`` expanded, ``file://`` dropped)."""
-    if path.startswith("file://"):
-        path = path[len("file://") :]
-    return os.path.abspath(os.path.expanduser(path))
+    return os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
 
 
 def check_scheme(path: str) -> None:

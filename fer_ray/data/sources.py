@@ -1,9 +1,5 @@
-"""Arbitrary images, local or on S3, as a Ray Dataset, and fingerprints of sources.
-
-Two stages, one module each: :mod:`fer_ray.data.listing` lists metadata on the driver (and raises
-when an input as a whole is wrong); :mod:`fer_ray.data.fetch` reads the bytes in Ray tasks (a file
-that cannot be read becomes an ``error`` row, so rows out == files in). This module joins them.
-"""
+"""Arbitrary images, local or on S3, as a Ray Dataset: :mod:`~fer_ray.data.listing` on the driver, then
+:mod:`~fer_ray.data.fetch` in Ray tasks; and fingerprints of sources."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -58,12 +54,8 @@ def dataset_from_listing(
     rows_per_block: int = 128,
 ) -> ray.data.Dataset:
     """Ray Dataset of :data:`IMAGE_SCHEMA` from a listing (plus optional label columns); bytes are fetched in tasks."""
-    df = listing.copy()
-    defaults: dict[str, Any] = {"label": -1, "emotion": None, "split": None, "usage": None, "error": None}
-    for col, value in defaults.items():
-        if col not in df:
-            df[col] = pd.Series([value] * len(df), index=df.index, dtype=np.int64 if col == "label" else object)
-    df["label"] = df["label"].astype(np.int64)
+    df = listing.assign(**{c: None for c in ("emotion", "split", "usage", "error") if c not in listing})
+    df["label"] = df["label"].astype(np.int64) if "label" in df else -1
     df["image"] = None
     df = df[IMAGE_SCHEMA.names]
     # Small blocks so that fetching (I/O bound) spreads over many tasks.
@@ -99,10 +91,8 @@ def read_images(
 
 
 def fingerprint(source: str | os.PathLike) -> str:
-    """A short, stable identity of a data source: sha256 of a file, or of a local tree's names and sizes.
-
-    Remote sources (``s3://``) are identified by their URI only: hashing them would read the bucket.
-    """
+    """A short, stable identity of a data source: sha256 of a file, or of a local tree's names and sizes;
+    a remote one's URI (hashing it would read the bucket)."""
     s = str(source)
     p = Path(s)
     h = hashlib.sha256()
