@@ -1,13 +1,7 @@
-"""The one command-line layer of every job in ``jobs/``: flags generated from the config dataclasses,
-``--config FILE``, checks before Ray starts, and errors a person can act on.
-
-- :mod:`~fer_ray.cli.parser`: :func:`config_parser` (one flag per config field) and :func:`parse_config`
-  (defaults < ``--config FILE`` < flags; ``--print-config``).
-- :mod:`~fer_ray.cli.training`: the train and tune parsers built on it.
-- :mod:`~fer_ray.cli.checks`: ``check_*`` for paths, artifacts, buckets and ports, before Ray starts.
-- :mod:`~fer_ray.cli.runner`: :func:`run_cli` wraps a job's ``main``: a :class:`UserError` (or a wrong
-  flag) prints ``fer_ray: error: <what> — <how to fix>`` to stderr and exits 2; ``--debug`` adds the
-  traceback.
+"""The one command-line layer of every job in ``jobs/``: flags generated from the config dataclasses
+(:mod:`~fer_ray.cli.parser`, :mod:`~fer_ray.cli.training`), ``--config FILE``, checks before Ray starts
+(:mod:`~fer_ray.cli.checks`), and errors a person can act on: :func:`run_cli` prints
+``fer_ray: error: <what> — <how to fix>`` and exits 2 (``--debug`` adds the traceback).
 
 Kept free of torch and Ray: ``--help`` and most user errors answer before either loads.
 """
@@ -23,15 +17,12 @@ from fer_ray.cli.checks import (
     submitted_working_dir,
 )
 from fer_ray.cli.parser import Parser, add_ray_args, config_parser, parse_config, show_default
-from fer_ray.cli.runner import Exit, before_ray, run_cli, setup, warn
+from fer_ray.cli.runner import before_ray, run_cli, setup
 from fer_ray.cli.training import check_train, default_run_name, load_config_file, train_parser, tune_parser
 from fer_ray.config import UserError
-from fer_ray.inference.shipped import MODEL_HELP
 from fer_ray.storage import is_remote
 
 __all__ = [
-    "MODEL_HELP",
-    "Exit",
     "Parser",
     "UserError",
     "add_ray_args",
@@ -55,5 +46,4 @@ __all__ = [
     "submitted_working_dir",
     "train_parser",
     "tune_parser",
-    "warn",
 ]

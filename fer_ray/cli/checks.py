@@ -1,9 +1,5 @@
 """Checks before Ray starts: inputs that exist, outputs that can be written, artifacts that load, buckets
-that answer, ports that are free. Each failure is a :class:`~fer_ray.config.UserError` saying how to fix
-it, minutes before a cluster would have found it.
-
-A job submitted with ``ray job submit --working-dir`` runs in Ray's temporary copy of that directory: a
-relative path there is refused with the fix rather than read from (or written to) a copy that vanishes.
+that answer, ports that are free; each failure a :class:`~fer_ray.config.UserError` saying how to fix it.
 """
 
 from __future__ import annotations
@@ -17,8 +13,7 @@ from fer_ray.storage import is_remote
 
 
 def checked_scheme(path: str | os.PathLike, flag: str) -> str:
-    """``path`` as text, ``file://`` dropped; a URI of another scheme than ``s3://`` is refused here, as
-    every reader would refuse it later."""
+    """``path`` as text, ``file://`` dropped; another scheme than ``s3://`` is refused, as every reader would."""
     s = str(path)
     if "://" in s and not is_remote(s) and not s.startswith("file://"):
         scheme = s.split("://", 1)[0]
@@ -57,10 +52,8 @@ def fix_abs(flag: str) -> str:
 
 
 def check_output_dir(path: str | os.PathLike, flag: str) -> None:
-    """A local output directory that may not exist yet, but must not be (or sit under) a file.
-
-    In a submitted job a relative one would land in Ray's temporary copy of the working dir and vanish
-    at `ray stop` without a word: refused with the fix instead."""
+    """A local output directory that may not exist yet, but must not be (or sit under) a file; in a submitted
+    job, not a relative one (it would land in Ray's temporary copy of the working dir and vanish)."""
     s = checked_scheme(path, flag)
     if is_remote(s):
         check_bucket(s, flag, output=True)
@@ -85,9 +78,7 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> None:
 def check_model(spec: str | None, flag: str = "--model", engine: str | None = None) -> None:
     """``spec`` names a model artifact that loads: a directory with artifact.json and weights.pt whose hashes
     match (and the ``engine``'s file when one is asked for), or a shipped name. s3:// artifacts: the bucket only."""
-    if spec is not None:
-        checked_scheme(spec, flag)
-    if spec is not None and is_remote(spec):
+    if spec is not None and is_remote(checked_scheme(spec, flag)):
         check_bucket(str(spec), flag)
         return
     from fer_ray.inference.artifact import META, WEIGHTS, load_artifact, resolve_model
@@ -136,10 +127,8 @@ def check_data(data: str | None, flag: str = "--data", need: str = "labelled FER
 
 
 def check_bucket(url: str, flag: str, output: bool = False) -> None:
-    """An ``s3://bucket/...`` whose bucket exists and whose credentials work; one HEAD request.
-
-    The error codes and the credentials fix are :mod:`fer_ray.data.s3`'s, as when listing and fetching.
-    """
+    """An ``s3://bucket/...`` whose bucket exists and whose credentials work (one HEAD request); the error
+    codes and the credentials fix are :mod:`fer_ray.data.s3`'s, as when listing and fetching."""
     if not is_remote(url):
         return
     bucket = url[len("s3://") :].split("/", 1)[0]
@@ -147,32 +136,24 @@ def check_bucket(url: str, flag: str, output: bool = False) -> None:
         raise UserError(f"{flag} {url}: no bucket name", "write s3://bucket/prefix")
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from fer_ray.data.s3 import (
-        CREDENTIALS_FIX,
-        DENIED_CODES,
-        NOT_FOUND_CODES,
-        S3Settings,
-        client_for,
-        error_code,
-        is_no_credentials,
-    )
+    from fer_ray.data import s3
 
     try:
-        settings = S3Settings.from_env()
+        settings = s3.S3Settings.from_env()
     except ValueError as e:
         raise UserError(f"{flag} {url}: {e}", "fix AWS_ENDPOINT_URL (e.g. http://127.0.0.1:9000)") from None
     where = settings.where()
     try:
-        client_for(settings).head_bucket(Bucket=bucket)
+        s3.client_for(settings).head_bucket(Bucket=bucket)
     except (BotoCoreError, ClientError) as e:
-        code = error_code(e)
-        if is_no_credentials(e):
-            what, fix = "no S3 credentials found", f"{CREDENTIALS_FIX}; for MinIO etc. also AWS_ENDPOINT_URL"
-        elif code == "NoSuchBucket" or code in NOT_FOUND_CODES:  # HEAD has no body: a missing bucket is a bare 404
+        code = s3.error_code(e)
+        if s3.is_no_credentials(e):
+            what, fix = "no S3 credentials found", f"{s3.CREDENTIALS_FIX}; for MinIO etc. also AWS_ENDPOINT_URL"
+        elif code == "NoSuchBucket" or code in s3.NOT_FOUND_CODES:  # HEAD has no body: a missing bucket is a bare 404
             endpoint = f" --endpoint-url {settings.endpoint_url}" if settings.endpoint_url else ""
             what = f"bucket {bucket} not found{where}"
             fix = f"create it: aws s3 mb s3://{bucket}{endpoint}" if output else "check the bucket name and endpoint"
-        elif code in DENIED_CODES:
+        elif code in s3.DENIED_CODES:
             what = f"access to bucket {bucket}{where} denied ({code})"
             fix = "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and the bucket policy"
         elif code:

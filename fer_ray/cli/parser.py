@@ -1,14 +1,7 @@
-"""Flags generated from the config dataclasses, and the config they resolve to.
-
-- :func:`config_parser` turns a config dataclass into flags: each field's type, default, help text
-  and choices come from the dataclass (see :func:`fer_ray.config.setting`), nested configs marked
-  ``flatten`` become flat flags (``--widths``, ``--address``), old spellings keep working with a warning.
-  A job's one-off switches (``--export-only``) come from a second dataclass, ``actions``, the same way.
-- :func:`parse_config` resolves defaults < ``--config FILE`` (YAML or JSON, unknown keys refused) <
-  flags given on the command line; ``--print-config`` prints the result as JSON and exits.
-
-Every default shows in ``--help`` the one way :func:`show_default` words it: ``none`` for an unset
-value, ``off``/``on`` for switches.
+"""Flags generated from the config dataclasses (:func:`config_parser`: type, default, help text and choices
+from :func:`fer_ray.config.setting`; old spellings warn), and the config they resolve to (:func:`parse_config`:
+defaults < ``--config FILE`` < flags given). Every default shows in ``--help`` the one way :func:`show_default`
+words it.
 """
 
 from __future__ import annotations
@@ -71,8 +64,7 @@ class Parser(argparse.ArgumentParser):
         raise UserError(message, self._did_you_mean(message) or f"see `{self.prog} --help`")
 
     def _did_you_mean(self, message: str) -> str | None:
-        """For "unrecognized arguments: --ouput x": the closest flags this parser knows (argparse of Python 3.11
-        offers none)."""
+        """For "unrecognized arguments: --ouput x": the closest flags (argparse of Python 3.11 offers none)."""
         import difflib
 
         if not message.startswith("unrecognized arguments:"):
@@ -96,7 +88,7 @@ class _Set(argparse.Action):
         self.deprecated, self.canonical, self.note, self.extend = tuple(deprecated), canonical, note, extend
 
     def __call__(self, parser, namespace, values, option_string=None):
-        if option_string in self.deprecated and option_string not in getattr(parser, "warned", set()):
+        if option_string in self.deprecated and option_string not in parser.warned:
             parser.warned.add(option_string)
             warn(f"{option_string} is deprecated here, use {self.canonical}{self.note}")
         if values is None and not option_string:  # an optional positional left out
@@ -115,12 +107,10 @@ def config_parser(
     config_help: str | None = None,
     actions: type | None = None,
 ) -> Parser:
-    """A parser with one flag per field of the config dataclass ``cls`` (and of nested configs marked
-    ``flatten``), plus ``--config``, ``--print-config``, ``--verbose`` and ``--debug``.
-
-    ``overlay``: field metadata only the CLI knows (e.g. the registered architectures as choices), by
-    field name. ``defaults`` (a nested mapping): this job's defaults. ``actions``: a dataclass of what
-    the job does this time (``--export-only``): flags too, but neither ``--config`` keys nor printed.
+    """A parser with one flag per field of the config dataclass ``cls`` (nested ``flatten`` configs flat), plus
+    ``--config``, ``--print-config``, ``--verbose`` and ``--debug``. ``overlay``: field metadata only the CLI knows
+    (e.g. the registered architectures as choices). ``actions``: a dataclass of what the job does this time
+    (``--export-only``): flags too, but neither ``--config`` keys nor printed.
     """
     p = Parser(description=description)
     p.config_cls, p.actions_cls, p.config_defaults = cls, actions, dict(defaults or {})
@@ -155,14 +145,11 @@ def _add_fields(
     prefix: str = CONFIG_PREFIX,
 ) -> None:
     hints = field_types(cls)
-    groups: dict[str | None, Any] = {}
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
         meta = _merge_meta(f.metadata, overlay.get(f.name, {}))
         title = meta.get("group", group_title)
-        if title not in groups:
-            groups[title] = _group(p, title)
         sub = nested_config(hints[f.name])
         default = defaults.get(f.name, _default(f))
         if sub is not None and meta.get("flatten"):
@@ -170,7 +157,7 @@ def _add_fields(
             continue
         if "flag" in meta and meta["flag"] is None or meta.get("file") is False:
             continue
-        _add_flag(groups[title], f, hints[f.name], meta, prefix + ".".join((*path, f.name)), default)
+        _add_flag(_group(p, title), f, hints[f.name], meta, prefix + ".".join((*path, f.name)), default)
 
 
 def _merge_meta(meta: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -194,9 +181,7 @@ def _group(p: Parser, title: str | None):
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
+    return None if f.default_factory is dataclasses.MISSING else f.default_factory()
 
 
 def _add_flag(g, f: dataclasses.Field, tp: Any, meta: Mapping[str, Any], dest: str, default: Any) -> None:
@@ -271,10 +256,8 @@ def show_default(v: Any) -> str:
 def parse_config(
     p: Parser, argv: list[str] | None = None, adjust: Callable[[dict[str, Any]], None] | None = None
 ) -> tuple[Any, argparse.Namespace]:
-    """(the resolved config, the parsed namespace): defaults < ``--config FILE`` < flags given.
-
-    ``adjust`` may fill in derived defaults on the merged mapping (e.g. the run name from the
-    architecture). ``--print-config`` prints the result and leaves through :class:`Exit`.
+    """(the resolved config, the parsed namespace): defaults < ``--config FILE`` < flags given. ``adjust`` may
+    fill in derived defaults on the merged mapping (the run name); ``--print-config`` leaves through :class:`Exit`.
     """
     assert p.config_cls is not None, "parse_config needs a parser from config_parser"
     ns = p.parse_args(argv)
@@ -293,8 +276,7 @@ def parse_config(
     merged = _deep_merge({}, p.config_defaults)
     where = "settings"
     if ns.config:
-        data = read_config_file(ns.config)
-        merged = _deep_merge(merged, data)
+        merged = _deep_merge(merged, read_config_file(ns.config))
         where = f"--config {ns.config} with the flags given"
         # unknown keys and bad values in the file, named before any derived default is filled in; with the
         # flags given, since a file may leave to the command line what it requires (INPUT, --out)

@@ -1,5 +1,5 @@
-"""The command lines of training and tuning: TrainConfig's flags (``--arch`` with the registered
-architectures), and a run named after its architecture unless told otherwise."""
+"""The command lines of training and tuning: TrainConfig's flags, a run named after its architecture unless
+told otherwise, and what training refuses before Ray starts."""
 
 from __future__ import annotations
 
@@ -13,16 +13,13 @@ from fer_ray.config import UserError, from_user_dict, read_config_file
 from fer_ray.storage import is_remote
 
 
-def _model_names() -> tuple[str, ...]:
-    from fer_ray.models.registry import MODELS
-
-    return tuple(sorted(MODELS))
-
-
-def train_overlay(model_flag_note: str = " (--model names a trained artifact in score, serve and evaluate)") -> dict:
+def _arch_overlay() -> dict:
     """``--arch`` (TrainConfig's ``model.name``, spelled in ``fer_ray.train.config.MODEL_FLAGS``) for train and
     tune: the registered architectures as its choices, and why its old spelling ``--model`` warns."""
-    return {"model": {"fields": {"name": {"choices": _model_names(), "deprecated_note": model_flag_note}}}}
+    from fer_ray.models.registry import MODELS
+
+    note = " (--model names a trained artifact in score, serve and evaluate)"
+    return {"model": {"fields": {"name": {"choices": tuple(sorted(MODELS)), "deprecated_note": note}}}}
 
 
 def default_run_name(train: dict[str, Any]) -> None:
@@ -37,7 +34,7 @@ def train_parser(description: str | None = None) -> Parser:
     """The flags of jobs/train.py: TrainConfig's fields, and ``--export-only`` (TrainActions)."""
     from fer_ray.train.config import TrainActions, TrainConfig
 
-    return config_parser(TrainConfig, description, overlay=train_overlay(), actions=TrainActions)
+    return config_parser(TrainConfig, description, overlay=_arch_overlay(), actions=TrainActions)
 
 
 def tune_parser(description: str | None = None) -> Parser:
@@ -48,7 +45,7 @@ def tune_parser(description: str | None = None) -> Parser:
     return config_parser(
         SweepConfig,
         description,
-        overlay={"base": {"fields": train_overlay()}},
+        overlay={"base": {"fields": _arch_overlay()}},
         defaults={"base": {"epochs": 4}},  # a sweep's trials are short; the winner is trained longer afterwards
         config_help="YAML or JSON file of the sweep's settings, training ones under base: (the keys of "
         "--print-config); flags given override it",
