@@ -1,9 +1,6 @@
-"""Batch augmentation on tensors, so it runs on the training device (GPU or CPU) in one pass.
-
-One ``affine_grid``/``grid_sample`` call applies the shift (the "random crop with
-padding"), horizontal flip, small rotation and scale to the whole batch; random
-erasing is a vectorized rectangle mask. Only the training split is augmented.
-"""
+"""Batch augmentation on the training device, in one pass: one ``affine_grid``/``grid_sample`` call applies the
+shift (the "random crop with padding"), horizontal flip, small rotation and scale to the whole batch; random
+erasing is a vectorized rectangle mask. Only the training split is augmented."""
 
 from __future__ import annotations
 

@@ -1,15 +1,22 @@
-"""A run's checkpoints and record: what it learnt from, what a resume may change, which checkpoint is
-best, and the export of one as a model artifact. Both back ends use it; nothing here imports Ray.
+"""A run's files and record: where it lives (``<storage_path>/<run_name>``, local or ``s3://``), what it learnt
+from, what a resume may change, which checkpoint is best, and the export of one as a model artifact.
+
+Both back ends use it. Nothing here imports Ray, so the CLIs can find and read a run before Ray starts.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
+from fer_ray import storage as run_storage
 from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, UserError, fer2013_parquet, fields_where
+from fer_ray.data.s3 import S3Settings
 from fer_ray.data.sources import fingerprint
 from fer_ray.inference.artifact import SHIPPED_MODELS, Artifact, load_artifact, save_artifact
 from fer_ray.models.registry import create_model
@@ -17,6 +24,8 @@ from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher, teacher_ids
 
 STATE = "state.pt"  # one checkpoint = one torch.save'd dict {model, optimizer, scheduler, epoch, history, ...}
+# Files of a run dir besides its checkpoints.
+TRAIN_CONFIG, HISTORY, CRASH_MARKER = "train_config.json", "history.json", ".crashed_once"
 
 
 @dataclass
@@ -31,21 +40,15 @@ class TrainResult:
 
 
 class RunRefused(UserError):
-    """A run that would continue or start from weights under another question (a resume with another
-    model, recipe, data or teachers; a starting artifact of another architecture): a user's choice to
-    change, so the CLI shows it as one line, not a traceback."""
+    """A resume with another model, recipe, data or teachers, or a starting artifact of another architecture:
+    a user's choice to change, so the CLI shows it as one line, not a traceback."""
 
 
 def data_record(
-    cfg: TrainConfig,
-    source: str,
-    shown: str,
-    teacher: Teacher | None = None,
-    initial: Artifact | None = None,
+    cfg: TrainConfig, source: str, shown: str, teacher: Teacher | None = None, initial: Artifact | None = None
 ) -> dict[str, Any]:
-    """The head of a run's ``counts`` record: what it learnt from (data, labels, teachers and starting
-    weights by ``model_id``), so a resume on other data or teachers is refused and the artifact names them.
-    ``teacher`` / ``initial``: already loaded (else each artifact is read for its id, as on a Ray driver)."""
+    """The head of a run's ``counts`` record: what it learnt from (data, labels, teachers and starting weights
+    by ``model_id``); ``teacher`` / ``initial``: already loaded (else read for their ids, as on a Ray driver)."""
     record: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "labels": cfg.labels}
     if cfg.teachers:
         record["teachers"] = list(teacher.ids) if teacher is not None else teacher_ids(cfg.teachers, cfg.teacher_engine)
@@ -150,11 +153,9 @@ def resume_record(
 ) -> dict[str, Any]:
     """The run's ``train_config.json`` content for this invocation, checking a resume against the saved one.
 
-    A resume that changes only fields marked ``resumable`` (how long, how fast, where) appends a segment
-    with the epoch it takes effect. Any other change (model, data, labels, preprocessing, augmentation,
-    loss, optimizer, batch size) would continue the saved weights under a different question: it raises
-    :class:`RunRefused` naming the fields.
-    """
+    A resume that changes only fields marked ``resumable`` (how long, how fast, where) appends a segment from
+    the epoch it takes effect; any other change would continue the weights under a different question and
+    raises :class:`RunRefused` naming the fields."""
     current = cfg.to_dict()
     if not saved:
         return {"train_config": current, "counts": counts, "segments": [{"start_epoch": 0, "train_config": current}]}
@@ -183,3 +184,41 @@ def resume_record(
     if changed:
         segments = [*segments, {"start_epoch": next_epoch, "changed": changed, "train_config": current}]
     return {"train_config": current, "counts": counts, "segments": segments}
+
+
+def run_dirs(cfg: TrainConfig) -> tuple[str, Path | str]:
+    """(Ray Train storage path, the run dir ``<storage_path>/<run_name>``); on a cluster use storage all nodes
+    share (``s3://`` or NFS): a submitted job's working dir is deleted with the job."""
+    if run_storage.is_remote(cfg.storage_path):
+        storage = cfg.storage_path.rstrip("/")
+        return storage, f"{storage}/{cfg.run_name}"
+    if "://" in cfg.storage_path:  # a URI of another scheme: no reader or writer here takes it
+        raise ValueError(f"--storage-path {cfg.storage_path!r}: use a local directory or s3://bucket/prefix")
+    storage = Path(cfg.storage_path).expanduser().resolve()
+    return str(storage), storage / cfg.run_name
+
+
+def ray_storage(storage: str) -> tuple[str, pafs.FileSystem | None]:
+    """(``storage_path``, ``storage_filesystem``) for Ray Train and Tune: Ray would resolve ``s3://`` itself
+    and ignore ``AWS_ENDPOINT_URL``."""
+    if storage.startswith("s3://"):
+        return storage[len("s3://") :], S3Settings.from_env().filesystem()
+    return storage, None
+
+
+def write_run_file(fs: pafs.FileSystem, path: str, text: str) -> None:
+    """Write into the run's storage (local or s3://) through the filesystem Ray Train itself uses,
+    so that a worker on any node reaches the bucket without AWS settings of its own."""
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def saved_run(run_dir: Path | str) -> tuple[dict[str, Any] | None, int]:
+    """(the run's saved train_config.json record, epochs it has completed) or (None, 0) for a new run."""
+    try:
+        saved = json.loads(run_storage.read_text(run_storage.join(run_dir, TRAIN_CONFIG)))
+        history = json.loads(run_storage.read_text(run_storage.join(run_dir, HISTORY)))
+    except FileNotFoundError:
+        return None, 0
+    return saved, len(history)

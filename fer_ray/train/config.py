@@ -1,8 +1,5 @@
-"""The training config: one frozen dataclass, saved next to every checkpoint and artifact.
-
-Its fields are also ``jobs/train.py``'s flags and ``--config`` file keys (see ``fer_ray.cli``):
-each field's help text, default and choices are written once, here.
-"""
+"""The training config: one frozen dataclass, saved next to every checkpoint and artifact. Its fields are also
+``jobs/train.py``'s flags and ``--config`` keys (``fer_ray.cli``): help, default and choices are written here."""
 
 from __future__ import annotations
 
@@ -72,8 +69,7 @@ class TrainConfig:
     )
     ferplus_csv: str | None = setting(None, "FER+ fer2013new.csv (unset: beside the Parquet)", group="data")
 
-    # pretrain_epochs train the autoencoder alone (reconstruction), then `epochs` train everything
-    # jointly; models without a decoder skip pretraining.
+    # models without a decoder skip pretraining
     epochs: int = setting(30, "joint epochs (all of the model)", group="recipe", resumable=True)
     pretrain_epochs: int = setting(1, "reconstruction-only epochs before the joint ones (ae_cnn_attn)", group="recipe")
     batch_size: int = setting(128, "global batch; each worker gets batch_size / workers", group="recipe")
@@ -101,11 +97,9 @@ class TrainConfig:
         "last joint epoch (linear or cosine) (ae_cnn_attn)",
         group="recipe",
     )
-    # Knowledge distillation (fer_ray.train.distill): the loss becomes (1 - w) x cross-entropy +
-    # w x KL to the teachers' averaged softened probabilities on the same augmented batch.
-    # Resumable because this names where the teachers are found: their identity is the weights and engine
-    # recorded in counts["teachers"], which a resume must match; so a teacher may move, e.g. be copied
-    # aside before a better model ships under its name.
+    # Distillation (fer_ray.train.distill): loss = (1 - w) x cross-entropy + w x KL to the teachers' mean.
+    # Resumable because it only says where the teachers are: a resume must match their weights and engine
+    # (counts["teachers"]), so a teacher may move, e.g. aside before a better model ships under its name.
     teachers: tuple[str, ...] = setting(
         (),
         "trained artifacts to distil from (shipped names or paths, comma-separated; unset: none)",
@@ -127,9 +121,8 @@ class TrainConfig:
     teacher_tta: bool = setting(
         False, "teachers also score the mirrored batch (flip TTA, as the shipped models are scored)", group="recipe"
     )
-    # Fine-tuning: a finished run's weights start a new schedule (an SGDR-style restart with new
-    # teachers, say) without replaying the epochs that made them; the record names them by model_id (as
-    # for teachers, a resume checks that id, so the path itself may change).
+    # Fine-tuning, e.g. an SGDR-style restart with new teachers; as for teachers, a resume checks the
+    # recorded model_id, so the path itself may change.
     init_from: str | None = setting(
         None,
         "trained artifact (shipped name or path) whose weights start the run, e.g. to fine-tune it with new "
@@ -256,9 +249,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """From metadata fer_ray stored (checkpoints, artifacts): unknown keys are ignored, so runs and
-        artifacts of other versions stay readable. A file a person wrote goes through
-        :func:`fer_ray.config.from_user_dict` instead, which refuses unknown keys."""
+        """From metadata fer_ray stored: unknown keys are ignored, so runs and artifacts of other versions stay
+        readable (a file a person wrote goes through :func:`fer_ray.config.from_user_dict`, which refuses them)."""
         d = dict(d)
         d["model"] = ModelConfig.from_dict(d.get("model", {}))
         d["preprocess"] = PreprocessConfig.from_dict(d.get("preprocess", {}))

@@ -1,9 +1,7 @@
 """Knowledge distillation: a student also learns the softened probabilities of trained artifacts.
 
-FER2013's labels are noisy, and an ensemble's probabilities carry what a single label cannot: which
-faces are ambiguous and between which emotions. Matching them (Hinton et al., 2015) folds an ensemble's
-accuracy into one network, so the shipped artifact stays one model, one forward pass. The teachers see
-the same augmented batch as the student.
+FER2013's labels are noisy; an ensemble's probabilities say which faces are ambiguous and between which
+emotions. Matching them (Hinton et al., 2015) folds an ensemble's accuracy into one network, one forward pass.
 """
 
 from __future__ import annotations
@@ -16,12 +14,8 @@ from fer_ray.preprocess import PreprocessConfig
 
 
 class Teacher:
-    """Frozen artifacts whose averaged softened probabilities a student matches.
-
-    ``ids``: each artifact's ``model_id``, what the run records, so a distilled model names the exact
-    weights and engine it learnt from. ``flip_tta``: each teacher also scores the mirrored batch, as the
-    shipped models are scored, which makes better targets than one view at twice the teachers' cost.
-    """
+    """Frozen artifacts whose averaged softened probabilities a student matches; ``ids`` (their ``model_id``s)
+    go in the run's record. ``flip_tta``: each also scores the mirrored batch, as the shipped models are scored."""
 
     def __init__(self, artifacts: list[Artifact], flip_tta: bool = False):
         self.artifacts, self.flip_tta = artifacts, flip_tta
@@ -54,12 +48,8 @@ def load_teacher(
     flip_tta: bool = False,
     threads: int = 1,
 ) -> Teacher:
-    """The artifacts at ``paths`` (shipped names or directories) as one :class:`Teacher`; ``torch`` runs
-    them on ``device``, the ONNX engines on the CPU with ``threads``.
-
-    Each must read faces as the student does: they score the student's input tensor, and a teacher fed
-    differently scaled pixels would teach noise.
-    """
+    """The artifacts at ``paths`` (shipped names or directories) as one :class:`Teacher`; ``torch`` runs them on
+    ``device``, the ONNX engines on the CPU with ``threads``. Each must preprocess faces as the student does."""
     arts = []
     for p in paths:
         art = load_artifact(p, device=device if engine == "torch" else "cpu", engine=engine, threads=threads)

@@ -1,10 +1,6 @@
-"""An exponential moving average of the weights, the model a run validates and exports when asked.
-
-Averaging the last steps' weights smooths out the noise of the final updates at no cost at inference
-(timm and most modern recipes ship the averaged weights). Batch-norm statistics are averaged with the
-parameters, so no extra pass over the data. The run validates both (``val_acc``, ``val_acc_raw``), so
-it shows whether averaging helped.
-"""
+"""An exponential moving average of the weights, the model a run validates and exports when asked: it smooths
+out the noise of the final updates at no cost at inference (as timm does). Batch-norm statistics are averaged
+with the parameters, so no extra pass over the data; the run validates both (``val_acc``, ``val_acc_raw``)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Plain PyTorch training and evaluation: nothing here knows about Ray.
-
-Batches are ``(faces, labels)`` with ``uint8`` faces (B, S, S) from the shared decode stage, normalized
-on the model's device exactly as batch scoring and Serve do.
-"""
+"""Plain PyTorch training and evaluation, nothing here knows about Ray. Batches are ``(faces, labels)`` with
+``uint8`` faces (B, S, S) from the shared decode stage, normalized on the device as batch scoring and Serve do."""
 
 from __future__ import annotations
 
@@ -27,6 +24,7 @@ from fer_ray.train.ema import WeightEMA
 logger = logging.getLogger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+Reducer = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -98,7 +96,7 @@ class EpochStats:
         self.correct += correct
         self.n += n
 
-    def reduce(self, reducer: Callable[[torch.Tensor], torch.Tensor] | None) -> EpochStats:
+    def reduce(self, reducer: Reducer | None) -> EpochStats:
         """Sum counts across workers (``reducer`` = all-reduce) so every rank reports the same numbers."""
         if reducer is None:
             return self
@@ -166,40 +164,24 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict(
+def evaluate(
     model: nn.Module, batches: Iterable[Batch], device: torch.device, pre_cfg: PreprocessConfig = PreprocessConfig()
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Logits and labels for every batch, plus the mean reconstruction MSE (0 without a decoder)."""
+) -> EpochStats:
+    """Loss (plain cross-entropy, no smoothing, so it is comparable across runs), accuracy and reconstruction."""
+    t0 = time.perf_counter()
     model.eval()
-    logits, labels, recon_sum, n = [], [], 0.0, 0
+    logits, labels, recon_sum = [], [], 0.0
     for faces, y in batches:
         x = normalize(faces.to(device), pre_cfg)
         out = model(x)
         logits.append(out["logits"].float().cpu())
-        labels.append(y.cpu())
+        labels.append(y.cpu().long())
         if "recon" in out:
             recon_sum += float(F.mse_loss(out["recon"].float(), x, reduction="sum")) / x[0].numel()
-        n += len(y)
-    if not logits:
-        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64), 0.0
-    return torch.cat(logits).numpy(), torch.cat(labels).long().numpy(), recon_sum / max(n, 1)
-
-
-def evaluate(
-    model: nn.Module,
-    batches: Iterable[Batch],
-    device: torch.device,
-    loss_cfg: LossConfig = LossConfig(),
-    pre_cfg: PreprocessConfig = PreprocessConfig(),
-) -> EpochStats:
-    """Loss (plain cross-entropy, no smoothing, so it is comparable across runs) and accuracy."""
-    t0 = time.perf_counter()
-    logits, labels, recon = predict(model, batches, device, pre_cfg)
     stats = EpochStats()
-    if len(labels):
-        lt, yt = torch.from_numpy(logits), torch.from_numpy(labels)
-        ce = float(F.cross_entropy(lt, yt))
-        stats.add(ce, recon, int((lt.argmax(1) == yt).sum()), len(yt))
+    if labels:
+        lt, yt = torch.cat(logits), torch.cat(labels)
+        stats.add(float(F.cross_entropy(lt, yt)), recon_sum / len(yt), int((lt.argmax(1) == yt).sum()), len(yt))
     stats.seconds = time.perf_counter() - t0
     return stats
 

@@ -1,14 +1,10 @@
 """Plain-PyTorch training: one process, one device, the recipe of :mod:`fer_ray.train.recipe`, no Ray.
 
-Why it exists: a single GPU finishes the long schedules (hundreds of epochs) in minutes,
-and a machine without Ray (a lent GPU box, a laptop) can run it; on a 2-core CPU it also
-skips Ray Train's per-epoch start-up. Faces are decoded once by the shared decode stage
-and kept on the device as ``uint8``, so an epoch is pure compute.
+A single GPU finishes the long schedules in minutes, a machine without Ray can run it, and on a 2-core CPU it
+skips Ray Train's per-epoch start-up. Faces are decoded once and kept on the device as ``uint8``.
 
-A run dir (``<storage_path>/<run_name>``) holds ``train_config.json``, ``history.json``
-(rewritten every epoch, so a stopped run's curve is never lost), ``checkpoint_latest/``
-(rerun the same command to resume; :func:`fer_ray.train.checkpoints.resume_record` says what a
-resume may change), ``checkpoint_best/`` and the exported ``artifact/``.
+A run dir (``<storage_path>/<run_name>``) holds ``train_config.json``, ``history.json`` (rewritten every epoch),
+``checkpoint_latest/`` (rerun the same command to resume), ``checkpoint_best/`` and the exported ``artifact/``.
 """
 
 from __future__ import annotations
@@ -37,7 +33,9 @@ from fer_ray.models.registry import create_model
 from fer_ray.progress import Progress, iterate, progress_mode
 from fer_ray.storage import is_remote
 from fer_ray.train.checkpoints import (
+    HISTORY,
     STATE,
+    TRAIN_CONFIG,
     TrainResult,
     data_record,
     export_state,
@@ -45,6 +43,7 @@ from fer_ray.train.checkpoints import (
     rank_key,
     resolve_source,
     resume_record,
+    run_dirs,
 )
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher
@@ -52,7 +51,7 @@ from fer_ray.train.loop import epoch_line
 from fer_ray.train.recipe import Learner, epoch_seed, seed_everything, teacher_of
 
 logger = logging.getLogger(__name__)
-LATEST, BEST, TRAIN_CONFIG = "checkpoint_latest", "checkpoint_best", "train_config.json"
+LATEST, BEST = "checkpoint_latest", "checkpoint_best"
 EVAL_BATCH = 512
 
 
@@ -103,14 +102,6 @@ def _batches(split: Split, batch_size: int, order: torch.Tensor | None = None):
         yield split.faces[part], split.labels[part]
 
 
-def _device(cfg: TrainConfig) -> torch.device:
-    if cfg.use_gpu:
-        if not torch.cuda.is_available():
-            raise RuntimeError("--use-gpu was given but torch sees no CUDA device")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def _save_atomic(state: dict[str, Any], path: Path) -> None:
     """A kill mid-write must not destroy the checkpoint a resume needs."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,18 +113,17 @@ def _save_atomic(state: dict[str, Any], path: Path) -> None:
 def run_dir_of(cfg: TrainConfig) -> Path:
     if "://" in cfg.storage_path:
         raise ValueError("the plain back end writes to a local --storage-path; use --backend ray for s3://")
-    return Path(cfg.storage_path).expanduser().resolve() / cfg.run_name
+    return run_dirs(cfg)[1]
 
 
 def train_plain(cfg: TrainConfig, progress: bool | None = None) -> TrainResult:
-    """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export its best checkpoint.
-
-    ``progress``: bars of epochs and of the epoch's steps on a terminal (``None``) or always (``True``);
-    the per-epoch log lines are there in every case."""
+    """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export its best checkpoint; ``progress``:
+    bars of epochs and steps on a terminal (``None``) or always (``True``), per-epoch log lines in every case."""
     if cfg.workers != 1:
         raise ValueError("the plain back end trains on one device; use --backend ray for --workers > 1")
-    run_dir = run_dir_of(cfg)
-    device = _device(cfg)
+    if cfg.use_gpu and not torch.cuda.is_available():
+        raise RuntimeError("--use-gpu was given but torch sees no CUDA device")
+    run_dir, device = run_dir_of(cfg), torch.device("cuda" if cfg.use_gpu else "cpu")
     torch.set_num_threads(cfg.torch_threads or os.cpu_count() or 1)
     teacher, initial = teacher_of(cfg, device), initial_artifact(cfg) if cfg.init_from else None
     splits, counts = load_fer_parquet(cfg, teacher, initial)
@@ -143,7 +133,7 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> TrainResult:
 
     seed_everything(cfg.seed)
     steps_per_epoch = max(1, math.ceil(len(train.labels) / cfg.batch_size))
-    learner = Learner.build(cfg, create_model(cfg.model).to(device), device, steps_per_epoch, counts, teacher, initial)
+    learner = Learner(cfg, create_model(cfg.model).to(device), device, steps_per_epoch, counts, teacher, initial)
 
     start_epoch, history, best = 0, [], None
     latest = run_dir / LATEST / STATE
@@ -177,7 +167,7 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> TrainResult:
                 _save_atomic(state, run_dir / BEST / STATE)
             state["best"] = best
             _save_atomic(state, latest)
-            (run_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+            (run_dir / HISTORY).write_text(json.dumps(history, indent=2) + "\n")
             # one line per epoch: the progress where there is no bar, above the bar where there is one
             logger.info("%s", epoch_line(metrics, cfg.total_epochs, best, time.perf_counter() - t0))
             bar.update(1, val_acc=metrics["val_acc"], best=best["val_acc"])

@@ -1,39 +1,201 @@
-"""Ray Train (V2) around the plain recipe in :mod:`fer_ray.train.recipe`: the driver of one run.
-
-One concern per module, in the order a run goes: :mod:`~fer_ray.train.run_dir` (where the run lives),
-:mod:`~fer_ray.train.ray_data` (decoded shards), this module (the ``TorchTrainer``, ``fit()`` with epoch
-progress), :mod:`~fer_ray.train.ray_worker` (the loop on each worker: DDP, per-epoch reports and
-checkpoints, resume, the fault drill) and :mod:`~fer_ray.train.ray_export` (the best checkpoint as an
-artifact). The names other code imports from here are re-exported.
-"""
+"""Ray Train (V2) around the recipe of :mod:`fer_ray.train.recipe`: a run's decoded data, the ``TorchTrainer``
+and ``fit()`` with epoch progress, the loop on each worker (:func:`train_loop_per_worker`: DDP, per-epoch
+reports and checkpoints, resume, the fault drill) and the best checkpoint exported as an artifact."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pandas as pd
 import pyarrow.fs as pafs
+import ray
+import ray.data
+import ray.train
+import ray.train.torch
+import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.train.v2.api.result import Result as RunResult
 
 from fer_ray import storage as run_storage
+from fer_ray.data import decode, read_labeled
+from fer_ray.labels import NUM_CLASSES
+from fer_ray.models.registry import create_model
 from fer_ray.progress import Poller, Progress, progress_mode
 from fer_ray.runtime import init_ray
-from fer_ray.train.checkpoints import STATE, TrainResult, rank_key, resume_record
+from fer_ray.train.checkpoints import (
+    CRASH_MARKER,
+    HISTORY,
+    STATE,
+    TRAIN_CONFIG,
+    TrainResult,
+    data_record,
+    export_state,
+    rank_key,
+    ray_storage,
+    resolve_source,
+    resume_record,
+    run_dirs,
+    saved_run,
+    select_checkpoint,
+    write_run_file,
+)
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.loop import epoch_line
-from fer_ray.train.ray_data import TrainingData, training_data
-from fer_ray.train.ray_export import export_best, export_run
-from fer_ray.train.ray_worker import train_loop_per_worker
-from fer_ray.train.run_dir import HISTORY, TRAIN_CONFIG, ray_storage, run_dirs, saved_run
-
-__all__ = ["STATE", "TrainingData", "build_trainer", "export_run", "train", "training_data"]
+from fer_ray.train.recipe import Learner, epoch_seed, seed_everything, teacher_of
 
 logger = logging.getLogger(__name__)
 
 
+# ---------------------------------------------------------------- the driver's data: decoded Ray Datasets
+def _assign_val(batch: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """Move a seeded, order-independent share of ``train`` to ``val`` (hash of the path)."""
+
+    def is_val(path: str) -> bool:
+        h = hashlib.sha256(f"{seed}:{path}".encode()).digest()
+        return int.from_bytes(h[:8], "big") / 2**64 < fraction
+
+    mask = (batch["split"] == "train") & batch["path"].map(is_val)
+    batch.loc[mask, "split"] = "val"
+    return batch
+
+
+def _only(batch: pd.DataFrame, split: str) -> pd.DataFrame:
+    return batch[(batch["split"] == split) & batch["error"].isna()][["face", "label"]]
+
+
+@dataclass
+class TrainingData:
+    train: ray.data.Dataset
+    val: ray.data.Dataset
+    counts: dict[str, Any]  # per split/class counts and decode errors, saved with the run
+
+
+def _decoded(source: str, split: str, cfg: TrainConfig) -> ray.data.Dataset:
+    ds = read_labeled(source, splits=(split,), labels=cfg.labels, ferplus_csv=cfg.ferplus_csv)
+    if cfg.limit:
+        ds = ds.limit(cfg.limit)  # before decoding, so smoke runs do not decode the full data
+    return decode(ds, cfg.preprocess).materialize()
+
+
+def training_data(cfg: TrainConfig) -> TrainingData:
+    """Decoded train and validation datasets, never test: validation is the source's own (FER2013
+    PublicTest) or, without one (image folders), a seeded ``val_fraction`` of train."""
+    source, shown = resolve_source(cfg)
+    train, val = _decoded(source, "train", cfg), _decoded(source, "val", cfg)
+    if val.count() == 0:
+        train = train.map_batches(
+            _assign_val, fn_kwargs={"fraction": cfg.val_fraction, "seed": cfg.seed}, batch_format="pandas"
+        ).materialize()
+        val = train
+    counts = data_record(cfg, source, shown)
+    splits = {}
+    for split, ds in (("train", train), ("val", val)):
+        meta = ds.select_columns(["label", "split", "error"]).to_pandas()
+        meta = meta[meta["split"] == split]
+        bad = meta["error"].notna()
+        if bad.any():
+            top = meta.loc[bad, "error"].value_counts().head(5).to_dict()
+            logger.warning("%d %s rows failed to decode and are left out: %s", bad.sum(), split, top)
+        counts[split] = np.bincount(meta.loc[~bad, "label"], minlength=NUM_CLASSES).tolist()
+        counts["decode_errors"][split] = int(bad.sum())
+        splits[split] = ds.map_batches(_only, fn_kwargs={"split": split}, batch_format="pandas").materialize()
+    if sum(counts["train"]) == 0 or sum(counts["val"]) == 0:
+        raise ValueError(f"{source}: need decodable rows in both train and val, got {counts}")
+    return TrainingData(splits["train"], splits["val"], counts)
+
+
+# ---------------------------------------------------------------- on every worker
+def _torch_batches(it, batch_size: int, shuffle: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for b in it.iter_torch_batches(
+        batch_size=batch_size,
+        local_shuffle_buffer_size=shuffle or None,
+        local_shuffle_seed=seed if shuffle else None,
+        dtypes={"face": torch.uint8, "label": torch.int64},
+    ):
+        yield b["face"], b["label"]
+
+
+def _crash_midway(batches, after: int, fs, marker: str):
+    """Fault drill: exit the worker process abruptly once, after ``after`` batches."""
+    for i, b in enumerate(batches):
+        if i == after and fs.get_file_info(marker).type == pafs.FileType.NotFound:
+            write_run_file(fs, marker, "crashed once\n")
+            os._exit(1)
+        yield b
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker; resumes from ``ray.train.get_checkpoint()`` when present."""
+    cfg = TrainConfig.from_dict(config["train"])
+    ctx = ray.train.get_context()
+    rank, world, local_world = ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_world_size()
+    logger.info("worker rank %d of %d on node %s", rank, world, ray.get_runtime_context().get_node_id())
+    # The run's storage as Ray Train resolved it (DeveloperAPI, stable within our pinned Ray).
+    run_fs, run_path = ctx.get_storage().storage_filesystem, ctx.get_storage().experiment_fs_path
+    # Ray pins OMP_NUM_THREADS to the worker's (possibly fractional) CPU share; use the cores instead.
+    torch.set_num_threads(cfg.torch_threads or max(1, (os.cpu_count() or 1) // local_world))
+    device = ray.train.torch.get_device()
+    seed_everything(cfg.seed)
+
+    # Only reconstruction pre-training leaves parameters (the classifier) without gradients;
+    # DDP's search for them costs a graph traversal per step, so ask for it only then.
+    pretraining = cfg.total_epochs > cfg.epochs
+    model = ray.train.torch.prepare_model(
+        create_model(cfg.model), parallel_strategy_kwargs={"find_unused_parameters": pretraining}
+    )
+    per_worker = max(1, cfg.batch_size // world)
+    steps_per_epoch = max(1, math.ceil(config["n_train"] / cfg.batch_size))
+    learner = Learner(cfg, model, device, steps_per_epoch, config["counts"], teacher_of(cfg, device))
+
+    start_epoch, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE, map_location=device, weights_only=True)
+        start_epoch, history = learner.restore(state)
+        logger.info("resumed after epoch %d from %s", start_epoch, checkpoint.path)
+
+    reducer = None
+    if world > 1:
+        import torch.distributed as dist
+
+        def reducer(t: torch.Tensor) -> torch.Tensor:
+            t = t.to(device)
+            dist.all_reduce(t)
+            return t.cpu()
+
+    train_it, val_it = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    for epoch in range(start_epoch, cfg.total_epochs):
+        seed = epoch_seed(cfg, epoch, rank)
+        batches = _torch_batches(train_it, per_worker, cfg.shuffle_buffer, seed)
+        if cfg.crash_once_at_epoch == epoch and rank == 0:
+            after = max(1, config["n_train"] // per_worker // world // 2)
+            batches = _crash_midway(batches, after, run_fs, f"{run_path}/{CRASH_MARKER}")
+        val_batches = _torch_batches(val_it, per_worker, 0, 0)
+        gen = torch.Generator().manual_seed(seed)
+        metrics = learner.run_epoch(epoch, batches, val_batches, generator=gen, reducer=reducer)
+        history.append(metrics)
+        if rank == 0:  # per-epoch history next to the checkpoints, readable while the run goes on
+            write_run_file(run_fs, f"{run_path}/{HISTORY}", json.dumps(history, indent=2) + "\n")
+        with tempfile.TemporaryDirectory() as d:
+            if rank == 0:
+                torch.save(learner.state(epoch, history), Path(d) / STATE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
+
+
+# ---------------------------------------------------------------- the driver
 def build_trainer(
     cfg: TrainConfig,
     data: TrainingData,
@@ -41,11 +203,8 @@ def build_trainer(
     callbacks: list | None = None,
     filesystem: pafs.FileSystem | None = None,
 ) -> TorchTrainer:
-    """The TorchTrainer for one run; Tune trials add ``TuneReportCallback`` through ``callbacks``.
-
-    ``storage`` is a local path or ``s3://`` URI, or with ``filesystem`` a path inside that filesystem
-    (resolved once on the driver, so trials on other nodes need no S3 settings of their own).
-    """
+    """The TorchTrainer for one run; Tune trials add ``TuneReportCallback`` through ``callbacks``. ``storage``:
+    a local path or ``s3://`` URI, or a path inside ``filesystem`` (resolved once on the driver for all trials)."""
     if filesystem is None:
         storage, filesystem = ray_storage(storage)
     return TorchTrainer(
@@ -76,9 +235,8 @@ def build_trainer(
 def train(cfg: TrainConfig, progress: bool | None = None) -> TrainResult:
     """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export the best checkpoint.
 
-    ``progress`` (a bar on a terminal, else log lines; ``False``: neither) is read on the driver from the
-    ``history.json`` rank 0 rewrites every epoch: Train V2 reports go to its controller, not the driver.
-    """
+    ``progress`` (a bar on a terminal, else log lines; ``False``: neither) comes from the ``history.json`` rank 0
+    rewrites every epoch: Train V2 reports go to its controller, not the driver."""
     init_ray(cfg.ray)
     storage, run_dir = run_dirs(cfg)
     data = training_data(cfg)
@@ -124,3 +282,47 @@ def _epoch_progress(run_dir: Path | str, total: int, done: int, progress: bool |
             yield
     finally:
         bar.close()
+
+
+# ---------------------------------------------------------------- the best checkpoint as an artifact
+def export_best(
+    result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path | str, segments: list[dict[str, Any]] | None = None
+) -> TrainResult:
+    """Write the best checkpoint (by validation accuracy) as a model artifact under ``run_dir/artifact``
+    (local, or uploaded to ``s3://``)."""
+    best = select_checkpoint(result.best_checkpoints or []) or result.checkpoint
+    if best is None:
+        return TrainResult(run_dir, None, None, [], counts)
+    with best.as_directory() as d:
+        state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
+    history = state["history"]
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            history = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)["history"] or history
+    best_metrics = state["history"][-1]
+    target = run_storage.join(run_dir, "artifact")
+    if run_storage.is_remote(run_dir):
+        with tempfile.TemporaryDirectory() as d:
+            exported = export_state(state, cfg, counts, history, Path(d) / "a", segments)
+            artifact_dir = run_storage.upload_dir(exported, target)
+    else:
+        artifact_dir = export_state(state, cfg, counts, history, target, segments)
+    run_storage.write_text(run_storage.join(run_dir, HISTORY), json.dumps(history, indent=2) + "\n")
+    epoch = best_metrics.get("epoch")
+    logger.info("exported the best checkpoint (epoch %s) to %s", "?" if epoch is None else epoch + 1, artifact_dir)
+    return TrainResult(run_dir, artifact_dir, best_metrics, history, counts)
+
+
+def export_run(storage_path: str, run_name: str) -> TrainResult:
+    """Export the best checkpoint of an existing run, finished or stopped midway, without Ray: the run's
+    saved config rebuilds the model."""
+    storage, run_dir = run_dirs(TrainConfig(storage_path=storage_path, run_name=run_name))
+    try:
+        saved = json.loads(run_storage.read_text(run_storage.join(run_dir, TRAIN_CONFIG)))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}: is {run_name!r} a run under {storage_path!r}?") from None
+    storage, filesystem = ray_storage(storage)
+    result = RunResult.from_path(f"{storage}/{run_name}", storage_filesystem=filesystem)
+    return export_best(
+        result, TrainConfig.from_dict(saved["train_config"]), saved["counts"], run_dir, saved.get("segments")
+    )

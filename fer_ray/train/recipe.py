@@ -1,10 +1,6 @@
-"""The training recipe both back ends share: model, optimizer, schedule, loss, teachers and weight
-average assembled once (:class:`Learner`), and one epoch of it.
-
-Ray Train (:mod:`fer_ray.train.ray_train`) and the plain-PyTorch runner (:mod:`fer_ray.train.plain`)
-differ only in where batches come from and where checkpoints go; everything that decides the weights
-lives here, so both follow the same recipe. Nothing here imports Ray.
-"""
+"""The training recipe both back ends share (:class:`Learner`): Ray Train (:mod:`fer_ray.train.ray_train`) and
+the plain runner (:mod:`fer_ray.train.plain`) differ only in where batches come from and where checkpoints go;
+everything that decides the weights lives here. Nothing here imports Ray."""
 
 from __future__ import annotations
 
@@ -22,9 +18,7 @@ from fer_ray.train.checkpoints import initial_artifact
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher, load_teacher
 from fer_ray.train.ema import WeightEMA
-from fer_ray.train.loop import Batch, EpochStats, LossConfig, class_weights, evaluate, train_one_epoch
-
-Reducer = Callable[[torch.Tensor], torch.Tensor]
+from fer_ray.train.loop import Batch, LossConfig, Reducer, class_weights, evaluate, train_one_epoch
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -40,11 +34,9 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """The per-step multiplier of ``cfg.lr`` for the step-wise schedules (cosine, onecycle).
 
-    ``onecycle`` follows OneCycleLR's learning-rate shape (Smith & Topin, 2019): a cosine
-    rise from lr/25 to lr over the warm-up, then a cosine fall to lr/25e4. It is written as
-    a clamped factor rather than ``OneCycleLR`` itself because that one raises when a data
-    shard yields one step more than planned; past the horizon the factor stays at its end.
-    """
+    ``onecycle`` has OneCycleLR's shape (Smith & Topin, 2019): a cosine rise from lr/25 to lr over the warm-up,
+    then a cosine fall to lr/25e4; not ``OneCycleLR`` itself, which raises when a data shard yields one step
+    more than planned, while this factor stays at its end past the horizon."""
     warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
     total = max(warmup + 1, cfg.total_epochs * steps_per_epoch)
 
@@ -61,12 +53,6 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
         return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))
 
     return {"cosine": cosine, "onecycle": onecycle}[cfg.scheduler]
-
-
-def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    if cfg.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps_per_epoch))
 
 
 def seed_everything(seed: int) -> None:
@@ -94,55 +80,38 @@ def epoch_seed(cfg: TrainConfig, epoch: int, rank: int = 0) -> int:
     return cfg.seed * 100_003 + epoch * 101 + rank
 
 
-@dataclasses.dataclass
 class Learner:
-    """What a run trains and checkpoints, assembled once by :meth:`build` for both back ends, so no
-    option can reach one back end and not the other."""
+    """What a run trains and checkpoints (model, optimizer, schedule, loss, teachers, weight average), assembled
+    once for both back ends, so no option can reach one back end and not the other."""
 
-    cfg: TrainConfig
-    model: torch.nn.Module  # on Ray Train the DDP-wrapped model
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    device: torch.device
-    loss_cfg: LossConfig
-    scaler: torch.amp.GradScaler | None = None
-    teacher: Teacher | None = None
-    ema: WeightEMA | None = None
-
-    @classmethod
-    def build(
-        cls,
+    def __init__(
+        self,
         cfg: TrainConfig,
-        model: torch.nn.Module,
+        model: torch.nn.Module,  # on Ray Train the DDP-wrapped model
         device: torch.device,
         steps_per_epoch: int,
         counts: dict[str, Any],
         teacher: Teacher | None = None,
         initial: Artifact | None = None,
-    ) -> Learner:
+    ) -> None:
         if cfg.init_from:  # before the optimizer and the weight average take their copies
             getattr(model, "module", model).load_state_dict((initial or initial_artifact(cfg)).model.state_dict())
-        optimizer = build_optimizer(model, cfg)
-        loss_cfg = LossConfig(
+        self.cfg, self.model, self.device, self.teacher = cfg, model, device, teacher
+        self.optimizer = build_optimizer(model, cfg)
+        if cfg.scheduler == "plateau":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, "max", factor=0.5, patience=3)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg, steps_per_epoch))
+        self.loss_cfg = LossConfig(
             cfg.label_smoothing,
             cfg.recon_weight,
             class_weights(counts["train"]) if cfg.class_weighting else None,
             distill_weight=cfg.distill_weight if cfg.teachers else 0.0,
             distill_temperature=cfg.distill_temperature,
         )
-        # fp16 needs loss scaling; bf16 (where the GPU has it) does not
-        scaler = torch.amp.GradScaler("cuda") if uses_amp(cfg, device) and not torch.cuda.is_bf16_supported() else None
-        return cls(
-            cfg,
-            model,
-            optimizer,
-            build_scheduler(optimizer, cfg, steps_per_epoch),
-            device,
-            loss_cfg,
-            scaler,
-            teacher,
-            WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None,
-        )
+        fp16 = uses_amp(cfg, device) and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda") if fp16 else None  # fp16 needs loss scaling; bf16 does not
+        self.ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
 
     def run_epoch(
         self,
@@ -175,15 +144,14 @@ class Learner:
             teacher=self.teacher,
             ema=ema,
         )
-        seconds = tr.seconds
-        tr: EpochStats = tr.reduce(reducer)
+        tr = tr.reduce(reducer)  # keeps the local seconds
         model, raw = self.model, {}
         if ema is not None:
             val_batches = list(val_batches)  # read twice: the raw weights, then the average
-            raw = evaluate(model, val_batches, device, loss_cfg, cfg.preprocess).reduce(reducer).as_metrics("val")
+            raw = evaluate(model, val_batches, device, cfg.preprocess).reduce(reducer).as_metrics("val")
             raw = {f"{k}_raw": v for k, v in raw.items() if k in ("val_acc", "val_loss")}
             model = ema.module
-        va = evaluate(model, val_batches, device, loss_cfg, cfg.preprocess).reduce(reducer)
+        va = evaluate(model, val_batches, device, cfg.preprocess).reduce(reducer)
         if cfg.scheduler == "plateau" and phase == "joint":
             self.scheduler.step(va.correct / max(va.n, 1))
         metrics = {
@@ -194,8 +162,8 @@ class Learner:
             **raw,
             "lr": self.optimizer.param_groups[0]["lr"],
             **({"recon_weight": loss_cfg.recon_weight} if cfg.model.name == "ae_cnn_attn" else {}),
-            "epoch_s": seconds,
-            "images_per_s": tr.n / max(seconds, 1e-9),
+            "epoch_s": tr.seconds,
+            "images_per_s": tr.n / max(tr.seconds, 1e-9),
         }
         if phase == "pretrain":
             metrics["val_acc"] = 0.0  # the classifier is untrained: never select a pretraining checkpoint

@@ -1,9 +1,5 @@
-"""A sweep's settings: the one source of ``jobs/tune.py``'s flags and ``--config`` keys, and of what a rerun
-of the same sweep may change.
-
-Kept apart from :mod:`fer_ray.tune.sweep` (Tune, the trials, the outputs) so that the CLI builds its parser
-without importing Ray.
-"""
+"""A sweep's settings: the one source of ``jobs/tune.py``'s flags and ``--config`` keys, and of what a rerun of
+the same sweep may change; apart from :mod:`fer_ray.tune.sweep` so that the CLI's parser does not import Ray."""
 
 from __future__ import annotations
 

@@ -76,20 +76,19 @@ def _table(trials: list[dict[str, Any]], names: list[str]) -> tuple[str, str]:
     import csv
 
     head = ["rank", "trial", "val_acc", "best_epoch", "epochs_run", "status", "minutes", *names]
-    lines = []
-    for i, t in enumerate(trials, 1):
-        lines.append(
-            [
-                i,
-                t["trial"],
-                f"{t['val_acc']:.4f}" if t["val_acc"] == t["val_acc"] else "",
-                t["best_epoch"] if t["best_epoch"] is not None else "",
-                t["epochs_run"],
-                t["status"] if not t["error"] else f"error: {t['error']}",
-                t["minutes"],
-                *(_fmt(t["params"].get(n)) for n in names),
-            ]
-        )
+    lines = [
+        [
+            i,
+            t["trial"],
+            f"{t['val_acc']:.4f}" if t["val_acc"] == t["val_acc"] else "",
+            t["best_epoch"] if t["best_epoch"] is not None else "",
+            t["epochs_run"],
+            t["status"] if not t["error"] else f"error: {t['error']}",
+            t["minutes"],
+            *(_fmt(t["params"].get(n)) for n in names),
+        ]
+        for i, t in enumerate(trials, 1)
+    ]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(head)
@@ -141,16 +140,6 @@ def best_config_dict(cfg: TrainConfig) -> dict[str, Any]:
     return d
 
 
-def export_trial(trial_row: dict[str, Any], cfg: TrainConfig, counts: dict[str, Any], out_dir):
-    """Export a trial's best checkpoint as an artifact under ``out_dir/artifact``."""
-    from ray.train.v2.api.result import Result as RunResult
-
-    from fer_ray.train.ray_export import export_best
-
-    result = RunResult.from_path(f"{trial_row['_path']}/{TRAIN_SUBDIR}", storage_filesystem=trial_row["_fs"])
-    return export_best(result, cfg, counts, out_dir).artifact_dir
-
-
 def write_outputs(
     cfg: SweepConfig, root, trials: list[dict[str, Any]], counts: dict[str, Any], complete: bool
 ) -> SweepResult:
@@ -160,9 +149,14 @@ def write_outputs(
     stopped = sum(t["status"] == "stopped by ASHA" for t in trials)
     best = next((t for t in trials if t["val_acc"] == t["val_acc"]), None)
     artifact = best_config = None
-    if best is not None and complete:
+    if best is not None and complete:  # the best trial's best checkpoint, as best/artifact
+        from ray.train.v2.api.result import Result as RunResult
+
+        from fer_ray.train.ray_train import export_best
+
         best_cfg = trial_config(cfg.base, best["params"])
-        artifact = export_trial(best, best_cfg, counts, run_storage.join(root, "best"))
+        result = RunResult.from_path(f"{best['_path']}/{TRAIN_SUBDIR}", storage_filesystem=best["_fs"])
+        artifact = export_best(result, best_cfg, counts, run_storage.join(root, "best")).artifact_dir
         best_config = run_storage.join(root, BEST_CONFIG)
         run_storage.write_text(best_config, json.dumps(best_config_dict(best_cfg), indent=2) + "\n")
     title = f"{cfg.name}: {cfg.base.model.name}, {len(trials)} trials, {stopped} stopped by ASHA"

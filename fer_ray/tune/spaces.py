@@ -102,13 +102,10 @@ def validate_space(model: str, space: Mapping[str, Any]) -> None:
     if unused:
         raise ValueError(f"model {model} does not use {unused}: drop them from the space (only ae_cnn_attn has them)")
     optimizers = _values(space.get("optimizer", list(OPTIMIZERS)))
-    bad = sorted(set(map(str, optimizers)) - set(OPTIMIZERS))
-    if bad:
-        raise ValueError(f"optimizer {bad} unknown; choose from {sorted(OPTIMIZERS)}")
-    augments = _values(space.get("augment", []))
-    bad = sorted(set(map(str, augments)) - set(AUGMENT_LEVELS))
-    if bad:
-        raise ValueError(f"augment {bad} unknown; choose from {sorted(AUGMENT_LEVELS)}")
+    for param, known in (("optimizer", OPTIMIZERS), ("augment", AUGMENT_LEVELS)):
+        bad = sorted(set(map(str, _values(space.get(param, [])))) - set(known))
+        if bad:
+            raise ValueError(f"{param} {bad} unknown; choose from {sorted(known)}")
     for name, spec in space.items():
         if not isinstance(spec, dict):
             continue
@@ -144,10 +141,8 @@ def _check_range(name: str, kind: str, r: Any) -> None:
 
 
 class _PerOptimizerLogUniform:
-    """``tune.sample_from`` body: a log-uniform draw in the range of the trial's sampled optimizer.
-
-    Takes the trial's config dict (Ray's current calling convention); the old ``spec.config`` form
-    made Tune log a deprecation warning for every trial."""
+    """``tune.sample_from`` body: a log-uniform draw in the range of the trial's sampled optimizer. It takes the
+    trial's config dict: the old ``spec.config`` form made Tune log a deprecation warning for every trial."""
 
     def __init__(self, ranges: dict[str, list[float]]):
         self.ranges = ranges

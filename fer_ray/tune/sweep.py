@@ -1,10 +1,9 @@
 """Ray Tune sweeps per model: ASHA over joint epochs, resumable, with a table, a plot and the winner exported.
 
-Each trial is a small driver function that builds the same ``TorchTrainer`` as ``jobs/train.py``
-and forwards its per-epoch reports to Tune, so ASHA stops weak trials early on validation
-(PublicTest) accuracy. Pretraining epochs of the autoencoder are not forwarded: their classifier
-is untrained, and a 0.0 accuracy at an early rung would stop every trial that pretrains. Tune sees
-joint epochs only, counted by ``joint_epoch`` (1, 2, ...), which is ASHA's time axis.
+Each trial is a small driver function that builds the same ``TorchTrainer`` as ``jobs/train.py`` and forwards
+its per-epoch reports to Tune, so ASHA stops weak trials early on validation (PublicTest) accuracy. Pretraining
+epochs are not forwarded: their classifier is untrained, and a 0.0 accuracy at an early rung would stop every
+trial that pretrains. ASHA's time axis is ``joint_epoch`` (1, 2, ...).
 
 Everything of a sweep lives under ``<storage>/<name>/`` (local or ``s3://``)::
 
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from fer_ray import storage as run_storage
-from fer_ray.config import replace
+from fer_ray.config import UserError, replace
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.progress import Progress, progress_mode
 from fer_ray.runtime import init_ray, is_verbose
@@ -45,8 +44,7 @@ SWEEP_CONFIG = "sweep_config.json"
 
 # ---------------------------------------------------------------- what Tune sees of a training report
 def tune_metrics(metrics: dict[str, Any], pretrain_epochs: int) -> dict[str, Any] | None:
-    """The report Tune gets for one training epoch: ``None`` for pretraining epochs, else the
-    metrics with ``joint_epoch`` (1-based), ASHA's time axis."""
+    """The report Tune gets for one training epoch: ``None`` for pretraining, else ``joint_epoch`` (1-based) added."""
     if metrics.get("phase") == "pretrain":
         return None
     return {**metrics, "joint_epoch": int(metrics["epoch"]) - pretrain_epochs + 1}
@@ -67,8 +65,8 @@ def _joint_epoch_callback(pretrain_epochs: int):
 
 
 def _trial_progress(num_trials: int, progress: bool | None):
-    """A Tune callback (it runs in the driver) showing trials finished of ``num_trials`` and the best
-    validation accuracy so far; one line per finished trial above the bar, or as a log line."""
+    """A Tune callback (in the driver): trials finished of ``num_trials``, the best validation accuracy so far,
+    and one line per finished trial."""
     from ray.tune import Callback
 
     class TrialProgress(Callback):
@@ -134,12 +132,9 @@ def _keep_below(batch: dict[str, np.ndarray], thresholds: list[int]) -> dict[str
 
 
 def stratified_subset(data, fraction: float, seed: int):
-    """``data`` (:class:`fer_ray.train.ray_data.TrainingData`) with ``fraction`` of each training class.
-
-    Rows are ranked within their class by a seeded hash of the face pixels, so the subset is the
-    same on every run and node whatever order Ray Data delivers rows in. Validation is untouched.
-    """
-    from fer_ray.train.ray_data import TrainingData
+    """``data`` (:class:`fer_ray.train.ray_train.TrainingData`) with ``fraction`` of each training class, ranked
+    by a seeded hash of the face pixels, so the same on every run and node whatever the row order."""
+    from fer_ray.train.ray_train import TrainingData
 
     if fraction >= 1:
         return data
@@ -165,8 +160,8 @@ def trial(params: dict[str, Any], base: dict[str, Any], data, root: str, filesys
     import pyarrow.fs as pafs
     from ray import tune
 
+    from fer_ray.train.checkpoints import TRAIN_CONFIG, write_run_file
     from fer_ray.train.ray_train import build_trainer
-    from fer_ray.train.run_dir import TRAIN_CONFIG, write_run_file
 
     cfg = trial_config(TrainConfig.from_dict(base), params)
     trial_dir = f"{root}/trial_{tune.get_context().get_trial_id()}"
@@ -182,9 +177,8 @@ def trial(params: dict[str, Any], base: dict[str, Any], data, root: str, filesys
 # ---------------------------------------------------------------- the sweep
 def check_rerun(cfg: SweepConfig) -> None:
     """Refuse (before Ray starts) to continue a sweep of the same name started with other settings: a
-    :class:`fer_ray.config.UserError` naming what changed. Nothing to check on a new sweep or with ``restart``."""
-    from fer_ray.config import UserError
-    from fer_ray.train.run_dir import run_dirs
+    :class:`~fer_ray.config.UserError` naming what changed. Nothing to check on a new sweep or with ``restart``."""
+    from fer_ray.train.checkpoints import run_dirs
 
     if cfg.restart:
         return
@@ -208,17 +202,14 @@ def check_rerun(cfg: SweepConfig) -> None:
 
 
 def sweep(cfg: SweepConfig, progress: bool | None = None) -> SweepResult:
-    """Run (or continue) the sweep and write its table, plot, best artifact and best config.
-
-    ``progress`` (trials finished and the best accuracy: a bar on a terminal, else log lines; ``False``:
-    nothing) replaces Tune's own tables unless logging is verbose. A continued sweep keeps the setting
-    it was started with (Tune restores its callbacks).
-    """
+    """Run (or continue) the sweep and write its table, plot, best artifact and best config. ``progress`` (a bar
+    on a terminal, else log lines; ``False``: nothing) replaces Tune's tables unless logging is verbose; a
+    continued sweep keeps the one it started with (Tune restores its callbacks)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from fer_ray.train.ray_data import training_data
-    from fer_ray.train.run_dir import ray_storage, run_dirs
+    from fer_ray.train.checkpoints import ray_storage, run_dirs
+    from fer_ray.train.ray_train import training_data
 
     init_ray(cfg.base.ray)
     storage, root = run_dirs(replace(cfg.base, run_name=cfg.name))
@@ -286,8 +277,7 @@ def _pending(results) -> bool:
 
 @contextlib.contextmanager
 def _tune_output(verbose: bool):
-    """Tune's new console output prints a configuration banner and a TensorBoard hint (pointing into
-    /tmp/ray; TensorBoard is not installed) even at ``verbose=0``; its legacy output stays silent there."""
+    """Tune's new console output prints a banner and a TensorBoard hint even at ``verbose=0``; the legacy one not."""
     if verbose:
         yield
         return
