@@ -1,9 +1,7 @@
 """What every typed config shares: field metadata (:func:`setting`), the data root, and dict loading.
-
-Two ways back from a dict, on purpose: :func:`from_user_dict` reads a file a person wrote and names its
-unknown keys as an error (a typo must never train or score something else); each config's ``from_dict``
-reads what fer_ray stored itself and ignores them (what an older or newer version wrote stays readable).
-"""
+:func:`from_user_dict` reads a file a person wrote and refuses unknown keys (a typo must never train or
+score something else); each config's ``from_dict`` reads what fer_ray stored and ignores them (so what
+an older or newer version wrote stays readable)."""
 
 from __future__ import annotations
 

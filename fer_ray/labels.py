@@ -1,8 +1,5 @@
-"""The one label map of fer_ray, in the Kaggle ``fer2013.csv`` order (which every FER2013 copy maps onto).
-
-Training, evaluation, batch scoring and Serve import it from here and every artifact records it, so a
-model is never read with another class order than it was trained with.
-"""
+"""The one label map, in Kaggle's ``fer2013.csv`` order: every stage imports it and every artifact records
+it, so a model is never read with another class order than it was trained with."""
 
 from __future__ import annotations
 

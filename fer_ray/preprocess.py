@@ -1,9 +1,7 @@
-"""The one preprocessing path: encoded bytes -> grayscale -> (face crop) -> 48x48 -> normalized.
-
-Every model artifact records its :class:`PreprocessConfig`: drift between training and serving silently
-costs accuracy. :func:`decode_image` and :func:`face_input` make small ``uint8`` arrays on CPU (cheap to
-ship between Ray actors); :func:`normalize` makes the float tensor on the model's device.
-"""
+"""The one preprocessing path: encoded bytes -> grayscale -> (face crop) -> 48x48 -> normalized; every
+artifact records its :class:`PreprocessConfig` (drift between training and serving silently costs accuracy).
+:func:`decode_image` and :func:`face_input` make small ``uint8`` arrays on CPU (cheap to ship between Ray
+actors); :func:`normalize` makes the float tensor on the model's device."""
 
 from __future__ import annotations
 

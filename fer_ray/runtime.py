@@ -1,10 +1,8 @@
 """Starting or joining Ray the same way from every job, test and benchmark, and what Ray prints.
-
 ``--address X`` (or ``RAY_ADDRESS``, set by ``ray job submit``) joins that cluster, ``auto`` the one
-``ray start --head`` runs here; otherwise the job starts its own private Ray (``address="local"``) with
-the logical-CPU headroom training needs, even beside another cluster or a stale
-``/tmp/ray/ray_current_cluster`` (plain ``ray.init()`` would join those, then refuse ``num_cpus``).
-"""
+``ray start --head`` runs here; otherwise the job starts its own private Ray (``address="local"``) with the
+logical-CPU headroom training needs, even beside another cluster or a stale ``/tmp/ray/ray_current_cluster``
+(plain ``ray.init()`` would join those, then refuse ``num_cpus``)."""
 
 from __future__ import annotations
 

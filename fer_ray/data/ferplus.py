@@ -1,11 +1,8 @@
-"""FER+ labels (Barsoum et al., ICMI 2016): ten crowd votes per FER2013 image, as one 7-class label.
-
-FER2013's own labels are wrong often enough that the re-voted ones are the usual way past the plateau.
-The rule is microsoft/FERPlus's ``majority`` mode; images with no majority, or one for ``unknown``,
-``NF`` (not a face) or ``contempt`` (no class in :mod:`fer_ray.labels`), are left out, counted by
-reason. Our Parquet's ``csv_index`` points into ``fer2013new.csv`` (in ``fer2013.csv`` order); rows
-flagged ``csv_index_ambiguous`` (a pixel-identical twin whose votes may differ) are left out too.
-"""
+"""FER+ labels (Barsoum et al., ICMI 2016): ten crowd votes per FER2013 image as one 7-class label, the
+usual way past FER2013's wrong labels. The rule is microsoft/FERPlus's ``majority`` mode; images with no
+majority, or one for ``unknown``, ``NF`` (not a face) or ``contempt`` (no class in :mod:`fer_ray.labels`),
+are left out, counted by reason, as are Parquet rows whose ``csv_index`` (into ``fer2013new.csv``) is
+``csv_index_ambiguous`` (a pixel-identical twin whose votes may differ)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""Reading the bytes of listed files inside Ray tasks: a file that cannot be read becomes a row with an
-``error`` reason, never a failed task. A failure that may pass (throttling, a timeout, a dropped
-connection, a worker with no credentials yet) starts with :data:`TRANSIENT_PREFIX`: batch scoring
-retries those inputs on its next run, and only those.
-"""
+"""Reading the bytes of listed files inside Ray tasks: a file that cannot be read is a row with an ``error``,
+never a failed task. A failure that may pass starts with :data:`TRANSIENT_PREFIX`: batch scoring retries
+those inputs on its next run, and only those."""
 
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
-"""Listing image files on the driver (local trees, globs, list files, S3 prefixes): metadata only.
-
-Every file found is one row ``(path, size, mtime, error)``; one that cannot be listed (a missing entry
-of a list file, an unreadable sub-directory: hence ``os.walk``, not pyarrow's ``FileSelector``, which
-also descends into ``.git``) is a row with an ``error``, so the rows account for every file named. A
-wrong input as a whole raises a :class:`~fer_ray.config.UserError` that is also the builtin error a
-library caller expects (``FileNotFoundError``, ``PermissionError``, ``ConnectionError``, ``ValueError``).
-"""
+"""Listing image files on the driver (local trees, globs, list files, S3 prefixes): one row ``(path, size,
+mtime, error)`` per file. One that cannot be listed (a missing list entry, an unreadable sub-directory:
+hence ``os.walk``, not pyarrow's ``FileSelector``) is an ``error`` row, so the rows account for every file
+named; a wrong input as a whole raises a :class:`~fer_ray.config.UserError` that is also the builtin error
+a library caller expects (``FileNotFoundError``, ``PermissionError``, ``ConnectionError``, ``ValueError``)."""
 
 from __future__ import annotations
 
@@ -319,8 +316,7 @@ def list_images(
     (recursive), files, globs (``photos/**/*.jpg``), ``s3://bucket/prefix`` or one object, list files
     (``.txt`` one path a line, ``.csv``/``.parquet`` with a ``path`` column). Directories, prefixes and
     globs keep :data:`IMAGE_EXTENSIONS` without dot files and folders; a file named explicitly is kept
-    whatever its name, so decoding says what is wrong with it. Duplicate paths are listed once.
-    """
+    whatever its name, so decoding says what is wrong with it. Duplicate paths are listed once."""
     return list_images_and_settings(inputs, settings, allow_local)[0]
 
 
@@ -336,10 +332,6 @@ def list_images_and_settings(
         raise UserError("no inputs given; pass at least one file, directory, glob, list file or s3:// URI")
     lister = _Lister(settings, allow_local)
     rows = [row for item in inputs for row in lister.rows(item)]
-    df = pd.DataFrame(rows, columns=list(LISTING_COLUMNS))
-    df = df.drop_duplicates("path", keep="first").reset_index(drop=True)
-    df["size"] = df["size"].astype(np.int64)
-    df["mtime"] = df["mtime"].astype(np.float64)
-    df["error"] = pd.Series([e if isinstance(e, str) else None for e in df["error"]], dtype=object)
-    df["path"] = pd.Series(df["path"].tolist(), dtype=object)
+    df = pd.DataFrame(rows, columns=list(LISTING_COLUMNS), dtype=object)  # None stays None, not NaN
+    df = df.drop_duplicates("path").reset_index(drop=True).astype({"size": np.int64, "mtime": np.float64})
     return df, lister._settings

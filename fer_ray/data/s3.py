@@ -1,12 +1,9 @@
 """Where a path points (a local file or ``s3://bucket/key``) and how S3 is reached.
 
-One :class:`S3Settings`, resolved once on the driver, goes to every task: variables set in the driver
-after ``ray.init`` never reach running workers, and no request may go to another endpoint. Unless a
-caller puts keys in it, it holds endpoint and region only: each process takes credentials from the AWS
-chain, so long runs pick up rotated ones and no secret rides in a task's arguments.
-
-Whole files go through pyarrow's ``S3FileSystem`` (:func:`resolve_filesystem`); images are listed and
-fetched with boto3 (:func:`client_for`), whose error codes say what went wrong (pyarrow, with no
+One :class:`S3Settings`, resolved on the driver, goes to every task (variables set after ``ray.init`` never
+reach workers). Unless a caller adds keys it holds endpoint and region only: each process takes credentials
+from the AWS chain, so rotated ones are picked up and no secret rides in task arguments. Images are listed
+and fetched with boto3 (:func:`client_for`), whose error codes say what went wrong (pyarrow, with no
 credentials, signs nothing and gets "access denied") and which needs one GET per object (pyarrow adds a HEAD).
 """
 
