@@ -11,9 +11,8 @@ from PIL import Image
 
 from fer_ray.config import fer2013_parquet
 from fer_ray.evaluate.config import EvalConfig
-from fer_ray.evaluate.driver import evaluate_all
+from fer_ray.evaluate.driver import choose_split, evaluate_all
 from fer_ray.evaluate.metrics import confusion, per_class
-from fer_ray.evaluate.predictions import choose_split
 from fer_ray.inference.artifact import load_artifact, save_artifact
 from fer_ray.labels import EMOTIONS
 from fer_ray.models.config import ModelConfig
@@ -141,7 +140,8 @@ def test_shipped_model_on_ferplus_labels():
     """The FER+ evaluation scores the 3,105 PrivateTest faces that have a FER+ label against both label sets, with the
     artifact's own TTA setting, from the same predictions."""
     from fer_ray.data.ferplus import labelled_faces
-    from fer_ray.evaluate.ferplus import ferplus_markdown, ferplus_metrics
+    from fer_ray.evaluate.driver import ferplus_metrics
+    from fer_ray.evaluate.writing import ferplus_markdown
     from fer_ray.inference.calibration import ece
 
     art = load_artifact("cnn_attn", engine="torch")

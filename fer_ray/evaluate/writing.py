@@ -1,10 +1,6 @@
 """What an evaluation leaves behind: ``evaluation.json`` (every number), ``evaluation.md`` (the paper's
-tables side by side, as the README and model cards quote them) and per-model plots and CSVs.
-
-* Table 2/6: loss and accuracy on the evaluated split, and FER2013's 7,178-image paper test set;
-* Table 4: the seeded draws' mean; per-class F1; calibration;
-* every inference engine the artifact holds, single pass and flip TTA side by side;
-* the FER+ table (:mod:`fer_ray.evaluate.ferplus`) and each model's training history.
+tables side by side, as the README and model cards quote them: Tables 2/4/6, per-class F1, calibration,
+every engine, FER+ labels, training history) and per-model plots and CSVs.
 """
 
 from __future__ import annotations
@@ -15,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from fer_ray.evaluate.ferplus import ferplus_markdown
 from fer_ray.labels import EMOTIONS, NUM_CLASSES
 
 
@@ -26,6 +21,15 @@ def write_evaluation(results: list[dict[str, Any]], histories: list[list[dict[st
     for r, history in zip(results, histories, strict=True):
         md += history_table(r["label"], history)
     (out / "evaluation.md").write_text(md)
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines: header, separator, one line per row of cells."""
+    return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _pct(v: float | None, fmt: str = ".2%") -> str:
+    return "-" if v is None else format(v, fmt)
 
 
 def _split_of(results: list[dict[str, Any]]) -> str:
@@ -39,25 +43,18 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     paper = any("paper_test_7178" in r for r in results)
     t4 = results[0]["table4"] if results else {"per_iteration": []}
     size = f"{len(t4['per_iteration'])}x{t4.get('sample_size', '?')}"
-    lines = [
-        f"Evaluated on {split}: {results[0]['split_note'] if results else '-'}.\n",
-        f"| model | params | multiply-adds | weights | {split} acc ({n:,}) | {split} loss "
-        + ("| paper test acc (7,178)* " if paper else "")
-        + f"| macro F1 ({split}) | Table 4 mean ({size}) | flip TTA | {split} acc without TTA |",
-        "|---|---|---|---|---|---|" + ("---|" if paper else "") + "---|---|---|---|",
-    ]
+    head = ["model", "params", "multiply-adds", "weights", f"{split} acc ({n:,})", f"{split} loss"]
+    head += ["paper test acc (7,178)*"] * paper
+    head += [f"macro F1 ({split})", f"Table 4 mean ({size})", "flip TTA", f"{split} acc without TTA"]
+    rows = []
     for r in results:
         p = r["test"]
-        no_tta = r.get("test_accuracy_no_tta")
-        paper_cell = ""
-        if paper:
-            paper_cell = f" {r['paper_test_7178']['accuracy']:.2%} |" if "paper_test_7178" in r else " - |"
-        lines.append(
-            f"| {r['label']} | {r['parameters']:,} | {r['multiply_adds'] / 1e6:.1f}M "
-            f"| {r['weights_bytes'] / 2**20:.2f} MB | {p['accuracy']:.2%} "
-            f"| {p['loss']:.3f} |{paper_cell} {p['macro_f1']:.3f} | {r['table4']['mean']:.2%} "
-            f"| {'yes' if r.get('flip_tta') else 'no'} | {'-' if no_tta is None else f'{no_tta:.2%}'} |"
-        )
+        cells = [r["label"], f"{r['parameters']:,}", f"{r['multiply_adds'] / 1e6:.1f}M"]
+        cells += [f"{r['weights_bytes'] / 2**20:.2f} MB", f"{p['accuracy']:.2%}", f"{p['loss']:.3f}"]
+        cells += [_pct(r.get("paper_test_7178", {}).get("accuracy"))] * paper
+        cells += [f"{p['macro_f1']:.3f}", f"{r['table4']['mean']:.2%}", "yes" if r.get("flip_tta") else "no"]
+        rows.append([*cells, _pct(r.get("test_accuracy_no_tta"))])
+    lines = [f"Evaluated on {split}: {results[0]['split_note'] if results else '-'}.\n", *_table(head, rows)]
     if paper:
         lines.append("\n*PublicTest (half of the 7,178) served for model selection; PrivateTest is the headline.")
     lines.append(
@@ -66,30 +63,18 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         " when the artifact enables it; the last column is the single-pass figure."
     )
     lines.append(f"\nPer-class F1 on {split}:\n")
-    lines.append("| model | " + " | ".join(EMOTIONS) + " |")
-    lines.append("|---|" + "---|" * len(EMOTIONS))
-    for r in results:
-        pc = r["test"]["per_class"]
-        lines.append(f"| {r['label']} | " + " | ".join(f"{pc[e]['f1']:.2f}" for e in EMOTIONS) + " |")
+    f1 = [[r["label"], *(f"{r['test']['per_class'][e]['f1']:.2f}" for e in EMOTIONS)] for r in results]
+    lines += _table(["model", *EMOTIONS], f1)
     fitted = "PublicTest" if split == "PrivateTest" else "the validation split by jobs/calibrate.py"
     lines.append(f"\nCalibration on {split} (temperature and cut-off fitted on {fitted}):\n")
-    lines.append(
-        "| model | temperature | ECE before | ECE after | uncertain below | uncertain share | acc. of the rest |"
-    )
-    lines.append("|---|---|---|---|---|---|---|")
+    rows = []
     for r in results:
         c = r.get("calibration", {})
-        cut, rest = c.get("uncertain_below"), c.get("accuracy_certain")
-        lines.append(
-            f"| {r['label']} | {c.get('temperature', 1.0):.3f} | {c.get('ece_before', 0):.4f} "
-            f"| {c.get('ece_after', 0):.4f} | {'-' if cut is None else f'{cut:.2f}'} "
-            f"| {c.get('uncertain_share', 0):.1%} | {'-' if rest is None else f'{rest:.2%}'} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _split_slug(split: str) -> str:
-    return "private" if split == "PrivateTest" else split
+        cells = [r["label"], f"{c.get('temperature', 1.0):.3f}", f"{c.get('ece_before', 0):.4f}"]
+        cells += [f"{c.get('ece_after', 0):.4f}", _pct(c.get("uncertain_below"), ".2f")]
+        rows.append([*cells, f"{c.get('uncertain_share', 0):.1%}", _pct(c.get("accuracy_certain"))])
+    head = ["model", "temperature", "ECE before", "ECE after", "uncertain below", "uncertain share", "acc. of the rest"]
+    return "\n".join(lines + _table(head, rows)) + "\n"
 
 
 def write_plots(result: dict[str, Any], history: list[dict[str, Any]], out: Path, tag: str) -> None:
@@ -100,7 +85,7 @@ def write_plots(result: dict[str, Any], history: list[dict[str, Any]], out: Path
 
     split = result["split"]
     cm = np.array(result["test"]["confusion"])
-    name = f"{tag}_confusion_{_split_slug(split)}"
+    name = f"{tag}_confusion_{'private' if split == 'PrivateTest' else split}"
     np.savetxt(out / f"{name}.csv", cm, fmt="%d", delimiter=",", header=",".join(EMOTIONS))
     fig, ax = plt.subplots(figsize=(6, 5))
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -131,36 +116,49 @@ def write_plots(result: dict[str, Any], history: list[dict[str, Any]], out: Path
 
 
 def engines_markdown(results: list[dict[str, Any]]) -> str:
-    rows = [(r["label"], e) for r in results for e in r.get("engines", [])]
+    rows = [
+        [r["label"], e["engine"], e["file"], f"{e['bytes'] / 2**20:.2f}" if e["bytes"] else "-"]
+        + [f"{e['accuracy_single']:.2%}", f"{e['accuracy_flip_tta']:.2%}", f"{e['top1_agreement_with_first']:.2%}"]
+        for r in results
+        for e in r.get("engines", [])
+    ]
     if not rows:
         return ""
-    lines = [
-        f"\nInference engines on {_split_of(results)} (the same decoded faces through each engine):\n",
-        "| model | engine | file | MB | single pass | flip TTA | same top-1 as torch |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for model, e in rows:
-        mb = f"{e['bytes'] / 2**20:.2f}" if e["bytes"] else "-"
-        lines.append(
-            f"| {model} | {e['engine']} | {e['file']} | {mb} | {e['accuracy_single']:.2%} "
-            f"| {e['accuracy_flip_tta']:.2%} | {e['top1_agreement_with_first']:.2%} |"
-        )
-    return "\n".join(lines) + "\n"
+    head = ["model", "engine", "file", "MB", "single pass", "flip TTA", "same top-1 as torch"]
+    title = f"\nInference engines on {_split_of(results)} (the same decoded faces through each engine):\n"
+    return "\n".join([title, *_table(head, rows)]) + "\n"
 
 
 def history_table(name: str, history: list[dict[str, Any]]) -> str:
     """Per-epoch training log as recorded in the artifact: what the README and issue notes quote."""
     if not history:
         return ""
-    lines = [
-        f"\nTraining history of {name} (val = PublicTest):\n",
-        "| epoch | phase | train loss | train acc | val loss | val acc | lr | seconds | images/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+    rows = [
+        [str(h["epoch"]), h.get("phase", ""), f"{h['train_loss']:.3f}", f"{h['train_acc']:.2%}", f"{h['val_loss']:.3f}"]
+        + ["-" if h.get("phase") == "pretrain" else f"{h['val_acc']:.2%}", f"{h['lr']:.2e}"]
+        + [f"{h['epoch_s']:.0f}", f"{h['images_per_s']:.0f}"]
+        for h in history
     ]
-    for h in history:
-        val_acc = "-" if h.get("phase") == "pretrain" else f"{h['val_acc']:.2%}"
-        lines.append(
-            f"| {h['epoch']} | {h.get('phase', '')} | {h['train_loss']:.3f} | {h['train_acc']:.2%} "
-            f"| {h['val_loss']:.3f} | {val_acc} | {h['lr']:.2e} | {h['epoch_s']:.0f} | {h['images_per_s']:.0f} |"
-        )
-    return "\n".join(lines) + "\n"
+    head = ["epoch", "phase", "train loss", "train acc", "val loss", "val acc", "lr", "seconds", "images/s"]
+    return "\n".join([f"\nTraining history of {name} (val = PublicTest):\n", *_table(head, rows)]) + "\n"
+
+
+def ferplus_markdown(results: list[dict[str, Any]]) -> str:
+    rows = [r for r in results if r.get("ferplus_private_test")]
+    if not rows:
+        return ""
+    first = rows[0]["ferplus_private_test"]
+    head = ["model", "trained on", "FER+ labels", "FER+ single pass", "FER2013 labels, same faces"]
+    head += ["FER2013 single pass", "FER+ macro F1", "ECE against FER+"]
+    cells = []
+    for r in rows:
+        f = r["ferplus_private_test"]
+        accs = (f["ferplus"]["accuracy"], f["ferplus_accuracy_no_tta"], f["fer2013_accuracy_same_faces"])
+        cells.append([r["label"], r.get("trained_on", "fer2013"), *(f"{a:.2%}" for a in accs)])
+        cells[-1] += [f"{f['fer2013_accuracy_same_faces_no_tta']:.2%}", f"{f['ferplus']['macro_f1']:.3f}"]
+        cells[-1].append(_pct(f.get("ferplus_ece"), ".4f"))
+    title = (
+        f"\nFER+ labels: the {first['ferplus']['n']:,} PrivateTest faces with a FER+ majority label (FER2013's own "
+        f"label agrees on {first['labels_agree']:.1%} of them), scored against each label set:\n"
+    )
+    return "\n".join([title, *_table(head, cells)]) + "\n"

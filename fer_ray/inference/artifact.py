@@ -1,58 +1,90 @@
 """The one model artifact format, loaded the same way by evaluation, batch scoring and Serve.
 
-An artifact is a directory with ``weights.pt`` (a plain ``state_dict``) and ``artifact.json`` (model
-config, label map, preprocessing, metrics, data fingerprint, hashes): it needs no training config to
-load. Exported artifacts also hold the ONNX engines (:mod:`fer_ray.inference.export`); :func:`load_artifact`
-runs the one asked for, or the fastest whose recorded accuracy matches the PyTorch model's.
+A directory with ``weights.pt`` (a plain ``state_dict``), ``artifact.json`` (model config, label map,
+preprocessing, metrics, data fingerprint, hashes) and, once exported, the ONNX engines. Every model file is
+checked against its recorded hash before it runs: a truncated or replaced file would score quietly wrong.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fer_ray.inference.engine import ENGINES, ONNX_FILES, Engine, OnnxEngine, TorchEngine, check_engine
+from fer_ray.inference.engine import ONNX_FILES, Engine, OnnxEngine, TorchEngine, check_engine
 from fer_ray.inference.host_check import CHECK_FILE, HostCheck, load_check
 from fer_ray.inference.host_check import check_engine as check_on_host
-from fer_ray.inference.integrity import META, ArtifactIntegrityError, sha256_file, verify_file
-from fer_ray.inference.outputs import outputs
+from fer_ray.inference.outputs import softmax
 from fer_ray.inference.shipped import DEFAULT_MODEL, SHIPPED_NAMES
 from fer_ray.labels import EMOTIONS
 from fer_ray.models.config import ModelConfig
 from fer_ray.preprocess import PreprocessConfig
 
+# torch (~2 s to import, ~300 MB) is imported only to build or save the PyTorch model: ONNX engines never need it
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 logger = logging.getLogger(__name__)
 
-# torch (~2 s to import, ~300 MB) is imported only when the PyTorch model is built or saved:
-# the ONNX Runtime engines, which batch scoring and Serve run on CPU, never need it.
-
 FORMAT_VERSION = 1
+META = "artifact.json"
 WEIGHTS = "weights.pt"
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHIPPED_MODELS: dict[str, Path] = {name: ASSETS / name for name in SHIPPED_NAMES}
 DEFAULT_MODEL_DIR = SHIPPED_MODELS[DEFAULT_MODEL]
 SHIPPED_MODELS["default"] = DEFAULT_MODEL_DIR
+INT8_MAX_ACCURACY_DROP = 0.005  # int8 is the default only this close to the PyTorch model's val accuracy
+
+
+class ArtifactIntegrityError(ValueError):
+    """A model file differs from the hash ``artifact.json`` records (truncated, empty, replaced)."""
+
+
+class EngineCheckError(RuntimeError):
+    """An ONNX engine (and its fp32 fallback) gives answers on this CPU that stray from the reference."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_file(path: Path, expected: str | None) -> str:
+    """sha256 of ``path``, checked against the recorded hash (skipped when none is recorded)."""
+    actual = sha256_file(path)
+    if expected and actual != expected:
+        size = path.stat().st_size
+        what = "is empty (0 bytes)" if size == 0 else f"({size:,} bytes) is truncated, damaged or replaced"
+        raise ArtifactIntegrityError(
+            f"{path} {what}: its sha256 is {actual} but {META} records {expected}; "
+            "copy the artifact again (or re-export it) instead of using it"
+        )
+    return actual
+
+
+def write_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Write ``artifact.json`` atomically (a reader never sees half of it)."""
+    tmp = path / f".{META}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path / META)
 
 
 def resolve_model(path: str | os.PathLike | None) -> Path:
-    """An artifact directory from a path or a shipped model's name (``None``: the default model).
-
-    A directory of that name wins over a shipped name, so a local ``cnn_attn/`` artifact is not shadowed.
-    A leading ``~`` is the home directory: the shell expands it only at the start of a word, so the
-    second path of ``--teachers ~/a,~/b`` arrives unexpanded.
-    """
+    """An artifact directory from a path or a shipped model's name (``None``: the default model). A directory of
+    that name wins, so a local ``cnn_attn/`` is not shadowed; a leading ``~`` is expanded (the shell does so only
+    at the start of a word: the second path of ``--teachers ~/a,~/b`` arrives unexpanded)."""
     if path is None:
         return DEFAULT_MODEL_DIR
     p = Path(path).expanduser()
@@ -61,42 +93,29 @@ def resolve_model(path: str | os.PathLike | None) -> Path:
     return p
 
 
-INT8_MAX_ACCURACY_DROP = 0.005  # int8 is the default only this close to the PyTorch model's val accuracy
-
-
-class EngineCheckError(RuntimeError):
-    """An ONNX engine (and its fp32 fallback) gives answers on this CPU that stray from the reference."""
-
-
-def _is_tensor(x: Any) -> bool:
-    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported
-    return torch is not None and isinstance(x, torch.Tensor)
-
-
 def _device_type(device: str | torch.device | None) -> str:
     return "cpu" if device is None else str(device).split(":")[0]
 
 
 @dataclass
 class Artifact:
-    # The PyTorch model; for an ONNX engine built from weights.pt only when first used (see ``model``).
-    torch_model: nn.Module | None
+    """A loaded artifact: the engine that runs it and what ``artifact.json`` records."""
+
+    engine: Engine  # what runs the network: torch, onnx or onnx-int8
+    torch_model: nn.Module | None  # None for an ONNX engine until first used (see ``model``)
     model_config: ModelConfig
     preprocess: PreprocessConfig
     labels: tuple[str, ...]
-    meta: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
+    meta: dict[str, Any]
+    path: Path
     # Average the probabilities of the face and its mirror image: in distribution for a model that
     # trained on flipped faces (expressions are mirror symmetric), at the cost of a second pass.
     flip_tta: bool = False
-    # What runs the network (torch, onnx, onnx-int8); None: the PyTorch model itself.
-    engine: Engine | None = None
     # Calibration (fer_ray.inference.calibration): softmax(logits / temperature), and a top
     # probability below ``uncertain_below`` is flagged as uncertain.
     temperature: float = 1.0
     uncertain_below: float | None = None
-    # The engine's check on this host (fer_ray.inference.host_check), None for torch or when not verified.
-    host_check: HostCheck | None = None
+    host_check: HostCheck | None = None  # the ONNX engine's check on this host; None when not verified
 
     @property
     def model(self) -> nn.Module:
@@ -105,15 +124,10 @@ class Artifact:
             self.torch_model = _torch_model(self.path, self.model_config, self.meta.get("weights_sha256"), "cpu")
         return self.torch_model
 
-    def __post_init__(self) -> None:
-        if self.engine is None:
-            weights = self.path / WEIGHTS if self.path else None
-            self.engine = TorchEngine(self.model, self.preprocess, weights, self.meta.get("weights_sha256"))
-
     @property
     def label_set(self) -> str:
-        """The labels it learnt, ``fer2013`` or ``ferplus`` (``train_config.labels``; older artifacts: fer2013):
-        what its validation figures and calibration are measured against."""
+        """The labels it learnt, ``fer2013`` or ``ferplus`` (older artifacts: fer2013): what its validation
+        figures and calibration are measured against."""
         return (self.meta.get("train_config") or {}).get("labels", "fer2013")
 
     @property
@@ -127,12 +141,8 @@ class Artifact:
 
     @property
     def model_id(self) -> str:
-        """``name@first-12-hex-of-weights-sha256``, plus ``+engine`` for the ONNX engines: what reports record.
-
-        The int8 engine computes (slightly) different probabilities from the same weights, so
-        rows it scored must not pass for rows of the PyTorch model; the PyTorch engine keeps the
-        plain id that reports written before the ONNX engines existed carry.
-        """
+        """``name@first-12-hex-of-weights-sha256``, plus ``+engine`` for the ONNX engines: what reports record
+        (int8's probabilities differ slightly from the PyTorch model's, so its rows must not pass for them)."""
         base = f"{self.model_config.name}@{self.meta.get('weights_sha256', 'unsaved')[:12]}"
         return base if self.engine_name == "torch" else f"{base}+{self.engine_name}"
 
@@ -140,20 +150,15 @@ class Artifact:
         """``uint8`` faces (B, S, S) (or a normalized float batch) -> logits (B, K) from the engine."""
         if isinstance(self.engine, TorchEngine):
             return self.engine.logits(faces, device)
-        return self.engine.logits(faces.cpu().numpy() if _is_tensor(faces) else faces)
+        torch = sys.modules.get("torch")  # a tensor (the teachers' input) can only exist once torch is imported
+        return self.engine.logits(faces.cpu().numpy() if torch and isinstance(faces, torch.Tensor) else faces)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """(B, K) logits -> probabilities at the artifact's temperature: the one place, so every engine,
-        TTA mode and caller agrees."""
-        z = logits.astype(np.float32, copy=False) / np.float32(self.temperature)
-        z = np.exp(z - z.max(1, keepdims=True))
-        return z / z.sum(1, keepdims=True)
+        """(B, K) logits -> probabilities at the artifact's temperature, for every engine and TTA mode."""
+        return softmax(logits, self.temperature)
 
     def predict_proba(
-        self,
-        faces: np.ndarray | torch.Tensor,
-        device: str | torch.device | None = None,
-        flip_tta: bool | None = None,
+        self, faces: np.ndarray, device: str | torch.device | None = None, flip_tta: bool | None = None
     ) -> np.ndarray:
         """``uint8`` faces (B, S, S) from :func:`fer_ray.preprocess.face_input` -> probabilities (B, K);
         ``flip_tta`` overrides the artifact's own setting."""
@@ -163,23 +168,15 @@ class Artifact:
             return self.probabilities(self.predict_logits(faces, device))
         return self.predict_proba_both(faces, device)[1]
 
-    def uncertain(self, probs: np.ndarray) -> np.ndarray:
-        """(B,) bool: the top probability is under the artifact's calibrated cut-off (all False without one)."""
-        return outputs(probs, self.uncertain_below).uncertain
-
     def predict_proba_both(
-        self, faces: np.ndarray | torch.Tensor, device: str | torch.device | None = None
+        self, faces: np.ndarray, device: str | torch.device | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(single-pass, flip-TTA) probabilities from one engine call on faces + mirrors: evaluation reports both."""
         if len(faces) == 0:
             empty = np.zeros((0, len(self.labels)), dtype=np.float32)
             return empty, empty
-        if _is_tensor(faces):
-            both = sys.modules["torch"].cat([faces, faces.flip(-1)])
-        else:
-            faces = np.asarray(faces)
-            both = np.concatenate([faces, faces[..., ::-1]])  # (2B, ..., S, S)
-        probs = self.probabilities(self.predict_logits(both, device))
+        faces = np.asarray(faces)
+        probs = self.probabilities(self.predict_logits(np.concatenate([faces, faces[..., ::-1]]), device))  # (2B, K)
         single, mirror = probs[: len(faces)], probs[len(faces) :]
         return single, (single + mirror) / 2
 
@@ -202,8 +199,7 @@ def save_artifact(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, out / WEIGHTS)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / WEIGHTS)
     meta = {
         "format_version": FORMAT_VERSION,
         "model_config": model_config.to_dict(),
@@ -218,13 +214,8 @@ def save_artifact(
         "weights_sha256": sha256_file(out / WEIGHTS),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    (out / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    write_meta(out, meta)
     return out
-
-
-def engine_records(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``artifact.json``'s ``engines`` section: per engine its file, sha256 and validation accuracy."""
-    return meta.get("engines") or {}
 
 
 def default_engine(meta: dict[str, Any], path: Path, device: str | torch.device = "cpu") -> str:
@@ -233,7 +224,7 @@ def default_engine(meta: dict[str, Any], path: Path, device: str | torch.device 
     :func:`load_artifact` verifies it with on this CPU, else ``onnx``, else ``torch``."""
     if _device_type(device) != "cpu":
         return "torch"
-    rec = engine_records(meta)
+    rec = meta.get("engines") or {}
     if (path / ONNX_FILES["onnx-int8"]).is_file() and (path / CHECK_FILE).is_file():
         acc8 = rec.get("onnx-int8", {}).get("val_accuracy")
         acc32 = rec.get("torch", {}).get("val_accuracy")
@@ -257,6 +248,11 @@ def _torch_model(path: Path, cfg: ModelConfig, sha256: str | None, device: str |
     return model.to(device).eval()
 
 
+def _onnx_engine(p: Path, meta: dict[str, Any], name: str, preprocess: PreprocessConfig, threads: int) -> OnnxEngine:
+    sha = verify_file(p / ONNX_FILES[name], (meta.get("engines") or {}).get(name, {}).get("sha256"))
+    return OnnxEngine(name, p / ONNX_FILES[name], preprocess, sha, threads)
+
+
 def load_artifact(
     path: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
@@ -264,13 +260,11 @@ def load_artifact(
     threads: int | None = None,
     verify: bool = True,
 ) -> Artifact:
-    """Load an artifact directory (default: the model shipped inside the package).
+    """Load an artifact directory (default: the shipped default model), its files checked against their sha256.
 
-    ``engine``: ``None`` picks :func:`default_engine`. ``threads``: ONNX Runtime intra-op threads (the
-    cores the caller holds). The files it reads are checked against their recorded sha256.
-    ``verify``: an ONNX engine first passes the host check (:mod:`fer_ray.inference.host_check`); an
-    ``onnx-int8`` that fails is replaced by ``onnx`` with one warning line, so ``engine_name`` is always
-    the engine that runs. Off only where an engine is measured as it is (export, evaluation, benchmarks).
+    ``engine``: ``None`` picks :func:`default_engine`. ``threads``: ONNX Runtime threads (the cores the caller
+    holds). ``verify``: an ONNX engine first passes the host check; an ``onnx-int8`` that fails is replaced by
+    ``onnx`` with one warning line. Off only where an engine is measured as it is (export, evaluation).
     """
     p = resolve_model(path)
     check_engine(engine)
@@ -298,27 +292,22 @@ def load_artifact(
             raise ValueError(f"engine {engine!r} runs on CPU only; use engine 'torch' on {device}")
     # only the files this load reads: another engine's stale file is not read, and re-exporting replaces it
     weights_sha = verify_file(p / WEIGHTS, meta.get("weights_sha256"))
-    engine_sha = weights_sha
-    if engine != "torch":
-        engine_sha = verify_file(p / ONNX_FILES[engine], engine_records(meta).get(engine, {}).get("sha256"))
     cfg = ModelConfig.from_dict(meta["model_config"])
-    model = _torch_model(p, cfg, None, device) if engine == "torch" else None  # verified above
     preprocess = PreprocessConfig.from_dict(meta["preprocess"])
     inference = meta.get("inference", {})
-    flip_tta = bool(inference.get("flip_tta", False))  # absent in older artifacts
     temperature = float(inference.get("temperature", 1.0))  # 1.0: not calibrated
     if not temperature > 0:
         raise ValueError(f"{p}: {META} records temperature {temperature}; it must be > 0")
-    runner: Engine
-    host_check = None
+    model, runner, host_check = None, None, None
     if engine == "torch":
+        model = _torch_model(p, cfg, None, device)  # verified above
         runner = TorchEngine(model, preprocess, p / WEIGHTS, weights_sha, device)
     else:
-        runner = OnnxEngine(engine, p / ONNX_FILES[engine], preprocess, engine_sha, threads or 1)
+        runner = _onnx_engine(p, meta, engine, preprocess, threads or 1)
         if verify:
             runner, host_check = _verified(p, meta, runner, preprocess, threads or 1)
-    uncertain_below = inference.get("uncertain_below")
-    return Artifact(model, cfg, preprocess, labels, meta, p, flip_tta, runner, temperature, uncertain_below, host_check)
+    flip_tta, uncertain = bool(inference.get("flip_tta", False)), inference.get("uncertain_below")  # both optional
+    return Artifact(runner, model, cfg, preprocess, labels, meta, p, flip_tta, temperature, uncertain, host_check)
 
 
 def _verified(
@@ -338,23 +327,10 @@ def _verified(
     if result.passed:
         return runner, result
     if runner.name == "onnx-int8" and (p / ONNX_FILES["onnx"]).is_file():
-        sha = verify_file(p / ONNX_FILES["onnx"], engine_records(meta).get("onnx", {}).get("sha256"))
-        fp32 = OnnxEngine("onnx", p / ONNX_FILES["onnx"], preprocess, sha, threads)
+        fp32 = _onnx_engine(p, meta, "onnx", preprocess, threads)
         fallback = check_on_host(fp32, check)
         if fallback.passed:
             logger.warning("%s; running onnx (fp32) instead", result.line())
             return fp32, fallback
         result = fallback
     raise EngineCheckError(f"{result.line()}; run this host with engine 'torch' (--engine torch)")
-
-
-__all__ = [
-    "ENGINES",
-    "Artifact",
-    "ArtifactIntegrityError",
-    "EngineCheckError",
-    "default_engine",
-    "load_artifact",
-    "save_artifact",
-    "sha256_file",
-]

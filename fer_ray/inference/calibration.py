@@ -1,17 +1,13 @@
 """Calibrated confidence: temperature scaling, expected calibration error, and the ``uncertain`` cut-off.
 
-A report that says "happy 0.93" is read as "93% sure"; networks trained with cross-entropy
-are over- or under-confident, so the score alone misleads. Temperature scaling (Guo et al.,
-2017) divides the logits by one scalar fitted on the validation split (PublicTest): it
-changes no prediction, only how sure each one claims to be. The ``uncertain`` threshold is
-read off the same split's reliability curve: below it, the top class is right less often
-than not, so reports and HTTP answers flag it instead of presenting a coin flip as a label.
-PrivateTest is only used to *measure* calibration (ECE before/after), never to fit it.
+"happy 0.93" reads as "93% sure", but networks trained with cross-entropy are over- or under-confident.
+Temperature scaling (Guo et al., 2017) divides the logits by one scalar fitted on the validation split
+(PublicTest), changing no prediction; below the ``uncertain`` cut-off, read off the same split, the top class
+is right less often than not. PrivateTest only *measures* calibration (ECE before/after), never fits it.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits.astype(np.float64) / temperature
-    z -= z.max(1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+from fer_ray.inference.outputs import softmax
 
 
 def fit_temperature(
@@ -102,11 +93,8 @@ def ece_gain(
     """(ECE(before) - ECE(after), its paired-bootstrap standard error) over the same faces: a gain inside
     that noise is as likely to worsen calibration on new faces as to improve it."""
     rng = np.random.default_rng(seed)
-    n = len(labels)
-    diffs = []
-    for _ in range(resamples):
-        i = rng.integers(0, n, n)
-        diffs.append(ece(before[i], labels[i]) - ece(after[i], labels[i]))
+    resampled = [rng.integers(0, len(labels), len(labels)) for _ in range(resamples)]
+    diffs = [ece(before[i], labels[i]) - ece(after[i], labels[i]) for i in resampled]
     return ece(before, labels) - ece(after, labels), float(np.std(diffs))
 
 
@@ -126,7 +114,7 @@ def uncertain_threshold(probs: np.ndarray, labels: np.ndarray, min_accuracy: flo
 def calibrate_artifact(artifact_dir: str | Path, source: str | Path, batch_size: int = 512) -> dict[str, Any]:
     """Fit the temperature and the ``uncertain`` cut-off on ``source``'s validation split, for the
     probabilities the artifact reports (its flip-TTA setting), and record them in its ``artifact.json``."""
-    from fer_ray.inference.artifact import META, load_artifact
+    from fer_ray.inference.artifact import load_artifact, write_meta
     from fer_ray.inference.export import validation_faces
 
     path = Path(artifact_dir)
@@ -134,12 +122,9 @@ def calibrate_artifact(artifact_dir: str | Path, source: str | Path, batch_size:
     faces, labels, split = validation_faces(source, art.preprocess, art.label_set)
     if len(labels) == 0:
         raise ValueError(f"{source} has no validation split to calibrate on")
-    single, mirror = [], []
-    for i in range(0, len(faces), batch_size):
-        chunk = faces[i : i + batch_size]
-        single.append(art.predict_logits(chunk))
-        mirror.append(art.predict_logits(np.ascontiguousarray(chunk[..., ::-1])))
-    z, zm = np.concatenate(single), np.concatenate(mirror)
+    chunks = [faces[i : i + batch_size] for i in range(0, len(faces), batch_size)]
+    z = np.concatenate([art.predict_logits(c) for c in chunks])
+    zm = np.concatenate([art.predict_logits(np.ascontiguousarray(c[..., ::-1])) for c in chunks])
 
     def reported(t: float) -> np.ndarray:
         return (softmax(z, t) + softmax(zm, t)) / 2 if art.flip_tta else softmax(z, t)
@@ -165,8 +150,7 @@ def calibrate_artifact(artifact_dir: str | Path, source: str | Path, batch_size:
         "rule": "uncertain when the top probability is below the lowest 0.05-wide confidence band "
         "above which every band (>= 20 faces) of the validation split is right at least half the time",
     }
-    meta = json.loads((path / META).read_text())
-    meta.setdefault("inference", {}).update(temperature=record["temperature"], uncertain_below=threshold)
-    meta.setdefault("metrics", {})["calibration"] = record
-    (path / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    art.meta.setdefault("inference", {}).update(temperature=record["temperature"], uncertain_below=threshold)
+    art.meta.setdefault("metrics", {})["calibration"] = record
+    write_meta(path, art.meta)
     return record

@@ -1,13 +1,11 @@
 """Inference engines: one model, run by PyTorch, ONNX Runtime fp32 or ONNX Runtime static int8.
 
-Every engine maps a face batch to **logits** (B, K). Probabilities, flip TTA (and any
-calibration of the logits) are computed once, in :class:`fer_ray.inference.artifact.Artifact`, so
-all engines are post-processed identically and differ only in how the network runs.
+Every engine maps a face batch to **logits** (B, K); probabilities and flip TTA are computed once, in
+:class:`fer_ray.inference.artifact.Artifact`, so the engines differ only in how the network runs.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +13,20 @@ import numpy as np
 
 from fer_ray.preprocess import PreprocessConfig
 
-logger = logging.getLogger(__name__)
-
 ENGINES = ("torch", "onnx", "onnx-int8")
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}  # engine -> file in the artifact directory
 INPUT_NAME, OUTPUT_NAME = "x", "logits"  # of the exported graphs
 
 
-def check_engine(name: str | None) -> str | None:
+def check_engine(name: str | None) -> None:
     """``None`` (choose automatically) or one of :data:`ENGINES`; anything else is a user mistake."""
     if name is not None and name not in ENGINES:
         raise ValueError(f"unknown inference engine {name!r}; choose one of {list(ENGINES)} or omit it")
-    return name
 
 
 def model_input(faces: Any, preprocess: PreprocessConfig) -> np.ndarray:
-    """The numpy twin of :func:`fer_ray.preprocess.normalize` (same float32 arithmetic), for engines that
-    do not run on torch tensors: ``uint8`` (B, S, S) or (B, 1, S, S), or normalized floats -> float32 (B, 1, S, S)."""
+    """The numpy twin of :func:`fer_ray.preprocess.normalize` (same float32 arithmetic): ``uint8`` (B, S, S)
+    or (B, 1, S, S), or normalized floats -> float32 (B, 1, S, S)."""
     x = np.asarray(faces)
     if x.ndim == 3:
         x = x[:, None]  # (B, S, S) -> (B, 1, S, S)
@@ -42,19 +37,10 @@ def model_input(faces: Any, preprocess: PreprocessConfig) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-class Engine:
-    """Runs one model file. ``name`` is the engine, ``file``/``sha256`` the file it executes."""
+class TorchEngine:
+    """The PyTorch model. Every engine has a ``name``, the ``file`` it runs and its ``sha256``, and ``logits``:
+    ``uint8`` (B, S, S) or normalized float (B, 1, S, S) faces -> float32 logits (B, K)."""
 
-    name: str
-    file: Path | None
-    sha256: str | None
-
-    def logits(self, faces: Any) -> np.ndarray:
-        """``uint8`` (B, S, S) or normalized float (B, 1, S, S) faces -> float32 logits (B, K)."""
-        raise NotImplementedError
-
-
-class TorchEngine(Engine):
     name = "torch"
 
     def __init__(self, model, preprocess: PreprocessConfig, file: Path | None, sha256: str | None, device="cpu"):
@@ -77,13 +63,9 @@ class TorchEngine(Engine):
             return self.model(x)["logits"].float().cpu().numpy()
 
 
-class OnnxEngine(Engine):
-    """An ONNX Runtime CPU session over ``model.onnx`` or ``model.int8.onnx``.
-
-    ``threads`` should be the cores the caller holds (a Ray actor's ``num_cpus``): more
-    oversubscribes the machine. Idle worker threads do not spin, because in a pipeline the
-    decode and detection tasks need those cycles between inference calls.
-    """
+class OnnxEngine:
+    """An ONNX Runtime CPU session over ``model.onnx`` or ``model.int8.onnx``. ``threads``: the cores the caller
+    holds (more oversubscribes); idle threads do not spin, as decode and detection need those cycles."""
 
     def __init__(self, name: str, path: Path, preprocess: PreprocessConfig, sha256: str | None, threads: int = 1):
         import onnxruntime as ort
@@ -97,17 +79,10 @@ class OnnxEngine(Engine):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3  # warnings about unused initializers etc. are noise to users
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        self.threads = opts.intra_op_num_threads
 
     def logits(self, faces: Any) -> np.ndarray:
         x = model_input(faces, self.preprocess)
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0].astype(np.float32, copy=False)
 
 
-def ort_version() -> str | None:
-    try:
-        import onnxruntime
-
-        return onnxruntime.__version__
-    except ImportError:  # pragma: no cover - a declared dependency
-        return None
+Engine = TorchEngine | OnnxEngine

@@ -1,9 +1,5 @@
-"""Export an artifact's model for ONNX Runtime: ``model.onnx`` (fp32) and ``model.int8.onnx`` (static int8).
-
-:func:`export_engines` adds both to an artifact directory and records under ``engines`` each engine's
-file, sha256 and validation accuracy, which :func:`fer_ray.inference.artifact.default_engine` decides by.
-The int8 model (:mod:`fer_ray.inference.quantize`) is calibrated on training faces only. The export also
-stores ``host_check.npz`` (:mod:`fer_ray.inference.host_check`), against which every host checks its engines.
+"""Export an artifact's model for ONNX Runtime: ``model.onnx`` (fp32) and ``model.int8.onnx`` (static int8),
+with ``host_check.npz`` and each engine's file, sha256 and validation accuracy, which ``default_engine`` decides by.
 """
 
 from __future__ import annotations
@@ -11,17 +7,17 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
-import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fer_ray.inference.artifact import META, WEIGHTS, load_artifact, sha256_file
-from fer_ray.inference.engine import ENGINES, INPUT_NAME, ONNX_FILES, OUTPUT_NAME, ort_version
+from fer_ray.inference.artifact import WEIGHTS, Artifact, load_artifact, sha256_file, write_meta
+from fer_ray.inference.engine import ENGINES, INPUT_NAME, ONNX_FILES, OUTPUT_NAME
 from fer_ray.inference.host_check import CHECK_FILE, PHOTOS, compare, cpu_description, make_check_faces, save_check
 from fer_ray.inference.quantize import CALIBRATION_FACES, INT16_MAX, QUANTIZATION, int8_pair_bound, quantize_int8
 from fer_ray.labels import USAGE_TO_SPLIT
@@ -30,7 +26,6 @@ from fer_ray.preprocess import PreprocessConfig
 logger = logging.getLogger(__name__)
 
 
-# -- the two files ------------------------------------------------------------------------------------
 def export_fp32(model, image_size: int, out: Path) -> None:
     """``torch.onnx.export`` of the logits, one self-contained file, any batch size."""
     import torch
@@ -46,9 +41,8 @@ def export_fp32(model, image_size: int, out: Path) -> None:
     wrapped = Logits(model.cpu().float().eval()).eval()
     dummy = torch.zeros(2, 1, image_size, image_size)
     # The exporter prints its progress and logs every optimisation pass at INFO: not for users.
-    quiet = [logging.getLogger(n) for n in ("onnx_ir", "onnxscript", "onnxruntime")]
-    levels = [q.level for q in quiet]
-    for q in quiet:
+    levels = {q: q.level for q in map(logging.getLogger, ("onnx_ir", "onnxscript", "onnxruntime"))}
+    for q in levels:
         q.setLevel(logging.WARNING)
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         torch.onnx.export(
@@ -61,15 +55,13 @@ def export_fp32(model, image_size: int, out: Path) -> None:
             external_data=False,  # torch 2.14 otherwise writes the weights to a .onnx.data file beside it
             verbose=False,
         )
-    for q, level in zip(quiet, levels, strict=True):
+    for q, level in levels.items():
         q.setLevel(level)
-    if Path(f"{out}.data").exists():  # pragma: no cover - guarded by external_data=False
-        raise RuntimeError(f"the exporter wrote {out}.data; the artifact must hold one self-contained ONNX file")
 
 
 def strip_provenance(path: Path) -> None:
-    """Drop the exporter's per-node debugging metadata (stack traces, module paths: the absolute paths of the
-    machine that exported it) in place; shipped files should not carry them, and the graph does not need them."""
+    """Drop the exporter's per-node debugging metadata in place: stack traces and module paths name the
+    exporting machine's absolute paths, and the graph does not need them."""
     import onnx
 
     model = onnx.load(str(path))
@@ -93,31 +85,33 @@ def strip_provenance(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-# -- accuracy ---------------------------------------------------------------------------------------
-def engine_accuracy(artifact, faces: np.ndarray, labels: np.ndarray, batch_size: int = 512) -> dict[str, Any]:
-    """Single-pass and flip-TTA accuracy of ``artifact``'s engine, and its top-1 predictions."""
-    single, tta = [], []
-    for i in range(0, len(faces), batch_size):
-        s, t = artifact.predict_proba_both(faces[i : i + batch_size])
-        single.append(s.argmax(1))
-        tta.append(t.argmax(1))
-    single_top, tta_top = np.concatenate(single), np.concatenate(tta)
-    acc_single, acc_tta = float((single_top == labels).mean()), float((tta_top == labels).mean())
-    return {
-        "val_accuracy": acc_tta if artifact.flip_tta else acc_single,  # as scoring and Serve compute it
-        "val_accuracy_single": acc_single,
-        "val_accuracy_flip_tta": acc_tta,
-        "_top": tta_top if artifact.flip_tta else single_top,
-    }
+def proba_both(artifact, faces: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """``Artifact.predict_proba_both`` over ``faces`` in batches: (single-pass, flip-TTA) probabilities."""
+    parts = [artifact.predict_proba_both(faces[i : i + batch_size]) for i in range(0, len(faces), batch_size)]
+    return np.concatenate([s for s, _ in parts]), np.concatenate([t for _, t in parts])
 
 
-def _write_meta(path: Path, meta: dict[str, Any]) -> None:
-    tmp = path / f".{META}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path / META)
+def engine_accuracy(artifact, faces: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+    """Single-pass and flip-TTA accuracy of ``artifact``'s engine, and its top-1 predictions (as it reports them)."""
+    single, tta = (p.argmax(1) for p in proba_both(artifact, faces))
+    top = tta if artifact.flip_tta else single  # as scoring and Serve compute it
+    acc = {"val_accuracy": top, "val_accuracy_single": single, "val_accuracy_flip_tta": tta}
+    return {k: float((v == labels).mean()) for k, v in acc.items()}, top
 
 
-# -- the library entry point ------------------------------------------------------------------------
+def engine_accuracies(
+    path: Path, names: Iterable[str], faces: np.ndarray, labels: np.ndarray, threads: int | None = None
+) -> Iterator[tuple[Artifact, dict[str, float], float]]:
+    """(artifact, :func:`engine_accuracy`, top-1 agreement with the first engine) per engine, each measured as
+    it runs on this CPU (``verify=False``: even an engine the host check would replace)."""
+    reference = None
+    for name in names:
+        art = load_artifact(path, engine=name, threads=threads, verify=False)
+        acc, top = engine_accuracy(art, faces, labels)
+        reference = top if reference is None else reference
+        yield art, acc, float((top == reference).mean())
+
+
 def export_engines(
     artifact_dir: str | os.PathLike,
     calib_faces: np.ndarray,
@@ -130,11 +124,12 @@ def export_engines(
 ) -> dict[str, Any]:
     """Write ``model.onnx`` and ``model.int8.onnx`` into ``artifact_dir``; returns the ``engines`` record.
 
-    ``calib_faces``: ``uint8`` (N, S, S) TRAINING faces for the int8 calibration, never validation or
-    test faces. Without ``val_faces``/``val_labels`` (PublicTest for FER2013) the accuracies are ``None``
-    and the int8 engine is not chosen by default. ``calibration``: where the calibration faces came from.
+    ``calib_faces``: ``uint8`` (N, S, S) TRAINING faces for the int8 calibration, never validation or test
+    faces (``calibration`` says where they came from). Without validation faces (PublicTest for FER2013)
+    the accuracies are ``None`` and the int8 engine is not chosen by default.
     """
     import onnx
+    import onnxruntime
     import torch
 
     path = Path(artifact_dir)
@@ -155,7 +150,7 @@ def export_engines(
     check_faces = make_check_faces(art.preprocess)
     reference = art.predict_logits(check_faces)  # the PyTorch model's logits: what every engine must match
     save_check(path, check_faces, reference)
-    meta = json.loads((path / META).read_text())
+    meta = art.meta
     engines: dict[str, Any] = {"torch": {"file": WEIGHTS, "sha256": meta["weights_sha256"]}}
     for name, file in ONNX_FILES.items():
         engines[name] = {"file": file, "sha256": sha256_file(path / file), "bytes": (path / file).stat().st_size}
@@ -165,7 +160,7 @@ def export_engines(
         "opset": int(max(o.version for o in opsets if o.domain in ("", "ai.onnx"))),
         "quantization": {**QUANTIZATION, "max_pair_sum": bound["max_pair_sum"], "int16_max": INT16_MAX},
         "calibration": {"faces": int(len(calib_faces)), "split": "train", **(calibration or {})},
-        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort_version()},
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     meta["host_check"] = {
@@ -175,36 +170,25 @@ def export_engines(
         "photos": list(PHOTOS),
         "reference": "torch fp32 logits, single pass",
     }
-    _write_meta(path, meta)  # hashes first: load_artifact verifies them below
-    meta["host_check"]["export_host"] = {
-        name: compare(
-            name, load_artifact(path, engine=name, verify=False).predict_logits(check_faces), reference
-        ).to_dict()
-        for name in ONNX_FILES
-    }
+    write_meta(path, meta)  # hashes first: load_artifact verifies them below
+    logits = {name: load_artifact(path, engine=name, verify=False).predict_logits(check_faces) for name in ONNX_FILES}
+    meta["host_check"]["export_host"] = {name: compare(name, z, reference).to_dict() for name, z in logits.items()}
     meta["host_check"]["export_host"]["cpu"] = cpu_description()
 
     if val_faces is not None and val_labels is not None and len(val_faces):
         val_labels = np.asarray(val_labels, dtype=np.int64)
-        reference = None
-        for name in ENGINES:
-            art_e = load_artifact(path, engine=name, threads=threads, verify=False)  # measured as it runs here
-            acc = engine_accuracy(art_e, np.asarray(val_faces), val_labels)
-            top = acc.pop("_top")
-            reference = top if reference is None else reference
-            acc["top1_agreement_with_torch"] = float((top == reference).mean())
-            engines[name].update(acc)
+        for art_e, acc, agree in engine_accuracies(path, ENGINES, np.asarray(val_faces), val_labels, threads):
+            engines[art_e.engine_name].update(acc, top1_agreement_with_torch=agree)
         meta["engine_validation"] = {"split": val_split, "n": int(len(val_labels)), "flip_tta": art.flip_tta}
     else:
         logger.warning("%s: no validation faces; engine accuracies are not recorded (int8 is not the default)", path)
         for name in ENGINES:
             engines[name].update(val_accuracy=None)
         meta["engine_validation"] = {"split": None, "n": 0, "flip_tta": art.flip_tta}
-    _write_meta(path, meta)
+    write_meta(path, meta)
     return engines
 
 
-# -- faces from a labelled source (the CLI and the training export) ------------------------------------
 def labeled_faces(
     source: str | os.PathLike,
     split: str,
@@ -212,11 +196,8 @@ def labeled_faces(
     limit: int | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``uint8`` faces (N, S, S) and labels of one split (train/val/test) of any labelled source.
-
-    ``limit``: a seeded random sample (image-folder layouts are sorted by class, so the first rows
-    would calibrate on one expression).
-    """
+    """``uint8`` faces (N, S, S) and labels of one split (train/val/test) of any labelled source; ``limit``: a
+    seeded random sample (image-folder layouts are sorted by class: the first rows would be one expression)."""
     from fer_ray.data.decode import decode_batch
 
     s = str(source)
@@ -247,9 +228,7 @@ def labeled_faces(
         parts = list(decode(ds, preprocess).iter_batches(batch_size=1024, batch_format="numpy"))
         if not parts:
             return np.zeros((0, preprocess.image_size, preprocess.image_size), np.uint8), np.zeros(0, np.int64)
-        faces = np.concatenate([p["face"] for p in parts])
-        labels = np.concatenate([p["label"] for p in parts])
-        errors = np.concatenate([p["error"] for p in parts])
+        faces, labels, errors = (np.concatenate([p[k] for p in parts]) for k in ("face", "label", "error"))
         if limit is not None and len(faces) > limit:
             keep = np.sort(np.random.default_rng(seed).choice(len(faces), size=limit, replace=False))
             faces, labels, errors = faces[keep], labels[keep], errors[keep]
@@ -281,18 +260,16 @@ def export_engines_from_source(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """:func:`export_engines` with ``calib_size`` training faces and the whole validation split of ``source``."""
-    path = Path(artifact_dir)
-    art = load_artifact(path, engine="torch")
-    preprocess = art.preprocess
-    calib, _ = labeled_faces(source, "train", preprocess, limit=calib_size, seed=seed)
+    art = load_artifact(artifact_dir, engine="torch")
+    calib, _ = labeled_faces(source, "train", art.preprocess, limit=calib_size, seed=seed)
     if len(calib) == 0:
         raise ValueError(f"{source} has no training faces to calibrate the int8 model on")
-    val_faces, val_labels, val_split = validation_faces(source, preprocess, art.label_set)
+    val_faces, val_labels, val_split = validation_faces(source, art.preprocess, art.label_set)
     return export_engines(
-        path,
+        artifact_dir,
         calib,
-        val_faces if len(val_faces) else None,
-        val_labels if len(val_labels) else None,
+        val_faces,
+        val_labels,
         val_split=val_split,
         calibration={"seed": seed, "source": Path(str(source)).name},
         threads=threads,

@@ -1,12 +1,9 @@
 """Engines verified on the host that runs them, before they score anything that counts.
 
-An int8 model's answers depend on the CPU (:mod:`fer_ray.inference.quantize`). The exported files are
-built not to saturate, but an accuracy recorded on the exporting machine proves nothing about another,
-and other runtimes or kernels may differ again. So every ONNX engine is checked where it is loaded: it
-scores faces stored in the artifact (``host_check.npz``, cut from two public-domain photos) and is
-compared with the fp32 reference logits stored beside them at export. Below :data:`BOUNDS`,
-:func:`fer_ray.inference.artifact.load_artifact` falls back from ``onnx-int8`` to ``onnx`` with one
-warning line; rows and run records name the engine that actually ran.
+int8 answers depend on the CPU (:mod:`fer_ray.inference.quantize`): an accuracy recorded at export proves nothing
+elsewhere. So every ONNX engine is checked where it is loaded, on faces stored in the artifact (``host_check.npz``,
+cut from two public-domain photos) against the fp32 logits stored beside them; below :data:`BOUNDS`,
+``load_artifact`` falls back from ``onnx-int8`` to ``onnx`` with one warning line.
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fer_ray.inference.outputs import softmax
 from fer_ray.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:
@@ -58,7 +56,6 @@ def cpu_description() -> str:
     return f"{name} ({', '.join(have) or 'none of avx2/vnni/amx'}{'; no ' + ', '.join(lacks) if lacks else ''})"
 
 
-# -- the check faces --------------------------------------------------------------------------------
 def _jpeg(face: np.ndarray, quality: int) -> np.ndarray:
     from PIL import Image
 
@@ -99,9 +96,8 @@ def _variant(gray: np.ndarray, box, roll: float, rng: np.random.Generator, pp: P
 def make_check_faces(
     preprocess: PreprocessConfig | None = None, per_photo: int = VARIANTS_PER_PHOTO, seed: int = 0
 ) -> np.ndarray:
-    """``uint8`` (len(PHOTOS) x per_photo, S, S): each photo's face, found by YuNet and cut through the
-    scoring path, in seeded variants. Made at export and stored with the artifact, so the check does not
-    depend on the library versions of the host that runs it."""
+    """``uint8`` (len(PHOTOS) x per_photo, S, S): each photo's face, found by YuNet and cut by the scoring path, in
+    seeded variants; stored with the artifact, so the check does not depend on the host's library versions."""
     from fer_ray.preprocess import decode_image
     from fer_ray.score.config import DetectConfig
     from fer_ray.score.faces import _detect
@@ -119,7 +115,6 @@ def make_check_faces(
     return np.stack(faces)
 
 
-# -- the check --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class HostCheck:
     """One engine's answers on the check faces against the fp32 reference, on this host."""
@@ -144,15 +139,9 @@ class HostCheck:
         )
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits.astype(np.float64) / temperature
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
-
-
-def compare(engine: str, logits: np.ndarray, reference: np.ndarray, temperature: float = 1.0) -> HostCheck:
+def compare(engine: str, logits: np.ndarray, reference: np.ndarray) -> HostCheck:
     """:class:`HostCheck` of ``logits`` against ``reference`` logits (both (N, K)) under :data:`BOUNDS`."""
-    p, q = softmax(logits, temperature), softmax(reference, temperature)
+    p, q = softmax(logits), softmax(reference)
     agreement = float((p.argmax(1) == q.argmax(1)).mean())
     diff = np.abs(p - q)
     b = BOUNDS[engine]
@@ -169,19 +158,17 @@ def load_check(artifact_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
         return z["faces"], z["logits"]
 
 
-def save_check(artifact_dir: Path, faces: np.ndarray, logits: np.ndarray) -> Path:
-    f = Path(artifact_dir) / CHECK_FILE
-    np.savez_compressed(f, faces=faces.astype(np.uint8), logits=logits.astype(np.float32))
-    return f
+def save_check(artifact_dir: Path, faces: np.ndarray, logits: np.ndarray) -> None:
+    np.savez_compressed(Path(artifact_dir) / CHECK_FILE, faces=faces.astype(np.uint8), logits=logits.astype(np.float32))
 
 
 _CACHE: dict[tuple[str, str | None, str | None], HostCheck] = {}
 
 
-def check_engine(engine: Engine, check: tuple[np.ndarray, np.ndarray], temperature: float = 1.0) -> HostCheck:
+def check_engine(engine: Engine, check: tuple[np.ndarray, np.ndarray]) -> HostCheck:
     """Run ``engine`` on the check faces once per process and model file, and compare (cached)."""
     faces, reference = check
     key = (engine.name, engine.sha256, str(engine.file))
     if key not in _CACHE:
-        _CACHE[key] = compare(engine.name, engine.logits(faces), reference, temperature)
+        _CACHE[key] = compare(engine.name, engine.logits(faces), reference)
     return _CACHE[key]

@@ -1,14 +1,18 @@
-"""Probabilities -> what users read: the top emotion, its confidence and the ``uncertain`` flag.
-
-One function for batch scoring's Parquet rows, Serve's JSON and evaluation's tables, so a face gets
-the same emotion, confidence and flag wherever it is scored.
-"""
+"""Logits -> probabilities -> the top emotion, its confidence and the ``uncertain`` flag: one place for scoring's
+rows, Serve's JSON, evaluation, calibration and the host check, so a face gets the same answer everywhere."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(B, K) logits -> float32 probabilities, softmax(logits / temperature)."""
+    z = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +43,16 @@ class _Calibration:
     """``onnxruntime.quantization.CalibrationDataReader`` over normalized calibration faces."""
 
     def __init__(self, x: np.ndarray, batch_size: int = 64):
-        self._batches: Iterator[np.ndarray] = iter([x[i : i + batch_size] for i in range(0, len(x), batch_size)])
+        self._batches = iter([{INPUT_NAME: x[i : i + batch_size]} for i in range(0, len(x), batch_size)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        b = next(self._batches, None)
-        return None if b is None else {INPUT_NAME: b}
+        return next(self._batches, None)
 
 
 def quantize_int8(
     fp32: Path, out: Path, calib_faces: np.ndarray, preprocess: PreprocessConfig, reduce_range: bool = True
 ) -> None:
-    """Static int8 (:data:`QUANTIZATION`) of ``fp32``, calibrated on ``calib_faces`` (uint8 (N, S, S)).
-
+    """Static int8 (:data:`QUANTIZATION`) of ``fp32``, calibrated on ``calib_faces`` (uint8 (N, S, S));
     ``reduce_range=False`` gives the former 8-bit weights, kept only to measure what they cost."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -79,14 +76,12 @@ def quantize_int8(
 
 def int8_pair_bound(path: str | Path) -> dict[str, Any]:
     """The largest sum of two adjacent u8 x s8 products any input can produce in ``path``'s integer kernels:
-    2 x max|activation| x max|w| per Conv/MatMul/Gemm fed by two DequantizeLinear nodes (calibration maps
-    any input into the activation type's range, so u8 values reach 255 at most). At most
-    :data:`INT16_MAX`: the same answers with and without VNNI."""
+    2 x max|activation| x max|w| per Conv/MatMul/Gemm fed by two DequantizeLinear nodes (calibration maps any
+    input into the activation type's range). At most :data:`INT16_MAX`: the same answers with and without VNNI."""
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
-    g = model.graph
+    g = onnx.load(str(path)).graph
     inits = {t.name: t for t in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
 
@@ -110,12 +105,10 @@ def int8_pair_bound(path: str | Path) -> dict[str, Any]:
             continue  # a float op: nothing to bound
         if wgt[1] != onnx.TensorProto.INT8:
             continue  # u8 weights run in u8u8 kernels, which widen to 16 bits before adding: no pair sums
-        a_type, w = act[1], wgt[0].astype(np.int64)
-        a_max = 255 if a_type == onnx.TensorProto.UINT8 else 128  # |raw value| the kernel can see
-        w_max = int(np.abs(w).max()) if w.size else 0
-        pair = 2 * a_max * w_max
+        a_max = 255 if act[1] == onnx.TensorProto.UINT8 else 128  # |raw value| the kernel can see
+        w_max = int(np.abs(wgt[0].astype(np.int64)).max()) if wgt[0].size else 0
         ops += 1
         max_w = max(max_w, w_max)
-        if pair > worst[1]:
-            worst = (node.name or node.op_type, pair)
+        if 2 * a_max * w_max > worst[1]:
+            worst = (node.name or node.op_type, 2 * a_max * w_max)
     return {"max_pair_sum": worst[1], "max_abs_weight": max_w, "ops": ops, "worst": worst[0]}
