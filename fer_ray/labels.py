@@ -22,8 +22,7 @@ _ALIASES: dict[str, str] = {
     for alias in (name, *more)
 }
 
-# Kaggle CSV "Usage" column -> our split names. PublicTest is the validation split
-# used for model selection; PrivateTest is the held-out headline test split.
+# Kaggle's "Usage" -> our split names: PublicTest selects models, PrivateTest is the headline test split.
 USAGE_TO_SPLIT: dict[str, str] = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 
 

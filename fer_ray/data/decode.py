@@ -12,10 +12,9 @@ from fer_ray.preprocess import ImageDecodeError, PreprocessConfig, decode_image,
 if TYPE_CHECKING:  # Ray is imported where it is used: plain-PyTorch training decodes without it
     import ray.data
 
-# Columns every reader produces. ``image`` holds encoded bytes (None for the CSV, which
-# carries ``pixels`` instead); ``label`` is -1 and ``emotion`` None when unknown;
-# ``split`` is train/val/test (Training/PublicTest/PrivateTest) when known; ``error``
-# is set by readers that could not fetch the bytes (missing file, S3 error).
+# Columns every reader produces: ``image`` encoded bytes (None for the CSV, which carries ``pixels``);
+# ``label`` -1 and ``emotion`` None when unknown; ``split`` train/val/test (Training/PublicTest/PrivateTest)
+# when known; ``error`` set by readers that could not fetch the bytes (missing file, S3 error).
 SOURCE_COLUMNS = ("image", "label", "emotion", "split", "usage", "path")
 
 

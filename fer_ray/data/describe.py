@@ -130,7 +130,7 @@ def reason_key(message: str) -> str:
 
 
 def _counts(series: pd.Series) -> dict[str, int]:
-    s = series.astype(object).where(series.notna(), None).fillna("(unknown)")
+    s = series.astype(object).fillna("(unknown)")
     return {str(k): int(v) for k, v in s.value_counts().sort_index().items()}
 
 
