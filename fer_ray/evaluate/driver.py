@@ -103,10 +103,9 @@ def test_predictions(
             ok = pd.isna(b["error"])  # an all-null column arrives as NaN, not None
             errors += int((~ok).sum())
             faces = b["face"][ok]
-            if artifact.flip_tta:
-                single, tta = artifact.predict_proba_both(faces)
-            else:
-                single = tta = artifact.predict_proba(faces)
+            single, tta = (
+                artifact.predict_proba_both(faces) if artifact.flip_tta else [artifact.predict_proba(faces)] * 2
+            )
             probs.append(tta)
             plain.append(single)
             raw.append(tta if artifact.temperature == 1.0 else uncalibrated.predict_proba(faces))

@@ -126,8 +126,7 @@ class Artifact:
 
     @property
     def label_set(self) -> str:
-        """The labels it learnt, ``fer2013`` or ``ferplus`` (older artifacts: fer2013): what its validation
-        figures and calibration are measured against."""
+        """The labels it learnt (``fer2013``, ``ferplus``): what its validation figures and calibration are against."""
         return (self.meta.get("train_config") or {}).get("labels", "fer2013")
 
     @property
