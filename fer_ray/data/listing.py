@@ -61,10 +61,10 @@ def _ext(path: str) -> str:
     return os.path.splitext(path)[1].lower()
 
 
-def _keep(rel: str) -> bool:
-    """Whether a file found under a directory, prefix or pattern is listed: an image name, and no dot file
-    or folder (``.DS_Store``, macOS ``._x.jpg`` resource forks, ``.git/``) on its way down from there."""
-    return _ext(rel) in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in rel.split("/") if part)
+def _keep(rel: str, extensions: frozenset[str]) -> bool:
+    """Whether a file found under a directory, prefix or pattern is listed: a wanted extension, and no dot
+    file or folder (``.DS_Store``, macOS ``._x.jpg`` resource forks, ``.git/``) on its way down from there."""
+    return _ext(rel) in extensions and not any(part.startswith(".") for part in rel.split("/") if part)
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
@@ -109,7 +109,7 @@ def _stat_row(path: str) -> Row:
     return (path, int(st.st_size), float(st.st_mtime), None)
 
 
-def _walk_local(root: str) -> list[Row]:
+def _walk_local(root: str, extensions: frozenset[str]) -> list[Row]:
     rows: list[Row] = []
 
     def onerror(e: OSError) -> None:
@@ -118,7 +118,7 @@ def _walk_local(root: str) -> list[Row]:
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rows.extend(_stat_row(os.path.join(dirpath, name)) for name in sorted(filenames) if _keep(name))
+        rows.extend(_stat_row(os.path.join(dirpath, name)) for name in sorted(filenames) if _keep(name, extensions))
     return rows
 
 
@@ -133,9 +133,16 @@ def _object_row(bucket: str, obj: dict) -> Row:
 class _Lister:
     """Rows for each input; S3 settings resolved (endpoint and region only) on the first S3 request."""
 
-    def __init__(self, settings: S3Settings | None, allow_local: bool = False):
+    def __init__(
+        self, settings: S3Settings | None, allow_local: bool = False, extensions: frozenset[str] = IMAGE_EXTENSIONS
+    ):
         self._settings = settings
         self.allow_local = allow_local
+        self.extensions = extensions
+        self.noun = "image" if extensions <= IMAGE_EXTENSIONS else "image or video"
+
+    def _keep(self, rel: str) -> bool:
+        return _keep(rel, self.extensions)
 
     @property
     def settings(self) -> S3Settings:
@@ -154,19 +161,19 @@ class _Lister:
         if _GLOB_CHARS.search(item) and not os.path.exists(path):
             matches = sorted(glob.glob(path, recursive=True))
             # "dir/**" also matches every directory; the files below are matched too.
-            rows = [_stat_row(m) for m in matches if not os.path.isdir(m) and _keep(os.path.basename(m))]
+            rows = [_stat_row(m) for m in matches if not os.path.isdir(m) and self._keep(os.path.basename(m))]
             if not rows:
                 raise InputNotFoundError(
-                    f"the pattern {item!r} matched no image files ({len(matches)} paths matched in all); "
+                    f"the pattern {item!r} matched no {self.noun} files ({len(matches)} paths matched in all); "
                     f"check the pattern, quote it so the shell does not expand it, and note that only "
-                    f"{sorted(IMAGE_EXTENSIONS)} files are kept from a pattern"
+                    f"{sorted(self.extensions)} files are kept from a pattern"
                 )
             return rows
         if os.path.isdir(path):
-            rows = _walk_local(path)
+            rows = _walk_local(path, self.extensions)
             if not rows:
                 raise InputNotFoundError(
-                    f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {item!r}; "
+                    f"no {self.noun} files ({', '.join(sorted(self.extensions))}) under {item!r}; "
                     "name files explicitly to read other extensions"
                 )
             return rows
@@ -188,11 +195,12 @@ class _Lister:
             base = base + "/" if base else ""
             regex = _glob_regex(key)
             objects = self._list_s3(bucket, base, uri)
-            rows = [_object_row(bucket, o) for o in objects if regex.match(o["Key"]) and _keep(o["Key"][len(base) :])]
+            kept = (o for o in objects if regex.match(o["Key"]) and self._keep(o["Key"][len(base) :]))
+            rows = [_object_row(bucket, o) for o in kept]
             if not rows:
                 raise InputNotFoundError(
-                    f"the pattern {uri!r} matched no image objects{where}; check the pattern "
-                    f"(only {sorted(IMAGE_EXTENSIONS)} objects are kept from a pattern)"
+                    f"the pattern {uri!r} matched no {self.noun} objects{where}; check the pattern "
+                    f"(only {sorted(self.extensions)} objects are kept from a pattern)"
                 )
             return rows
         head = self._head_s3(bucket, key) if key and not key.endswith("/") else None
@@ -204,13 +212,13 @@ class _Lister:
         rows, n_objects = [], 0
         for o in self._list_s3(bucket, prefix, uri):  # streamed: a bucket may hold millions of objects
             n_objects += 1
-            if _keep(o["Key"][len(prefix) :]):
+            if self._keep(o["Key"][len(prefix) :]):
                 rows.append(_object_row(bucket, o))
         if rows:
             return rows
         if n_objects:
             raise InputNotFoundError(
-                f"no image objects ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {uri!r}{where} "
+                f"no {self.noun} objects ({', '.join(sorted(self.extensions))}) under {uri!r}{where} "
                 f"({n_objects} other objects); name objects explicitly to read other extensions"
             )
         raise InputNotFoundError(
@@ -245,7 +253,7 @@ class _Lister:
         if on_s3:
             return [self._s3_entry_row(entry)]
         path = local_path(entry)
-        return _walk_local(path) if os.path.isdir(path) else [_stat_row(path)]
+        return _walk_local(path, self.extensions) if os.path.isdir(path) else [_stat_row(path)]
 
     def _s3_entry_row(self, uri: str) -> Row:
         bucket, key = split_s3_uri(uri)
@@ -321,16 +329,20 @@ def list_images(
 
 
 def list_images_and_settings(
-    inputs: Sequence[str] | str, settings: S3Settings | None = None, allow_local: bool = False
+    inputs: Sequence[str] | str,
+    settings: S3Settings | None = None,
+    allow_local: bool = False,
+    extensions: frozenset[str] = IMAGE_EXTENSIONS,
 ) -> tuple[pd.DataFrame, S3Settings | None]:
     """:func:`list_images` and the S3 settings it used, for :func:`fer_ray.data.fetch.fetch_bytes`:
-    ``settings``, else endpoint and region from the environment when an input was on S3, else ``None``."""
+    ``settings``, else endpoint and region from the environment when an input was on S3, else ``None``.
+    ``extensions``: what directories, prefixes and patterns keep (scoring adds the video containers)."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     inputs = [str(i) for i in inputs]
     if not inputs:
         raise UserError("no inputs given; pass at least one file, directory, glob, list file or s3:// URI")
-    lister = _Lister(settings, allow_local)
+    lister = _Lister(settings, allow_local, extensions)
     rows = [row for item in inputs for row in lister.rows(item)]
     df = pd.DataFrame(rows, columns=list(LISTING_COLUMNS), dtype=object)  # None stays None, not NaN
     df = df.drop_duplicates("path").reset_index(drop=True).astype({"size": np.int64, "mtime": np.float64})
