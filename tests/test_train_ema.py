@@ -1,11 +1,10 @@
-"""The moving average of the weights (fer_ray.train.ema); runs that use it: test_train_plain.py, test_train_ray.py."""
+"""The moving average of the weights (WeightEMA in fer_ray.train.loop); runs using it: test_train_plain/ray.py."""
 
 import torch
 
 from fer_ray.models.config import ModelConfig
 from fer_ray.models.registry import create_model
-from fer_ray.train.ema import WeightEMA
-from fer_ray.train.loop import train_one_epoch
+from fer_ray.train.loop import WeightEMA, train_one_epoch
 from tests.test_train_loop import _batches
 
 

@@ -13,9 +13,6 @@ from fer_ray.preprocess import PreprocessConfig
 from fer_ray.runtime import RayConfig
 from fer_ray.train.augment import AugmentConfig
 
-Scheduler = Literal["cosine", "onecycle", "plateau"]
-PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
-
 # How the nested configs appear on the command line: ModelConfig's fields as flat flags (the
 # architecture as --arch: --model names a trained artifact in every other job).
 MODEL_FLAGS = {
@@ -77,7 +74,7 @@ class TrainConfig:
     lr: float = setting(2e-3, "peak learning rate", group="recipe", resumable=True)
     weight_decay: float = setting(0.05, "weight decay", group="recipe")
     momentum: float = setting(0.9, "SGD momentum", group="recipe")
-    scheduler: Scheduler = setting(
+    scheduler: Literal["cosine", "onecycle", "plateau"] = setting(
         "cosine",
         "cosine (linear warm-up), onecycle (cosine warm-up from lr/25) or plateau (on val accuracy)",
         group="recipe",
@@ -153,7 +150,7 @@ class TrainConfig:
         resumable=True,
         resources=True,
     )
-    placement_strategy: PlacementStrategy = setting(
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = setting(
         "PACK",
         "PACK fills one node first; SPREAD puts workers on different nodes",
         group="scale",

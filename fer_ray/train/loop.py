@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 import time
@@ -19,7 +20,6 @@ from fer_ray.preprocess import PreprocessConfig, normalize
 from fer_ray.train.augment import AugmentConfig, augment
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher, distill_loss
-from fer_ray.train.ema import WeightEMA
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,41 @@ def autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False):
     return contextlib.nullcontext()
 
 
+class WeightEMA:
+    """An exponential moving average of the weights, the model a run validates and exports when asked: it smooths
+    out the noise of the final updates at no cost at inference (as timm does). Batch-norm statistics are averaged
+    with the parameters, so no extra pass over the data; the run validates both (``val_acc``, ``val_acc_raw``).
+
+    ``decay`` per optimizer step, warmed up as ``min(decay, (1 + n) / (10 + n))`` after n updates so the average
+    forgets the random initialisation within the first epoch (timm's ModelEmaV2 does the same)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.module = copy.deepcopy(getattr(model, "module", model)).eval().requires_grad_(False)
+
+    def rate(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        keep = self.rate()
+        ours, theirs = self.module.state_dict(), getattr(model, "module", model).state_dict()
+        floats = [(ours[k], theirs[k].detach()) for k in ours if ours[k].is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], 1.0 - keep)
+        for k, v in ours.items():
+            if not v.is_floating_point():  # e.g. batch norm's step counter
+                v.copy_(theirs[k])
+
+    def state_dict(self) -> dict:
+        return {"weights": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["weights"])
+        self.updates = int(state["updates"])
+
+
 @dataclass
 class EpochStats:
     loss: float = 0.0
@@ -133,7 +168,7 @@ def train_one_epoch(
 ) -> EpochStats:
     """One pass over ``batches``; ``ema`` (when given) follows the weights after every step."""
     model.train()
-    stats = EpochStats()
+    stats, scaler = EpochStats(), scaler or torch.amp.GradScaler(enabled=False)  # disabled: plain steps
     t0 = time.perf_counter()
     for faces, y in batches:
         x = normalize(faces.to(device, non_blocking=True), pre_cfg)  # (B, 1, S, S)
@@ -145,13 +180,9 @@ def train_one_epoch(
             out = model(x)
             loss, parts = compute_loss(out, x, y, loss_cfg, phase, soft)
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         if step_scheduler is not None:
             step_scheduler()
         if ema is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -32,19 +31,7 @@ from fer_ray.labels import NUM_CLASSES
 from fer_ray.models.registry import create_model
 from fer_ray.progress import Progress, iterate, progress_mode
 from fer_ray.storage import is_remote
-from fer_ray.train.checkpoints import (
-    HISTORY,
-    STATE,
-    TRAIN_CONFIG,
-    TrainResult,
-    data_record,
-    export_state,
-    initial_artifact,
-    rank_key,
-    resolve_source,
-    resume_record,
-    run_dirs,
-)
+from fer_ray.train import checkpoints
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher
 from fer_ray.train.loop import epoch_line
@@ -66,7 +53,7 @@ def load_fer_parquet(
 ) -> tuple[dict[str, Split], dict[str, Any]]:
     """Train (Training) and val (PublicTest) faces of a FER2013 Parquet, never PrivateTest, and the same
     ``counts`` record the Ray back end saves; ``teacher`` and ``initial`` are already loaded."""
-    source, shown = resolve_source(cfg)
+    source, shown = checkpoints.resolve_source(cfg)
     if not source.endswith(".parquet"):
         raise UserError(
             f"the plain back end reads FER2013 Parquet only, got {source!r} — "
@@ -76,7 +63,7 @@ def load_fer_parquet(
     ferplus = ferplus_load(source, cfg.ferplus_csv) if cfg.labels == "ferplus" else None
     table = pq.read_table(path, columns=parquet_columns(path, fs, cfg.labels), filesystem=fs)
     df = parquet_rows(table.to_pandas(), ("train", "val"), ferplus)
-    counts = data_record(cfg, source, shown, teacher, initial)
+    counts = checkpoints.data_record(cfg, source, shown, teacher, initial)
     splits: dict[str, Split] = {}
     for split in ("train", "val"):
         rows = df[df["split"] == split]
@@ -113,10 +100,10 @@ def _save_atomic(state: dict[str, Any], path: Path) -> None:
 def run_dir_of(cfg: TrainConfig) -> Path:
     if "://" in cfg.storage_path:
         raise ValueError("the plain back end writes to a local --storage-path; use --backend ray for s3://")
-    return run_dirs(cfg)[1]
+    return checkpoints.run_dirs(cfg)[1]
 
 
-def train_plain(cfg: TrainConfig, progress: bool | None = None) -> TrainResult:
+def train_plain(cfg: TrainConfig, progress: bool | None = None) -> checkpoints.TrainResult:
     """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export its best checkpoint; ``progress``:
     bars of epochs and steps on a terminal (``None``) or always (``True``), per-epoch log lines in every case."""
     if cfg.workers != 1:
@@ -125,23 +112,22 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> TrainResult:
         raise RuntimeError("--use-gpu was given but torch sees no CUDA device")
     run_dir, device = run_dir_of(cfg), torch.device("cuda" if cfg.use_gpu else "cpu")
     torch.set_num_threads(cfg.torch_threads or os.cpu_count() or 1)
-    teacher, initial = teacher_of(cfg, device), initial_artifact(cfg) if cfg.init_from else None
+    teacher, initial = teacher_of(cfg, device), checkpoints.initial_artifact(cfg) if cfg.init_from else None
     splits, counts = load_fer_parquet(cfg, teacher, initial)
     run_dir.mkdir(parents=True, exist_ok=True)
     train, val = (Split(s.faces.to(device), s.labels.to(device)) for s in (splits["train"], splits["val"]))
     logger.info("plain training on %s: train %s, val %s", device, counts["train"], counts["val"])
 
     seed_everything(cfg.seed)
-    steps_per_epoch = max(1, math.ceil(len(train.labels) / cfg.batch_size))
-    learner = Learner(cfg, create_model(cfg.model).to(device), device, steps_per_epoch, counts, teacher, initial)
+    learner = Learner(cfg, create_model(cfg.model).to(device), device, counts, teacher, initial)
 
     start_epoch, history, best = 0, [], None
-    latest = run_dir / LATEST / STATE
-    saved_path = run_dir / TRAIN_CONFIG
+    latest = run_dir / LATEST / checkpoints.STATE
+    saved_path = run_dir / checkpoints.TRAIN_CONFIG
     saved = json.loads(saved_path.read_text()) if saved_path.exists() and latest.exists() else None
     state = torch.load(latest, map_location=device, weights_only=True) if latest.exists() else None
     # check the resume before touching the model: a changed config is one clear error, not a shape mismatch
-    record = resume_record(saved, cfg, counts, state["epoch"] + 1 if state else 0)
+    record = checkpoints.resume_record(saved, cfg, counts, state["epoch"] + 1 if state else 0)
     if state is not None:
         start_epoch, history = learner.restore(state)
         best = state.get("best")
@@ -157,17 +143,17 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> TrainResult:
             order = torch.randperm(len(train.labels), generator=gen).to(device)
             batches = _batches(train, cfg.batch_size, order)
             if on_tty:  # a bar of the epoch's steps under the epochs' bar
-                steps = {"total": steps_per_epoch, "unit": "steps", "progress": True, "leave": False}
+                steps = {"total": learner.steps_per_epoch, "unit": "steps", "progress": True, "leave": False}
                 batches = iterate(batches, f"epoch {epoch + 1}", **steps)
             metrics = learner.run_epoch(epoch, batches, _batches(val, EVAL_BATCH), generator=gen)
             history.append(metrics)
             state = learner.state(epoch, history)
-            if best is None or rank_key(metrics) > rank_key(best):
+            if best is None or checkpoints.rank_key(metrics) > checkpoints.rank_key(best):
                 best = metrics
-                _save_atomic(state, run_dir / BEST / STATE)
+                _save_atomic(state, run_dir / BEST / checkpoints.STATE)
             state["best"] = best
             _save_atomic(state, latest)
-            (run_dir / HISTORY).write_text(json.dumps(history, indent=2) + "\n")
+            (run_dir / checkpoints.HISTORY).write_text(json.dumps(history, indent=2) + "\n")
             # one line per epoch: the progress where there is no bar, above the bar where there is one
             logger.info("%s", epoch_line(metrics, cfg.total_epochs, best, time.perf_counter() - t0))
             bar.update(1, val_acc=metrics["val_acc"], best=best["val_acc"])
@@ -177,19 +163,21 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> TrainResult:
 
 
 def is_plain_run(cfg: TrainConfig) -> bool:
-    return not is_remote(cfg.storage_path) and (run_dir_of(cfg) / LATEST / STATE).exists()
+    return not is_remote(cfg.storage_path) and (run_dir_of(cfg) / LATEST / checkpoints.STATE).exists()
 
 
-def export_plain(run_dir: Path) -> TrainResult:
+def export_plain(run_dir: Path) -> checkpoints.TrainResult:
     """Export the best checkpoint of a plain run (finished or stopped) as ``run_dir/artifact``."""
-    saved = json.loads((run_dir / TRAIN_CONFIG).read_text())
+    saved = json.loads((run_dir / checkpoints.TRAIN_CONFIG).read_text())
     counts = saved["counts"]
-    best_path = run_dir / BEST / STATE
+    best_path = run_dir / BEST / checkpoints.STATE
     if not best_path.exists():
-        return TrainResult(run_dir, None, None, [], counts)
-    latest = torch.load(run_dir / LATEST / STATE, map_location="cpu", weights_only=True)
+        return checkpoints.TrainResult(run_dir, None, None, [], counts)
+    latest = torch.load(run_dir / LATEST / checkpoints.STATE, map_location="cpu", weights_only=True)
     state = torch.load(best_path, map_location="cpu", weights_only=True)
     cfg = TrainConfig.from_dict(saved["train_config"])
     history = latest["history"]
-    artifact = export_state(state, cfg, counts, history, run_dir / "artifact", segments=saved.get("segments"))
-    return TrainResult(run_dir, artifact, state["history"][-1], history, counts)
+    artifact = checkpoints.export_state(
+        state, cfg, counts, history, run_dir / "artifact", segments=saved.get("segments")
+    )
+    return checkpoints.TrainResult(run_dir, artifact, state["history"][-1], history, counts)

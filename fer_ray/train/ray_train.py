@@ -8,7 +8,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -34,23 +33,7 @@ from fer_ray.labels import NUM_CLASSES
 from fer_ray.models.registry import create_model
 from fer_ray.progress import Poller, Progress, progress_mode
 from fer_ray.runtime import init_ray
-from fer_ray.train.checkpoints import (
-    CRASH_MARKER,
-    HISTORY,
-    STATE,
-    TRAIN_CONFIG,
-    TrainResult,
-    data_record,
-    export_state,
-    rank_key,
-    ray_storage,
-    resolve_source,
-    resume_record,
-    run_dirs,
-    saved_run,
-    select_checkpoint,
-    write_run_file,
-)
+from fer_ray.train import checkpoints
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.loop import epoch_line
 from fer_ray.train.recipe import Learner, epoch_seed, seed_everything, teacher_of
@@ -92,14 +75,14 @@ def _decoded(source: str, split: str, cfg: TrainConfig) -> ray.data.Dataset:
 def training_data(cfg: TrainConfig) -> TrainingData:
     """Decoded train and validation datasets, never test: validation is the source's own (FER2013
     PublicTest) or, without one (image folders), a seeded ``val_fraction`` of train."""
-    source, shown = resolve_source(cfg)
+    source, shown = checkpoints.resolve_source(cfg)
     train, val = _decoded(source, "train", cfg), _decoded(source, "val", cfg)
     if val.count() == 0:
         train = train.map_batches(
             _assign_val, fn_kwargs={"fraction": cfg.val_fraction, "seed": cfg.seed}, batch_format="pandas"
         ).materialize()
         val = train
-    counts = data_record(cfg, source, shown)
+    counts = checkpoints.data_record(cfg, source, shown)
     splits = {}
     for split, ds in (("train", train), ("val", val)):
         meta = ds.select_columns(["label", "split", "error"]).to_pandas()
@@ -131,7 +114,7 @@ def _crash_midway(batches, after: int, fs, marker: str):
     """Fault drill: exit the worker process abruptly once, after ``after`` batches."""
     for i, b in enumerate(batches):
         if i == after and fs.get_file_info(marker).type == pafs.FileType.NotFound:
-            write_run_file(fs, marker, "crashed once\n")
+            checkpoints.write_run_file(fs, marker, "crashed once\n")
             os._exit(1)
         yield b
 
@@ -156,14 +139,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         create_model(cfg.model), parallel_strategy_kwargs={"find_unused_parameters": pretraining}
     )
     per_worker = max(1, cfg.batch_size // world)
-    steps_per_epoch = max(1, math.ceil(config["n_train"] / cfg.batch_size))
-    learner = Learner(cfg, model, device, steps_per_epoch, config["counts"], teacher_of(cfg, device))
+    learner = Learner(cfg, model, device, config["counts"], teacher_of(cfg, device))
 
     start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE, map_location=device, weights_only=True)
+            state = torch.load(Path(d) / checkpoints.STATE, map_location=device, weights_only=True)
         start_epoch, history = learner.restore(state)
         logger.info("resumed after epoch %d from %s", start_epoch, checkpoint.path)
 
@@ -182,16 +164,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         batches = _torch_batches(train_it, per_worker, cfg.shuffle_buffer, seed)
         if cfg.crash_once_at_epoch == epoch and rank == 0:
             after = max(1, config["n_train"] // per_worker // world // 2)
-            batches = _crash_midway(batches, after, run_fs, f"{run_path}/{CRASH_MARKER}")
+            batches = _crash_midway(batches, after, run_fs, f"{run_path}/{checkpoints.CRASH_MARKER}")
         val_batches = _torch_batches(val_it, per_worker, 0, 0)
         gen = torch.Generator().manual_seed(seed)
         metrics = learner.run_epoch(epoch, batches, val_batches, generator=gen, reducer=reducer)
         history.append(metrics)
         if rank == 0:  # per-epoch history next to the checkpoints, readable while the run goes on
-            write_run_file(run_fs, f"{run_path}/{HISTORY}", json.dumps(history, indent=2) + "\n")
+            checkpoints.write_run_file(
+                run_fs, f"{run_path}/{checkpoints.HISTORY}", json.dumps(history, indent=2) + "\n"
+            )
         with tempfile.TemporaryDirectory() as d:
             if rank == 0:
-                torch.save(learner.state(epoch, history), Path(d) / STATE)
+                torch.save(learner.state(epoch, history), Path(d) / checkpoints.STATE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
 
 
@@ -206,7 +190,7 @@ def build_trainer(
     """The TorchTrainer for one run; Tune trials add ``TuneReportCallback`` through ``callbacks``. ``storage``:
     a local path or ``s3://`` URI, or a path inside ``filesystem`` (resolved once on the driver for all trials)."""
     if filesystem is None:
-        storage, filesystem = ray_storage(storage)
+        storage, filesystem = checkpoints.ray_storage(storage)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": cfg.to_dict(), "n_train": sum(data.counts["train"]), "counts": data.counts},
@@ -232,18 +216,19 @@ def build_trainer(
     )
 
 
-def train(cfg: TrainConfig, progress: bool | None = None) -> TrainResult:
+def train(cfg: TrainConfig, progress: bool | None = None) -> checkpoints.TrainResult:
     """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export the best checkpoint.
 
     ``progress`` (a bar on a terminal, else log lines; ``False``: neither) comes from the ``history.json`` rank 0
     rewrites every epoch: Train V2 reports go to its controller, not the driver."""
     init_ray(cfg.ray)
-    storage, run_dir = run_dirs(cfg)
+    storage, run_dir = checkpoints.run_dirs(cfg)
     data = training_data(cfg)
-    saved, done = saved_run(run_dir)
-    record = resume_record(saved if done else None, cfg, data.counts, done)
+    saved, done = checkpoints.saved_run(run_dir)
+    record = checkpoints.resume_record(saved if done else None, cfg, data.counts, done)
     run_storage.write_text(
-        run_storage.join(run_dir, TRAIN_CONFIG), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+        run_storage.join(run_dir, checkpoints.TRAIN_CONFIG),
+        json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
     )
     logger.info("train/val class counts: %s", {k: data.counts[k] for k in ("train", "val")})
     trainer = build_trainer(cfg, data, storage)
@@ -265,15 +250,15 @@ def _epoch_progress(run_dir: Path | str, total: int, done: int, progress: bool |
     def poll() -> None:
         nonlocal seen
         try:
-            history = json.loads(run_storage.read_text(run_storage.join(run_dir, HISTORY)))
+            history = json.loads(run_storage.read_text(run_storage.join(run_dir, checkpoints.HISTORY)))
         except FileNotFoundError:
             return  # no epoch finished yet
         seen = min(seen, len(history))
         for k in range(seen, len(history)):
-            best = max(history[: k + 1], key=rank_key)
+            best = max(history[: k + 1], key=checkpoints.rank_key)
             logger.info("%s", epoch_line(history[k], total, best, history[k]["epoch_s"]))  # above a bar
         if len(history) > seen:
-            best = max(history, key=rank_key)
+            best = max(history, key=checkpoints.rank_key)
             bar.set(len(history), val_acc=history[-1]["val_acc"], best=best["val_acc"])
         seen = len(history)
 
@@ -287,41 +272,43 @@ def _epoch_progress(run_dir: Path | str, total: int, done: int, progress: bool |
 # ---------------------------------------------------------------- the best checkpoint as an artifact
 def export_best(
     result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path | str, segments: list[dict[str, Any]] | None = None
-) -> TrainResult:
+) -> checkpoints.TrainResult:
     """Write the best checkpoint (by validation accuracy) as a model artifact under ``run_dir/artifact``
     (local, or uploaded to ``s3://``)."""
-    best = select_checkpoint(result.best_checkpoints or []) or result.checkpoint
+    best = checkpoints.select_checkpoint(result.best_checkpoints or []) or result.checkpoint
     if best is None:
-        return TrainResult(run_dir, None, None, [], counts)
+        return checkpoints.TrainResult(run_dir, None, None, [], counts)
     with best.as_directory() as d:
-        state = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)
+        state = torch.load(Path(d) / checkpoints.STATE, map_location="cpu", weights_only=True)
     history = state["history"]
     if result.checkpoint is not None:
         with result.checkpoint.as_directory() as d:
-            history = torch.load(Path(d) / STATE, map_location="cpu", weights_only=True)["history"] or history
+            history = (
+                torch.load(Path(d) / checkpoints.STATE, map_location="cpu", weights_only=True)["history"] or history
+            )
     best_metrics = state["history"][-1]
     target = run_storage.join(run_dir, "artifact")
     if run_storage.is_remote(run_dir):
         with tempfile.TemporaryDirectory() as d:
-            exported = export_state(state, cfg, counts, history, Path(d) / "a", segments)
+            exported = checkpoints.export_state(state, cfg, counts, history, Path(d) / "a", segments)
             artifact_dir = run_storage.upload_dir(exported, target)
     else:
-        artifact_dir = export_state(state, cfg, counts, history, target, segments)
-    run_storage.write_text(run_storage.join(run_dir, HISTORY), json.dumps(history, indent=2) + "\n")
+        artifact_dir = checkpoints.export_state(state, cfg, counts, history, target, segments)
+    run_storage.write_text(run_storage.join(run_dir, checkpoints.HISTORY), json.dumps(history, indent=2) + "\n")
     epoch = best_metrics.get("epoch")
     logger.info("exported the best checkpoint (epoch %s) to %s", "?" if epoch is None else epoch + 1, artifact_dir)
-    return TrainResult(run_dir, artifact_dir, best_metrics, history, counts)
+    return checkpoints.TrainResult(run_dir, artifact_dir, best_metrics, history, counts)
 
 
-def export_run(storage_path: str, run_name: str) -> TrainResult:
+def export_run(storage_path: str, run_name: str) -> checkpoints.TrainResult:
     """Export the best checkpoint of an existing run, finished or stopped midway, without Ray: the run's
     saved config rebuilds the model."""
-    storage, run_dir = run_dirs(TrainConfig(storage_path=storage_path, run_name=run_name))
+    storage, run_dir = checkpoints.run_dirs(TrainConfig(storage_path=storage_path, run_name=run_name))
     try:
-        saved = json.loads(run_storage.read_text(run_storage.join(run_dir, TRAIN_CONFIG)))
+        saved = json.loads(run_storage.read_text(run_storage.join(run_dir, checkpoints.TRAIN_CONFIG)))
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}: is {run_name!r} a run under {storage_path!r}?") from None
-    storage, filesystem = ray_storage(storage)
+    storage, filesystem = checkpoints.ray_storage(storage)
     result = RunResult.from_path(f"{storage}/{run_name}", storage_filesystem=filesystem)
     return export_best(
         result, TrainConfig.from_dict(saved["train_config"]), saved["counts"], run_dir, saved.get("segments")

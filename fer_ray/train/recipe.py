@@ -17,8 +17,7 @@ from fer_ray.inference.artifact import Artifact
 from fer_ray.train.checkpoints import initial_artifact
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher, load_teacher
-from fer_ray.train.ema import WeightEMA
-from fer_ray.train.loop import Batch, LossConfig, Reducer, class_weights, evaluate, train_one_epoch
+from fer_ray.train.loop import Batch, LossConfig, Reducer, WeightEMA, class_weights, evaluate, train_one_epoch
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -89,8 +88,7 @@ class Learner:
         cfg: TrainConfig,
         model: torch.nn.Module,  # on Ray Train the DDP-wrapped model
         device: torch.device,
-        steps_per_epoch: int,
-        counts: dict[str, Any],
+        counts: dict[str, Any],  # the run's record: class counts per split
         teacher: Teacher | None = None,
         initial: Artifact | None = None,
     ) -> None:
@@ -98,10 +96,11 @@ class Learner:
             getattr(model, "module", model).load_state_dict((initial or initial_artifact(cfg)).model.state_dict())
         self.cfg, self.model, self.device, self.teacher = cfg, model, device, teacher
         self.optimizer = build_optimizer(model, cfg)
+        self.steps_per_epoch = max(1, math.ceil(sum(counts["train"]) / cfg.batch_size))
         if cfg.scheduler == "plateau":
             self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, "max", factor=0.5, patience=3)
         else:
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg, steps_per_epoch))
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg, self.steps_per_epoch))
         self.loss_cfg = LossConfig(
             cfg.label_smoothing,
             cfg.recon_weight,
