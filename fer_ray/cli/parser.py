@@ -31,7 +31,6 @@ from fer_ray.config import (
 CONFIG_PREFIX, ACTION_PREFIX = "@", "!"  # argparse dests: a setting's dotted path, or an action's name
 
 
-# ---------------------------------------------------------------- the parser
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the module docstring's layout; hand-written flags show their default as generated ones do."""
 
@@ -252,7 +251,6 @@ def show_default(v: Any) -> str:
     return str(v)
 
 
-# ---------------------------------------------------------------- resolving the config
 def parse_config(
     p: Parser, argv: list[str] | None = None, adjust: Callable[[dict[str, Any]], None] | None = None
 ) -> tuple[Any, argparse.Namespace]:

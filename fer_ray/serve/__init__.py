@@ -1,9 +1,7 @@
 """Online scoring over HTTP with Ray Serve: ``POST /v1/predict`` an image, get one emotion distribution per face.
 
-``FERServer`` (ingress: API key, upload page, body limits, decode + detect + crop; :mod:`~fer_ray.serve.ingress`,
-the FastAPI app in :mod:`~fer_ray.serve.api`) bound to ``FERModel`` (one artifact per replica, ``@serve.batch``
-across concurrent requests; :mod:`~fer_ray.serve.model`), both built from one :class:`ServeConfig`.
-Preprocessing and face detection are batch scoring's, so a photo gets the same probabilities online and in a report::
+The ingress ``FERServer`` (:mod:`~fer_ray.serve.ingress`, its FastAPI app in :mod:`~fer_ray.serve.api`) decodes,
+detects and crops as batch scoring does, and sends the crops to ``FERModel`` (:mod:`~fer_ray.serve.model`)::
 
     serve run serve_config.yaml                                   # the repo's config (shipped model, 127.0.0.1:8000)
     serve run fer_ray.serve:app                                   # the model shipped in the package
@@ -47,11 +45,9 @@ def build(cfg: ServeConfig | None = None) -> Application:
     actor = {"num_cpus": cfg.cpus_per_replica}
     if cfg.gpus_per_replica:
         actor["num_gpus"] = cfg.gpus_per_replica
-    scale: dict[str, Any] = (
-        {"autoscaling_config": dict(cfg.autoscaling_config)}
-        if cfg.autoscaling_config
-        else {"num_replicas": cfg.num_replicas}
-    )
+    scale: dict[str, Any] = {"num_replicas": cfg.num_replicas}
+    if cfg.autoscaling_config:
+        scale = {"autoscaling_config": dict(cfg.autoscaling_config)}
     model = FERModel.options(ray_actor_options=actor, max_ongoing_requests=cfg.max_ongoing_requests, **scale)
     server = FERServer.options(
         num_replicas=cfg.ingress_replicas,

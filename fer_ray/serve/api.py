@@ -1,10 +1,8 @@
-"""The FastAPI app of one ingress replica, independent of Ray: routes, the key check around them all, the upload
-page, offline ``/docs``, and reading uploads within limits.
-
-Every client mistake becomes ``{"error": reason}`` with a 4xx status, decided before any image work starts:
-401 without the key, 415 for a body that is not an image, 413 over the byte or file-count limit,
-408 for a body that does not arrive in time (a slow-drip client cannot hold a request open forever).
-"""
+"""The FastAPI app of one ingress replica, independent of Ray: routes, the key check, the upload page, offline
+``/docs``, and reading uploads within limits. Every client mistake becomes ``{"error": reason}`` with a 4xx
+status before any image work starts: 401 without the key, 415 for a body that is not an image, 413 over the
+byte or file-count limit, 408 for a body that does not arrive in time (a slow-drip client cannot hold a
+request open forever)."""
 
 import hmac
 import html
@@ -40,21 +38,16 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_BINARY = {"type": "string", "format": "binary"}
+_FILES = {"type": "object", "properties": {"file": {"type": "array", "items": _BINARY}}, "required": ["file"]}
 _PREDICT_BODY = {
     "requestBody": {
         "required": True,
         "description": "One image as the raw body, or up to `max_files` images as multipart fields named `file`.",
         "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "array", "items": _BINARY["schema"]}},
-                    "required": ["file"],
-                }
-            },
-            "image/*": _BINARY,
-            "application/octet-stream": _BINARY,
+            "multipart/form-data": {"schema": _FILES},
+            "image/*": {"schema": _BINARY},
+            "application/octet-stream": {"schema": _BINARY},
         },
     }
 }
@@ -70,16 +63,13 @@ class RequestError(Exception):
 
 
 def error_response(status: int, reason: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status, headers=dict(headers) if headers else None)
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
 
 class BearerAuth:
-    """ASGI middleware: every path but the public ones needs ``Authorization: Bearer <key>``.
-
-    Pure ASGI rather than a route dependency, so it also covers FastAPI's own routes (``/openapi.json``),
-    unknown paths, and rejects before a byte of the body is read. ``hmac.compare_digest`` takes the
-    same time wherever the first wrong byte is, so response timing does not leak the key.
-    """
+    """ASGI middleware: every path but the public ones needs ``Authorization: Bearer <key>``. Pure ASGI rather than
+    a route dependency, so it also covers FastAPI's own routes and unknown paths, and rejects before a byte of
+    the body is read; ``hmac.compare_digest`` keeps response timing from leaking the key."""
 
     def __init__(self, app: ASGIApp, key: str):
         self.app = app
@@ -207,10 +197,8 @@ async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
 
 
 async def read_uploads(request: Request, limit: int, max_files: int) -> list[Upload]:
-    """The images of a request: every multipart field ``file`` (at most ``max_files``), or the raw body.
-
-    ``limit`` bounds the whole body, counted while it streams in (a missing or lying Content-Length
-    does not get around it).
+    """The images of a request: every multipart field ``file`` (at most ``max_files``), or the raw body; ``limit``
+    bounds the whole body, counted while it streams in (a missing or lying Content-Length does not get around it).
     """
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:

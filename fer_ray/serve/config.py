@@ -175,10 +175,8 @@ def _construct(cls: type, kw: Mapping[str, Any]) -> Any:
 
 
 def resolve_api_key(api_key_file: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
-    """The API key this process should require, or None when the service is open.
-
-    Precedence: ``api_key_file`` (config) > ``$FER_RAY_API_KEY_FILE`` > ``$FER_RAY_API_KEY``. A named file that
-    is missing or empty, or a key shorter than 16 characters, is an error rather than a silently open service.
+    """The API key this process should require (None: an open service): ``api_key_file`` > ``$FER_RAY_API_KEY_FILE``
+    > ``$FER_RAY_API_KEY``. A named file that is missing or empty, or a short key, is an error, not an open service.
     """
     env = os.environ if environ is None else environ
     path = api_key_file or env.get(API_KEY_FILE_ENV) or None

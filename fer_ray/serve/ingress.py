@@ -1,7 +1,5 @@
-"""The HTTP ingress deployment: checks the key, reads uploads within limits, decodes, detects and crops faces
-on a thread pool exactly as batch scoring does (:func:`fer_ray.score.faces.faces_from_bytes`), and sends the
-crops to :class:`~fer_ray.serve.model.FERModel`.
-"""
+"""The HTTP ingress deployment: reads uploads within limits, decodes, detects and crops faces on a thread pool
+as batch scoring does (:func:`fer_ray.score.faces.faces_from_bytes`), and sends the crops to ``FERModel``."""
 
 import asyncio
 import dataclasses

@@ -1,8 +1,5 @@
-"""The model deployment: one artifact per replica, face crops of concurrent requests scored in one batch.
-
-``@serve.batch`` stacks the uint8 crops of concurrent requests into one (B, S, S) array for
-:meth:`~fer_ray.inference.artifact.Artifact.predict_proba`; its sizes come from :class:`ServeConfig`.
-"""
+"""The model deployment: one artifact per replica; ``@serve.batch`` stacks the face crops of concurrent
+requests into one (B, S, S) array for :meth:`~fer_ray.inference.artifact.Artifact.predict_proba`."""
 
 import asyncio
 import logging
