@@ -6,8 +6,8 @@ import torch
 
 from fer_ray.models.config import ModelConfig
 from fer_ray.models.registry import create_model
-from fer_ray.train.augment import AugmentConfig, augment
-from fer_ray.train.loop import LossConfig, class_weights, compute_loss, evaluate, train_one_epoch
+from fer_ray.train.config import AugmentConfig
+from fer_ray.train.loop import LossConfig, augment, class_weights, compute_loss, evaluate, train_one_epoch
 from tests.fer_fixtures import synthetic_face
 
 

@@ -1,8 +1,6 @@
-"""A run's files and record: where it lives (``<storage_path>/<run_name>``, local or ``s3://``), what it learnt
-from, what a resume may change, which checkpoint is best, and the export of one as a model artifact.
-
-Both back ends use it. Nothing here imports Ray, so the CLIs can find and read a run before Ray starts.
-"""
+"""A run's files and record, for both back ends: where it lives (``<storage_path>/<run_name>``, local or ``s3://``),
+what it learnt from, what a resume may change, which checkpoint is best, and its export as a model artifact.
+Nothing here imports Ray, so the CLIs can find and read a run before Ray starts."""
 
 from __future__ import annotations
 
@@ -24,7 +22,6 @@ from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher, teacher_ids
 
 STATE = "state.pt"  # one checkpoint = one torch.save'd dict {model, optimizer, scheduler, epoch, history, ...}
-# Files of a run dir besides its checkpoints.
 TRAIN_CONFIG, HISTORY, CRASH_MARKER = "train_config.json", "history.json", ".crashed_once"
 
 
@@ -84,8 +81,8 @@ def rank_key(metrics: dict[str, Any]) -> tuple[float, float, int]:
 
 
 def resolve_source(cfg: TrainConfig) -> tuple[str, str]:
-    """(where to read the training data, how to name it in artifacts): as the user gave it or relative to the
-    data root, never this machine's absolute path, since artifacts ship; the fingerprint identifies the bytes."""
+    """(where to read the training data, how artifacts name it: as given or relative to the data root, never this
+    machine's absolute path, since artifacts ship)."""
     source = cfg.data or fer2013_parquet()
     if source is None:
         raise FileNotFoundError(
@@ -96,8 +93,8 @@ def resolve_source(cfg: TrainConfig) -> tuple[str, str]:
 
 
 def portable(train_config: dict[str, Any]) -> dict[str, Any]:
-    """``train_config`` without this machine's facts; teachers by shipped name or directory name (their
-    exact weights are in the record's ``counts["teachers"]``, by ``model_id``)."""
+    """``train_config`` without this machine's facts; teachers by shipped or directory name (their weights are
+    in ``counts["teachers"]``)."""
     machine = fields_where(TrainConfig, "machine")  # the run's own train_config.json keeps them
     out = {k: v for k, v in train_config.items() if k not in machine}
     if out.get("teachers"):
@@ -115,8 +112,8 @@ def export_state(
     out_dir: Path,
     segments: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write a checkpoint's weights as a model artifact; ``segments`` (each change of config on resume) make
-    its record reproduce the weights, not only the last command."""
+    """Write a checkpoint's weights as a model artifact; ``segments`` (each config change on resume) make its
+    record reproduce the weights, not only the last command."""
     model = create_model(cfg.model)
     model.load_state_dict(state["ema"]["weights"] if "ema" in state else state["model"])  # what was validated
     return save_artifact(
@@ -199,16 +196,14 @@ def run_dirs(cfg: TrainConfig) -> tuple[str, Path | str]:
 
 
 def ray_storage(storage: str) -> tuple[str, pafs.FileSystem | None]:
-    """(``storage_path``, ``storage_filesystem``) for Ray Train and Tune: Ray would resolve ``s3://`` itself
-    and ignore ``AWS_ENDPOINT_URL``."""
+    """(``storage_path``, ``storage_filesystem``) for Ray Train and Tune: Ray would ignore ``AWS_ENDPOINT_URL``."""
     if storage.startswith("s3://"):
         return storage[len("s3://") :], S3Settings.from_env().filesystem()
     return storage, None
 
 
 def write_run_file(fs: pafs.FileSystem, path: str, text: str) -> None:
-    """Write into the run's storage (local or s3://) through the filesystem Ray Train itself uses,
-    so that a worker on any node reaches the bucket without AWS settings of its own."""
+    """Write through the filesystem Ray Train uses: a worker on any node reaches the bucket without AWS settings."""
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(text.encode())

@@ -11,7 +11,19 @@ from fer_ray.config import RAY_FLAGS, check_choices, setting
 from fer_ray.models.config import ModelConfig
 from fer_ray.preprocess import PreprocessConfig
 from fer_ray.runtime import RayConfig
-from fer_ray.train.augment import AugmentConfig
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Batch augmentation of the training split (:func:`fer_ray.train.loop.augment`)."""
+
+    shift: float = 0.1  # max translation as a fraction of the side (4-5 px on 48: crop-with-padding)
+    rotate_deg: float = 10.0
+    scale: float = 0.1  # zoom in [1 - scale, 1 + scale]
+    flip: bool = True
+    erase_p: float = 0.5
+    erase_area: tuple[float, float] = (0.02, 0.2)
+
 
 # How the nested configs appear on the command line: ModelConfig's fields as flat flags (the
 # architecture as --arch: --model names a trained artifact in every other job).
@@ -263,8 +275,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrainActions:
-    """What ``jobs/train.py`` does with the run this time. Flags like the settings', but not a setting of
-    what is trained: neither a ``--config`` key nor part of the saved config."""
+    """What ``jobs/train.py`` does with the run this time: flags, but neither ``--config`` keys nor saved."""
 
     export_only: bool = setting(
         False, "export the best checkpoint of the existing run (--storage-path/--run-name), e.g. one stopped midway"

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_ray.preprocess import PreprocessConfig, normalize
-from fer_ray.train.augment import AugmentConfig, augment
-from fer_ray.train.config import TrainConfig
+from fer_ray.train.config import AugmentConfig, TrainConfig
 from fer_ray.train.distill import Teacher, distill_loss
 
 logger = logging.getLogger(__name__)
@@ -29,14 +29,48 @@ Reducer = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The loss settings of one epoch (``recon_weight`` follows its schedule): the training config's own
-    defaults, with distillation off, as a batch without teachers has nothing to match."""
+    """The loss settings of one epoch (``recon_weight`` follows its schedule); distillation off by default."""
 
     label_smoothing: float = TrainConfig.label_smoothing
     recon_weight: float = TrainConfig.recon_weight
     class_weights: tuple[float, ...] | None = None
     distill_weight: float = 0.0  # with teacher probabilities: (1 - w) x cross-entropy + w x distillation
     distill_temperature: float = TrainConfig.distill_temperature
+
+
+def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x: normalized (B, 1, S, S) -> augmented (B, 1, S, S) on the same device, in one pass: one ``affine_grid`` /
+    ``grid_sample`` call applies the shift (the "random crop with padding"), flip, rotation and scale to the whole
+    batch; random erasing is a vectorized rectangle mask."""
+    b, dev = x.shape[0], x.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator).to(dev)
+
+    angle = (rand(b) * 2 - 1) * math.radians(cfg.rotate_deg)
+    zoom = 1 + (rand(b) * 2 - 1) * cfg.scale
+    flip = torch.where(rand(b) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b, device=dev)
+    tx, ty = ((rand(b) * 2 - 1) * 2 * cfg.shift for _ in range(2))  # grid units span 2 per side
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    # Border padding: a shifted face shows extended edges, not a black frame the test set never has.
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    if cfg.erase_p > 0:
+        s = x.shape[-1]
+        area = cfg.erase_area[0] + rand(b) * (cfg.erase_area[1] - cfg.erase_area[0])
+        aspect = torch.exp((rand(b) * 2 - 1) * math.log(3.0))
+        h = (torch.sqrt(area * aspect) * s).clamp(1, s)
+        w = (torch.sqrt(area / aspect) * s).clamp(1, s)
+        y0, x0 = rand(b) * (s - h), rand(b) * (s - w)
+        coords = torch.arange(s, device=dev, dtype=x.dtype)
+        in_y = (coords[None] >= y0[:, None]) & (coords[None] < (y0 + h)[:, None])  # (B, S)
+        in_x = (coords[None] >= x0[:, None]) & (coords[None] < (x0 + w)[:, None])
+        mask = in_y[:, :, None] & in_x[:, None, :] & (rand(b) < cfg.erase_p)[:, None, None]  # (B, S, S)
+        noise = torch.randn(x.shape, generator=generator).to(dev, x.dtype)
+        x = torch.where(mask[:, None], noise, x)
+    return x
 
 
 def compute_loss(

@@ -1,10 +1,7 @@
-"""Plain-PyTorch training: one process, one device, the recipe of :mod:`fer_ray.train.recipe`, no Ray.
-
-A single GPU finishes the long schedules in minutes, a machine without Ray can run it, and on a 2-core CPU it
-skips Ray Train's per-epoch start-up. Faces are decoded once and kept on the device as ``uint8``.
-
-A run dir (``<storage_path>/<run_name>``) holds ``train_config.json``, ``history.json`` (rewritten every epoch),
-``checkpoint_latest/`` (rerun the same command to resume), ``checkpoint_best/`` and the exported ``artifact/``.
+"""Plain-PyTorch training, the recipe of :mod:`fer_ray.train.recipe` in one process on one device: a single GPU
+finishes long schedules in minutes, a machine without Ray can run it, and a 2-core CPU skips Ray Train's per-epoch
+start-up. Faces are decoded once and kept on the device as ``uint8``. A run dir holds ``train_config.json``,
+``history.json``, ``checkpoint_latest/`` (rerun the same command to resume), ``checkpoint_best/`` and ``artifact/``.
 """
 
 from __future__ import annotations
@@ -51,8 +48,7 @@ class Split:
 def load_fer_parquet(
     cfg: TrainConfig, teacher: Teacher | None = None, initial: Artifact | None = None
 ) -> tuple[dict[str, Split], dict[str, Any]]:
-    """Train (Training) and val (PublicTest) faces of a FER2013 Parquet, never PrivateTest, and the same
-    ``counts`` record the Ray back end saves; ``teacher`` and ``initial`` are already loaded."""
+    """Train (Training) and val (PublicTest) faces of a FER2013 Parquet, never PrivateTest, and the run's record."""
     source, shown = checkpoints.resolve_source(cfg)
     if not source.endswith(".parquet"):
         raise UserError(

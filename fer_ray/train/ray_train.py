@@ -73,8 +73,8 @@ def _decoded(source: str, split: str, cfg: TrainConfig) -> ray.data.Dataset:
 
 
 def training_data(cfg: TrainConfig) -> TrainingData:
-    """Decoded train and validation datasets, never test: validation is the source's own (FER2013
-    PublicTest) or, without one (image folders), a seeded ``val_fraction`` of train."""
+    """Decoded train and validation datasets, never test: validation is the source's own (FER2013 PublicTest) or
+    a seeded ``val_fraction`` of train."""
     source, shown = checkpoints.resolve_source(cfg)
     train, val = _decoded(source, "train", cfg), _decoded(source, "val", cfg)
     if val.count() == 0:
@@ -273,8 +273,7 @@ def _epoch_progress(run_dir: Path | str, total: int, done: int, progress: bool |
 def export_best(
     result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path | str, segments: list[dict[str, Any]] | None = None
 ) -> checkpoints.TrainResult:
-    """Write the best checkpoint (by validation accuracy) as a model artifact under ``run_dir/artifact``
-    (local, or uploaded to ``s3://``)."""
+    """Write the best checkpoint as a model artifact under ``run_dir/artifact`` (local, or uploaded to ``s3://``)."""
     best = checkpoints.select_checkpoint(result.best_checkpoints or []) or result.checkpoint
     if best is None:
         return checkpoints.TrainResult(run_dir, None, None, [], counts)
@@ -301,8 +300,7 @@ def export_best(
 
 
 def export_run(storage_path: str, run_name: str) -> checkpoints.TrainResult:
-    """Export the best checkpoint of an existing run, finished or stopped midway, without Ray: the run's
-    saved config rebuilds the model."""
+    """Export the best checkpoint of an existing run, finished or stopped midway, without Ray."""
     storage, run_dir = checkpoints.run_dirs(TrainConfig(storage_path=storage_path, run_name=run_name))
     try:
         saved = json.loads(run_storage.read_text(run_storage.join(run_dir, checkpoints.TRAIN_CONFIG)))

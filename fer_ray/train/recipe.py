@@ -61,8 +61,7 @@ def seed_everything(seed: int) -> None:
 
 
 def teacher_of(cfg: TrainConfig, device: torch.device) -> Teacher | None:
-    """The run's teachers (``None`` without ``--teachers``); ONNX teachers get torch's thread count,
-    the cores this worker holds (they never run at the same time as the student)."""
+    """The run's teachers, if any; ONNX ones get this worker's cores (they never run while the student does)."""
     if not cfg.teachers:
         return None
     threads = torch.get_num_threads()

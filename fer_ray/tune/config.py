@@ -87,15 +87,8 @@ class SweepConfig:
         # where and how fast trials run may change: the rerun still answers the same question
         how_it_runs = fields_where(TrainConfig, "resources")
         base = {k: v for k, v in self.base.to_dict().items() if k not in how_it_runs}
-        return {
-            "model": self.base.model.name,
-            "base": base,
-            "space": self.resolved_space,
-            "num_samples": self.num_samples,
-            "grace_period": self.grace_period,
-            "reduction_factor": self.reduction_factor,
-            "train_fraction": self.train_fraction,
-        }
+        asha = {k: getattr(self, k) for k in ("num_samples", "grace_period", "reduction_factor", "train_fraction")}
+        return {"model": self.base.model.name, "base": base, "space": self.resolved_space, **asha}
 
 
 def trial_config(base: TrainConfig, params: dict[str, Any], run_name: str = TRAIN_SUBDIR) -> TrainConfig:

@@ -20,8 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fer_ray.config import replace
-from fer_ray.train.augment import AugmentConfig
-from fer_ray.train.config import TrainConfig
+from fer_ray.train.config import AugmentConfig, TrainConfig
 
 # Optimizer recipes: the optimizer and the learning-rate schedule travel together.
 OPTIMIZERS: dict[str, dict[str, str]] = {
@@ -164,12 +163,10 @@ def to_tune(space: Mapping[str, Any]) -> dict[str, Any]:
             out[name] = spec
             continue
         kind, arg = next(iter(spec.items()))
-        if kind == "choice":
-            out[name] = tune.choice(arg)
-        elif kind == "grid":
-            out[name] = tune.grid_search(arg)
-        elif isinstance(arg, dict):
+        if isinstance(arg, dict):  # a range per optimizer
             out[name] = tune.sample_from(_PerOptimizerLogUniform(arg))
+        elif kind in ("choice", "grid"):
+            out[name] = tune.choice(arg) if kind == "choice" else tune.grid_search(arg)
         else:
             out[name] = getattr(tune, kind)(*arg)
     return out

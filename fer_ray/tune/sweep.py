@@ -30,6 +30,7 @@ from fer_ray.config import UserError, fields_where, replace
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.progress import Progress, progress_mode
 from fer_ray.runtime import init_ray, is_verbose
+from fer_ray.train import checkpoints
 from fer_ray.train.config import TrainConfig
 from fer_ray.tune.config import TRAIN_SUBDIR, SweepConfig, trial_config
 from fer_ray.tune.spaces import to_tune
@@ -110,10 +111,9 @@ def _trial_progress(num_trials: int, progress: bool | None):
 # ---------------------------------------------------------------- data: stratified training subset
 def _row_keys(batch: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
     key = seed.to_bytes(8, "little", signed=False)
-    faces = batch["face"]
     h = [
         int.from_bytes(hashlib.blake2b(np.ascontiguousarray(f).tobytes(), digest_size=8, key=key).digest(), "little")
-        for f in faces
+        for f in batch["face"]
     ]
     return {**batch, "_key": np.array(h, dtype=np.uint64)}
 
@@ -153,16 +153,14 @@ def trial(params: dict[str, Any], base: dict[str, Any], data, root: str, filesys
     import pyarrow.fs as pafs
     from ray import tune
 
-    from fer_ray.train.checkpoints import TRAIN_CONFIG, write_run_file
     from fer_ray.train.ray_train import build_trainer
 
     cfg = trial_config(TrainConfig.from_dict(base), params)
     trial_dir = f"{root}/trial_{tune.get_context().get_trial_id()}"
     # train_config.json beside the checkpoints: `jobs/train.py --export-only` works on any trial
     saved = {"train_config": cfg.to_dict(), "counts": data.counts}
-    write_run_file(
-        filesystem or pafs.LocalFileSystem(), f"{trial_dir}/{TRAIN_SUBDIR}/{TRAIN_CONFIG}", json.dumps(saved) + "\n"
-    )
+    path = f"{trial_dir}/{TRAIN_SUBDIR}/{checkpoints.TRAIN_CONFIG}"
+    checkpoints.write_run_file(filesystem or pafs.LocalFileSystem(), path, json.dumps(saved) + "\n")
     pretrain = cfg.total_epochs - cfg.epochs
     build_trainer(cfg, data, trial_dir, callbacks=[_joint_epoch_callback(pretrain)], filesystem=filesystem).fit()
 
@@ -171,11 +169,9 @@ def trial(params: dict[str, Any], base: dict[str, Any], data, root: str, filesys
 def check_rerun(cfg: SweepConfig) -> None:
     """Refuse (before Ray starts) to continue a sweep of the same name started with other settings: a
     :class:`~fer_ray.config.UserError` naming what changed. Nothing to check on a new sweep or with ``restart``."""
-    from fer_ray.train.checkpoints import run_dirs
-
     if cfg.restart:
         return
-    root = run_dirs(replace(cfg.base, run_name=cfg.name))[1]
+    root = checkpoints.run_dirs(replace(cfg.base, run_name=cfg.name))[1]
     try:
         saved = json.loads(run_storage.read_text(run_storage.join(root, SWEEP_CONFIG)))
     except FileNotFoundError:
@@ -201,12 +197,11 @@ def sweep(cfg: SweepConfig, progress: bool | None = None) -> SweepResult:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from fer_ray.train.checkpoints import ray_storage, run_dirs
     from fer_ray.train.ray_train import training_data
 
     init_ray(cfg.base.ray)
-    storage, root = run_dirs(replace(cfg.base, run_name=cfg.name))
-    tune_storage, tune_fs = ray_storage(storage)
+    storage, root = checkpoints.run_dirs(replace(cfg.base, run_name=cfg.name))
+    tune_storage, tune_fs = checkpoints.ray_storage(storage)
     exp_path = f"{tune_storage}/{cfg.name}"
     if cfg.restart:
         logger.info("--restart: deleting %s", root)
@@ -217,7 +212,7 @@ def sweep(cfg: SweepConfig, progress: bool | None = None) -> SweepResult:
     run_storage.write_text(run_storage.join(root, SWEEP_CONFIG), json.dumps(cfg.record(), indent=2) + "\n")
 
     data = stratified_subset(training_data(cfg.base), cfg.train_fraction, cfg.base.seed)
-    trial_root, trial_fs = ray_storage(str(root))
+    trial_root, trial_fs = checkpoints.ray_storage(str(root))
     trainable = tune.with_resources(
         tune.with_parameters(trial, base=cfg.base.to_dict(), data=data, root=trial_root, filesystem=trial_fs),
         {"CPU": cfg.driver_cpus},
@@ -394,8 +389,7 @@ def plot_asha(trials: list[dict[str, Any]], max_t: int, grace: int, title: str) 
 
 
 def best_config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """A config file (``jobs/train.py --config``) holding ``cfg`` without the sweep's bookkeeping (fields
-    marked ``bookkeeping``), which a new training run should not inherit from a sweep trial."""
+    """A ``jobs/train.py --config`` file of ``cfg`` without the fields marked ``bookkeeping`` (the trial's own)."""
     d = json.loads(json.dumps(cfg.to_dict()))
     for k in fields_where(TrainConfig, "bookkeeping"):
         d.pop(k, None)
