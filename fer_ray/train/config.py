@@ -78,7 +78,6 @@ class TrainConfig:
     )
     ferplus_csv: str | None = setting(None, "FER+ fer2013new.csv (unset: beside the Parquet)", group="data")
 
-    # models without a decoder skip pretraining
     epochs: int = setting(30, "joint epochs (all of the model)", group="recipe", resumable=True)
     pretrain_epochs: int = setting(1, "reconstruction-only epochs before the joint ones (ae_cnn_attn)", group="recipe")
     batch_size: int = setting(128, "global batch; each worker gets batch_size / workers", group="recipe")
@@ -106,7 +105,6 @@ class TrainConfig:
         "last joint epoch (linear or cosine) (ae_cnn_attn)",
         group="recipe",
     )
-    # Distillation (fer_ray.train.distill): loss = (1 - w) x cross-entropy + w x KL to the teachers' mean.
     # Resumable because it only says where the teachers are: a resume must match their weights and engine
     # (counts["teachers"]), so a teacher may move, e.g. aside before a better model ships under its name.
     teachers: tuple[str, ...] = setting(
@@ -139,7 +137,6 @@ class TrainConfig:
         group="recipe",
         resumable=True,
     )
-    # fer_ray.train.ema: validate, select and export an exponential moving average of the weights.
     ema_decay: float = setting(
         0.0,
         "per-step decay of a moving average of the weights that is validated and exported (0: off; e.g. 0.999)",
@@ -181,7 +178,6 @@ class TrainConfig:
     )
     shuffle_buffer: int = setting(8192, "rows in Ray Data's local shuffle buffer", flag=None, resumable=True)
 
-    # Rerunning with the same storage_path/run_name resumes from the latest checkpoint.
     run_name: str = setting(
         "fer",
         "folder of the run under --storage-path; the same name resumes",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -24,7 +25,6 @@ from fer_ray.train.distill import Teacher, distill_loss
 logger = logging.getLogger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-Reducer = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -117,12 +117,9 @@ def autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False):
 
 
 class WeightEMA:
-    """An exponential moving average of the weights, the model a run validates and exports when asked: it smooths
-    out the noise of the final updates at no cost at inference (as timm does). Batch-norm statistics are averaged
-    with the parameters, so no extra pass over the data; the run validates both (``val_acc``, ``val_acc_raw``).
-
-    ``decay`` per optimizer step, warmed up as ``min(decay, (1 + n) / (10 + n))`` after n updates so the average
-    forgets the random initialisation within the first epoch (timm's ModelEmaV2 does the same)."""
+    """A moving average of the weights (batch-norm statistics too), validated and exported when asked: it smooths
+    out the final updates' noise at no cost at inference. ``decay`` per step, warmed up as ``min(decay, (1 + n) /
+    (10 + n))`` after n updates to forget the random initialisation within the first epoch (as timm's ModelEmaV2)."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
@@ -165,11 +162,12 @@ class EpochStats:
         self.correct += correct
         self.n += n
 
-    def reduce(self, reducer: Reducer | None) -> EpochStats:
-        """Sum counts across workers (``reducer`` = all-reduce) so every rank reports the same numbers."""
-        if reducer is None:
+    def reduce(self, device: torch.device) -> EpochStats:
+        """Sum counts across DDP workers (all-reduce, under torch.distributed) so every rank reports the same."""
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return self
-        t = reducer(torch.tensor([self.loss, self.recon, float(self.correct), float(self.n)], dtype=torch.float64))
+        t = torch.tensor([self.loss, self.recon, self.correct, self.n], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
         return EpochStats(float(t[0]), int(t[2]), int(t[3]), float(t[1]), self.seconds)
 
     def as_metrics(self, prefix: str) -> dict[str, float]:
@@ -263,6 +261,5 @@ def epoch_line(metrics: dict, total_epochs: int, best: dict, seconds: float) -> 
 
 def class_weights(counts: np.ndarray) -> tuple[float, ...]:
     """Inverse-square-root frequency weights, normalized to mean 1 (helps the rare ``disgust``)."""
-    counts = np.maximum(np.asarray(counts, dtype=np.float64), 1)
-    w = 1 / np.sqrt(counts)
+    w = 1 / np.sqrt(np.maximum(np.asarray(counts, dtype=np.float64), 1))
     return tuple(float(v) for v in w / w.mean())

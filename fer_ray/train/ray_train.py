@@ -18,10 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
-import ray
 import ray.data
-import ray.train
-import ray.train.torch
+import ray.train.torch  # binds ray and ray.train too
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -41,7 +39,6 @@ from fer_ray.train.recipe import Learner, epoch_seed, seed_everything, teacher_o
 logger = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------- the driver's data: decoded Ray Datasets
 def _assign_val(batch: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
     """Move a seeded, order-independent share of ``train`` to ``val`` (hash of the path)."""
 
@@ -99,7 +96,6 @@ def training_data(cfg: TrainConfig) -> TrainingData:
     return TrainingData(splits["train"], splits["val"], counts)
 
 
-# ---------------------------------------------------------------- on every worker
 def _torch_batches(it, batch_size: int, shuffle: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     for b in it.iter_torch_batches(
         batch_size=batch_size,
@@ -149,15 +145,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         start_epoch, history = learner.restore(state)
         logger.info("resumed after epoch %d from %s", start_epoch, checkpoint.path)
 
-    reducer = None
-    if world > 1:
-        import torch.distributed as dist
-
-        def reducer(t: torch.Tensor) -> torch.Tensor:
-            t = t.to(device)
-            dist.all_reduce(t)
-            return t.cpu()
-
     train_it, val_it = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     for epoch in range(start_epoch, cfg.total_epochs):
         seed = epoch_seed(cfg, epoch, rank)
@@ -167,7 +154,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             batches = _crash_midway(batches, after, run_fs, f"{run_path}/{checkpoints.CRASH_MARKER}")
         val_batches = _torch_batches(val_it, per_worker, 0, 0)
         gen = torch.Generator().manual_seed(seed)
-        metrics = learner.run_epoch(epoch, batches, val_batches, generator=gen, reducer=reducer)
+        metrics = learner.run_epoch(epoch, batches, val_batches, generator=gen)
         history.append(metrics)
         if rank == 0:  # per-epoch history next to the checkpoints, readable while the run goes on
             checkpoints.write_run_file(
@@ -179,7 +166,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
 
 
-# ---------------------------------------------------------------- the driver
 def build_trainer(
     cfg: TrainConfig,
     data: TrainingData,
@@ -269,7 +255,6 @@ def _epoch_progress(run_dir: Path | str, total: int, done: int, progress: bool |
         bar.close()
 
 
-# ---------------------------------------------------------------- the best checkpoint as an artifact
 def export_best(
     result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path | str, segments: list[dict[str, Any]] | None = None
 ) -> checkpoints.TrainResult:

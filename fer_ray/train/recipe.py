@@ -17,7 +17,7 @@ from fer_ray.inference.artifact import Artifact
 from fer_ray.train.checkpoints import initial_artifact
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher, load_teacher
-from fer_ray.train.loop import Batch, LossConfig, Reducer, WeightEMA, class_weights, evaluate, train_one_epoch
+from fer_ray.train.loop import Batch, LossConfig, WeightEMA, class_weights, evaluate, train_one_epoch
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -112,13 +112,7 @@ class Learner:
         self.ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
 
     def run_epoch(
-        self,
-        epoch: int,
-        train_batches: Iterable[Batch],
-        val_batches: Iterable[Batch],
-        *,
-        generator: torch.Generator,
-        reducer: Reducer | None = None,
+        self, epoch: int, train_batches: Iterable[Batch], val_batches: Iterable[Batch], *, generator: torch.Generator
     ) -> dict[str, Any]:
         """One epoch's metrics row. With ``ema`` the ``val_*`` metrics (selection, plateau schedule) are the
         averaged weights', and ``val_*_raw`` the trained weights' on the same faces."""
@@ -142,14 +136,14 @@ class Learner:
             teacher=self.teacher,
             ema=ema,
         )
-        tr = tr.reduce(reducer)  # keeps the local seconds
+        tr = tr.reduce(device)  # keeps the local seconds
         model, raw = self.model, {}
         if ema is not None:
             val_batches = list(val_batches)  # read twice: the raw weights, then the average
-            raw = evaluate(model, val_batches, device, cfg.preprocess).reduce(reducer).as_metrics("val")
+            raw = evaluate(model, val_batches, device, cfg.preprocess).reduce(device).as_metrics("val")
             raw = {f"{k}_raw": v for k, v in raw.items() if k in ("val_acc", "val_loss")}
             model = ema.module
-        va = evaluate(model, val_batches, device, cfg.preprocess).reduce(reducer)
+        va = evaluate(model, val_batches, device, cfg.preprocess).reduce(device)
         if cfg.scheduler == "plateau" and phase == "joint":
             self.scheduler.step(va.correct / max(va.n, 1))
         metrics = {

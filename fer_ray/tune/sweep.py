@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 SWEEP_CONFIG, BEST_CONFIG = "sweep_config.json", "best_config.json"
 
 
-# ---------------------------------------------------------------- what Tune sees of a training report
 def tune_metrics(metrics: dict[str, Any], pretrain_epochs: int) -> dict[str, Any] | None:
     """The report Tune gets for one training epoch: ``None`` for pretraining, else ``joint_epoch`` (1-based) added."""
     if metrics.get("phase") == "pretrain":
@@ -108,7 +107,6 @@ def _trial_progress(num_trials: int, progress: bool | None):
     return TrialProgress()
 
 
-# ---------------------------------------------------------------- data: stratified training subset
 def _row_keys(batch: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
     key = seed.to_bytes(8, "little", signed=False)
     h = [
@@ -147,7 +145,6 @@ def stratified_subset(data, fraction: float, seed: int):
     return TrainingData(train, data.val, new_counts)
 
 
-# ---------------------------------------------------------------- one trial
 def trial(params: dict[str, Any], base: dict[str, Any], data, root: str, filesystem) -> None:
     """One Tune trial: a TorchTrainer run in ``<root>/trial_<id>/train`` reporting joint epochs to Tune."""
     import pyarrow.fs as pafs
@@ -165,7 +162,6 @@ def trial(params: dict[str, Any], base: dict[str, Any], data, root: str, filesys
     build_trainer(cfg, data, trial_dir, callbacks=[_joint_epoch_callback(pretrain)], filesystem=filesystem).fit()
 
 
-# ---------------------------------------------------------------- the sweep
 def check_rerun(cfg: SweepConfig) -> None:
     """Refuse (before Ray starts) to continue a sweep of the same name started with other settings: a
     :class:`~fer_ray.config.UserError` naming what changed. Nothing to check on a new sweep or with ``restart``."""
@@ -272,7 +268,6 @@ def _tune_output(verbose: bool):
             os.environ["RAY_AIR_NEW_OUTPUT"] = saved
 
 
-# ---------------------------------------------------------------- what a sweep leaves behind
 @dataclass
 class SweepResult:
     root: Any  # <storage>/<name>: a Path, or an s3:// URI
@@ -419,19 +414,15 @@ def write_outputs(
     png = plot_asha(trials, cfg.base.epochs, cfg.grace_period, title)
     run_storage.write_bytes(run_storage.join(root, "asha.png"), png)
     b = cfg.base
+    full = counts.get("train_full")
+    subset = f" ({cfg.train_fraction:.0%} of {sum(full)}, stratified by class, seed {b.seed})" if full else ""
     md = [
         f"# Sweep `{cfg.name}`: {b.model.name}\n",
         f"- {len(trials)} trials of up to {b.epochs} joint epochs"
         + (" (+ pretraining epochs, not counted by ASHA)" if b.model.name == "ae_cnn_attn" else "")
         + f"; ASHA on validation (PublicTest) accuracy, grace period {cfg.grace_period} joint epoch(s), "
         f"reduction factor {cfg.reduction_factor}: {stopped} stopped early",
-        f"- training images: {sum(counts['train'])}"
-        + (
-            f" ({cfg.train_fraction:.0%} of {sum(counts['train_full'])}, stratified by class, seed {b.seed})"
-            if "train_full" in counts
-            else ""
-        )
-        + f"; validation: {sum(counts['val'])} (all of it)",
+        f"- training images: {sum(counts['train'])}{subset}; validation: {sum(counts['val'])} (all of it)",
         "- minutes are wall-clock per trial, start-up and pretraining included; val_acc is the trial's best epoch",
         "" if complete else "\n**Interrupted**: rerun the same command to continue the sweep.\n",
         md_table,
