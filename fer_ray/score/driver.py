@@ -1,16 +1,15 @@
 """Batch scoring with Ray Data: photo collections (local or S3) -> one Parquet row per face, then the report.
 
-The route of a run (the dataset is streamed end to end; nothing but counts comes back to the driver)::
+The dataset streams end to end; nothing but counts comes back to the driver::
 
     list_images (driver, metadata only; already-scored inputs dropped here)
       -> map_batches(prepare_images)   CPU tasks: fetch, decode, detect, crop (fer_ray.score.stages)
       -> map_batches(FacePredictor)    actor pool: the model on the run's engine
       -> write_parquet(OUT/rows)       part files named after the run (fer_ray.score.store)
 
-With fused stages (:mod:`fer_ray.score.plan`) the two middle stages are one :class:`FusedScorer`
-actor per core. All rows of one image come out of the same ``prepare_images`` call, and Ray Data
-hands whole blocks to the actors and the writer, so they land in the same part file; that is
-what makes a killed run safe to resume.
+Fused stages (:func:`plan_stages`) make the middle two one :class:`FusedScorer` actor per core. All rows
+of an image come out of one ``prepare_images`` call and Ray Data hands whole blocks on, so they land in one
+part file: that is what makes a killed run safe to resume.
 """
 
 from __future__ import annotations
@@ -19,11 +18,13 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import math
+import os
 import posixpath
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,20 +32,18 @@ import pyarrow as pa
 
 from fer_ray.data.listing import list_images_and_settings
 from fer_ray.data.s3 import S3Settings
-from fer_ray.preprocess import PreprocessConfig
 from fer_ray.progress import Poller, Progress, ProgressCounter, progress_mode, without_ray_data_bars
 from fer_ray.runtime import LOCAL, init_ray, resolve_address
 from fer_ray.score.config import ScoreConfig
-from fer_ray.score.plan import StagePlan, plan_stages
+from fer_ray.score.report import write_report
 from fer_ray.score.run_lock import RunLock
 from fer_ray.score.stages import FacePredictor, FusedScorer, artifact_files, prepare_images
 from fer_ray.score.store import CONFIG_FILE, PART_PREFIX, ROWS_DIR, RUNS_DIR, OutputStore, ScanResult, key_hash
 from fer_ray.storage import is_remote
 
-if TYPE_CHECKING:
-    from fer_ray.inference.artifact import Artifact
-
 logger = logging.getLogger(__name__)
+
+MAX_BLOCK_ROWS = 1024  # listing rows per block: bounds the blocks a huge collection makes
 
 
 class MixedModelsError(ValueError):
@@ -62,6 +61,52 @@ class ScoreResult:
     summary: dict[str, Any]  # OUT/summary.json
 
 
+@dataclass(frozen=True)
+class StagePlan:
+    block_rows: int  # listing rows per block (bounded, so the driver never puts millions of tiny objects)
+    fused: bool  # decode/detect inside the inference actors
+    actors: int  # inference actors
+    cpu_tasks: int | None  # concurrent decode/detect tasks of split stages; None: Ray Data decides
+
+    @property
+    def stages(self) -> str:
+        return "fused" if self.fused else "split"
+
+
+def plan_stages(n: int, cfg: ScoreConfig, gpus: float, cpus: int | None = None) -> StagePlan:
+    """The :class:`StagePlan` for ``n`` inputs with ``gpus`` per actor on ``cpus`` cluster CPUs (default: Ray's,
+    asked only when there is something to score, so a run with nothing new needs no Ray).
+
+    - Blocks: a small collection spread over every CPU, a large one about four blocks per CPU (so that work
+      evens out) of at most :data:`MAX_BLOCK_ROWS` rows.
+    - Stages: ``auto`` fuses for CPU inference on the job's own Ray, where the two would take turns on the cores.
+    - Actors: ``cfg.actors``, else one single-threaded actor per core when fused on the job's own Ray, else
+      one; fused, no more than the blocks (an actor without a block only costs its start-up).
+    - CPU tasks: ``cfg.max_cpu_tasks``, else the machine's cores on the job's own Ray (which advertises twice
+      the cores, :func:`fer_ray.runtime.default_logical_cpus`, so that tasks do not take turns with the
+      actors); on a cluster Ray Data decides. Never more than the blocks (Ray Data warns of a cap it cannot reach).
+    """
+    local = resolve_address(cfg.ray) == LOCAL
+    block_rows, blocks = 1, None
+    if n:
+        if cpus is None:
+            import ray
+
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+        cpus = max(1, cpus)
+        spread = min(cfg.images_per_task, math.ceil(n / cpus))
+        block_rows = max(1, min(MAX_BLOCK_ROWS, max(spread, math.ceil(n / (4 * cpus)))))
+        blocks = math.ceil(n / block_rows)
+    fused = cfg.stages == "fused" or (cfg.stages == "auto" and gpus == 0 and local)
+    actors = cfg.actors or ((os.cpu_count() or 1) if fused and local else 1)
+    if fused and blocks is not None:
+        actors = max(1, min(actors, blocks))
+    cpu_tasks = cfg.max_cpu_tasks or ((os.cpu_count() or 1) if local else None)
+    if cpu_tasks is not None and blocks is not None:
+        cpu_tasks = max(1, min(cpu_tasks, blocks))
+    return StagePlan(block_rows=block_rows, fused=fused, actors=actors, cpu_tasks=cpu_tasks)
+
+
 class _PartFilenames:
     """``part-<run_id>-<write_uuid>-<task>``: a run's files are recognisable and never overwrite another's."""
 
@@ -72,21 +117,8 @@ class _PartFilenames:
         return f"{PART_PREFIX}{self.run_id}-{write_uuid}-{task_index:06d}"
 
 
-def new_run_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-
-
-def _gpus_per_actor(cfg: ScoreConfig) -> float:
-    if cfg.gpus_per_actor is not None:
-        return cfg.gpus_per_actor
-    import ray
-
-    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-
-
 def model_accuracy(meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The test accuracy that ``artifact.json`` records (``metrics.test``), or None: kept in the run record
-    so that a report rebuilt from OUT alone still shows what the model is worth."""
+    """``artifact.json``'s test accuracy (or None), kept in the run so that a report rebuilt from OUT shows it."""
     test = (meta.get("metrics") or {}).get("test") or {}
     per_class = test.get("per_class") or {}
     if not per_class:
@@ -100,42 +132,17 @@ def model_accuracy(meta: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def build_dataset(
-    todo: pd.DataFrame,
-    cfg: ScoreConfig,
-    preprocess: PreprocessConfig,
-    files: dict[str, bytes],
-    run_id: str,
-    settings: S3Settings | None,
-    engine: str,
-    gpus: float,
-    counter,
-    plan: StagePlan,
+    todo: pd.DataFrame, cfg: ScoreConfig, plan: StagePlan, gpus: float, prepare_kwargs: dict, predictor_kwargs: dict
 ):
     """The lazy Ray Dataset of output rows for the listing rows in ``todo`` (nothing runs until written).
 
-    ``counter``: a :class:`~fer_ray.progress.ProgressCounter` actor (or None) the actors report to.
+    ``prepare_kwargs`` go to :func:`prepare_images`, ``predictor_kwargs`` to :class:`FacePredictor`.
     """
     import ray.data
 
     step = plan.block_rows
     blocks = [pa.Table.from_pandas(todo.iloc[i : i + step], preserve_index=False) for i in range(0, len(todo), step)]
     ds = ray.data.from_arrow(blocks)
-    prepare_kwargs = {
-        "settings": settings,
-        "preprocess": preprocess,
-        "detect": cfg.detect,
-        "whole_image": cfg.whole_image,
-        "save_crops": cfg.save_crops,
-    }
-    predictor_kwargs = {
-        "files": files,
-        "run_id": run_id,
-        "device": "cuda" if gpus > 0 else "cpu",
-        "threads": cfg.actor_threads,
-        "engine": engine,
-        "flip_tta": cfg.flip_tta,
-        "progress": counter,
-    }
     # On the job's own local Ray no node is lost, and an actor that dies (out of memory, say) would die again:
     # the run fails instead and a rerun resumes where it stopped. Restartable actors would also make Ray
     # log an error-level line in every run (ray#53727: Ray Data keeps its map transformer in the object
@@ -178,8 +185,7 @@ def build_dataset(
 
 @contextlib.contextmanager
 def _scoring_progress(total: int, progress: bool | None):
-    """Yields the :class:`~fer_ray.progress.ProgressCounter` actor (None: no progress shown) that the
-    inference actors count images and faces on, and shows its counts while the pipeline runs."""
+    """Yields the :class:`~fer_ray.progress.ProgressCounter` actor (or None) the actors count on; shows its counts."""
     if progress_mode(progress) == "off":
         yield None
         return
@@ -207,18 +213,26 @@ def _scoring_progress(total: int, progress: bool | None):
         ray.kill(counter)
 
 
+def _all_scored(scan: ScanResult, listing: pd.DataFrame, model_id: str) -> bool:
+    """Every listed input has current rows of ``model_id`` alone in the scanned store: nothing to score or retry."""
+    if not scan.rows or set(scan.models) - {model_id}:
+        return False
+    listed = key_hash(listing)
+    retry = np.isin(scan.transient, listed).any()
+    return bool(np.isin(listed, scan.done).all()) and not len(scan.stale(listing)) and not retry
+
+
 def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | None = None) -> ScoreResult:
     """Score every input of ``cfg`` not yet in ``cfg.out``; write the Parquet rows, summary.json and report.html.
 
-    Holds ``OUT``'s :class:`~fer_ray.score.run_lock.RunLock` from before it reads ``OUT`` until the
-    report is written. ``progress``: a bar on a terminal, log lines elsewhere (``None``), always a bar
-    (``True``) or nothing (``False``), in place of Ray Data's own bars. ``report_rows``: images in
-    report.html's per-image table (default :data:`fer_ray.score.config.REPORT_ROWS`).
+    Holds ``OUT``'s :class:`~fer_ray.score.run_lock.RunLock` from before it reads ``OUT`` until the report is
+    written. ``progress``: a bar on a terminal, log lines elsewhere (``None``), always a bar (``True``) or
+    nothing (``False``). ``report_rows``: images in report.html's per-image table.
     """
     from fer_ray.inference.artifact import load_artifact
 
     started = time.time()
-    run_id = new_run_id()
+    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     artifact = load_artifact(cfg.model, engine=cfg.engine)  # fails fast, before Ray starts, on a wrong --model
     # Endpoint and region only: the driver and every worker take credentials from the AWS chain.
     uses_s3 = any(is_remote(p) for p in (*cfg.inputs, cfg.out, cfg.save_crops or ""))
@@ -232,141 +246,136 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
         )
     store = OutputStore(cfg.out, settings)
     with RunLock(store, run_id, stale_s=cfg.lock_stale_s).acquire(cfg.lock_wait_s) as lock:
-        return _score_locked(cfg, artifact, lock, started, listing, progress, report_rows)
-
-
-def _all_scored(scan: ScanResult, listing: pd.DataFrame, model_id: str) -> bool:
-    """Every listed input has current rows of ``model_id`` alone in the scanned store: nothing to score or retry."""
-    if not scan.rows or set(scan.models) - {model_id}:
-        return False
-    listed = key_hash(listing)
-    retry = np.isin(scan.transient, listed).any()
-    return bool(np.isin(listed, scan.done).all()) and not len(scan.stale(listing)) and not retry
-
-
-def _score_locked(
-    cfg: ScoreConfig,
-    artifact: Artifact,
-    lock: RunLock,
-    started: float,
-    listing: pd.DataFrame,
-    progress: bool | None,
-    report_rows: int | None,
-) -> ScoreResult:
-    from fer_ray.inference.artifact import load_artifact
-    from fer_ray.score.report import write_report
-
-    store, run_id = lock.store, lock.owner
-    preprocess = dataclasses.replace(
-        artifact.preprocess,
-        max_pixels=cfg.max_pixels or artifact.preprocess.max_pixels,
-        max_bytes=cfg.max_bytes or artifact.preprocess.max_bytes,
-    )
-    n_list_errors = int(listing["error"].notna().sum())
-    logger.info("listed %d inputs (%d could not be listed and become error rows)", len(listing), n_list_errors)
-    # One scan of OUT per run (it also deletes part files a killed run left half-written, and records them).
-    scan = None if cfg.overwrite else store.scan()
-    if scan is not None and _all_scored(scan, listing, artifact.model_id):
-        # A rerun with nothing new needs no Ray (its start-up is most of a small job): the report is rewritten.
-        logger.info("every input is already scored by %s; Ray is not started", artifact.model_id)
-        gpus = 0.0
-    else:
-        init_ray(cfg.ray)
-        gpus = _gpus_per_actor(cfg)
-    if gpus > 0 and cfg.engine is None and artifact.engine_name != "torch":
-        artifact = load_artifact(cfg.model, "cpu", engine="torch")  # GPU actors run the PyTorch model
-    elif gpus > 0 and artifact.engine_name != "torch":
-        logger.warning("engine %s runs on CPU: the inference actors get no GPU", artifact.engine_name)
-        gpus = 0.0
-    flip_tta = artifact.flip_tta if cfg.flip_tta is None else cfg.flip_tta
-    logger.info("model %s, engine %s, flip TTA %s", artifact.model_id, artifact.engine_name, flip_tta)
-
-    if cfg.overwrite:
-        store.clear()
-        scan = store.scan()
-    others = sorted(m for m in scan.models if m != artifact.model_id)
-    if others and not cfg.allow_mixed_models:
-        raise MixedModelsError(
-            f"{store.uri} holds rows scored by {', '.join(others)}, this run would add rows of {artifact.model_id}; "
-            "rerun with --overwrite to rescore everything with this model, pick another --out, "
-            "or pass --allow-mixed-models (the report then groups rows by model)"
+        preprocess = dataclasses.replace(
+            artifact.preprocess,
+            max_pixels=cfg.max_pixels or artifact.preprocess.max_pixels,
+            max_bytes=cfg.max_bytes or artifact.preprocess.max_bytes,
         )
-    if others:
-        logger.warning(
-            "%s mixes models (%s and %s): --allow-mixed-models", store.uri, ", ".join(others), artifact.model_id
+        n_list_errors = int(listing["error"].notna().sum())
+        logger.info("listed %d inputs (%d could not be listed and become error rows)", len(listing), n_list_errors)
+        # One scan of OUT per run (it also deletes part files a killed run left half-written, and records them).
+        scan = None if cfg.overwrite else store.scan()
+        if scan is not None and _all_scored(scan, listing, artifact.model_id):
+            # A rerun with nothing new needs no Ray (its start-up is most of a small job): the report is rewritten.
+            logger.info("every input is already scored by %s; Ray is not started", artifact.model_id)
+            gpus = 0.0
+        else:
+            init_ray(cfg.ray)
+            gpus = cfg.gpus_per_actor
+            if gpus is None:
+                import ray
+
+                gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        if gpus > 0 and cfg.engine is None and artifact.engine_name != "torch":
+            artifact = load_artifact(cfg.model, "cpu", engine="torch")  # GPU actors run the PyTorch model
+        elif gpus > 0 and artifact.engine_name != "torch":
+            logger.warning("engine %s runs on CPU: the inference actors get no GPU", artifact.engine_name)
+            gpus = 0.0
+        flip_tta = artifact.flip_tta if cfg.flip_tta is None else cfg.flip_tta
+        logger.info("model %s, engine %s, flip TTA %s", artifact.model_id, artifact.engine_name, flip_tta)
+
+        if cfg.overwrite:
+            store.clear()
+            scan = store.scan()
+        others = sorted(m for m in scan.models if m != artifact.model_id)
+        if others and not cfg.allow_mixed_models:
+            raise MixedModelsError(
+                f"{store.uri} holds rows scored by {', '.join(others)}, "
+                f"this run would add rows of {artifact.model_id}; "
+                "rerun with --overwrite to rescore everything with this model, pick another --out, "
+                "or pass --allow-mixed-models (the report then groups rows by model)"
+            )
+        if others:
+            logger.warning(
+                "%s mixes models (%s and %s): --allow-mixed-models", store.uri, ", ".join(others), artifact.model_id
+            )
+        # Rows of inputs that changed since they were scored, and transient errors retried now, go
+        # before this run writes theirs: rows/ never holds two versions of an input.
+        listed = key_hash(listing)
+        stale = scan.stale(listing)
+        retry = scan.transient[np.isin(scan.transient, listed)]
+        lock.check()
+        dropped = store.drop_rows(
+            np.union1d(stale, retry), run_id, "superseded: input changed or transient error retried"
         )
-    # Rows of inputs that changed since they were scored, and transient errors retried now, go
-    # before this run writes theirs: rows/ never holds two versions of an input.
-    listed = key_hash(listing)
-    stale = scan.stale(listing)
-    retry = scan.transient[np.isin(scan.transient, listed)]
-    lock.check()
-    dropped = store.drop_rows(np.union1d(stale, retry), run_id, "superseded: input changed or transient error retried")
-    todo = listing[~np.isin(listed, scan.done)].reset_index(drop=True)
-    skipped = len(listing) - len(todo)
-    logger.info(
-        "%s: %d rows in %d part files; %d of %d inputs already scored, %d to score with %s "
-        "(%d changed since scored, %d transient errors retried)",
-        store.uri,
-        scan.rows,
-        scan.files,
-        skipped,
-        len(listing),
-        len(todo),
-        artifact.model_id,
-        len(stale),
-        len(retry),
-    )
+        todo = listing[~np.isin(listed, scan.done)].reset_index(drop=True)
+        skipped = len(listing) - len(todo)
+        logger.info(
+            "%s: %d rows in %d part files; %d of %d inputs already scored, %d to score with %s "
+            "(%d changed since scored, %d transient errors retried)",
+            store.uri,
+            scan.rows,
+            scan.files,
+            skipped,
+            len(listing),
+            len(todo),
+            artifact.model_id,
+            len(stale),
+            len(retry),
+        )
 
-    pipeline_s = 0.0
-    plan = plan_stages(len(todo), cfg, gpus)
-    if len(todo):
-        t0 = time.time()
-        files = artifact_files(artifact.path, artifact.engine_name)
-        with _scoring_progress(len(todo), progress) as counter:
-            ds = build_dataset(
-                todo, cfg, preprocess, files, run_id, store.settings, artifact.engine_name, gpus, counter, plan
-            )
-            without_ray_data_bars(ds)
-            ds.write_parquet(
-                store.path(ROWS_DIR),
-                filesystem=store.fs,
-                filename_provider=_PartFilenames(run_id),
-                min_rows_per_file=cfg.rows_per_file,
-                ray_remote_args={"num_cpus": cfg.write_cpus},
-            )
-        pipeline_s = time.time() - t0
-        logger.info("scored %d images in %.1f s (%.2f images/s)", len(todo), pipeline_s, len(todo) / pipeline_s)
+        pipeline_s = 0.0
+        plan = plan_stages(len(todo), cfg, gpus)
+        if len(todo):
+            t0 = time.time()
+            prepare_kwargs = {
+                "settings": store.settings,
+                "preprocess": preprocess,
+                "detect": cfg.detect,
+                "whole_image": cfg.whole_image,
+                "save_crops": cfg.save_crops,
+            }
+            with _scoring_progress(len(todo), progress) as counter:
+                predictor_kwargs = {
+                    "files": artifact_files(artifact.path, artifact.engine_name),
+                    "run_id": run_id,
+                    "device": "cuda" if gpus > 0 else "cpu",
+                    "threads": cfg.actor_threads,
+                    "engine": artifact.engine_name,
+                    "flip_tta": cfg.flip_tta,
+                    "progress": counter,
+                }
+                ds = build_dataset(todo, cfg, plan, gpus, prepare_kwargs, predictor_kwargs)
+                without_ray_data_bars(ds)
+                ds.write_parquet(
+                    store.path(ROWS_DIR),
+                    filesystem=store.fs,
+                    filename_provider=_PartFilenames(run_id),
+                    min_rows_per_file=cfg.rows_per_file,
+                    ray_remote_args={"num_cpus": cfg.write_cpus},
+                )
+            pipeline_s = time.time() - t0
+            logger.info("scored %d images in %.1f s (%.2f images/s)", len(todo), pipeline_s, len(todo) / pipeline_s)
 
-    lock.check()
-    elapsed = time.time() - started
-    run = {
-        "run_id": run_id,
-        "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
-        "elapsed_s": round(elapsed, 3),
-        "pipeline_s": round(pipeline_s, 3),
-        "images_listed": len(listing),
-        "images_skipped": skipped,
-        "images_scored": len(todo),
-        "images_changed": len(stale),
-        "transient_retried": len(retry),
-        "rows_superseded": dropped,
-        "images_per_s": round(len(todo) / elapsed, 3) if len(todo) else 0.0,  # whole job (elapsed_s)
-        "pipeline_images_per_s": round(len(todo) / pipeline_s, 3) if len(todo) and pipeline_s > 0 else 0.0,
-        "removed_part_files": [{"file": f, "reason": r} for f, r in scan.removed],
-        "lock_taken_over": lock.taken_over,
-        "model_id": artifact.model_id,
-        "model_path": str(artifact.path),
-        "engine": artifact.engine_name,
-        "model_sha256": artifact.model_sha256,
-        "model_accuracy": model_accuracy(artifact.meta),
-        "flip_tta": flip_tta,
-        "detector": cfg.detect.detector,
-        "stages": plan.stages,
-        "actors": plan.actors,
-    }
-    store.write_json(posixpath.join(RUNS_DIR, f"{run_id}.json"), run)
-    store.write_json(CONFIG_FILE, {"run_id": run_id, "score": cfg.to_dict(), "preprocess": preprocess.to_dict()})
-    store.write_inputs(listing)
-    summary = write_report(store, listing=listing, run=run, max_rows=report_rows)
-    return ScoreResult(out=store.uri, run=run, summary=summary)
+        lock.check()
+        elapsed = time.time() - started
+        run = {
+            "run_id": run_id,
+            "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+            "elapsed_s": round(elapsed, 3),
+            "pipeline_s": round(pipeline_s, 3),
+            "images_listed": len(listing),
+            "images_skipped": skipped,
+            "images_scored": len(todo),
+            "images_changed": len(stale),
+            "transient_retried": len(retry),
+            "rows_superseded": dropped,
+            "images_per_s": round(len(todo) / elapsed, 3) if len(todo) else 0.0,  # whole job (elapsed_s)
+            "pipeline_images_per_s": round(len(todo) / pipeline_s, 3) if len(todo) and pipeline_s > 0 else 0.0,
+            "removed_part_files": [{"file": f, "reason": r} for f, r in scan.removed],
+            "lock_taken_over": lock.taken_over,
+            "model_id": artifact.model_id,
+            "model_path": str(artifact.path),
+            "engine": artifact.engine_name,
+            "model_sha256": artifact.model_sha256,
+            "model_accuracy": model_accuracy(artifact.meta),
+            "flip_tta": flip_tta,
+            "detector": cfg.detect.detector,
+            "stages": plan.stages,
+            "actors": plan.actors,
+        }
+        store.write_json(posixpath.join(RUNS_DIR, f"{run_id}.json"), run)
+        store.write_json(CONFIG_FILE, {"run_id": run_id, "score": cfg.to_dict(), "preprocess": preprocess.to_dict()})
+        store.write_inputs(listing)
+        summary = write_report(store, listing=listing, run=run, max_rows=report_rows)
+        return ScoreResult(out=store.uri, run=run, summary=summary)
