@@ -12,8 +12,7 @@ import pytest
 from fer_ray.inference.artifact import META, SHIPPED_MODELS
 from fer_ray.labels import EMOTIONS
 from fer_ray.score.driver import model_accuracy
-from fer_ray.score.plots import EMOTION_COLORS, figures
-from fer_ray.score.report import ACCURACY_CAUTION, format_table, write_report
+from fer_ray.score.report import ACCURACY_CAUTION, EMOTION_COLORS, figures, format_table, write_report
 from tests.helpers_score import write_scored
 
 ROOT = "/data/shoot"

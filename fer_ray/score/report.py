@@ -1,22 +1,23 @@
 """The report of a scoring output: ``report.html``, ``summary.json`` and a terminal table.
 
-Both the page and the table open with what an analyst asks first (what was scored, the emotions found,
-how many faces are guesses, how accurate the model is per emotion) and keep what an engineer needs
-(engine, ids, throughput) at the end. The numbers come from :mod:`fer_ray.score.aggregate`.
+Both open with what an analyst asks first (what was scored, the emotions found, how many faces are guesses,
+how accurate the model is per emotion) and keep what an engineer needs (engine, ids, throughput) at the end.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fer_ray.data.s3 import S3Settings
 from fer_ray.labels import EMOTIONS
 from fer_ray.score.aggregate import NOT_IN_SUMMARY_JSON, summarize
-from fer_ray.score.plots import EMOTION_COLORS, figures, png
 from fer_ray.score.schema import STATUSES
 from fer_ray.score.store import REPORT_FILE, SUMMARY_FILE, OutputStore
 
@@ -29,11 +30,83 @@ ACCURACY_CAUTION = (
     "photos from elsewhere read worse, so take these figures as an upper bound."
 )
 _UNCERTAIN = "below the model's calibrated confidence cut-off"
+# One colour per emotion in every chart and table: a reader who learnt that sad is blue must not misread another.
+EMOTION_COLORS = {
+    "angry": "#d62728",
+    "disgust": "#2ca02c",
+    "fear": "#9467bd",
+    "happy": "#f2b701",
+    "sad": "#1f77b4",
+    "surprise": "#ff7f0e",
+    "neutral": "#7f7f7f",
+}
+_OTHER = "#555555"  # charts of something other than emotions (confidence, faces per image)
+
+
+def png(fig) -> str:
+    """``fig`` as base64 PNG text; the figure is closed (a report draws many)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(title, matplotlib figure) for each chart of the report, in page order."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    figs: list[tuple[str, Any]] = []
+    colors = [EMOTION_COLORS[e] for e in EMOTIONS]
+    counts = [summary["emotions"][e] for e in EMOTIONS]
+    total = max(1, sum(counts))
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    bars = ax.bar(range(len(EMOTIONS)), counts, color=colors, tick_label=list(EMOTIONS))
+    for b, c in zip(bars, counts, strict=True):
+        ax.annotate(f"{100 * c / total:.0f}%", (b.get_x() + b.get_width() / 2, c), ha="center", va="bottom", size=8)
+    ax.set(ylabel="faces", title=f"Emotion of {summary['faces']:,} faces (top class)")
+    figs.append(("Emotion distribution", fig))
+
+    by_folder = summary["emotions_by_folder"]
+    if by_folder:
+        names = list(by_folder)[::-1]  # largest folder on top
+        totals = np.array([max(1, sum(by_folder[f].values())) for f in names], dtype=float)
+        labels = [f"{f} ({int(sum(by_folder[f].values())):,})" for f in names]
+        fig, ax = plt.subplots(figsize=(7, 0.8 + 0.35 * len(names)))
+        left = np.zeros(len(names))
+        for e in EMOTIONS:
+            share = np.array([by_folder[f].get(e, 0) for f in names], dtype=float) / totals
+            ax.barh(labels, share, left=left, color=EMOTION_COLORS[e], label=e)
+            left += share
+        ax.set(xlim=(0, 1), xlabel="share of the folder's faces (faces in brackets)")
+        ax.set_title("Emotion distribution per top-level folder")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        figs.append(("Per folder", fig))
+
+    ch = summary["confidence_histogram"]
+    edges = np.array(ch["edges"])
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    ax.bar(edges[:-1], ch["counts"], width=np.diff(edges), align="edge", color=_OTHER, edgecolor="white")
+    ax.set(xlabel="confidence (probability of the top class)", ylabel="faces", title="Confidence")
+    figs.append(("Confidence histogram", fig))
+
+    fpi = {int(k): v for k, v in summary["faces_per_image"].items()}
+    if fpi:
+        xs = list(range(0, max(fpi) + 1))
+        fig, ax = plt.subplots(figsize=(7, 2.8))
+        ax.bar(xs, [fpi.get(x, 0) for x in xs], color=_OTHER)
+        ax.set(xticks=xs, xlabel="faces found in the image (0 = no face or error)", ylabel="images")
+        ax.set_title("Faces per image")
+        figs.append(("Faces per image", fig))
+    return figs
 
 
 def throughput_line(run: dict[str, Any]) -> str:
-    """What a run did and how fast: the pipeline's images/s (decode to write), which is what more CPUs or actors
-    speed up, apart from the job's wall time (which also counts model load, Ray start-up, listing, report)."""
+    """What a run did and how fast: the pipeline's images/s (what more CPUs or actors speed up), then wall time."""
     scored, skipped = run.get("images_scored", 0), run.get("images_skipped", 0)
     line = f"{scored:,} scored, {skipped:,} skipped (already in OUT)"
     pipeline_s, elapsed = run.get("pipeline_s"), run.get("elapsed_s", 0)
@@ -105,7 +178,8 @@ def _emotions_html(s: dict[str, Any]) -> str:
     if acc:
         head += ["found (recall)", "right (precision)"]
     rows = "".join(
-        f"<tr><td>{_swatch(e)}{e}</td><td>{s['emotions'][e]:,}</td><td>{_pct(s['emotions'][e], faces)}</td>"
+        f"<tr><td><span class='swatch' style='background:{EMOTION_COLORS[e]}'></span>{e}</td>"
+        f"<td>{s['emotions'][e]:,}</td><td>{_pct(s['emotions'][e], faces)}</td>"
         + (f"<td>{_fmt_share(acc['recall'].get(e))}</td><td>{_fmt_share(acc['precision'].get(e))}</td>" if acc else "")
         + "</tr>"
         for e in EMOTIONS
@@ -138,14 +212,13 @@ def _fmt_share(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
-def _swatch(emotion: str) -> str:
-    return f"<span class='swatch' style='background:{EMOTION_COLORS[emotion]}'></span>"
-
-
-def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...], types: tuple[str, ...] = ()) -> str:
+    """``types``: ``num`` or ``text`` per column, to sort the table by a click on a header (:data:`_SORT_JS`)."""
+    attrs = [f" data-type='{t}'" for t in types] or [""] * len(header)
+    head = "".join(f"<th{a}>{html.escape(str(h))}</th>" for h, a in zip(header, attrs, strict=True))
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    sortable = " class='sortable'" if types else ""
+    return f"<table{sortable}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # Click a header to sort by it (again: the other way). Numbers sort as numbers; no external script.
@@ -172,14 +245,9 @@ def _image_table(t: dict[str, Any], root: str) -> str:
     )
     if not rows:
         return note
-    header = (("path", "text"), ("faces", "num"), ("emotion and confidence per face", "text"), ("confidence", "num"))
-    head = "".join(f"<th data-type='{k}'>{html.escape(h)}</th>" for h, k in header)
-    body = "".join(
-        f"<tr><td>{html.escape(relative(r['path'], root))}</td><td>{r['faces']}</td>"
-        f"<td>{html.escape(r['emotions'])}</td><td>{r['confidence']:.4f}</td></tr>"
-        for r in rows
-    )
-    return f"{note}<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{_SORT_JS}"
+    cells = [(relative(r["path"], root), r["faces"], r["emotions"], f"{r['confidence']:.4f}") for r in rows]
+    header = ("path", "faces", "emotion and confidence per face", "confidence")
+    return note + _table(cells, header, ("text", "num", "text", "num")) + _SORT_JS
 
 
 def _details(s: dict[str, Any]) -> list[tuple[str, Any]]:
