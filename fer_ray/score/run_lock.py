@@ -48,16 +48,14 @@ def _died_on_this_host(held: dict[str, Any]) -> bool:
 
 
 class RunLock:
-    """``OUT/lock.json``: names its owner (run id, host, pid, start) and carries a heartbeat that a daemon
-    thread refreshes every ``heartbeat_s``.
+    """``OUT/lock.json``: names its owner (run id, host, pid, start); a daemon thread refreshes its heartbeat.
 
-    Created exclusively (``O_EXCL`` locally, a conditional ``If-None-Match: *`` PUT on S3), so of two
-    runs starting together exactly one gets it; the other waits up to ``wait_s`` and then raises
-    :class:`OutputLocked`. A lock whose heartbeat is older than ``stale_s`` belongs to a run that died:
-    it is taken over with a warning; so is, at once, the lock of a process on this host that no longer
-    runs (``kill -9``, the OOM killer), whose rerun would otherwise wait ``stale_s``. If two runs take
-    over the same stale lock at once, the later one wins; the other's heartbeat thread sees a foreign
-    owner and :meth:`check` raises before that run touches OUT's files again.
+    Created exclusively (``O_EXCL`` locally, a conditional ``If-None-Match: *`` PUT on S3), so of two runs
+    starting together exactly one gets it; the other waits up to ``wait_s``, then raises :class:`OutputLocked`.
+    A lock whose heartbeat is older than ``stale_s`` is taken over with a warning; so is, at once, that of a
+    process on this host that no longer runs (``kill -9``, the OOM killer). If two runs take over one stale
+    lock at once, the later wins; the other's heartbeat thread sees a foreign owner and :meth:`check` raises
+    before that run touches OUT's files again.
     """
 
     def __init__(self, store: OutputStore, owner: str, stale_s: float = 300.0, heartbeat_s: float | None = None):
@@ -67,6 +65,7 @@ class RunLock:
         self.heartbeat_s = heartbeat_s or max(0.5, min(30.0, stale_s / 5))
         self.path = store.path(LOCK_FILE)
         self.taken_over: dict[str, Any] | None = None  # the stale lock this run replaced
+        self._started = time.time()
         self._lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -79,7 +78,7 @@ class RunLock:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "pid_start": _process_start(os.getpid()),  # tells the pid from a later process that reuses it
-            "started_at": getattr(self, "_started", now),
+            "started_at": self._started,
             "heartbeat": now,
             "heartbeat_iso": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -134,7 +133,6 @@ class RunLock:
 
     # -- acquire / heartbeat / release --------------------------------------------------------------
     def acquire(self, wait_s: float = 0.0) -> RunLock:
-        self._started = time.time()
         deadline = time.monotonic() + max(0.0, wait_s)
         announced = False
         while True:

@@ -8,15 +8,11 @@ Layout of ``OUT``::
     runs/<run_id>.json                                 one record per run (counts, timings)
     lock.json                                          held while a run writes (fer_ray.score.run_lock)
 
-An input is *done* when its key (path, size, mtime) has a complete set of rows in a readable part
-file and none of them is a transient read error; a rerun scores only the rest. :meth:`OutputStore.scan`
-deletes part files a killed run left without a footer, so every input ends with exactly one set of rows.
-
-``rows/`` holds the latest rows only, so whoever reads ``rows/*.parquet`` directly (pandas, DuckDB, Spark)
-never sees two versions of an image: before an input that changed (new size or mtime), or a transient
-error, is scored again, :meth:`OutputStore.drop_rows` rewrites the part files holding its old rows
-without them. A run killed between writing the new file and deleting the old leaves both, which the
-next scan sees as duplicated rows and repairs by rescoring their images.
+An input is *done* when its key (path, size, mtime) has a complete set of rows in a readable part file and
+none of them is a transient read error; a rerun scores only the rest. ``rows/`` holds the latest rows only,
+so readers of ``rows/*.parquet`` (pandas, DuckDB, Spark) never see two versions of an image: the old rows of
+an input that changed, or of a transient error, are dropped before it is scored again. A run killed between
+writing the new file and deleting the old leaves both; the next scan repairs that by rescoring their images.
 """
 
 from __future__ import annotations
@@ -53,25 +49,24 @@ _SCAN_COLUMNS = [*KEY_COLUMNS, "faces"]
 _SCAN_OPTIONAL = ["status", "error", "model_id"]  # absent in hand-made or very old part files
 
 
+def _hash(columns: dict[str, np.ndarray]) -> np.ndarray:
+    return pd.util.hash_pandas_object(pd.DataFrame(columns), index=False).to_numpy(dtype=np.uint64)
+
+
 def key_hash(df: pd.DataFrame) -> np.ndarray:
     """64-bit hash per row of the resume key (path, size, mtime); missing size/mtime hash as -1."""
-    if len(df) == 0:
-        return np.zeros(0, dtype=np.uint64)
-    keys = pd.DataFrame(
+    return _hash(
         {
             "path": df["path"].astype(str).to_numpy(),
             "size": pd.to_numeric(df["size"]).fillna(-1).astype(np.int64).to_numpy(),
             "mtime": pd.to_numeric(df["mtime"]).astype(np.float64).fillna(-1.0).to_numpy(),
         }
     )
-    return pd.util.hash_pandas_object(keys, index=False).to_numpy(dtype=np.uint64)
 
 
 def path_hash(paths: pd.Series) -> np.ndarray:
     """64-bit hash per path (to find rows of an input whose size or mtime changed)."""
-    if len(paths) == 0:
-        return np.zeros(0, dtype=np.uint64)
-    return pd.util.hash_pandas_object(pd.Series(paths.astype(str).to_numpy()), index=False).to_numpy(dtype=np.uint64)
+    return _hash({"path": paths.astype(str).to_numpy()})
 
 
 @dataclass
@@ -128,49 +123,42 @@ class OutputStore:
     def write_json(self, name: str, obj: Any) -> None:
         self.write_bytes(name, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
-    def read_json(self, name: str) -> Any:
-        return json.loads(self.read_bytes(name))
-
     def write_inputs(self, listing: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(listing[["path", "size", "mtime", "error"]], preserve_index=False)
         buf = pa.BufferOutputStream()
-        pq.write_table(table, buf)
+        pq.write_table(pa.Table.from_pandas(listing[["path", "size", "mtime", "error"]], preserve_index=False), buf)
         self.write_bytes(INPUTS_FILE, buf.getvalue().to_pybytes())
 
     def read_inputs(self) -> pd.DataFrame | None:
-        if not self.exists(INPUTS_FILE):
-            return None
-        return pq.read_table(self.path(INPUTS_FILE), filesystem=self.fs).to_pandas()
+        return self.read_part(self.path(INPUTS_FILE)).to_pandas() if self.exists(INPUTS_FILE) else None
 
     def latest_run(self) -> dict[str, Any] | None:
-        selector = pafs.FileSelector(self.path(RUNS_DIR), allow_not_found=True)
-        names = sorted(i.base_name for i in self.fs.get_file_info(selector) if i.base_name.endswith(".json"))
-        return self.read_json(posixpath.join(RUNS_DIR, names[-1])) if names else None
+        runs = self._files(RUNS_DIR)
+        return json.loads(self.read_bytes(posixpath.join(RUNS_DIR, posixpath.basename(runs[-1])))) if runs else None
 
     # -- part files --------------------------------------------------------------------------
-    def part_files(self) -> list[str]:
-        """Paths (inside :attr:`fs`) of this job's Parquet part files, sorted."""
-        selector = pafs.FileSelector(self.path(ROWS_DIR), allow_not_found=True)
-        infos = self.fs.get_file_info(selector)
+    def _files(self, folder: str, prefix: str = "", suffix: str = ".json") -> list[str]:
+        """Paths (inside :attr:`fs`) of the files in ``folder`` named ``<prefix>...<suffix>``, sorted."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path(folder), allow_not_found=True))
         return sorted(
             i.path
             for i in infos
-            if i.type == pafs.FileType.File and i.base_name.startswith(PART_PREFIX) and i.base_name.endswith(".parquet")
+            if i.type == pafs.FileType.File and i.base_name.startswith(prefix) and i.base_name.endswith(suffix)
         )
+
+    def part_files(self) -> list[str]:
+        """Paths (inside :attr:`fs`) of this job's Parquet part files, sorted."""
+        return self._files(ROWS_DIR, PART_PREFIX, ".parquet")
 
     def read_part(self, path: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(path, filesystem=self.fs, columns=columns)
 
-    def clear(self) -> int:
+    def clear(self) -> None:
         """Delete this job's files under OUT (``--overwrite``); anything else there is left alone."""
-        doomed = self.part_files()
+        doomed = self.part_files() + self._files(RUNS_DIR)
         doomed += [self.path(n) for n in (INPUTS_FILE, SUMMARY_FILE, REPORT_FILE, CONFIG_FILE) if self.exists(n)]
-        runs = self.fs.get_file_info(pafs.FileSelector(self.path(RUNS_DIR), allow_not_found=True))
-        doomed += [i.path for i in runs if i.base_name.endswith(".json")]
         for p in doomed:
             self.fs.delete_file(p)
         logger.info("--overwrite: deleted %d earlier result files under %s", len(doomed), self.uri)
-        return len(doomed)
 
     def _read_keys(self, path: str) -> pd.DataFrame | None:
         """Key columns (and status, error, model) of one part file, or None when it is unreadable."""
@@ -186,13 +174,9 @@ class OutputStore:
             )
         columns = _SCAN_COLUMNS + [c for c in _SCAN_OPTIONAL if c in schema.names]
         try:
-            df = self.read_part(path, columns).to_pandas()
+            return self.read_part(path, columns).to_pandas().reindex(columns=[*_SCAN_COLUMNS, *_SCAN_OPTIONAL])
         except pa.ArrowInvalid:  # footer present but a column chunk is damaged
             return None
-        for c in _SCAN_OPTIONAL:
-            if c not in df:
-                df[c] = None
-        return df
 
     def scan(self) -> ScanResult:
         """Find the inputs already scored; delete part files a killed run left unreadable or incomplete.
@@ -245,11 +229,8 @@ class OutputStore:
         )
 
     def drop_rows(self, keys: np.ndarray, run_id: str, reason: str) -> int:
-        """Rewrite the part files holding rows of ``keys`` without them; returns the rows dropped.
-
-        Each affected file is rewritten as ``part-<run_id>-rewrite-...`` (same schema, the
-        other rows unchanged), then deleted; a file left with no rows is just deleted.
-        """
+        """Rewrite the part files holding rows of ``keys`` as ``part-<run_id>-rewrite-...`` without them (a file
+        left with no rows is just deleted); returns the rows dropped."""
         if len(keys) == 0:
             return 0
         dropped = 0
