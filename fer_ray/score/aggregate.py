@@ -1,8 +1,8 @@
 """What a scoring output adds up to: the numbers behind ``summary.json``, report.html and the terminal table.
 
-Each part file is counted on its own (small columns only) and the counts are added up, so memory does
-not grow with the rows (apart from one 8-byte hash per image for the exactly-once check); the per-image
-table keeps only the ``max_rows`` least confident images seen so far.
+Each part file is counted on its own (small columns only) and the counts are added up, so memory grows only
+by one 8-byte hash per image (the exactly-once check); the per-image table keeps the ``max_rows`` least
+confident images seen so far.
 """
 
 from __future__ import annotations
@@ -73,16 +73,6 @@ def _dirnames(paths: pd.Series) -> pd.Series:
     return paths.astype(str).map(lambda p: p.rpartition("/")[0])
 
 
-def _common_dir(dirs: list[str]) -> list[str]:
-    """The parts of the deepest directory common to all ``dirs``."""
-    return os.path.commonprefix([d.split("/") for d in dirs]) or []
-
-
-def _folders(dirs: list[str], depth: int) -> dict[str, str]:
-    """Each directory -> its top-level folder below the common directory of ``depth`` parts."""
-    return {d: (p[depth] if len(p) > depth else TOP_LEVEL) for d, p in ((d, d.split("/")) for d in dirs)}
-
-
 class _Sum:
     """Counts that add up field by field, so the order of part files does not matter."""
 
@@ -91,9 +81,6 @@ class _Sum:
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if isinstance(mine, Counter):
                 mine.update(theirs)
-            elif isinstance(mine, dict):  # per_model
-                for model, m in theirs.items():
-                    mine.setdefault(model, ModelCounts()).add(m)
             elif f.name == "examples":
                 mine.extend(theirs[: _MAX_ERROR_EXAMPLES - len(mine)])
             elif isinstance(mine, list):
@@ -101,17 +88,6 @@ class _Sum:
             else:
                 setattr(self, f.name, mine + theirs)
         return self
-
-
-@dataclass
-class ModelCounts(_Sum):
-    """One model's share of an output that mixes models (``--allow-mixed-models``)."""
-
-    images: int = 0
-    faces: int = 0
-    errors: int = 0
-    conf_sum: float = 0.0
-    emotions: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -132,7 +108,8 @@ class Counts(_Sum):
     faces_per_image: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
     models: Counter = field(default_factory=Counter)  # model_id -> rows
-    per_model: dict[str, ModelCounts] = field(default_factory=dict)
+    # (model, "rows" | "images" | "faces" | "error_rows" | "conf_sum" | an emotion) -> count, for a mixed OUT
+    per_model: Counter = field(default_factory=Counter)
     examples: list[dict[str, str]] = field(default_factory=list)  # the first error rows
     image_hashes: list[np.ndarray] = field(default_factory=list)  # one key hash per image row
 
@@ -158,16 +135,14 @@ def count_part(df: pd.DataFrame, h: np.ndarray) -> Counts:
     c.hist += np.histogram(conf, bins=_HIST_BINS, range=(0.0, 1.0))[0]
     c.conf_sum = float(conf.sum())
     c.models.update(df["model_id"].value_counts().to_dict())
-    for model, g in df.groupby(df["model_id"].fillna("(none)").astype(str), sort=False):
-        g_status = g["status"].astype(str)
-        g_ok = g[g_status == "ok"]
-        c.per_model[model] = ModelCounts(
-            images=int(_image_rows(g).sum()),
-            faces=len(g_ok),
-            errors=int((g_status == "error").sum()),
-            conf_sum=float(pd.to_numeric(g_ok["confidence"]).sum()),
-            emotions=Counter(g_ok["emotion"].value_counts().to_dict()),
-        )
+    model = df["model_id"].fillna("(none)").astype(str)
+    ok_model = model[status == "ok"]
+    groups = {"rows": model, "images": model[is_image], "faces": ok_model, "error_rows": model[status == "error"]}
+    for name, m in groups.items():
+        c.per_model.update({(k, name): n for k, n in m.value_counts().items()})
+    conf_sums = pd.to_numeric(ok["confidence"]).groupby(ok_model).sum()
+    c.per_model.update({(k, "conf_sum"): v for k, v in conf_sums.items()})
+    c.per_model.update(Counter(zip(ok_model, ok["emotion"], strict=True)))
     errs = df[status == "error"]
     c.reasons.update(errs["error"].map(error_reason).value_counts().to_dict())
     for path, err in list(zip(errs["path"], errs["error"], strict=True))[:_MAX_ERROR_EXAMPLES]:
@@ -244,39 +219,33 @@ def summarize(
     if listing is None:
         listing = store.read_inputs()
     if run is None:
-        run = store.latest_run()
+        run = store.latest_run() or {}
     listed = np.unique(key_hash(listing)) if listing is not None else None
 
-    total = Counts()
+    c = Counts()
     table = LeastConfident(REPORT_ROWS if max_rows is None else max_rows)
     parts = store.part_files()
     for part in parts:
         df = _read_part(store, part)
         h = key_hash(df)
-        other_rows = 0
         if listed is not None:
             keep = np.isin(h, listed)
-            other_rows = int((~keep).sum())
+            c.other_rows += int((~keep).sum())
             df, h = df[keep], h[keep]
-        part_counts = count_part(df, h) if len(df) else Counts()
-        part_counts.other_rows = other_rows
-        total.add(part_counts)
+        if len(df):
+            c.add(count_part(df, h))
         ok = (df["status"].astype(str) == "ok").to_numpy()
         table.add(df[ok], h[ok])
-    return _summary(total, table, store, listed, run or {}, len(parts))
 
-
-def _summary(
-    c: Counts, table: LeastConfident, store: OutputStore, listed: np.ndarray | None, run: dict[str, Any], parts: int
-) -> dict[str, Any]:
     hashes = np.concatenate(c.image_hashes) if c.image_hashes else np.zeros(0, dtype=np.uint64)
     uniq, counts = np.unique(hashes, return_counts=True)
     duplicates = int((counts > 1).sum())
     images_in = int(len(listed)) if listed is not None else int(len(uniq))
     image_rows_out = int(len(uniq))
 
-    common = _common_dir(list(c.per_dir_images))
-    folder_of = _folders(list(c.per_dir_images), len(common))
+    common = os.path.commonprefix([d.split("/") for d in c.per_dir_images]) or []  # the input root's parts
+    # each directory -> its top-level folder: the first part below the input root
+    folder_of = {d: (d.split("/")[len(common) :] or [TOP_LEVEL])[0] for d in c.per_dir_images}
     by_folder_images: Counter = Counter()
     for d, n in c.per_dir_images.items():
         by_folder_images[folder_of[d]] += n
@@ -288,6 +257,8 @@ def _summary(
             by_folder[f][emotion] = by_folder[f].get(emotion, 0) + int(n)
     by_folder = {f: counts for f, counts in by_folder.items() if sum(counts.values())}  # folders with faces
 
+    pm = c.per_model
+    models = sorted({m for m, _ in pm})
     summary: dict[str, Any] = {
         "out": store.uri,
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -315,19 +286,19 @@ def _summary(
         "models": dict(c.models),
         # Per model (model_id names the engine too): only when OUT mixes them (--allow-mixed-models).
         "by_model": {
-            model: {
-                "images": m.images,
-                "faces": m.faces,
-                "error_rows": m.errors,
-                "emotions": {e: int(m.emotions.get(e, 0)) for e in EMOTIONS},
-                "mean_confidence": round(m.conf_sum / m.faces, 4) if m.faces else None,
+            m: {
+                "images": int(pm[m, "images"]),
+                "faces": int(pm[m, "faces"]),
+                "error_rows": int(pm[m, "error_rows"]),
+                "emotions": {e: int(pm[m, e]) for e in EMOTIONS},
+                "mean_confidence": round(pm[m, "conf_sum"] / pm[m, "faces"], 4) if pm[m, "faces"] else None,
             }
-            for model, m in sorted(c.per_model.items())
+            for m in models
         }
-        if len(c.per_model) > 1
+        if len(models) > 1
         else {},
         "model_id": next(iter(c.models)) if len(c.models) == 1 else sorted(c.models) or run.get("model_id"),
-        "part_files": parts,
+        "part_files": len(parts),
         "rows_not_in_inputs": c.other_rows,
         "elapsed_s": run.get("elapsed_s"),
         "images_per_s": run.get("images_per_s"),
