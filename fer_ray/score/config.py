@@ -20,10 +20,9 @@ DETECTORS: tuple[str, ...] = Detector.__args__
 class DetectConfig:
     """Face detection: YuNet (``cv2.FaceDetectorYN``, default) or OpenCV's Haar cascade.
 
-    YuNet's cost grows with the pixel count and its recall drops for faces under ~40 px, so it
-    detects on a copy shrunk until a ``min_face`` face is ``detect_face_px`` pixels, and never
-    larger than ``max_side`` (defaults: benchmarks/results/detect_recall.md). The cascade
-    detects on a copy at most ``max_side``.
+    YuNet's cost grows with the pixel count and its recall drops for faces under ~40 px, so it detects on a copy
+    shrunk until a ``min_face`` face is ``detect_face_px`` pixels, and never larger than ``max_side`` (defaults:
+    benchmarks/results/detect_recall.md). The cascade detects on a copy at most ``max_side``.
     """
 
     detector: Detector = setting("yunet", "yunet (cv2.FaceDetectorYN) or haar (OpenCV's cascade)")
@@ -79,8 +78,7 @@ def _check_at_least(cfg: object, **bounds: tuple[float, str]) -> None:
 class ScoreConfig:
     """Everything a scoring run needs; ``python jobs/score.py --help`` maps flags onto these fields.
 
-    Rerunning with the same ``out`` skips inputs whose (path, size, mtime) already has rows
-    there; ``overwrite=True`` deletes this job's earlier results under ``out`` first.
+    A rerun with the same ``out`` skips inputs whose (path, size, mtime) has rows there; ``overwrite`` rescores.
     """
 
     inputs: tuple[str, ...] = setting(

@@ -1,9 +1,8 @@
 """Decode, detect and crop for batch scoring and Serve (one path, so the two cannot drift).
 
-YuNet (``cv2.FaceDetectorYN``, shipped in ``fer_ray/assets/yunet`` with its Apache-2.0 licence) is
-the default: faster than OpenCV's Haar cascade on real photos, with fewer false boxes (see
-:class:`~fer_ray.score.config.DetectConfig`). Crops go through :func:`fer_ray.preprocess.face_input`,
-the one preprocessing path.
+YuNet (``cv2.FaceDetectorYN``, shipped in ``fer_ray/assets/yunet`` with its Apache-2.0 licence) is the default:
+faster than OpenCV's Haar cascade on real photos, with fewer false boxes. Crops go through
+:func:`fer_ray.preprocess.face_input`, the one preprocessing path.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_ray.preprocess import PreprocessConfig, decode_image_scaled, face_input
-from fer_ray.score.config import DETECTORS, DetectConfig
+from fer_ray.score.config import DetectConfig
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 YUNET_DIR = Path(__file__).resolve().parent.parent / "assets" / "yunet"
@@ -156,11 +155,8 @@ def _yunet_boxes(small: np.ndarray, cfg: DetectConfig) -> tuple[np.ndarray, list
 
 
 def face_crop(gray: np.ndarray, box: Box, roll: float | None, preprocess: PreprocessConfig) -> np.ndarray:
-    """The model input of the face at ``box``, turned upright first when its ``roll`` (degrees) is known.
-
-    FER2013 faces are upright, so a tilted face cut as it is loses accuracy (``benchmarks/align_faces.py``).
-    Only a patch around the face is rotated, so the cost does not grow with the photo.
-    """
+    """The model input of the face at ``box``, turned upright first when its ``roll`` (degrees) is known:
+    FER2013 faces are upright (``benchmarks/align_faces.py``). Only a patch around the face is rotated."""
     if roll is None:
         return face_input(gray, box, preprocess)
     import cv2
@@ -183,10 +179,9 @@ def faces_from_bytes(
 ) -> tuple[list[Box | None], list[np.ndarray], tuple[int, int]]:
     """Encoded image -> (boxes, ``uint8`` crops, upright full size (W, H)); ``None`` box: the whole image.
 
-    A JPEG is decoded only as large as detection needs (Pillow ``draft``); a second, larger decode
-    happens only when a face is too small in the first for a crop at full detail (``CROP_OVERSAMPLE``).
-    ``lock`` guards the Haar cascade where threads share it (OpenCV does not promise it is thread-safe;
-    YuNet detectors are per thread). Raises :class:`fer_ray.preprocess.ImageDecodeError` for undecodable input.
+    A JPEG is decoded only as large as detection needs (Pillow ``draft``), and again larger only when a face
+    is too small in it for a crop at full detail (``CROP_OVERSAMPLE``). ``lock`` guards the Haar cascade where
+    threads share it (YuNet detectors are per thread). Raises :class:`~fer_ray.preprocess.ImageDecodeError`.
     """
     if whole_image:
         gray, size = decode_image_scaled(data, preprocess.max_pixels)
@@ -226,14 +221,13 @@ def _decode_for_detection(data, detect: DetectConfig, preprocess: PreprocessConf
     from PIL import Image
 
     scale = 1.0
-    try:  # the header only: the full size decides how much the JPEG decoder may reduce
-        with Image.open(io.BytesIO(data)) as im:
-            if im.format == "JPEG":
-                w, h = im.size
-                scale = detection_scale(w, h, detect) if max(w, h) > detect.crop_max_side else 1.0
-    except Exception:  # decode_image_scaled reports undecodable input with a proper reason
-        pass
+    # The header only: the full size decides how much the JPEG decoder may reduce. decode_image_scaled
+    # reports undecodable input with a proper reason.
+    with contextlib.suppress(Exception), Image.open(io.BytesIO(data)) as im:
+        if im.format == "JPEG":
+            w, h = im.size
+            scale = detection_scale(w, h, detect) if max(w, h) > detect.crop_max_side else 1.0
     return decode_image_scaled(data, preprocess.max_pixels, scale)
 
 
-__all__ = ["DETECTORS", "Box", "detect_faces", "face_crop", "faces_from_bytes", "is_face_crop"]
+__all__ = ["Box", "detect_faces", "face_crop", "faces_from_bytes", "is_face_crop"]

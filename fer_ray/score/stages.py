@@ -1,20 +1,22 @@
-"""The two stages of a scoring run (see :mod:`fer_ray.score.driver`): :func:`prepare_images` (CPU tasks)
-and :class:`FacePredictor` (actor pool), or both in one :class:`FusedScorer` actor.
+"""The two stages of a scoring run: :func:`prepare_images` (CPU tasks) and :class:`FacePredictor` (actor pool),
+or both in one :class:`FusedScorer` actor.
 
-Every input yields at least one row (``ok``, ``no_face`` or ``error`` with a reason), so images in ==
-image rows out. Nothing here needs Ray, so the tests run the stages directly; torch is imported only
-where a model is loaded, so the CPU-stage workers that unpickle this module start without it.
+Every input yields at least one row (``ok``, ``no_face`` or ``error`` with a reason), so images in == image
+rows out. Nothing here needs Ray (the tests run the stages directly), and torch is imported only where a
+model is loaded, so the CPU-stage workers that unpickle this module start without it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import io
 import logging
 import os
 import posixpath
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +42,14 @@ FETCH_BUDGET_BYTES = 64 << 20  # bytes of files one CPU task holds at a time
 
 
 # -- CPU stage --------------------------------------------------------------------------------
-def _save_crop(crop: np.ndarray, fs, root: str, path: str, index: int) -> None:
+def _save_crop(fs, root: str, path: str, crop: np.ndarray, name: str) -> None:
     from PIL import Image
 
     stem = os.path.splitext(path.rstrip("/").rpartition("/")[2])[0][:60] or "image"
-    name = f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}-face{index}.png"
+    file = f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}-{name}.png"
     buf = io.BytesIO()
     Image.fromarray(crop).save(buf, format="PNG")
-    with fs.open_output_stream(posixpath.join(root, name)) as f:
+    with fs.open_output_stream(posixpath.join(root, file)) as f:
         f.write(buf.getvalue())
 
 
@@ -61,9 +63,8 @@ def prepare_images(
 ) -> pa.Table:
     """Listing rows (path, size, mtime, error) -> :data:`PREPARED_SCHEMA` rows, one per face.
 
-    Files are read a few at a time (at most ``FETCH_BUDGET_BYTES`` by their listed sizes, or
-    one), so a task never holds a whole block of big photos. Any per-file failure becomes an
-    ``error`` row: one strange file must not fail the task, and with it the job.
+    Files are read a few at a time (at most ``FETCH_BUDGET_BYTES`` by their listed sizes, or one), so a
+    task never holds a whole block of big photos.
     """
     pp = preprocess or PreprocessConfig()
     detect = detect or DetectConfig()
@@ -76,9 +77,8 @@ def prepare_images(
 
     crops_to = None
     if save_crops:
-        crop_fs, crop_root = resolve_filesystem(save_crops, settings)
-        crop_fs.create_dir(crop_root, recursive=True)
-        crops_to = (crop_fs, crop_root)
+        crops_to = resolve_filesystem(save_crops, settings)
+        crops_to[0].create_dir(crops_to[1], recursive=True)
     listing = batch[["path", "size", "mtime", "error"]].reset_index(drop=True)
     for chunk in _fetch_chunks(listing["size"].tolist(), FETCH_BUDGET_BYTES):
         fetched = fetch_bytes(listing.iloc[chunk], settings, pp.max_bytes)
@@ -86,26 +86,42 @@ def prepare_images(
         del fetched
         for path, size, mtime, error, image in records:
             base = {"path": str(path), "size": int(size), "mtime": None if pd.isna(mtime) else float(mtime), "faces": 0}
-            if error is None:
-                try:
-                    boxes, crops, (w, h) = faces_from_bytes(image, detect, pp, whole_image)
-                    base.update(image_width=w, image_height=h)
-                except ImageDecodeError as e:
-                    error = e
-                except Exception as e:  # one strange file must never fail the task (and the job)
-                    logger.warning("scoring %s failed: %s", path, e, exc_info=True)
-                    error = f"cannot process image: {type(e).__name__}: {e}"
-            if error is not None:
-                emit(base, status="error", error=str(error))
-                continue
-            if not boxes:
-                emit(base, status="no_face")
-            for k, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
-                x, y, bw, bh = box if box is not None else (0, 0, w, h)  # whole image = the face
-                emit(base, faces=len(boxes), face_index=k, x=x, y=y, w=bw, h=bh, status="ok", face=crop.tobytes())
-                if crops_to:
-                    _save_crop(crop, *crops_to, base["path"], k)
+            on_crop = functools.partial(_save_crop, *crops_to, base["path"]) if crops_to else None
+            image_rows(base, image, error, emit, pp, detect, whole_image, on_crop)
     return pa.table({f.name: pa.array(cols[f.name], f.type) for f in PREPARED_SCHEMA}, schema=PREPARED_SCHEMA)
+
+
+def image_rows(
+    base: dict[str, Any],
+    data: bytes | None,
+    error: str | None,
+    emit: Callable[..., None],
+    preprocess: PreprocessConfig,
+    detect: DetectConfig,
+    whole_image: bool = False,
+    on_crop: Callable[[np.ndarray, str], None] | None = None,
+) -> None:
+    """Emit one input image's rows through ``emit(base, **values)``: one per face, else one ``no_face`` or ``error``
+    row (any failure: one strange file must not fail the task, and the job). ``on_crop(crop, name)`` saves crops."""
+    if error is None:
+        try:
+            boxes, crops, (w, h) = faces_from_bytes(data, detect, preprocess, whole_image)
+        except ImageDecodeError as e:
+            error = str(e)
+        except Exception as e:
+            logger.warning("scoring %s failed: %s", base["path"], e, exc_info=True)
+            error = f"cannot process image: {type(e).__name__}: {e}"
+    if error is not None:
+        emit(base, status="error", error=str(error))
+        return
+    base = {**base, "image_width": w, "image_height": h}
+    if not boxes:
+        emit(base, status="no_face")
+    for k, (box, crop) in enumerate(zip(boxes, crops, strict=True)):
+        x, y, bw, bh = box if box is not None else (0, 0, w, h)  # whole image = the face
+        emit(base, faces=len(boxes), face_index=k, x=x, y=y, w=bw, h=bh, status="ok", face=crop.tobytes())
+        if on_crop is not None:
+            on_crop(crop, f"face{k}")
 
 
 def _fetch_chunks(sizes: list[int], budget: int) -> list[slice]:
@@ -135,10 +151,9 @@ def artifact_files(path: str | os.PathLike, engine: str = "torch") -> dict[str, 
 
 
 class FacePredictor:
-    """Ray Data actor: loads the model artifact once, then scores batches of face rows.
+    """Ray Data actor: loads the model once, then scores :data:`PREPARED_SCHEMA` batches into :data:`OUTPUT_SCHEMA`.
 
-    Input: :data:`PREPARED_SCHEMA` Arrow batches; output: :data:`OUTPUT_SCHEMA`. Each row names
-    the engine that really ran (int8 may fall back to fp32 on a host that fails its check).
+    Each row names the engine that really ran (int8 may fall back to fp32 on a host that fails its check).
     """
 
     def __init__(
@@ -205,8 +220,7 @@ class FacePredictor:
 
 
 class FusedScorer(FacePredictor):
-    """Ray Data actor doing both stages (``stages="fused"``): on a few cores this saves each crop's hop
-    through the object store, and CPU tasks and actors taking turns on the same cores."""
+    """Ray Data actor doing both stages (``stages="fused"``; see :class:`~fer_ray.score.config.ScoreConfig`)."""
 
     def __init__(self, prepare_kwargs: dict[str, Any], **predictor_kwargs: Any):
         super().__init__(**predictor_kwargs)
