@@ -11,8 +11,9 @@ import torch
 from fer_ray.inference.artifact import load_artifact
 from fer_ray.models.config import ModelConfig
 from fer_ray.runtime import RayConfig
+from fer_ray.train.checkpoints import STATE
 from fer_ray.train.config import TrainConfig
-from fer_ray.train.ray_train import STATE, export_run, train
+from fer_ray.train.ray_train import export_run, train
 from tests.fer_fixtures import write_tiny_fer_parquet
 
 pytestmark = pytest.mark.slow

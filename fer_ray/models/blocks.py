@@ -56,13 +56,9 @@ ATTENTION = {"se": SqueezeExcite, "cbam": CBAM, "none": lambda channels: nn.Iden
 
 
 class AttentionCNN(nn.Module):
-    """The classifier both models share, as ``cfg`` describes it, on a ``c_in``-channel map of side ``size``:
-    stages of two convs + attention + 2x2 pooling, then GAP.
-
-    Pooling stops once the map is 3x3 so that small latent maps (6x6) still fit; the first
-    ``unpooled_stages`` do not pool, so a classifier on a half-size latent can still run its later
-    stages at the sizes the full-size classifier does.
-    """
+    """The classifier both models share, on a ``c_in``-channel map of side ``size``: stages of two convs +
+    attention + 2x2 pooling (skipped by the first ``unpooled_stages``, and once the map is 3x3, so that small
+    latent maps fit), then global average pooling."""
 
     def __init__(self, cfg: ModelConfig, c_in: int, size: int) -> None:
         super().__init__()

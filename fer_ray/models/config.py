@@ -23,9 +23,8 @@ class ModelConfig:
     encoder_convs: int = setting(1, "ae_cnn_attn: 3x3 convs at full resolution before the encoder downsamples")
     # The last stage runs at 3x3, so its channels add many parameters for little compute.
     widths: tuple[int, ...] = setting((32, 64, 128, 256), "channels per CNN stage, comma-separated")
-    # ae_cnn_attn's classifier starts on the 24x24 latent, so its stages run at half cnn_attn's sides
-    # (24-12-6-3 vs 48-24-12-6); with 1, stages 2-4 see cnn_attn's 24-12-6. 0 keeps older artifacts
-    # rebuilding unchanged; the shipped ae_cnn_attn uses 1 (its model card has the numbers).
+    # ae_cnn_attn's stages run at half cnn_attn's sides (24-12-6-3 vs 48-24-12-6); with 1, stages 2-4 see
+    # 24-12-6. 0 keeps older artifacts unchanged; the shipped ae_cnn_attn uses 1 (see its model card).
     unpooled_stages: int = setting(
         0, "classifier stages, from the first, that skip the 2x2 pooling (0: each stage halves the map until 3x3)"
     )

@@ -148,11 +148,8 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def resume_record(
     saved: dict[str, Any] | None, cfg: TrainConfig, counts: dict[str, Any], next_epoch: int
 ) -> dict[str, Any]:
-    """The run's ``train_config.json`` content for this invocation, checking a resume against the saved one.
-
-    A resume that changes only fields marked ``resumable`` (how long, how fast, where) appends a segment from
-    the epoch it takes effect; any other change would continue the weights under a different question and
-    raises :class:`RunRefused` naming the fields."""
+    """The run's ``train_config.json`` content: a resume may change only fields marked ``resumable`` (a segment
+    from the epoch it takes effect); any other change raises :class:`RunRefused` naming the fields."""
     current = cfg.to_dict()
     if not saved:
         return {"train_config": current, "counts": counts, "segments": [{"start_epoch": 0, "train_config": current}]}

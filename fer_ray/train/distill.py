@@ -1,8 +1,5 @@
-"""Knowledge distillation: a student also learns the softened probabilities of trained artifacts.
-
-FER2013's labels are noisy; an ensemble's probabilities say which faces are ambiguous and between which
-emotions. Matching them (Hinton et al., 2015) folds an ensemble's accuracy into one network, one forward pass.
-"""
+"""Knowledge distillation (Hinton et al., 2015): a student also learns the softened probabilities of trained
+artifacts, which say which of FER2013's noisily labelled faces are ambiguous, and between which emotions."""
 
 from __future__ import annotations
 

@@ -27,7 +27,6 @@ from fer_ray.inference.artifact import Artifact
 from fer_ray.labels import NUM_CLASSES
 from fer_ray.models.registry import create_model
 from fer_ray.progress import Progress, iterate, progress_mode
-from fer_ray.storage import is_remote
 from fer_ray.train import checkpoints
 from fer_ray.train.config import TrainConfig
 from fer_ray.train.distill import Teacher
@@ -159,7 +158,7 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> checkpoints.T
 
 
 def is_plain_run(cfg: TrainConfig) -> bool:
-    return not is_remote(cfg.storage_path) and (run_dir_of(cfg) / LATEST / checkpoints.STATE).exists()
+    return not is_s3_uri(cfg.storage_path) and (run_dir_of(cfg) / LATEST / checkpoints.STATE).exists()
 
 
 def export_plain(run_dir: Path) -> checkpoints.TrainResult:

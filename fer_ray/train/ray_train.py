@@ -203,10 +203,8 @@ def build_trainer(
 
 
 def train(cfg: TrainConfig, progress: bool | None = None) -> checkpoints.TrainResult:
-    """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export the best checkpoint.
-
-    ``progress`` (a bar on a terminal, else log lines; ``False``: neither) comes from the ``history.json`` rank 0
-    rewrites every epoch: Train V2 reports go to its controller, not the driver."""
+    """Train (or resume) ``cfg.run_name`` under ``cfg.storage_path`` and export the best checkpoint; ``progress``
+    (a bar on a terminal, else log lines; ``False``: neither) reads the ``history.json`` rank 0 rewrites."""
     init_ray(cfg.ray)
     storage, run_dir = checkpoints.run_dirs(cfg)
     data = training_data(cfg)

@@ -31,11 +31,9 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """The per-step multiplier of ``cfg.lr`` for the step-wise schedules (cosine, onecycle).
-
-    ``onecycle`` has OneCycleLR's shape (Smith & Topin, 2019): a cosine rise from lr/25 to lr over the warm-up,
-    then a cosine fall to lr/25e4; not ``OneCycleLR`` itself, which raises when a data shard yields one step
-    more than planned, while this factor stays at its end past the horizon."""
+    """The per-step multiplier of ``cfg.lr`` (cosine, onecycle). ``onecycle`` has OneCycleLR's shape (a cosine rise
+    from lr/25 to lr over the warm-up, a cosine fall to lr/25e4) but stays at its end past the horizon, where
+    ``OneCycleLR`` raises when a data shard yields one step more than planned."""
     warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
     total = max(warmup + 1, cfg.total_epochs * steps_per_epoch)
 
@@ -66,11 +64,6 @@ def teacher_of(cfg: TrainConfig, device: torch.device) -> Teacher | None:
         return None
     threads = torch.get_num_threads()
     return load_teacher(cfg.teachers, cfg.preprocess, device, cfg.teacher_engine, cfg.teacher_tta, threads)
-
-
-def uses_amp(cfg: TrainConfig, device: torch.device) -> bool:
-    """Autocast applies on CUDA only (on unless ``--no-amp``); the CPU has its own switch, ``--cpu-bf16``."""
-    return cfg.amp and device.type == "cuda"
 
 
 def epoch_seed(cfg: TrainConfig, epoch: int, rank: int = 0) -> int:
@@ -107,7 +100,8 @@ class Learner:
             distill_weight=cfg.distill_weight if cfg.teachers else 0.0,
             distill_temperature=cfg.distill_temperature,
         )
-        fp16 = uses_amp(cfg, device) and not torch.cuda.is_bf16_supported()
+        self.amp = cfg.amp and device.type == "cuda"  # the CPU has its own switch, --cpu-bf16
+        fp16 = self.amp and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None  # fp16 needs loss scaling; bf16 does not
         self.ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
 
@@ -130,13 +124,12 @@ class Learner:
             pre_cfg=cfg.preprocess,
             step_scheduler=None if cfg.scheduler == "plateau" else self.scheduler.step,
             scaler=self.scaler,
-            amp=uses_amp(cfg, device),
+            amp=self.amp,
             generator=generator,
             cpu_bf16=cfg.cpu_bf16,
             teacher=self.teacher,
             ema=ema,
-        )
-        tr = tr.reduce(device)  # keeps the local seconds
+        ).reduce(device)  # keeps the local seconds
         model, raw = self.model, {}
         if ema is not None:
             val_batches = list(val_batches)  # read twice: the raw weights, then the average

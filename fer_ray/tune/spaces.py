@@ -1,16 +1,11 @@
-"""Named search spaces per model for Ray Tune sweeps, written as plain data (YAML/JSON-friendly).
-
-A space maps a parameter name to one spec:
+"""Named search spaces per model for Ray Tune sweeps, as plain data: each holds only what its model uses, and a
+YAML/JSON file given with ``--space`` overrides entries by parameter name. A space maps a parameter to one spec:
 
 - ``{"choice": [a, b, ...]}``: uniform pick; ``{"grid": [a, b, ...]}``: every value (times ``num_samples``)
 - ``{"uniform": [lo, hi]}`` / ``{"loguniform": [lo, hi]}``
 - ``{"loguniform": {"adamw_onecycle": [lo, hi], "sgd_plateau": [lo, hi]}}``: the range depends on the
   sampled ``optimizer`` (AdamW and SGD want learning rates an order of magnitude apart)
 - a plain value: fixed for every trial; ``null`` in an override file: not searched (the base config's value)
-
-Each model's named space holds only what that model uses, so a ``cnn_attn`` sweep never spends
-trials on the autoencoder's latent size or reconstruction weight. A YAML/JSON file given with
-``--space`` overrides entries of the named space by parameter name.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Ray Tune sweeps per model: ASHA over joint epochs, resumable, with a table, a plot and the winner exported.
 
-Each trial is a small driver function that builds the same ``TorchTrainer`` as ``jobs/train.py`` and forwards
-its per-epoch reports to Tune, so ASHA stops weak trials early on validation (PublicTest) accuracy. Pretraining
-epochs are not forwarded: their classifier is untrained, and a 0.0 accuracy at an early rung would stop every
-trial that pretrains. ASHA's time axis is ``joint_epoch`` (1, 2, ...).
+Each trial builds the same ``TorchTrainer`` as ``jobs/train.py`` and forwards its per-epoch reports to Tune, so
+ASHA stops weak trials early on PublicTest accuracy. Pretraining epochs are not forwarded (ASHA's time axis is
+``joint_epoch``): an untrained classifier's 0.0 at an early rung would stop every trial that pretrains.
 
 Everything of a sweep lives under ``<storage>/<name>/`` (local or ``s3://``): ``sweep_config.json`` (what was
 asked, checked on a rerun), Tune's state (a rerun continues from it), ``trial_<id>/`` (with ``train/``, the
@@ -385,10 +384,8 @@ def plot_asha(trials: list[dict[str, Any]], max_t: int, grace: int, title: str) 
 
 def best_config_dict(cfg: TrainConfig) -> dict[str, Any]:
     """A ``jobs/train.py --config`` file of ``cfg`` without the fields marked ``bookkeeping`` (the trial's own)."""
-    d = json.loads(json.dumps(cfg.to_dict()))
-    for k in fields_where(TrainConfig, "bookkeeping"):
-        d.pop(k, None)
-    return d
+    trial_only = fields_where(TrainConfig, "bookkeeping")
+    return {k: v for k, v in json.loads(json.dumps(cfg.to_dict())).items() if k not in trial_only}
 
 
 def write_outputs(
