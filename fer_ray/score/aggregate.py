@@ -64,34 +64,12 @@ def error_reason(message: str | None) -> str:
     return msg.split(":")[0][:80] or "unknown"
 
 
-def _image_rows(df: pd.DataFrame) -> np.ndarray:
-    fi = pd.to_numeric(df["face_index"])
-    return (fi.isna() | (fi == 0)).to_numpy()
-
-
 def _dirnames(paths: pd.Series) -> pd.Series:
     return paths.astype(str).map(lambda p: p.rpartition("/")[0])
 
 
-class _Sum:
-    """Counts that add up field by field, so the order of part files does not matter."""
-
-    def add(self, other: _Sum) -> _Sum:
-        for f in dataclasses.fields(self):
-            mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(mine, Counter):
-                mine.update(theirs)
-            elif f.name == "examples":
-                mine.extend(theirs[: _MAX_ERROR_EXAMPLES - len(mine)])
-            elif isinstance(mine, list):
-                mine.extend(theirs)
-            else:
-                setattr(self, f.name, mine + theirs)
-        return self
-
-
 @dataclass
-class Counts(_Sum):
+class Counts:
     """What the summary counts, for one part file or (added up with :meth:`add`) for all of them."""
 
     rows: int = 0
@@ -113,11 +91,25 @@ class Counts(_Sum):
     examples: list[dict[str, str]] = field(default_factory=list)  # the first error rows
     image_hashes: list[np.ndarray] = field(default_factory=list)  # one key hash per image row
 
+    def add(self, other: Counts) -> None:
+        """Add ``other`` field by field, so that the order of part files does not matter."""
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, Counter):
+                mine.update(theirs)
+            elif f.name == "examples":
+                mine.extend(theirs[: _MAX_ERROR_EXAMPLES - len(mine)])
+            elif isinstance(mine, list):
+                mine.extend(theirs)
+            else:
+                setattr(self, f.name, mine + theirs)
+
 
 def count_part(df: pd.DataFrame, h: np.ndarray) -> Counts:
     """The :class:`Counts` of one part file's rows ``df`` (their key hashes ``h``)."""
     c = Counts(rows=len(df))
-    is_image = _image_rows(df)
+    face_index = pd.to_numeric(df["face_index"])
+    is_image = (face_index.isna() | (face_index == 0)).to_numpy()  # an image's first (or only) row
     c.image_hashes.append(h[is_image])
     images = df[is_image]
     status = df["status"].astype(str)

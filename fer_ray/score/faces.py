@@ -20,8 +20,7 @@ from fer_ray.preprocess import PreprocessConfig, decode_image_scaled, face_input
 from fer_ray.score.config import DetectConfig
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
-YUNET_DIR = Path(__file__).resolve().parent.parent / "assets" / "yunet"
-YUNET_FILE = YUNET_DIR / "yunet_s_640_640.onnx"
+YUNET_FILE = Path(__file__).resolve().parent.parent / "assets" / "yunet" / "yunet_s_640_640.onnx"
 
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels of the upright original image
 # Boxes a little under min_face are kept: detectors box a face tighter or looser than a person would.
@@ -102,13 +101,9 @@ def _detect(gray: np.ndarray, cfg: DetectConfig, full_size: tuple[int, int] | No
     small = gray
     if size != (w, h):
         small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)  # area averaging: no aliasing
-    if cfg.detector == "haar":
-        found = _haar(small, cfg, scale)
-        rolls: list[float | None] = [None] * len(found)
-    else:
-        found, rolls = _yunet_boxes(small, cfg)
-        if not cfg.align:
-            rolls = [None] * len(found)
+    found, rolls = (_haar(small, cfg, scale), None) if cfg.detector == "haar" else _yunet_boxes(small, cfg)
+    if rolls is None or not cfg.align:
+        rolls = [None] * len(found)
     sx, sy = full_w / size[0], full_h / size[1]
     faces: list[tuple[Box, float | None]] = []
     for (x, y, bw, bh), roll in zip(found, rolls, strict=True):

@@ -138,9 +138,8 @@ def headline(s: dict[str, Any]) -> list[str]:
     """The report's opening, in plain sentences: what was scored, the dominant emotions, the guesses."""
     st, faces = s["images_by_status"], s["faces"]
     root = s.get("input_root") or "several locations"
-    with_faces = st["ok"]
     lines = [
-        f"Scored {s['images_in']:,} images from {root}: {faces:,} faces found in {with_faces:,} of them"
+        f"Scored {s['images_in']:,} images from {root}: {faces:,} faces found in {st['ok']:,} of them"
         + (f"; {st['no_face']:,} without a face" if st["no_face"] else "")
         + (f"; {st['error']:,} could not be read (see Errors)" if st["error"] else "")
         + "."

@@ -16,7 +16,7 @@ import logging
 import os
 import posixpath
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,17 +124,16 @@ def image_rows(
             on_crop(crop, f"face{k}")
 
 
-def _fetch_chunks(sizes: list[int], budget: int) -> list[slice]:
+def _fetch_chunks(sizes: list[int], budget: int) -> Iterator[slice]:
     """Consecutive slices whose listed sizes add up to at most ``budget`` (a bigger file gets a slice alone)."""
-    chunks, start, total = [], 0, 0
+    start, total = 0, 0
     for i, size in enumerate(sizes):
         if i > start and total + size > budget:
-            chunks.append(slice(start, i))
+            yield slice(start, i)
             start, total = i, 0
         total += size
     if start < len(sizes):
-        chunks.append(slice(start, len(sizes)))
-    return chunks
+        yield slice(start, len(sizes))
 
 
 # -- inference stage ------------------------------------------------------------------------------
