@@ -143,11 +143,8 @@ def count_part(df: pd.DataFrame, h: np.ndarray) -> Counts:
 
 
 class LeastConfident:
-    """The ``max_rows`` images with faces whose least confident face scores lowest, fed part by part.
-
-    An image's rows all sit in one part file (see :mod:`fer_ray.score.driver`), so each part's
-    images are complete; only candidates that beat the current worst kept image are formatted.
-    """
+    """The ``max_rows`` images with faces whose least confident face scores lowest, fed part by part (an image's
+    rows share a part file); only candidates that beat the worst kept image are formatted."""
 
     def __init__(self, max_rows: int):
         self.max_rows = max(0, int(max_rows))

@@ -134,10 +134,8 @@ def model_accuracy(meta: dict[str, Any]) -> dict[str, Any] | None:
 def build_dataset(
     todo: pd.DataFrame, cfg: ScoreConfig, plan: StagePlan, gpus: float, prepare_kwargs: dict, predictor_kwargs: dict
 ):
-    """The lazy Ray Dataset of output rows for the listing rows in ``todo`` (nothing runs until written).
-
-    ``prepare_kwargs`` go to :func:`prepare_images`, ``predictor_kwargs`` to :class:`FacePredictor`.
-    """
+    """The lazy Ray Dataset of output rows for the listing rows in ``todo`` (nothing runs until written);
+    ``prepare_kwargs`` go to :func:`prepare_images`, ``predictor_kwargs`` to :class:`FacePredictor`."""
     import ray.data
 
     step = plan.block_rows

@@ -367,10 +367,7 @@ def write_report(
     run: dict[str, Any] | None = None,
     max_rows: int | None = None,
 ) -> dict[str, Any]:
-    """(Re)build ``summary.json`` and ``report.html`` in ``out`` from its part files; returns the summary.
-
-    ``max_rows``: images in report.html's per-image table (default :data:`~fer_ray.score.config.REPORT_ROWS`).
-    """
+    """(Re)build ``summary.json`` and ``report.html`` (``max_rows`` images in its table) in ``out``; returns summary."""
     store = out if isinstance(out, OutputStore) else OutputStore(out, settings)
     if not store.part_files() and store.read_inputs() is None:
         raise FileNotFoundError(

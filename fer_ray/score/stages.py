@@ -61,11 +61,8 @@ def prepare_images(
     whole_image: bool = False,
     save_crops: str | None = None,
 ) -> pa.Table:
-    """Listing rows (path, size, mtime, error) -> :data:`PREPARED_SCHEMA` rows, one per face.
-
-    Files are read a few at a time (at most ``FETCH_BUDGET_BYTES`` by their listed sizes, or one), so a
-    task never holds a whole block of big photos.
-    """
+    """Listing rows (path, size, mtime, error) -> :data:`PREPARED_SCHEMA` rows, one per face. Files are read a few
+    at a time (``FETCH_BUDGET_BYTES`` by their listed sizes, or one): a task never holds a block of big photos."""
     pp = preprocess or PreprocessConfig()
     detect = detect or DetectConfig()
     cols: dict[str, list[Any]] = {name: [] for name in PREPARED_SCHEMA.names}

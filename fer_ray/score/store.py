@@ -181,9 +181,8 @@ class OutputStore:
     def scan(self) -> ScanResult:
         """Find the inputs already scored; delete part files a killed run left unreadable or incomplete.
 
-        A file is dropped (and its inputs rescored) when it has no Parquet footer, or holds rows of an image
-        whose row count does not match its ``faces`` column: the pipeline writes all rows of an image into
-        one file, so only something gone wrong does that. I/O errors propagate: a flaky connection must
+        A file is dropped (its inputs rescored) when it has no Parquet footer, or an image's row count there does not
+        match its ``faces`` (all rows of an image go to one file). I/O errors propagate: a flaky connection must
         never delete results.
         """
         removed: list[tuple[str, str]] = []
