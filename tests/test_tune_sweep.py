@@ -22,8 +22,9 @@ from fer_ray.models.config import ModelConfig
 from fer_ray.models.registry import create_model
 from fer_ray.train.config import TrainConfig
 from fer_ray.tune.config import SweepConfig, trial_config
+from fer_ray.tune.report import best_config_dict
 from fer_ray.tune.spaces import AE_ONLY, SPACES, apply_params, resolve_space, validate_space
-from fer_ray.tune.sweep import best_config_dict, stratified_subset, sweep, tune_metrics
+from fer_ray.tune.sweep import stratified_subset, sweep, tune_metrics
 from tests.fer_fixtures import write_tiny_fer_parquet
 
 REPO = Path(__file__).resolve().parent.parent
