@@ -86,8 +86,14 @@ def main() -> None:
     from fer_ray.inference.artifact import SHIPPED_MODELS, load_artifact
     from fer_ray.inference.engine import ONNX_FILES, model_input
     from fer_ray.inference.export import labeled_faces
-    from fer_ray.inference.host_check import compare, cpu_description, load_check
-    from fer_ray.inference.quantize import CALIBRATION_FACES, int8_pair_bound, quantize_int8
+    from fer_ray.inference.host_check import (
+        CALIBRATION_FACES,
+        compare,
+        cpu_description,
+        int8_pair_bound,
+        load_check,
+        quantize_int8,
+    )
 
     data = fer2013_or_exit(a.data)
     rows = []

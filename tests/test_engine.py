@@ -23,9 +23,17 @@ from fer_ray.inference.artifact import (
 )
 from fer_ray.inference.engine import ENGINES, ONNX_FILES, TorchEngine, model_input
 from fer_ray.inference.export import export_engines
-from fer_ray.inference.host_check import CHECK_FILE, compare, cpu_description, load_check, make_check_faces
+from fer_ray.inference.host_check import (
+    CHECK_FILE,
+    INT16_MAX,
+    compare,
+    cpu_description,
+    int8_pair_bound,
+    load_check,
+    make_check_faces,
+    quantize_int8,
+)
 from fer_ray.inference.host_check import check_engine as check_on_host
-from fer_ray.inference.quantize import INT16_MAX, int8_pair_bound, quantize_int8
 from fer_ray.models.config import ModelConfig
 from fer_ray.models.registry import create_model
 from fer_ray.preprocess import PreprocessConfig, normalize, preprocess_bytes

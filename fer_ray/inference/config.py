@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fer_ray.config import setting
-from fer_ray.inference.quantize import CALIBRATION_FACES
+from fer_ray.inference.host_check import CALIBRATION_FACES
 from fer_ray.inference.shipped import SHIPPED
 
 

@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from fer_ray.inference import host_check
 from fer_ray.inference.artifact import WEIGHTS, Artifact, load_artifact, sha256_file, write_meta
 from fer_ray.inference.engine import ENGINES, INPUT_NAME, ONNX_FILES, OUTPUT_NAME
-from fer_ray.inference.host_check import CHECK_FILE, PHOTOS, compare, cpu_description, make_check_faces, save_check
-from fer_ray.inference.quantize import CALIBRATION_FACES, INT16_MAX, QUANTIZATION, int8_pair_bound, quantize_int8
 from fer_ray.labels import USAGE_TO_SPLIT
 from fer_ray.preprocess import PreprocessConfig
 
@@ -91,25 +90,19 @@ def proba_both(artifact, faces: np.ndarray, batch_size: int = 512) -> tuple[np.n
     return np.concatenate([s for s, _ in parts]), np.concatenate([t for _, t in parts])
 
 
-def engine_accuracy(artifact, faces: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
-    """Single-pass and flip-TTA accuracy of ``artifact``'s engine, and its top-1 predictions (as it reports them)."""
-    single, tta = (p.argmax(1) for p in proba_both(artifact, faces))
-    top = tta if artifact.flip_tta else single  # as scoring and Serve compute it
-    acc = {"val_accuracy": top, "val_accuracy_single": single, "val_accuracy_flip_tta": tta}
-    return {k: float((v == labels).mean()) for k, v in acc.items()}, top
-
-
 def engine_accuracies(
     path: Path, names: Iterable[str], faces: np.ndarray, labels: np.ndarray, threads: int | None = None
 ) -> Iterator[tuple[Artifact, dict[str, float], float]]:
-    """(artifact, :func:`engine_accuracy`, top-1 agreement with the first engine) per engine, each measured as
-    it runs on this CPU (``verify=False``: even an engine the host check would replace)."""
+    """(artifact, single-pass and flip-TTA accuracy, top-1 agreement with the first engine) per engine, each
+    measured as it runs on this CPU (``verify=False``: even an engine the host check would replace)."""
     reference = None
     for name in names:
         art = load_artifact(path, engine=name, threads=threads, verify=False)
-        acc, top = engine_accuracy(art, faces, labels)
+        single, tta = (p.argmax(1) for p in proba_both(art, faces))
+        top = tta if art.flip_tta else single  # as scoring and Serve compute it
         reference = top if reference is None else reference
-        yield art, acc, float((top == reference).mean())
+        acc = {"val_accuracy": top, "val_accuracy_single": single, "val_accuracy_flip_tta": tta}
+        yield art, {k: float((v == labels).mean()) for k, v in acc.items()}, float((top == reference).mean())
 
 
 def export_engines(
@@ -140,16 +133,16 @@ def export_engines(
     with tempfile.TemporaryDirectory(prefix="fer_ray_onnx_", dir=path) as tmp:
         fp32, int8 = Path(tmp) / ONNX_FILES["onnx"], Path(tmp) / ONNX_FILES["onnx-int8"]
         export_fp32(art.model, art.preprocess.image_size, fp32)
-        quantize_int8(fp32, int8, calib_faces, art.preprocess)
-        bound = int8_pair_bound(int8)
-        if bound["max_pair_sum"] > INT16_MAX:  # pragma: no cover - reduce_range guarantees it
+        host_check.quantize_int8(fp32, int8, calib_faces, art.preprocess)
+        bound = host_check.int8_pair_bound(int8)
+        if bound["max_pair_sum"] > host_check.INT16_MAX:  # pragma: no cover - reduce_range guarantees it
             raise RuntimeError(f"int8 weights up to {bound['max_abs_weight']} can saturate CPUs without VNNI: {bound}")
         for f in (fp32, int8):
             strip_provenance(f)
             os.replace(f, path / f.name)  # same filesystem: atomic
-    check_faces = make_check_faces(art.preprocess)
+    check_faces = host_check.make_check_faces(art.preprocess)
     reference = art.predict_logits(check_faces)  # the PyTorch model's logits: what every engine must match
-    save_check(path, check_faces, reference)
+    host_check.save_check(path, check_faces, reference)
     meta = art.meta
     engines: dict[str, Any] = {"torch": {"file": WEIGHTS, "sha256": meta["weights_sha256"]}}
     for name, file in ONNX_FILES.items():
@@ -158,22 +151,26 @@ def export_engines(
     opsets = onnx.load(str(path / ONNX_FILES["onnx"])).opset_import
     meta["onnx_export"] = {
         "opset": int(max(o.version for o in opsets if o.domain in ("", "ai.onnx"))),
-        "quantization": {**QUANTIZATION, "max_pair_sum": bound["max_pair_sum"], "int16_max": INT16_MAX},
+        "quantization": {
+            **host_check.QUANTIZATION,
+            "max_pair_sum": bound["max_pair_sum"],
+            "int16_max": host_check.INT16_MAX,
+        },
         "calibration": {"faces": int(len(calib_faces)), "split": "train", **(calibration or {})},
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     meta["host_check"] = {
-        "file": CHECK_FILE,
-        "sha256": sha256_file(path / CHECK_FILE),
+        "file": host_check.CHECK_FILE,
+        "sha256": sha256_file(path / host_check.CHECK_FILE),
         "faces": int(len(check_faces)),
-        "photos": list(PHOTOS),
+        "photos": list(host_check.PHOTOS),
         "reference": "torch fp32 logits, single pass",
     }
     write_meta(path, meta)  # hashes first: load_artifact verifies them below
     logits = {name: load_artifact(path, engine=name, verify=False).predict_logits(check_faces) for name in ONNX_FILES}
-    meta["host_check"]["export_host"] = {name: compare(name, z, reference).to_dict() for name, z in logits.items()}
-    meta["host_check"]["export_host"]["cpu"] = cpu_description()
+    checked = {name: host_check.compare(name, z, reference).to_dict() for name, z in logits.items()}
+    meta["host_check"]["export_host"] = {**checked, "cpu": host_check.cpu_description()}
 
     if val_faces is not None and val_labels is not None and len(val_faces):
         val_labels = np.asarray(val_labels, dtype=np.int64)
@@ -202,7 +199,6 @@ def labeled_faces(
 
     s = str(source)
     if s.endswith(".parquet") and not s.startswith("s3://"):
-        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         usages = [u for u, sp in USAGE_TO_SPLIT.items() if sp == split]
@@ -210,12 +206,8 @@ def labeled_faces(
         if limit is not None and limit < t.num_rows:
             idx = np.sort(np.random.default_rng(seed).choice(t.num_rows, size=limit, replace=False))
             t = t.take(idx)
-        batch = {
-            "image": np.asarray(t.column("image").to_pylist(), dtype=object),
-            "label": t.column("label").to_numpy(),
-            "path": np.asarray(pc.cast(t.column("usage"), "string").to_pylist(), dtype=object),
-        }
-        out = decode_batch(batch, preprocess)
+        rows = t.to_pandas().rename(columns={"usage": "path"})
+        out = decode_batch({c: rows[c].to_numpy() for c in rows.columns}, preprocess)
         faces, labels, errors = out["face"], out["label"], out["error"]
     else:
         from fer_ray.data import decode, read_labeled
@@ -255,7 +247,7 @@ def export_engines_from_source(
     artifact_dir: str | os.PathLike,
     source: str | os.PathLike,
     *,
-    calib_size: int = CALIBRATION_FACES,
+    calib_size: int = host_check.CALIBRATION_FACES,
     seed: int = 0,
     threads: int | None = None,
 ) -> dict[str, Any]:
