@@ -4,8 +4,10 @@ Nothing here imports Ray, so the CLIs can find and read a run before Ray starts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from fer_ray.data.sources import fingerprint
 from fer_ray.inference.artifact import SHIPPED_MODELS, Artifact, load_artifact, save_artifact
 from fer_ray.models.registry import create_model
 from fer_ray.train.config import TrainConfig
-from fer_ray.train.distill import Teacher, teacher_ids
+from fer_ray.train.distill import Teacher
 
 STATE = "state.pt"  # one checkpoint = one torch.save'd dict {model, optimizer, scheduler, epoch, history, ...}
 TRAIN_CONFIG, HISTORY, CRASH_MARKER = "train_config.json", "history.json", ".crashed_once"
@@ -48,7 +50,8 @@ def data_record(
     by ``model_id``); ``teacher`` / ``initial``: already loaded (else read for their ids, as on a Ray driver)."""
     record: dict[str, Any] = {"source": shown, "fingerprint": fingerprint(source), "labels": cfg.labels}
     if cfg.teachers:
-        record["teachers"] = list(teacher.ids) if teacher is not None else teacher_ids(cfg.teachers, cfg.teacher_engine)
+        ids = teacher.ids if teacher else [load_artifact(t, engine=cfg.teacher_engine).model_id for t in cfg.teachers]
+        record["teachers"] = list(ids)
     if cfg.init_from:
         record["init_from"] = (initial or initial_artifact(cfg)).model_id
     record["decode_errors"] = {}
@@ -106,33 +109,39 @@ def portable(train_config: dict[str, Any]) -> dict[str, Any]:
 
 def export_state(
     state: dict[str, Any],
+    history: list[dict[str, Any]],
     cfg: TrainConfig,
     counts: dict[str, Any],
-    history: list[dict[str, Any]],
-    out_dir: Path,
+    run_dir: Path | str,
     segments: list[dict[str, Any]] | None = None,
-) -> Path:
-    """Write a checkpoint's weights as a model artifact; ``segments`` (each config change on resume) make its
-    record reproduce the weights, not only the last command."""
+) -> TrainResult:
+    """Write a checkpoint's weights as the model artifact ``run_dir/artifact`` (uploaded when ``run_dir`` is
+    ``s3://``); ``segments`` (each config change on resume) make its record reproduce the weights, not only the
+    last command."""
     model = create_model(cfg.model)
     model.load_state_dict(state["ema"]["weights"] if "ema" in state else state["model"])  # what was validated
-    return save_artifact(
-        model,
-        cfg.model,
-        out_dir,
-        preprocess=cfg.preprocess,
-        metrics={
-            "best": state["history"][-1],
-            "history": history,
-            "counts": counts,
-            "segments": [{**g, "train_config": portable(g["train_config"])} for g in segments or []],
-        },
-        train_config=portable(cfg.to_dict()),
-        # runs saved before counts carried the fingerprint hash their (then absolute) source
-        data_fingerprint=counts.get("fingerprint") or fingerprint(counts["source"]),
-        # mirror-image test-time augmentation only for models that trained on mirrored faces
-        flip_tta=cfg.augment is not None and cfg.augment.flip,
-    )
+    remote = run_storage.is_remote(run_dir)
+    with tempfile.TemporaryDirectory() if remote else contextlib.nullcontext(run_dir) as d:
+        artifact = save_artifact(
+            model,
+            cfg.model,
+            Path(d) / "artifact",
+            preprocess=cfg.preprocess,
+            metrics={
+                "best": state["history"][-1],
+                "history": history,
+                "counts": counts,
+                "segments": [{**g, "train_config": portable(g["train_config"])} for g in segments or []],
+            },
+            train_config=portable(cfg.to_dict()),
+            # runs saved before counts carried the fingerprint hash their (then absolute) source
+            data_fingerprint=counts.get("fingerprint") or fingerprint(counts["source"]),
+            # mirror-image test-time augmentation only for models that trained on mirrored faces
+            flip_tta=cfg.augment is not None and cfg.augment.flip,
+        )
+        if remote:
+            artifact = run_storage.upload_dir(artifact, run_storage.join(run_dir, "artifact"))
+    return TrainResult(run_dir, artifact, state["history"][-1], history, counts)
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -24,6 +24,9 @@ class AugmentConfig:
     erase_p: float = 0.5
     erase_area: tuple[float, float] = (0.02, 0.2)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "erase_area", tuple(self.erase_area))  # JSON gives lists
+
 
 # How the nested configs appear on the command line: ModelConfig's fields as flat flags (the
 # architecture as --arch: --model names a trained artifact in every other job).
@@ -259,12 +262,8 @@ class TrainConfig:
         d = dict(d)
         d["model"] = ModelConfig.from_dict(d.get("model", {}))
         d["preprocess"] = PreprocessConfig.from_dict(d.get("preprocess", {}))
-        aug = d.get("augment", {})
-        if aug is not None:
-            aug = dict(aug)
-            if "erase_area" in aug:
-                aug["erase_area"] = tuple(aug["erase_area"])
-            d["augment"] = AugmentConfig(**aug)
+        if d.get("augment", {}) is not None:
+            d["augment"] = AugmentConfig(**d.get("augment", {}))
         d["ray"] = RayConfig(**d.get("ray", {}))
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 

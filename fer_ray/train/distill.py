@@ -59,11 +59,6 @@ def load_teacher(
     return Teacher(arts, flip_tta)
 
 
-def teacher_ids(paths: tuple[str, ...], engine: str = "torch") -> list[str]:
-    """The ``model_id`` of each teacher, for the run's record (reads each artifact once)."""
-    return [load_artifact(p, engine=engine).model_id for p in paths]
-
-
 def distill_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher || student) at ``temperature``, times temperature² so its gradients keep the scale of
     the cross-entropy's whatever the temperature (Hinton et al.)."""

@@ -164,15 +164,10 @@ def is_plain_run(cfg: TrainConfig) -> bool:
 def export_plain(run_dir: Path) -> checkpoints.TrainResult:
     """Export the best checkpoint of a plain run (finished or stopped) as ``run_dir/artifact``."""
     saved = json.loads((run_dir / checkpoints.TRAIN_CONFIG).read_text())
-    counts = saved["counts"]
-    best_path = run_dir / BEST / checkpoints.STATE
-    if not best_path.exists():
-        return checkpoints.TrainResult(run_dir, None, None, [], counts)
-    latest = torch.load(run_dir / LATEST / checkpoints.STATE, map_location="cpu", weights_only=True)
-    state = torch.load(best_path, map_location="cpu", weights_only=True)
+    best = run_dir / BEST / checkpoints.STATE
+    if not best.exists():
+        return checkpoints.TrainResult(run_dir, None, None, [], saved["counts"])
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    history = torch.load(run_dir / LATEST / checkpoints.STATE, map_location="cpu", weights_only=True)["history"]
     cfg = TrainConfig.from_dict(saved["train_config"])
-    history = latest["history"]
-    artifact = checkpoints.export_state(
-        state, cfg, counts, history, run_dir / "artifact", segments=saved.get("segments")
-    )
-    return checkpoints.TrainResult(run_dir, artifact, state["history"][-1], history, counts)
+    return checkpoints.export_state(state, history, cfg, saved["counts"], run_dir, saved.get("segments"))

@@ -140,9 +140,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start_epoch, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / checkpoints.STATE, map_location=device, weights_only=True)
-        start_epoch, history = learner.restore(state)
+        start_epoch, history = learner.restore(_load(checkpoint, device))
         logger.info("resumed after epoch %d from %s", start_epoch, checkpoint.path)
 
     train_it, val_it = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
@@ -253,6 +251,11 @@ def _epoch_progress(run_dir: Path | str, total: int, done: int, progress: bool |
         bar.close()
 
 
+def _load(checkpoint: ray.train.Checkpoint, device: torch.device | str = "cpu") -> dict[str, Any]:
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / checkpoints.STATE, map_location=device, weights_only=True)
+
+
 def export_best(
     result, cfg: TrainConfig, counts: dict[str, Any], run_dir: Path | str, segments: list[dict[str, Any]] | None = None
 ) -> checkpoints.TrainResult:
@@ -260,26 +263,13 @@ def export_best(
     best = checkpoints.select_checkpoint(result.best_checkpoints or []) or result.checkpoint
     if best is None:
         return checkpoints.TrainResult(run_dir, None, None, [], counts)
-    with best.as_directory() as d:
-        state = torch.load(Path(d) / checkpoints.STATE, map_location="cpu", weights_only=True)
-    history = state["history"]
-    if result.checkpoint is not None:
-        with result.checkpoint.as_directory() as d:
-            history = (
-                torch.load(Path(d) / checkpoints.STATE, map_location="cpu", weights_only=True)["history"] or history
-            )
-    best_metrics = state["history"][-1]
-    target = run_storage.join(run_dir, "artifact")
-    if run_storage.is_remote(run_dir):
-        with tempfile.TemporaryDirectory() as d:
-            exported = checkpoints.export_state(state, cfg, counts, history, Path(d) / "a", segments)
-            artifact_dir = run_storage.upload_dir(exported, target)
-    else:
-        artifact_dir = checkpoints.export_state(state, cfg, counts, history, target, segments)
+    state = _load(best)
+    history = (_load(result.checkpoint)["history"] if result.checkpoint is not None else None) or state["history"]
+    exported = checkpoints.export_state(state, history, cfg, counts, run_dir, segments)
     run_storage.write_text(run_storage.join(run_dir, checkpoints.HISTORY), json.dumps(history, indent=2) + "\n")
-    epoch = best_metrics.get("epoch")
-    logger.info("exported the best checkpoint (epoch %s) to %s", "?" if epoch is None else epoch + 1, artifact_dir)
-    return checkpoints.TrainResult(run_dir, artifact_dir, best_metrics, history, counts)
+    best_epoch = exported.best_metrics["epoch"] + 1
+    logger.info("exported the best checkpoint (epoch %d) to %s", best_epoch, exported.artifact_dir)
+    return exported
 
 
 def export_run(storage_path: str, run_name: str) -> checkpoints.TrainResult:
