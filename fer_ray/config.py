@@ -12,7 +12,7 @@ import operator
 import os
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -63,7 +63,7 @@ def setting(
     default: Any = dataclasses.MISSING,
     help: str = "",
     *,
-    default_factory: Any = None,
+    default_factory: Any = dataclasses.MISSING,
     resumable: bool = False,
     machine: bool = False,
     resources: bool = False,
@@ -85,9 +85,7 @@ def setting(
     """
     marks = zip(POLICIES, (resumable, machine, resources, bookkeeping), strict=True)
     meta = {"help": help, **{policy: True for policy, on in marks if on}, **cli}
-    if default_factory is not None:
-        return dataclasses.field(default_factory=default_factory, metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
 
 
 def fields_where(cls: type, policy: str) -> frozenset[str]:
@@ -131,6 +129,15 @@ def check_choices(cfg: Any) -> None:
             names = [str(c) for c in choices]
             one_of = f"{names[0]} or {names[1]}" if len(names) == 2 else "one of " + ", ".join(names)
             raise ValueError(f"{f.name} must be {one_of}; got {value!r}")
+
+
+def check_at_least(cfg: object, **bounds: float | tuple[float, str]) -> None:
+    """From ``__post_init__``: ``name=lowest`` or ``name=(lowest, note)``; a field that is set may not lie below."""
+    for name, bound in bounds.items():
+        lowest, note = bound if isinstance(bound, tuple) else (bound, "")
+        value = getattr(cfg, name)
+        if value is not None and value < lowest:
+            raise ValueError(f"{name} must be >= {lowest}{note}, got {value}")
 
 
 def text_parser(tp: Any) -> Callable[[str], Any]:
@@ -209,7 +216,7 @@ def from_user_dict(cls: type[T], d: Mapping[str, Any], where: str = "config") ->
         valid = ", ".join(f.name for f in file_fields(cls))
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}", f"valid keys: {valid}")
     try:
-        return _build(cls, d)
+        return build(cls, d)
     except (TypeError, ValueError) as e:
         raise UserError(f"{where}: {e}", "fix that value (`--help` describes every setting)") from None
 
@@ -235,17 +242,42 @@ def nested_config(tp: Any) -> type | None:
     return inner if dataclasses.is_dataclass(inner) and isinstance(inner, type) else None
 
 
-def _build(cls: type[T], d: Mapping[str, Any]) -> T:
+def build(cls: type[T], d: Mapping[str, Any]) -> T:
+    """``cls(**d)`` with nested configs' mappings built into their dataclasses first, lists into tuples."""
     hints = field_types(cls)
     kw: dict[str, Any] = {}
     for key, value in d.items():
         sub = nested_config(hints[key])
         if sub is not None and isinstance(value, Mapping):
-            value = _build(sub, value)
+            value = build(sub, value)
         elif isinstance(value, list) and typing.get_origin(unwrap_optional(hints[key])[0]) is tuple:
             value = tuple(value)
         kw[key] = value
     return cls(**kw)
+
+
+def flat_keys(cls: type, path: tuple[str, ...] = ()) -> dict[str, tuple[tuple[str, ...], Any]]:
+    """Key -> (field path, field type) for every field of ``cls`` (nested ``flatten`` configs flat), under its name
+    and, but for switches, its flag's spelling (``replicas``): the ``key=value`` args of ``serve run``."""
+    keys: dict[str, tuple[tuple[str, ...], Any]] = {}
+    hints = field_types(cls)
+    for f in dataclasses.fields(cls):
+        sub = nested_config(hints[f.name])
+        if sub is not None and f.metadata.get("flatten"):
+            keys.update(flat_keys(sub, (*path, f.name)))
+            continue
+        keys[f.name] = ((*path, f.name), hints[f.name])
+        flag = f.metadata.get("flag")
+        if flag and unwrap_optional(hints[f.name])[0] is not bool:  # a switch's flag spells its negation
+            keys.setdefault(flag.lstrip("-").replace("-", "_"), keys[f.name])
+    return keys
+
+
+def set_path(d: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    """``d[path[0]][path[1]]... = value``, making the nested mappings on the way."""
+    for key in path[:-1]:
+        d = d.setdefault(key, {})
+    d[path[-1]] = value
 
 
 def as_user_dict(cfg: Any) -> dict[str, Any]:

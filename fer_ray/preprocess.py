@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fer_ray.config import check_at_least
 from fer_ray.models.config import ModelConfig
 
 try:  # phone photos; optional so that a minimal install still imports
@@ -55,8 +56,7 @@ class PreprocessConfig:
     face_margin: float = 0.15  # fraction of the detected box added on each side, as FER crops are loose
 
     def __post_init__(self) -> None:
-        if self.image_size < 8:
-            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        check_at_least(self, image_size=8)
         if self.std <= 0:
             raise ValueError(f"std must be > 0, got {self.std}")
         if self.max_pixels <= 0 or self.max_bytes <= 0:

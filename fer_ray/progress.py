@@ -4,6 +4,7 @@ captured output), where carriage returns make a mess, the same numbers as a log 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -57,7 +58,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-class Progress:
+class Progress(contextlib.AbstractContextManager):
     """A tqdm bar, periodic log lines, or nothing (:func:`progress_mode`); ``postfix`` values (``faces=...``)
     show next to the count. :meth:`close` (or leaving the ``with``) writes, in log mode, a final line."""
 
@@ -92,7 +93,6 @@ class Progress:
                 desc=desc,
                 unit=unit,
                 initial=initial,
-                file=sys.stderr,
                 **_terminal_size(),
                 leave=leave,
                 smoothing=0.1,
@@ -160,9 +160,6 @@ class Progress:
             if self.mode == "log":
                 self._log(final=True)
 
-    def __enter__(self) -> Progress:
-        return self
-
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
@@ -211,11 +208,10 @@ class ProgressCounter:
     actor, whose process imports this module (so it stays free of heavy imports)."""
 
     def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
+        self.counts: collections.Counter[str] = collections.Counter()
 
     def add(self, **counts: int) -> None:
-        for k, v in counts.items():
-            self.counts[k] = self.counts.get(k, 0) + int(v)
+        self.counts.update({k: int(v) for k, v in counts.items()})
 
     def get(self) -> dict[str, int]:
         return dict(self.counts)

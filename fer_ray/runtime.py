@@ -11,6 +11,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from fer_ray.config import check_at_least
+
 logger = logging.getLogger(__name__)
 
 LOCAL = "local"  # Ray's own name for "start a new cluster in this process, join nothing"
@@ -64,8 +66,7 @@ class RayConfig:
     include_dashboard: bool | None = None  # Ray decides; Ray Train V2 queries actor state through it
 
     def __post_init__(self) -> None:
-        if self.num_cpus is not None and self.num_cpus < 1:
-            raise ValueError(f"num_cpus must be >= 1, got {self.num_cpus}")
+        check_at_least(self, num_cpus=1)
         if self.address is not None and not self.address.strip():
             raise ValueError("address must be a Ray address (host:port, ray://host:10001, auto or local), got ''")
 

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fer_ray.cli.runner import Exit, setup, warn
+from fer_ray.cli.runner import PROG, Exit, setup
 from fer_ray.config import (
     RAY_FLAGS,
     UserError,
@@ -24,6 +24,7 @@ from fer_ray.config import (
     from_user_dict,
     nested_config,
     read_config_file,
+    set_path,
     text_parser,
     unwrap_optional,
 )
@@ -89,7 +90,7 @@ class _Set(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         if option_string in self.deprecated and option_string not in parser.warned:
             parser.warned.add(option_string)
-            warn(f"{option_string} is deprecated here, use {self.canonical}{self.note}")
+            sys.stderr.write(f"{PROG}: warning: {option_string} is deprecated here, use {self.canonical}{self.note}\n")
         if values is None and not option_string:  # an optional positional left out
             return
         if self.extend or (isinstance(values, list) and not option_string):
@@ -117,7 +118,6 @@ def config_parser(
     g.add_argument(
         "--config",
         metavar="FILE",
-        default=None,
         help=config_help
         or f"YAML or JSON file of {cls.__name__} settings (the keys of --print-config); flags given override it",
     )
@@ -264,7 +264,7 @@ def parse_config(
     chosen: dict[str, Any] = {}
     for key, value in vars(ns).items():
         if key.startswith(CONFIG_PREFIX) and not (isinstance(value, list) and not value):
-            _set_path(given, key[1:].split("."), tuple(value) if isinstance(value, list) else value)
+            set_path(given, key[1:].split("."), tuple(value) if isinstance(value, list) else value)
         elif key.startswith(ACTION_PREFIX):
             chosen[key[1:]] = value
     if p.actions_cls is not None:
@@ -287,12 +287,6 @@ def parse_config(
         print(json.dumps(as_user_dict(cfg), indent=2, default=str))
         raise Exit(0)
     return cfg, ns
-
-
-def _set_path(d: dict[str, Any], path: list[str], value: Any) -> None:
-    for k in path[:-1]:
-        d = d.setdefault(k, {})
-    d[path[-1]] = value
 
 
 def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

@@ -75,7 +75,3 @@ def run_cli(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], in
             return 141
 
     return wrapper
-
-
-def warn(message: str) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr)

@@ -18,7 +18,7 @@ from PIL import Image
 from fer_ray.config import RAY_FLAGS, setting
 from fer_ray.data.decode import decode_batch
 from fer_ray.data.fer2013 import FOLDER_SPLITS, open_text, read_fer_csv, read_fer_parquet, read_image_folders
-from fer_ray.data.s3 import S3Settings, is_s3_uri, resolve_filesystem
+from fer_ray.data.s3 import S3Settings, client_for, is_s3_uri, resolve_filesystem, split_s3_uri
 from fer_ray.data.sources import read_images
 from fer_ray.labels import EMOTIONS
 from fer_ray.preprocess import PreprocessConfig
@@ -47,15 +47,12 @@ class DescribeConfig:
     )
 
 
-_SUMMARY_COLUMNS = ["split", "usage", "label", "emotion", "format", "error", "path"]
-
-
 def looks_like_image_folders(root: str, settings: S3Settings | None = None) -> bool:
     """True when ``root`` holds ``train/``, ``test/``, ``val/`` or ``validation/`` sub-folders."""
     if is_s3_uri(root):
-        bucket, _, key = root[len("s3://") :].partition("/")
+        bucket, key = split_s3_uri(root)
         prefix = key.rstrip("/") + "/" if key else ""
-        client = (settings or S3Settings.from_env()).client()
+        client = client_for(settings or S3Settings.from_env())
         try:
             page = client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/")
         except Exception:
@@ -77,18 +74,14 @@ def open_source(source: str, settings: S3Settings | None = None) -> tuple[str, r
         fs, path = resolve_filesystem(s, settings)
         if "image" in pq.read_schema(path, filesystem=fs).names:  # else a list of paths, read below
             return "fer_parquet", read_fer_parquet(path, filesystem=fs)
-    if lower.endswith(".csv") and _is_fer_csv(s, settings):
-        return "fer_csv", read_fer_csv(s, settings=settings)
+    if lower.endswith(".csv"):
+        with open_text(s, settings) as f:  # Kaggle's CSV has a pixels column; one with a path column lists images
+            header = f.readline()
+        if "pixels" in [c.strip().strip('"').lower() for c in header.split(",")]:
+            return "fer_csv", read_fer_csv(s, settings=settings)
     if looks_like_image_folders(s, settings):
         return "image_folders", read_image_folders(s, settings=settings)
     return "images", read_images([s], settings)
-
-
-def _is_fer_csv(path: str, settings: S3Settings | None) -> bool:
-    """Kaggle's CSV has a ``pixels`` column; a CSV with a ``path`` column is a list of images."""
-    with open_text(path, settings) as f:
-        header = f.readline()
-    return "pixels" in [c.strip().strip('"').lower() for c in header.split(",")]
 
 
 def _format_of(data: Any, path: str) -> str:
@@ -109,8 +102,7 @@ def _summary_batch(batch: dict[str, np.ndarray], cfg: PreprocessConfig) -> dict[
     if "pixels" in batch:
         formats = ["csv pixels"] * n
     else:
-        images = batch.get("image")
-        formats = [_format_of(images[i] if images is not None else None, batch["path"][i]) for i in range(n)]
+        formats = [_format_of(data, path) for data, path in zip(batch["image"], batch["path"], strict=True)]
     out = decode_batch(batch, cfg)
     errors = out["error"]
     return {
@@ -190,9 +182,7 @@ def describe(
         if limit is not None:
             ds = ds.limit(limit)
         summary = ds.map_batches(_summary_batch, fn_kwargs={"cfg": cfg or PreprocessConfig()}, batch_size=256)
-        reports.append(
-            {**summarize(summary.select_columns(_SUMMARY_COLUMNS).to_pandas(), source, reader), "limit": limit}
-        )
+        reports.append({**summarize(summary.to_pandas(), source, reader), "limit": limit})
     return {
         "sources": reports,
         "rows": sum(r["rows"] for r in reports),

@@ -61,12 +61,6 @@ def _ext(path: str) -> str:
     return os.path.splitext(path)[1].lower()
 
 
-def _keep(rel: str, extensions: frozenset[str]) -> bool:
-    """Whether a file found under a directory, prefix or pattern is listed: a wanted extension, and no dot
-    file or folder (``.DS_Store``, macOS ``._x.jpg`` resource forks, ``.git/``) on its way down from there."""
-    return _ext(rel) in extensions and not any(part.startswith(".") for part in rel.split("/") if part)
-
-
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     """Shell glob -> regex with ``glob(recursive=True)`` semantics (``*`` stays within one ``/`` level)."""
     out, last = [], 0
@@ -109,19 +103,6 @@ def _stat_row(path: str) -> Row:
     return (path, int(st.st_size), float(st.st_mtime), None)
 
 
-def _walk_local(root: str, extensions: frozenset[str]) -> list[Row]:
-    rows: list[Row] = []
-
-    def onerror(e: OSError) -> None:
-        # An unreadable sub-directory is reported as one error row instead of silently skipped.
-        rows.append((e.filename or root, 0, None, f"cannot list directory: {e.strerror or e}"))
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rows.extend(_stat_row(os.path.join(dirpath, name)) for name in sorted(filenames) if _keep(name, extensions))
-    return rows
-
-
 def _head_row(uri: str, head: dict) -> Row:
     return (uri, int(head["ContentLength"]), head["LastModified"].timestamp(), None)
 
@@ -142,7 +123,21 @@ class _Lister:
         self.noun = "image" if extensions <= IMAGE_EXTENSIONS else "image or video"
 
     def _keep(self, rel: str) -> bool:
-        return _keep(rel, self.extensions)
+        """Whether a file found under a directory, prefix or pattern is listed: a wanted extension, and no dot
+        file or folder (``.DS_Store``, macOS ``._x.jpg`` resource forks, ``.git/``) on its way down from there."""
+        return _ext(rel) in self.extensions and not any(part.startswith(".") for part in rel.split("/") if part)
+
+    def _walk_local(self, root: str) -> list[Row]:
+        rows: list[Row] = []
+
+        def onerror(e: OSError) -> None:
+            # An unreadable sub-directory is reported as one error row instead of silently skipped.
+            rows.append((e.filename or root, 0, None, f"cannot list directory: {e.strerror or e}"))
+
+        for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rows.extend(_stat_row(os.path.join(dirpath, name)) for name in sorted(filenames) if self._keep(name))
+        return rows
 
     @property
     def settings(self) -> S3Settings:
@@ -170,7 +165,7 @@ class _Lister:
                 )
             return rows
         if os.path.isdir(path):
-            rows = _walk_local(path, self.extensions)
+            rows = self._walk_local(path)
             if not rows:
                 raise InputNotFoundError(
                     f"no {self.noun} files ({', '.join(sorted(self.extensions))}) under {item!r}; "
@@ -253,7 +248,7 @@ class _Lister:
         if on_s3:
             return [self._s3_entry_row(entry)]
         path = local_path(entry)
-        return _walk_local(path, self.extensions) if os.path.isdir(path) else [_stat_row(path)]
+        return self._walk_local(path) if os.path.isdir(path) else [_stat_row(path)]
 
     def _s3_entry_row(self, uri: str) -> Row:
         bucket, key = split_s3_uri(uri)

@@ -58,8 +58,7 @@ class RequestError(Exception):
 
     def __init__(self, status: int, reason: str):
         super().__init__(reason)
-        self.status = status
-        self.reason = reason
+        self.status, self.reason = status, reason
 
 
 def error_response(status: int, reason: str, headers: Mapping[str, str] | None = None) -> JSONResponse:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fer_ray.config import RAY_FLAGS, field_types, nested_config, setting, text_parser, unwrap_optional
+from fer_ray.config import RAY_FLAGS, build, check_at_least, flat_keys, set_path, setting, text_parser
 from fer_ray.inference.engine import ENGINES
 from fer_ray.inference.shipped import MODEL_HELP
 from fer_ray.score.config import DetectConfig
@@ -84,10 +84,8 @@ class ServeConfig:
                 "autoscaling_config must be a mapping such as {'min_replicas': 1, 'max_replicas': 4}, "
                 f"got {type(self.autoscaling_config).__name__}"
             )
-        positive = ("ingress_replicas", "torch_threads", "prep_threads", "max_batch_size", "max_body_bytes")
-        for name in (*positive, "ingress_max_ongoing_requests"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        ones = "ingress_replicas torch_threads prep_threads max_batch_size max_body_bytes ingress_max_ongoing_requests"
+        check_at_least(self, **dict.fromkeys(ones.split(), 1))
         if not 1 <= self.max_files <= 1000:
             raise ValueError(f"max_files must be in [1, 1000], got {self.max_files}")
         if self.body_timeout_s <= 0:
@@ -114,7 +112,7 @@ class ServeConfig:
         """Build from ``serve run ... key=value`` strings or the typed ``args:`` of ``serve_config.yaml``: keys
         are field names (face detection's flat) or a field's flag spelling (``replicas``); strings are converted
         as a flag's would be. A key-like argument is refused: Serve prints the args back."""
-        keys = _arg_keys(cls)
+        keys = flat_keys(cls)
         kw: dict[str, Any] = {}
         for key, value in (args or {}).items():
             if key.lower() in _SECRET_NAMES:
@@ -133,11 +131,8 @@ class ServeConfig:
                 typed = text_parser(tp)(value) if isinstance(value, str) else value
             except (TypeError, ValueError) as e:
                 raise ValueError(f"argument {key}={value!r}: {e}") from e
-            target = kw
-            for name in path[:-1]:
-                target = target.setdefault(name, {})
-            target[path[-1]] = typed
-        return _construct(cls, kw)
+            set_path(kw, path, typed)
+        return build(cls, kw)
 
 
 @dataclass(frozen=True)
@@ -149,29 +144,6 @@ class ServeRun:
     port: int = setting(8000, "HTTP port", group="HTTP")
     address: str | None = setting(None, RAY_FLAGS["address"]["help"], group="ray")
     ray_cpus: int | None = setting(None, RAY_FLAGS["num_cpus"]["help"], group="ray")
-
-
-def _arg_keys(cls: type, path: tuple[str, ...] = ()) -> dict[str, tuple[tuple[str, ...], Any]]:
-    """``serve run`` key -> (field path, field type) for every field of ``cls``, nested ``flatten`` configs flat."""
-    keys: dict[str, tuple[tuple[str, ...], Any]] = {}
-    hints = field_types(cls)
-    for f in dataclasses.fields(cls):
-        sub = nested_config(hints[f.name])
-        if sub is not None and f.metadata.get("flatten"):
-            keys.update(_arg_keys(sub, (*path, f.name)))
-            continue
-        keys[f.name] = ((*path, f.name), hints[f.name])
-        flag = f.metadata.get("flag")
-        if flag and unwrap_optional(hints[f.name])[0] is not bool:  # a switch's flag spells its negation
-            keys.setdefault(flag.lstrip("-").replace("-", "_"), keys[f.name])
-    return keys
-
-
-def _construct(cls: type, kw: Mapping[str, Any]) -> Any:
-    """``cls(**kw)`` with the nested configs' mappings built into their dataclasses first."""
-    hints = field_types(cls)
-    nested = {k: nested_config(hints[k]) for k in kw}
-    return cls(**{k: _construct(nested[k], v) if nested[k] is not None else v for k, v in kw.items()})
 
 
 def resolve_api_key(api_key_file: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:

@@ -2,6 +2,7 @@
 requests into one (B, S, S) array for :meth:`~fer_ray.inference.artifact.Artifact.predict_proba`."""
 
 import asyncio
+import collections
 import logging
 from typing import Any
 
@@ -51,7 +52,7 @@ class FERModel:
         }
         self.predict.set_max_batch_size(cfg.max_batch_size)
         self.predict.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
-        self.counts = {"requests": 0, "faces": 0, "batches": 0, "largest_batch": 0}
+        self.counts = collections.Counter(requests=0, faces=0, batches=0, largest_batch=0)
         logger.info("serving %s from %s on %s (%s)", art.model_id, art.path, self.device, art.engine_name)
 
     async def info(self) -> dict[str, Any]:
@@ -72,11 +73,8 @@ class FERModel:
         """Per request a ``uint8`` (N, S, S) array of face crops -> per request (N, K) probabilities."""
         sizes = [len(c) for c in chunks]
         faces = np.concatenate(chunks)  # (B, S, S), B = sum(sizes) <= max_batch_size
-        c = self.counts
-        c["requests"] += len(chunks)
-        c["faces"] += len(faces)
-        c["batches"] += 1
-        c["largest_batch"] = max(c["largest_batch"], len(faces))
+        self.counts.update(requests=len(chunks), faces=len(faces), batches=1)
+        self.counts["largest_batch"] = max(self.counts["largest_batch"], len(faces))
         # On a thread, so the replica keeps queueing the next batch while this one runs.
         probs = await asyncio.to_thread(self.artifact.predict_proba, faces, self.device)  # (B, K)
         return np.split(probs, np.cumsum(sizes)[:-1])
