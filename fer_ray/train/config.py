@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -28,6 +29,12 @@ class AugmentConfig:
         object.__setattr__(self, "erase_area", tuple(self.erase_area))  # JSON gives lists
 
 
+# The --help section of each TrainConfig field, named once per section.
+data_setting = functools.partial(setting, group="data")
+recipe_setting = functools.partial(setting, group="recipe")
+scale_setting = functools.partial(setting, group="scale")
+run_setting = functools.partial(setting, group="run")
+
 # How the nested configs appear on the command line: ModelConfig's fields as flat flags (the
 # architecture as --arch: --model names a trained artifact in every other job).
 MODEL_FLAGS = {
@@ -46,11 +53,10 @@ class TrainConfig:
     preprocess: PreprocessConfig = setting(
         help="preprocessing recorded in the artifact (config file only)", default_factory=PreprocessConfig, flag=None
     )
-    augment: AugmentConfig | None = setting(
+    augment: AugmentConfig | None = recipe_setting(
         help="batch augmentation (config file: shift, rotate_deg, scale, flip, erase_p, erase_area; null: none)",
         default_factory=AugmentConfig,
         flag="--no-augment",
-        group="recipe",
     )
     ray: RayConfig = setting(
         help="how the job reaches Ray",
@@ -64,142 +70,121 @@ class TrainConfig:
         bookkeeping=True,
     )
 
-    data: str | None = setting(
+    data: str | None = data_setting(
         None,
         "FER2013 .parquet, fer2013.csv or train/<emotion>/ image folders, local or s3:// "
         "(unset: $FER_RAY_DATA/fer2013/fer2013.parquet, else ../shared/data beside the repo)",
-        group="data",
     )
-    val_fraction: float = setting(
-        0.1, "seeded share of train held out when the source has no validation split", group="data"
+    val_fraction: float = data_setting(0.1, "seeded share of train held out when the source has no validation split")
+    limit: int | None = data_setting(None, "rows per split, for smoke tests only (unset: everything)", bookkeeping=True)
+    labels: Literal["fer2013", "ferplus"] = data_setting(
+        "fer2013", "fer2013: the original labels; ferplus: FER+ crowd majority (our Parquet only)"
     )
-    limit: int | None = setting(
-        None, "rows per split, for smoke tests only (unset: everything)", group="data", bookkeeping=True
-    )
-    labels: Literal["fer2013", "ferplus"] = setting(
-        "fer2013", "fer2013: the original labels; ferplus: FER+ crowd majority (our Parquet only)", group="data"
-    )
-    ferplus_csv: str | None = setting(None, "FER+ fer2013new.csv (unset: beside the Parquet)", group="data")
+    ferplus_csv: str | None = data_setting(None, "FER+ fer2013new.csv (unset: beside the Parquet)")
 
-    epochs: int = setting(30, "joint epochs (all of the model)", group="recipe", resumable=True)
-    pretrain_epochs: int = setting(1, "reconstruction-only epochs before the joint ones (ae_cnn_attn)", group="recipe")
-    batch_size: int = setting(128, "global batch; each worker gets batch_size / workers", group="recipe")
-    optimizer: Literal["adamw", "sgd"] = setting("adamw", "adamw, or sgd (Nesterov)", group="recipe")
-    lr: float = setting(2e-3, "peak learning rate", group="recipe", resumable=True)
-    weight_decay: float = setting(0.05, "weight decay", group="recipe")
-    momentum: float = setting(0.9, "SGD momentum", group="recipe")
-    scheduler: Literal["cosine", "onecycle", "plateau"] = setting(
+    epochs: int = recipe_setting(30, "joint epochs (all of the model)", resumable=True)
+    pretrain_epochs: int = recipe_setting(1, "reconstruction-only epochs before the joint ones (ae_cnn_attn)")
+    batch_size: int = recipe_setting(128, "global batch; each worker gets batch_size / workers")
+    optimizer: Literal["adamw", "sgd"] = recipe_setting("adamw", "adamw, or sgd (Nesterov)")
+    lr: float = recipe_setting(2e-3, "peak learning rate", resumable=True)
+    weight_decay: float = recipe_setting(0.05, "weight decay")
+    momentum: float = recipe_setting(0.9, "SGD momentum")
+    scheduler: Literal["cosine", "onecycle", "plateau"] = recipe_setting(
         "cosine",
         "cosine (linear warm-up), onecycle (cosine warm-up from lr/25) or plateau (on val accuracy)",
-        group="recipe",
         resumable=True,
     )
-    warmup_epochs: float = setting(
-        1.0, "warm-up of cosine/onecycle; OneCycle's usual 15% of 30 epochs is 4.5", group="recipe", resumable=True
+    warmup_epochs: float = recipe_setting(
+        1.0, "warm-up of cosine/onecycle; OneCycle's usual 15% of 30 epochs is 4.5", resumable=True
     )
-    label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy", group="recipe")
-    class_weighting: bool = setting(False, "weight the loss by inverse class frequency", group="recipe")
-    recon_weight: float = setting(0.1, "weight of the reconstruction loss (ae_cnn_attn)", group="recipe")
+    label_smoothing: float = recipe_setting(0.1, "label smoothing of the cross-entropy")
+    class_weighting: bool = recipe_setting(False, "weight the loss by inverse class frequency")
+    recon_weight: float = recipe_setting(0.1, "weight of the reconstruction loss (ae_cnn_attn)")
     # The decoder shapes the latent early on; a decaying weight leaves the latent to the classifier
     # by the end (the paper trains both losses throughout: "constant").
-    recon_schedule: Literal["constant", "linear", "cosine"] = setting(
+    recon_schedule: Literal["constant", "linear", "cosine"] = recipe_setting(
         "constant",
         "reconstruction weight over the joint epochs: constant, or decaying from --recon-weight to 0 at the "
         "last joint epoch (linear or cosine) (ae_cnn_attn)",
-        group="recipe",
     )
     # Resumable because it only says where the teachers are: a resume must match their weights and engine
     # (counts["teachers"]), so a teacher may move, e.g. aside before a better model ships under its name.
-    teachers: tuple[str, ...] = setting(
+    teachers: tuple[str, ...] = recipe_setting(
         (),
         "trained artifacts to distil from (shipped names or paths, comma-separated; unset: none)",
-        group="recipe",
         resumable=True,
     )
-    distill_weight: float = setting(
-        0.5, "share of the loss that matches the teachers (with --teachers)", group="recipe"
+    distill_weight: float = recipe_setting(0.5, "share of the loss that matches the teachers (with --teachers)")
+    distill_temperature: float = recipe_setting(
+        2.0, "softmax temperature of teachers and student in the distillation loss"
     )
-    distill_temperature: float = setting(
-        2.0, "softmax temperature of teachers and student in the distillation loss", group="recipe"
-    )
-    teacher_engine: Literal["torch", "onnx", "onnx-int8"] = setting(
+    teacher_engine: Literal["torch", "onnx", "onnx-int8"] = recipe_setting(
         "torch",
         "what runs the teachers: torch (on the training device, under its autocast) or ONNX Runtime on the CPU "
         "(onnx-int8: ~2x faster than torch bf16 on 2 cores)",
-        group="recipe",
     )
-    teacher_tta: bool = setting(
-        False, "teachers also score the mirrored batch (flip TTA, as the shipped models are scored)", group="recipe"
+    teacher_tta: bool = recipe_setting(
+        False, "teachers also score the mirrored batch (flip TTA, as the shipped models are scored)"
     )
     # Fine-tuning, e.g. an SGDR-style restart with new teachers; as for teachers, a resume checks the
     # recorded model_id, so the path itself may change.
-    init_from: str | None = setting(
+    init_from: str | None = recipe_setting(
         None,
         "trained artifact (shipped name or path) whose weights start the run, e.g. to fine-tune it with new "
         "teachers; same architecture (dropout may differ); unset: random initialisation",
-        group="recipe",
         resumable=True,
     )
-    ema_decay: float = setting(
+    ema_decay: float = recipe_setting(
         0.0,
         "per-step decay of a moving average of the weights that is validated and exported (0: off; e.g. 0.999)",
-        group="recipe",
     )
-    seed: int = setting(0, "seed of initialisation, shuffling, augmentation and held-out splits", group="recipe")
+    seed: int = recipe_setting(0, "seed of initialisation, shuffling, augmentation and held-out splits")
 
-    backend: Literal["ray", "plain"] = setting(
+    backend: Literal["ray", "plain"] = scale_setting(
         "ray",
         "ray: Ray Train; plain: the same recipe in one process without Ray (a GPU box, a laptop)",
-        group="scale",
         resumable=True,
     )
-    workers: int = setting(1, "Ray Train workers", group="scale", resumable=True, resources=True)
-    use_gpu: bool = setting(False, "one GPU per worker", group="scale", resumable=True, resources=True)
-    cpus_per_worker: float = setting(
+    workers: int = scale_setting(1, "Ray Train workers", resumable=True, resources=True)
+    use_gpu: bool = scale_setting(False, "one GPU per worker", resumable=True, resources=True)
+    cpus_per_worker: float = scale_setting(
         1.0,
         "CPUs per worker; fractions leave CPUs for Ray Data on small machines",
-        group="scale",
         resumable=True,
         resources=True,
     )
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = setting(
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = scale_setting(
         "PACK",
         "PACK fills one node first; SPREAD puts workers on different nodes",
-        group="scale",
         resumable=True,
         resources=True,
     )
-    torch_threads: int = setting(
-        0, "PyTorch threads per worker (0: this node's cores / workers)", group="scale", resumable=True, resources=True
+    torch_threads: int = scale_setting(
+        0, "PyTorch threads per worker (0: this node's cores / workers)", resumable=True, resources=True
     )
-    amp: bool = setting(True, "autocast (mixed precision) on GPU", flag="--no-amp", group="scale", resumable=True)
-    cpu_bf16: bool = setting(
+    amp: bool = scale_setting(True, "autocast (mixed precision) on GPU", flag="--no-amp", resumable=True)
+    cpu_bf16: bool = scale_setting(
         False,
         "bf16 autocast on CPU (about 2x faster steps on AVX512-BF16/AMX cores, slower elsewhere)",
-        group="scale",
         resumable=True,
     )
     shuffle_buffer: int = setting(8192, "rows in Ray Data's local shuffle buffer", flag=None, resumable=True)
 
-    run_name: str = setting(
+    run_name: str = run_setting(
         "fer",
         "folder of the run under --storage-path; the same name resumes",
-        group="run",
         default_text="the --arch name",
         bookkeeping=True,
     )
-    storage_path: str = setting(
+    storage_path: str = run_setting(
         "runs",
         "local directory or s3:// (shared storage on multi-node)",
-        group="run",
         resumable=True,
         machine=True,
         bookkeeping=True,
     )
-    keep_checkpoints: int = setting(2, "best checkpoints kept", group="run", resumable=True)
-    max_failures: int = setting(
-        0, "worker failures Ray Train recovers from", group="run", resumable=True, resources=True
-    )
+    keep_checkpoints: int = run_setting(2, "best checkpoints kept", resumable=True)
+    max_failures: int = run_setting(0, "worker failures Ray Train recovers from", resumable=True, resources=True)
     crash_once_at_epoch: int | None = setting(
         None,
         "fault drill for tests: rank 0 exits abruptly halfway through this epoch, once per run dir",

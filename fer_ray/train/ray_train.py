@@ -235,13 +235,10 @@ def _epoch_progress(run_dir: Path | str, total: int, done: int, progress: bool |
             history = json.loads(run_storage.read_text(run_storage.join(run_dir, checkpoints.HISTORY)))
         except FileNotFoundError:
             return  # no epoch finished yet
-        seen = min(seen, len(history))
-        for k in range(seen, len(history)):
+        for k in range(min(seen, len(history)), len(history)):
             best = max(history[: k + 1], key=checkpoints.rank_key)
             logger.info("%s", epoch_line(history[k], total, best, history[k]["epoch_s"]))  # above a bar
-        if len(history) > seen:
-            best = max(history, key=checkpoints.rank_key)
-            bar.set(len(history), val_acc=history[-1]["val_acc"], best=best["val_acc"])
+            bar.set(k + 1, val_acc=history[k]["val_acc"], best=best["val_acc"])
         seen = len(history)
 
     try:

@@ -91,9 +91,9 @@ class SweepConfig:
         return {"model": self.base.model.name, "base": base, "space": self.resolved_space, **asha}
 
 
-def trial_config(base: TrainConfig, params: dict[str, Any], run_name: str = TRAIN_SUBDIR) -> TrainConfig:
-    """The base config with one trial's sampled values (validated by the config classes)."""
-    return replace(apply_params(base, params), run_name=run_name)
+def trial_config(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
+    """The base config with one trial's sampled values (validated by the config classes), its run in the trial's dir."""
+    return replace(apply_params(base, params), run_name=TRAIN_SUBDIR)
 
 
 @dataclass(frozen=True)
