@@ -195,8 +195,8 @@ def _add_flag(g, f: dataclasses.Field, tp: Any, meta: Mapping[str, Any], dest: s
         many = typing.get_origin(inner) is tuple
         metavar = meta.get("metavar", f.name.upper())
         pos_help = _with_default(help_text, shown) if not meta.get("flag") else f"same as {meta['flag']}"
-        positional = {k: v for k, v in kw.items() if k != "dest"}
-        g.add_argument(dest, metavar=metavar, nargs="*" if many else "?", help=_esc(pos_help), **positional)
+        nargs = "*" if many else "?"
+        g.add_argument(dest, metavar=metavar, nargs=nargs, help=_esc(pos_help), default=argparse.SUPPRESS, action=_Set)
         if not meta.get("flag"):
             return
         kw.update(extend=many, metavar=metavar, type=str)
@@ -219,7 +219,7 @@ def _add_flag(g, f: dataclasses.Field, tp: Any, meta: Mapping[str, Any], dest: s
         if choices:
             kw["choices"] = choices
             kw["metavar"] = kw["metavar"] or "{" + ",".join(map(str, choices)) + "}"
-        kw["metavar"] = kw["metavar"] or _dash(f.name).upper().replace("-", "_")
+        kw["metavar"] = kw["metavar"] or f.name.upper()
     deprecated = tuple(meta.get("deprecated", ()))
     aliases = tuple(meta.get("aliases", ()))
     if deprecated:
