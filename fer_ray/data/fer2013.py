@@ -13,9 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from fer_ray.data.ferplus import LABEL_SETS
-from fer_ray.data.ferplus import load as ferplus_load
-from fer_ray.data.ferplus import relabel as ferplus_relabel
+from fer_ray.data import ferplus
 from fer_ray.data.listing import list_images_and_settings
 from fer_ray.data.s3 import S3Settings, is_s3_uri, resolve_filesystem
 from fer_ray.data.sources import dataset_from_listing
@@ -45,9 +43,9 @@ FERPLUS_JOIN_COLUMNS = ("csv_index", "csv_index_ambiguous")
 PARQUET_COLUMNS = ("image", "label", "emotion", "usage", "source_name")  # what the readers take from our Parquet
 
 
-def parquet_rows(batch: pd.DataFrame, splits: tuple[str, ...] | None, ferplus=None) -> pd.DataFrame:
+def parquet_rows(batch: pd.DataFrame, splits: tuple[str, ...] | None, votes=None) -> pd.DataFrame:
     """Our Parquet's columns as :data:`SOURCE_COLUMNS` (with Ray Data or, for plain training, without);
-    ``ferplus`` (:func:`fer_ray.data.ferplus.load`) swaps in FER+ labels, dropping the rows that have none."""
+    ``votes`` (:func:`fer_ray.data.ferplus.load`) swap in FER+ labels, dropping the rows that have none."""
     out = pd.DataFrame(
         {
             "image": batch["image"],
@@ -58,9 +56,9 @@ def parquet_rows(batch: pd.DataFrame, splits: tuple[str, ...] | None, ferplus=No
             "path": batch["source_name"],
         }
     )
-    if ferplus is not None:
+    if votes is not None:
         join = [c for c in FERPLUS_JOIN_COLUMNS if c in batch]
-        out = ferplus_relabel(out.assign(**{c: batch[c] for c in join}), *ferplus).drop(columns=join)
+        out = ferplus.relabel(out.assign(**{c: batch[c] for c in join}), *votes).drop(columns=join)
     if splits is not None:
         out = out[out["split"].isin(splits)]
     return out
@@ -68,8 +66,8 @@ def parquet_rows(batch: pd.DataFrame, splits: tuple[str, ...] | None, ferplus=No
 
 def parquet_columns(path: str, filesystem=None, labels: str = "fer2013") -> list[str]:
     """Columns to read: FER+ labels also need the ``csv_index`` join columns (the ambiguity flag if present)."""
-    if labels not in LABEL_SETS:
-        raise ValueError(f"labels must be one of {list(LABEL_SETS)}, got {labels!r}")
+    if labels not in ferplus.LABEL_SETS:
+        raise ValueError(f"labels must be one of {list(ferplus.LABEL_SETS)}, got {labels!r}")
     if labels == "fer2013":
         return list(PARQUET_COLUMNS)
     names = pq.read_schema(path, filesystem=filesystem).names
@@ -91,7 +89,7 @@ def read_fer_parquet(
     pyarrow alone ignores ``AWS_ENDPOINT_URL``). ``usage`` keeps the original split name beside ``split``,
     so the paper's "test" (PublicTest + PrivateTest) can be rebuilt."""
     splits = _check_splits(splits)
-    ferplus = ferplus_load(str(path), ferplus_csv) if labels == "ferplus" else None
+    votes = ferplus.load(str(path), ferplus_csv) if labels == "ferplus" else None
     if filesystem is None and is_s3_uri(str(path)):
         filesystem, path = resolve_filesystem(str(path), settings)
     import ray.data
@@ -100,7 +98,7 @@ def read_fer_parquet(
     ds = ray.data.read_parquet(path, filesystem=filesystem, **read_kwargs).select_columns(
         parquet_columns(path, filesystem, labels)
     )
-    return ds.map_batches(parquet_rows, fn_kwargs={"splits": splits, "ferplus": ferplus}, batch_format="pandas")
+    return ds.map_batches(parquet_rows, fn_kwargs={"splits": splits, "votes": votes}, batch_format="pandas")
 
 
 def _parse_pixels(text: Any) -> np.ndarray:

@@ -110,12 +110,11 @@ def fetch_bytes(batch: pd.DataFrame, settings: S3Settings | None, max_bytes: int
     """Add an ``image`` column of file bytes to a listing batch; a file that cannot be read (or is larger
     than ``max_bytes``) gets an ``error`` instead, and rows that arrive with one are kept untouched."""
     n = len(batch)
-    paths = batch["path"].tolist()
     sizes = batch["size"].tolist() if "size" in batch else [None] * n
     prior = batch["error"].tolist() if "error" in batch else [None] * n
     images: list[bytes | None] = [None] * n
     errors: list[str | None] = [None if pd.isna(e) or e == "" else str(e) for e in prior]
-    for i, path in enumerate(paths):
+    for i, path in enumerate(batch["path"].tolist()):
         if errors[i] is not None:
             continue
         size = None if pd.isna(sizes[i]) else int(sizes[i])

@@ -94,11 +94,10 @@ def fingerprint(source: str | os.PathLike) -> str:
     """A short, stable identity of a data source: sha256 of a file, or of a local tree's names and sizes;
     a remote one's URI (hashing it would read the bucket)."""
     s = str(source)
+    if "://" in s:
+        return "uri:" + hashlib.sha256(s.encode()).hexdigest()[:16]
     p = Path(s)
     h = hashlib.sha256()
-    if "://" in s:
-        h.update(s.encode())
-        return "uri:" + h.hexdigest()[:16]
     if p.is_file():
         with open(p, "rb") as f:
             while block := f.read(1 << 20):
