@@ -75,10 +75,25 @@ def labels_of(artifacts: list[Artifact]) -> list[str]:
 
 
 def photo_tables(artifacts: list[Artifact], folder: str | Path, out_dir: str | Path) -> list[tuple[str, list[dict]]]:
-    """(model name, Table 5) of each artifact on a folder of whole-face photos, written as ``<model>_photos.json``."""
+    """(model name, Table 5) of each artifact: per-class percentages for each image of a folder of external
+    (whole-face) photos, written as ``<model>_photos.json``."""
+    from fer_ray.preprocess import ImageDecodeError, preprocess_bytes
+
     tables = []
     for art in artifacts:
-        rows = external_photos(art, folder)
+        rows = []
+        for p in sorted(Path(folder).iterdir()):
+            if not p.is_file():
+                continue
+            try:
+                face = preprocess_bytes(p.read_bytes(), art.preprocess)
+            except ImageDecodeError as e:
+                rows.append({"path": str(p), "error": str(e)})
+                continue
+            probs = art.predict_proba(face[None])  # (1, K)
+            top = outputs(probs, art.uncertain_below).top[0]
+            percent = {e: round(float(v) * 100, 1) for e, v in zip(EMOTIONS, probs[0], strict=True)}
+            rows.append({"path": str(p), **percent, "top": EMOTIONS[int(top)]})
         (Path(out_dir) / f"{art.model_config.name}_photos.json").write_text(json.dumps(rows, indent=2))
         tables.append((art.model_config.name, rows))
     return tables
@@ -214,31 +229,6 @@ def engine_results(
                 "accuracy_single": acc["val_accuracy_single"],
                 "accuracy_flip_tta": acc["val_accuracy_flip_tta"],
                 "top1_agreement_with_first": agree,
-            }
-        )
-    return rows
-
-
-def external_photos(artifact: Artifact, folder: str | Path) -> list[dict[str, Any]]:
-    """Table 5: per-class percentages for each image of a folder of external (whole-face) photos."""
-    from fer_ray.preprocess import ImageDecodeError, preprocess_bytes
-
-    rows = []
-    for p in sorted(Path(folder).iterdir()):
-        if not p.is_file():
-            continue
-        try:
-            face = preprocess_bytes(p.read_bytes(), artifact.preprocess)
-        except ImageDecodeError as e:
-            rows.append({"path": str(p), "error": str(e)})
-            continue
-        probs = artifact.predict_proba(face[None])  # (1, K)
-        top = outputs(probs, artifact.uncertain_below).top[0]
-        rows.append(
-            {
-                "path": str(p),
-                **{e: round(float(v) * 100, 1) for e, v in zip(EMOTIONS, probs[0], strict=True)},
-                "top": EMOTIONS[int(top)],
             }
         )
     return rows

@@ -116,9 +116,8 @@ def plot_asha(trials: list[dict[str, Any]], max_t: int, grace: int, title: str) 
         if stopped:
             ax.plot(x[-1], y[-1], "x", color=line.get_color(), ms=9, mew=2)
     ax.axvline(grace, color="grey", lw=0.8, ls=":", label=f"grace period ({grace})")
-    ax.set_xlabel("joint epoch (pretraining epochs not counted)")
-    ax.set_ylabel("validation accuracy (PublicTest)")
-    ax.set_xlim(0.8, max_t + 0.2)
+    x_label, y_label = "joint epoch (pretraining epochs not counted)", "validation accuracy (PublicTest)"
+    ax.set(xlabel=x_label, ylabel=y_label, xlim=(0.8, max_t + 0.2))
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_title(title + "  (dashed + x: stopped by ASHA)", fontsize=9)
     ax.grid(alpha=0.3)
