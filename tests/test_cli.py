@@ -360,7 +360,7 @@ def test_score_exit_codes_and_nothing_written_for_no_images(tmp_path, capsys):
     out = tmp_path / "out"
     assert main([str(tmp_path / "empty"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no image files" in err[0], err
+    assert len(err) == 1 and "no image or video files" in err[0], err
     assert not out.exists()
 
 

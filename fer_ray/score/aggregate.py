@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from fer_ray.data.fetch import is_transient_error
 from fer_ray.labels import EMOTIONS
 from fer_ray.score.config import REPORT_ROWS
 from fer_ray.score.schema import STATUSES
 from fer_ray.score.store import OutputStore, key_hash
+from fer_ray.video.config import VideoConfig
+from fer_ray.video.report import TRACK_COLUMNS, VideoCounts, is_video_row
 
 logger = logging.getLogger(__name__)
 
@@ -188,10 +189,8 @@ class LeastConfident:
 
 
 def _read_part(store: OutputStore, part: str) -> pd.DataFrame:
-    try:
-        return store.read_part(part, [*_COLUMNS, "uncertain"]).to_pandas()
-    except pa.ArrowInvalid:  # part files written before rows had the flag
-        return store.read_part(part, _COLUMNS).to_pandas()
+    names = set(store.read_schema(part).names)  # part files written before rows had the flag or video columns
+    return store.read_part(part, [c for c in [*_COLUMNS, "uncertain", *TRACK_COLUMNS] if c in names]).to_pandas()
 
 
 def summarize(
@@ -199,8 +198,10 @@ def summarize(
     listing: pd.DataFrame | None = None,
     run: dict[str, Any] | None = None,
     max_rows: int | None = None,
+    video: VideoConfig | None = None,
 ) -> dict[str, Any]:
     """Aggregate every part file of ``store``; counts cover the inputs of ``listing`` (default: the last run's).
+    Video rows are counted apart (:class:`~fer_ray.video.report.VideoCounts`); ``video`` joins their tracks.
 
     :data:`NOT_IN_SUMMARY_JSON`: ``least_confident`` (report.html's per-image table, ``max_rows`` images)
     and ``input_root`` (the deepest directory holding every image, which the report shows paths under).
@@ -209,13 +210,27 @@ def summarize(
         listing = store.read_inputs()
     if run is None:
         run = store.latest_run() or {}
+    video_cfg = video or store.video_config()
+    video_listing = None
+    if listing is not None:
+        in_video = is_video_row(listing)
+        listing, video_listing = listing[~in_video], listing[in_video]
     listed = np.unique(key_hash(listing)) if listing is not None else None
+    listed_videos = np.unique(key_hash(video_listing)) if video_listing is not None else None
 
     c = Counts()
+    videos = VideoCounts()
     table = LeastConfident(REPORT_ROWS if max_rows is None else max_rows)
     parts = store.part_files()
     for part in parts:
         df = _read_part(store, part)
+        in_video = is_video_row(df)
+        if in_video.any():
+            vdf, df = df[in_video], df[~in_video]
+            vh = key_hash(vdf)
+            keep = np.isin(vh, listed_videos) if listed_videos is not None else np.ones(len(vdf), dtype=bool)
+            c.other_rows += int((~keep).sum())
+            videos.add(vdf[keep], vh[keep])
         h = key_hash(df)
         if listed is not None:
             keep = np.isin(h, listed)
@@ -232,7 +247,14 @@ def summarize(
     images_in = int(len(listed)) if listed is not None else int(len(uniq))
     image_rows_out = int(len(uniq))
 
-    common = os.path.commonprefix([d.split("/") for d in c.per_dir_images]) or []  # the input root's parts
+    video_summary, tracks = videos.summary(video_listing, video_cfg)
+    has_videos = bool(video_summary["video_segments_in"] or video_summary["video_rows"])
+    videos_complete = (
+        video_summary["video_segments_out"] == video_summary["video_segments_in"]
+        and not (video_summary["duplicate_segments"])
+    )
+    dirs = list(c.per_dir_images) or [v["path"].rpartition("/")[0] for v in video_summary["videos"]]
+    common = os.path.commonprefix([d.split("/") for d in dirs]) or []  # the input root's parts
     # each directory -> its top-level folder: the first part below the input root
     folder_of = {d: (d.split("/")[len(common) :] or [TOP_LEVEL])[0] for d in c.per_dir_images}
     by_folder_images: Counter = Counter()
@@ -251,7 +273,12 @@ def summarize(
     summary: dict[str, Any] = {
         "out": store.uri,
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "complete": bool(image_rows_out == images_in and duplicates == 0),
+        "complete": bool(
+            image_rows_out == images_in
+            and duplicates == 0
+            and videos_complete
+            and not video_summary["duplicate_segments"]
+        ),
         "images_in": images_in,
         "image_rows_out": image_rows_out,
         "duplicate_images": duplicates,
@@ -294,6 +321,8 @@ def summarize(
         "last_run": run,
         "least_confident": {"max_rows": table.max_rows, "images_with_faces": table.images, "rows": table.rows()},
         "input_root": "/".join(common),
+        **(video_summary if has_videos else {}),
+        "person_tracks": tracks,
     }
     if not summary["complete"]:
         logger.warning(
@@ -306,4 +335,4 @@ def summarize(
 
 
 # Entries of the summary that report.html and the terminal use but summary.json leaves out.
-NOT_IN_SUMMARY_JSON = ("least_confident", "input_root")
+NOT_IN_SUMMARY_JSON = ("least_confident", "input_root", "person_tracks")

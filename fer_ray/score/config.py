@@ -11,6 +11,7 @@ from fer_ray.data.s3 import S3Settings
 from fer_ray.inference.engine import ENGINES, check_engine
 from fer_ray.inference.shipped import MODEL_HELP
 from fer_ray.runtime import RayConfig
+from fer_ray.video.config import VideoConfig
 
 Detector = Literal["yunet", "haar"]
 DETECTORS: tuple[str, ...] = Detector.__args__
@@ -107,6 +108,9 @@ class ScoreConfig:
     )
     detect: DetectConfig = setting(
         help="face detection", default_factory=DetectConfig, flatten=True, group="face detection"
+    )
+    video: VideoConfig = setting(
+        help="video sampling and tracking", default_factory=VideoConfig, flatten=True, group="video"
     )
 
     images_per_task: int = setting(32, "images per CPU task (read, decode, detect, crop)", group="scale")

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from fer_ray.data.listing import list_images_and_settings
+from fer_ray.data.listing import IMAGE_EXTENSIONS, list_images_and_settings
 from fer_ray.data.s3 import S3Settings
 from fer_ray.progress import Poller, Progress, ProgressCounter, progress_mode, without_ray_data_bars
 from fer_ray.runtime import LOCAL, init_ray, resolve_address
@@ -40,6 +40,8 @@ from fer_ray.score.run_lock import RunLock
 from fer_ray.score.stages import FacePredictor, FusedScorer, artifact_files, prepare_images
 from fer_ray.score.store import CONFIG_FILE, PART_PREFIX, ROWS_DIR, RUNS_DIR, OutputStore, ScanResult, key_hash
 from fer_ray.storage import is_remote
+from fer_ray.video.config import VIDEO_EXTENSIONS
+from fer_ray.video.stage import expand_segments
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +141,13 @@ def build_dataset(
     import ray.data
 
     step = plan.block_rows
-    blocks = [pa.Table.from_pandas(todo.iloc[i : i + step], preserve_index=False) for i in range(0, len(todo), step)]
+    segments = todo["segment"].notna().to_numpy() if "segment" in todo else np.zeros(len(todo), dtype=bool)
+    if segments.any():  # a video segment is a task of its own; blocks stay whole (no batch_size bundles them)
+        step = min(step, cfg.batch_size if plan.fused else cfg.images_per_task)
+    images, videos = todo[~segments], todo[segments]
+    cuts = [(images, i, i + step) for i in range(0, len(images), step)]
+    cuts += [(videos, i, i + 1) for i in range(len(videos))]
+    blocks = [pa.Table.from_pandas(df.iloc[a:b], preserve_index=False) for df, a, b in cuts]
     ds = ray.data.from_arrow(blocks)
     # On the job's own local Ray no node is lost, and an actor that dies (out of memory, say) would die again:
     # the run fails instead and a rerun resumes where it stopped. Restartable actors would also make Ray
@@ -194,7 +202,8 @@ def _scoring_progress(total: int, progress: bool | None):
 
     def poll() -> None:
         c = ray.get(counter.get.remote(), timeout=10)
-        bar.set(min(c.get("images", 0), total), faces=c.get("faces", 0))
+        done = c.get("images", 0) + c.get("segments_milli", 0) // 1000  # video segments count as inputs
+        bar.set(min(done, total), faces=c.get("faces", 0))
 
     try:
         with Poller(poll, every_s=0.5 if bar.mode == "bar" else 1.0):
@@ -236,12 +245,15 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
     uses_s3 = any(is_remote(p) for p in (*cfg.inputs, cfg.out, cfg.save_crops or ""))
     settings = cfg.s3 or (S3Settings.from_env(credentials=False) if uses_s3 else None)
     # Listing reads metadata only and needs no Ray, nor OUT: inputs that hold no image leave nothing behind.
-    listing, _ = list_images_and_settings(cfg.inputs, settings, allow_local=cfg.allow_local)
+    kept = IMAGE_EXTENSIONS | set(VIDEO_EXTENSIONS)
+    listing, _ = list_images_and_settings(cfg.inputs, settings, cfg.allow_local, kept)
     if listing.empty:
         raise NoInputsError(
-            f"no image files in {', '.join(map(str, cfg.inputs))} (nothing was written to {cfg.out}); "
+            f"no image or video files in {', '.join(map(str, cfg.inputs))} (nothing was written to {cfg.out}); "
             "name folders or files that hold photos"
         )
+    # Each video is probed (its header read) and becomes one listing row per segment: the unit of work and resume.
+    listing = expand_segments(listing, cfg.video, settings)
     store = OutputStore(cfg.out, settings)
     with RunLock(store, run_id, stale_s=cfg.lock_stale_s).acquire(cfg.lock_wait_s) as lock:
         preprocess = dataclasses.replace(
@@ -322,6 +334,7 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
                 "detect": cfg.detect,
                 "whole_image": cfg.whole_image,
                 "save_crops": cfg.save_crops,
+                "video": cfg.video,
             }
             with _scoring_progress(len(todo), progress) as counter:
                 predictor_kwargs = {
@@ -375,5 +388,5 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
         store.write_json(posixpath.join(RUNS_DIR, f"{run_id}.json"), run)
         store.write_json(CONFIG_FILE, {"run_id": run_id, "score": cfg.to_dict(), "preprocess": preprocess.to_dict()})
         store.write_inputs(listing)
-        summary = write_report(store, listing=listing, run=run, max_rows=report_rows)
+        summary = write_report(store, listing=listing, run=run, max_rows=report_rows, video=cfg.video)
         return ScoreResult(out=store.uri, run=run, summary=summary)

@@ -13,6 +13,7 @@ import io
 import os
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -90,8 +91,18 @@ def detect_faces(
     return [box for box, _ in _detect(gray, cfg or DetectConfig(), full_size)]
 
 
+class Face(NamedTuple):
+    box: Box
+    roll: float | None  # degrees; None for Haar, or with ``align`` off
+    landmarks: np.ndarray | None  # (5, 2) eyes, nose tip, mouth corners in original pixels (YuNet); else None
+
+
 def _detect(gray: np.ndarray, cfg: DetectConfig, full_size: tuple[int, int] | None) -> list[tuple[Box, float | None]]:
     """:func:`detect_faces` with each face's roll in degrees, or None (Haar, or ``cfg.align`` off)."""
+    return [(f.box, f.roll) for f in _faces(gray, cfg, full_size)]
+
+
+def _faces(gray: np.ndarray, cfg: DetectConfig, full_size: tuple[int, int] | None) -> list[Face]:
     import cv2
 
     h, w = gray.shape[:2]
@@ -101,20 +112,24 @@ def _detect(gray: np.ndarray, cfg: DetectConfig, full_size: tuple[int, int] | No
     small = gray
     if size != (w, h):
         small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)  # area averaging: no aliasing
-    found, rolls = (_haar(small, cfg, scale), None) if cfg.detector == "haar" else _yunet_boxes(small, cfg)
-    if rolls is None or not cfg.align:
+    if cfg.detector == "haar":
+        found = _haar(small, cfg, scale)
+        rolls, marks = [None] * len(found), [None] * len(found)
+    else:
+        found, rolls, marks = _yunet_boxes(small, cfg)
+    if not cfg.align:
         rolls = [None] * len(found)
     sx, sy = full_w / size[0], full_h / size[1]
-    faces: list[tuple[Box, float | None]] = []
-    for (x, y, bw, bh), roll in zip(found, rolls, strict=True):
+    faces: list[Face] = []
+    for (x, y, bw, bh), roll, mark in zip(found, rolls, marks, strict=True):
         x0, y0 = int(round(x * sx)), int(round(y * sy))
         x1, y1 = int(round((x + bw) * sx)), int(round((y + bh) * sy))
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(full_w, x1), min(full_h, y1)
         if x1 > x0 and y1 > y0 and max(x1 - x0, y1 - y0) >= cfg.min_face * MIN_FACE_SLACK:
-            faces.append(((x0, y0, x1 - x0, y1 - y0), roll))
+            faces.append(Face((x0, y0, x1 - x0, y1 - y0), roll, None if mark is None else mark * (sx, sy)))
     if len(faces) > cfg.max_faces:
-        faces = sorted(faces, key=lambda f: f[0][2] * f[0][3], reverse=True)[: cfg.max_faces]
-    return sorted(faces, key=lambda f: (f[0][0], f[0][1]))
+        faces = sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)[: cfg.max_faces]
+    return sorted(faces, key=lambda f: (f.box[0], f.box[1]))
 
 
 def _haar(small: np.ndarray, cfg: DetectConfig, scale: float) -> np.ndarray:
@@ -131,7 +146,7 @@ def _haar(small: np.ndarray, cfg: DetectConfig, scale: float) -> np.ndarray:
     return np.asarray(found, dtype=np.float64).reshape(-1, 4)
 
 
-def _yunet_boxes(small: np.ndarray, cfg: DetectConfig) -> tuple[np.ndarray, list[float]]:
+def _yunet_boxes(small: np.ndarray, cfg: DetectConfig) -> tuple[np.ndarray, list[float], np.ndarray]:
     import cv2
 
     h, w = small.shape[:2]
@@ -139,14 +154,15 @@ def _yunet_boxes(small: np.ndarray, cfg: DetectConfig) -> tuple[np.ndarray, list
     det.setInputSize((w, h))
     _, found = det.detect(cv2.cvtColor(small, cv2.COLOR_GRAY2BGR))  # rows: x, y, w, h, 5 landmarks, score
     if found is None:
-        return np.zeros((0, 4)), []
+        return np.zeros((0, 4)), [], np.zeros((0, 5, 2))
     # YuNet boxes are taller than wide; FER2013 faces are square: a square on the box's centre keeps
     # the face's proportions when face_input resizes the crop to S x S.
     x, y, w, h = (found[:, i].astype(np.float64) for i in range(4))
     side = np.maximum(w, h) * YUNET_BOX_SCALE
     # Landmarks 0 and 1 are the subject's right and left eye (image left, image right): their tilt is the roll.
     rolls = np.degrees(np.arctan2(found[:, 7] - found[:, 5], found[:, 6] - found[:, 4]))
-    return np.stack([x + (w - side) / 2, y + (h - side) / 2, side, side], axis=1), [float(r) for r in rolls]
+    boxes = np.stack([x + (w - side) / 2, y + (h - side) / 2, side, side], axis=1)
+    return boxes, [float(r) for r in rolls], found[:, 4:14].astype(np.float64).reshape(-1, 5, 2)
 
 
 def face_crop(gray: np.ndarray, box: Box, roll: float | None, preprocess: PreprocessConfig) -> np.ndarray:
@@ -199,6 +215,18 @@ def faces_from_bytes(
     return boxes, crops, size
 
 
+def faces_in_frame(
+    gray: np.ndarray, detect: DetectConfig, preprocess: PreprocessConfig, whole_image: bool = False
+) -> tuple[list[Box | None], list[np.ndarray], list[np.ndarray | None]]:
+    """A decoded video frame (``uint8`` (H, W), full size) -> (boxes, crops, landmarks): :func:`faces_from_bytes`'s
+    answer plus YuNet's landmarks, which the video tracker uses to tell apart faces whose boxes overlap."""
+    if whole_image:
+        return [None], [face_input(gray, None, preprocess)], [None]
+    faces = _faces(gray, detect, None)
+    crops = [face_crop(gray, f.box, f.roll, preprocess) for f in faces]
+    return [f.box for f in faces], crops, [f.landmarks for f in faces]
+
+
 def crop_scale(face_side: int, preprocess: PreprocessConfig) -> float:
     """Decode scale at which a face of ``face_side`` original pixels (plus margins) spans CROP_OVERSAMPLE x S pixels."""
     return CROP_OVERSAMPLE * preprocess.image_size / (face_side * (1 + 2 * preprocess.face_margin))
@@ -225,4 +253,4 @@ def _decode_for_detection(data, detect: DetectConfig, preprocess: PreprocessConf
     return decode_image_scaled(data, preprocess.max_pixels, scale)
 
 
-__all__ = ["Box", "detect_faces", "face_crop", "faces_from_bytes", "is_face_crop"]
+__all__ = ["Box", "Face", "detect_faces", "face_crop", "faces_from_bytes", "faces_in_frame", "is_face_crop"]

@@ -20,6 +20,8 @@ from fer_ray.labels import EMOTIONS
 from fer_ray.score.aggregate import NOT_IN_SUMMARY_JSON, summarize
 from fer_ray.score.schema import STATUSES
 from fer_ray.score.store import REPORT_FILE, SUMMARY_FILE, OutputStore
+from fer_ray.video.config import VideoConfig
+from fer_ray.video.report import videos_html, write_tracks
 
 logger = logging.getLogger(__name__)
 
@@ -304,6 +306,8 @@ def render_html(summary: dict[str, Any]) -> str:
             for model, m in s["by_model"].items()
         ]
         parts.append(_table(rows, ("model", "images", "faces", "mean confidence", *EMOTIONS)))
+    if s.get("videos_in"):
+        parts += ["<h2>Videos</h2>", videos_html(s, lambda p: relative(p, root))]
     if (s.get("least_confident") or {}).get("max_rows"):
         parts += ["<h2>Images, least confident first</h2>", _image_table(s["least_confident"], root)]
     parts.append("<h2>Errors</h2>")
@@ -354,6 +358,11 @@ def format_table(summary: dict[str, Any]) -> str:
         f"complete: {'yes' if s['complete'] else 'NO'}",
         f"{'status':<10} ok {st['ok']:,}  no_face {st['no_face']:,}  error {st['error']:,}",
     ]
+    if s.get("videos_in"):
+        lines.append(
+            f"{'videos':<10} {s['videos_in']:,} ({s['video_segments_out']:,}/{s['video_segments_in']:,} segments, "
+            f"{s['frames_sampled']:,} frames, {s['video_faces']:,} faces, {s['tracks']:,} person tracks)"
+        )
     run = s.get("last_run") or {}
     if run:
         lines.append(f"{'this run':<10} {throughput_line(run)}")
@@ -366,15 +375,18 @@ def write_report(
     listing: pd.DataFrame | None = None,
     run: dict[str, Any] | None = None,
     max_rows: int | None = None,
+    video: VideoConfig | None = None,
 ) -> dict[str, Any]:
-    """(Re)build ``summary.json`` and ``report.html`` (``max_rows`` images in its table) in ``out``; returns summary."""
+    """(Re)build ``summary.json``, ``report.html`` (``max_rows`` images in its table) and, with videos,
+    ``tracks/tracks.parquet`` in ``out``; returns the summary."""
     store = out if isinstance(out, OutputStore) else OutputStore(out, settings)
     if not store.part_files() and store.read_inputs() is None:
         raise FileNotFoundError(
             f"{store.uri} holds no fer_ray scoring output (no rows/part-*.parquet); "
             "run `python jobs/score.py INPUT... --out OUT` first"
         )
-    summary = summarize(store, listing, run, max_rows)
+    summary = summarize(store, listing, run, max_rows, video)
+    write_tracks(store, summary["person_tracks"])
     store.write_json(SUMMARY_FILE, {k: v for k, v in summary.items() if k not in NOT_IN_SUMMARY_JSON})
     store.write_bytes(REPORT_FILE, render_html(summary).encode())
     logger.info("wrote %s and %s", store.uri_of(SUMMARY_FILE), store.uri_of(REPORT_FILE))

@@ -27,7 +27,18 @@ _PREPARED_FIELDS = [
     ("status", pa.string()),
     ("error", pa.string()),
 ]
-PREPARED_SCHEMA = pa.schema([*_PREPARED_FIELDS, ("face", pa.binary())])  # face: uint8 (S, S) bytes
+# Video rows (fer_ray.video): null on images. A segment is the unit of work and of resume; its key adds
+# the segment and how the video was cut and sampled, so a rerun at another --fps or --segment-s rescores.
+VIDEO_FIELDS = [
+    ("segment", pa.int32()),
+    ("frame_index", pa.int64()),  # in the video stream, from 0
+    ("timestamp_s", pa.float64()),  # of the frame, from the video's start
+    ("track_id", pa.int32()),  # the face's track within its segment; tracks/ joins them across segments
+    ("sample_fps", pa.float64()),  # --fps of the run (0: every frame)
+    ("segment_s", pa.float64()),  # --segment-s of the run
+    ("segment_rows", pa.int32()),  # rows of the segment in all: what the exactly-once check counts
+]
+PREPARED_SCHEMA = pa.schema([*_PREPARED_FIELDS, *VIDEO_FIELDS, ("face", pa.binary())])  # face: uint8 (S, S) bytes
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -51,5 +62,6 @@ OUTPUT_SCHEMA = pa.schema(
         ("run_id", pa.string()),
         ("size", pa.int64()),
         ("mtime", pa.float64()),
+        *VIDEO_FIELDS,
     ]
 )

@@ -32,6 +32,8 @@ from fer_ray.preprocess import ImageDecodeError, PreprocessConfig
 from fer_ray.score.config import DetectConfig
 from fer_ray.score.faces import faces_from_bytes
 from fer_ray.score.schema import OUTPUT_SCHEMA, PREPARED_SCHEMA, PROB_COLUMNS
+from fer_ray.video.config import VideoConfig
+from fer_ray.video.stage import prepare_segment
 
 if TYPE_CHECKING:
     from fer_ray.inference.artifact import Artifact
@@ -60,9 +62,11 @@ def prepare_images(
     detect: DetectConfig | None = None,
     whole_image: bool = False,
     save_crops: str | None = None,
+    video: VideoConfig | None = None,
 ) -> pa.Table:
     """Listing rows (path, size, mtime, error) -> :data:`PREPARED_SCHEMA` rows, one per face. Files are read a few
-    at a time (``FETCH_BUDGET_BYTES`` by their listed sizes, or one): a task never holds a block of big photos."""
+    at a time (``FETCH_BUDGET_BYTES`` by their listed sizes, or one): a task never holds a block of big photos.
+    Rows with a ``segment`` are video segments (:func:`fer_ray.video.stage.expand_segments`), streamed from the file."""
     pp = preprocess or PreprocessConfig()
     detect = detect or DetectConfig()
     cols: dict[str, list[Any]] = {name: [] for name in PREPARED_SCHEMA.names}
@@ -76,7 +80,13 @@ def prepare_images(
     if save_crops:
         crops_to = resolve_filesystem(save_crops, settings)
         crops_to[0].create_dir(crops_to[1], recursive=True)
-    listing = batch[["path", "size", "mtime", "error"]].reset_index(drop=True)
+    segments = batch["segment"].notna().to_numpy() if "segment" in batch else np.zeros(len(batch), dtype=bool)
+    for row in batch[segments].to_dict("records"):
+        first = len(cols["path"])
+        on_crop = functools.partial(_save_crop, *crops_to, str(row["path"])) if crops_to else None
+        prepare_segment(row, emit, settings, pp, detect, video or VideoConfig(), whole_image, on_crop)
+        cols["segment_rows"][first:] = [len(cols["path"]) - first] * (len(cols["path"]) - first)
+    listing = batch.loc[~segments, ["path", "size", "mtime", "error"]].reset_index(drop=True)
     for chunk in _fetch_chunks(listing["size"].tolist(), FETCH_BUDGET_BYTES):
         fetched = fetch_bytes(listing.iloc[chunk], settings, pp.max_bytes)
         records = zip(*(fetched[c].tolist() for c in ("path", "size", "mtime", "error", "image")), strict=True)
@@ -209,9 +219,14 @@ class FacePredictor:
         for name, value in constant.items():
             out[name] = pa.array([value] * n, OUTPUT_SCHEMA.field(name).type)
         if self.progress is not None and n:
-            # an image's first row has face_index 0 (a face) or null (no_face / error): one per image
+            # an image's first row has face_index 0 (a face) or null (no_face / error): one per image; a video
+            # segment's rows count 1/segment_rows each (in thousandths: the counter adds integers)
             face_index = batch.column("face_index").to_numpy(zero_copy_only=False)
-            self.progress.add.remote(images=int((~(face_index > 0)).sum()), faces=int(ok.sum()))
+            segment_rows = batch.column("segment_rows").to_numpy(zero_copy_only=False).astype(np.float64)
+            video = ~np.isnan(segment_rows)
+            images = int((~(face_index > 0) & ~video).sum())
+            milli = int(round(1000 * (1 / segment_rows[video]).sum()))
+            self.progress.add.remote(images=images, segments_milli=milli, faces=int(ok.sum()))
         return pa.table({f.name: out[f.name] for f in OUTPUT_SCHEMA}, schema=OUTPUT_SCHEMA)
 
 

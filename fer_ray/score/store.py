@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from fer_ray.data.fetch import is_transient_error
 from fer_ray.data.s3 import S3Settings, resolve_filesystem
 from fer_ray.storage import is_remote
+from fer_ray.video.config import VideoConfig
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ LOCK_FILE = "lock.json"
 PART_PREFIX = "part-"
 KEY_COLUMNS = ("path", "size", "mtime")
 _SCAN_COLUMNS = [*KEY_COLUMNS, "faces"]
-_SCAN_OPTIONAL = ["status", "error", "model_id"]  # absent in hand-made or very old part files
+# absent in hand-made or older part files (the video columns came with video input)
+_SCAN_OPTIONAL = ["status", "error", "model_id", "segment", "sample_fps", "segment_s", "segment_rows"]
+VIDEO_KEY_COLUMNS = ("segment", "segment_s", "sample_fps")
 
 
 def _hash(columns: dict[str, np.ndarray]) -> np.ndarray:
@@ -54,14 +57,28 @@ def _hash(columns: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def key_hash(df: pd.DataFrame) -> np.ndarray:
-    """64-bit hash per row of the resume key (path, size, mtime); missing size/mtime hash as -1."""
-    return _hash(
-        {
-            "path": df["path"].astype(str).to_numpy(),
-            "size": pd.to_numeric(df["size"]).fillna(-1).astype(np.int64).to_numpy(),
-            "mtime": pd.to_numeric(df["mtime"]).astype(np.float64).fillna(-1.0).to_numpy(),
-        }
-    )
+    """64-bit hash per row of the resume key (path, size, mtime; a video segment adds :data:`VIDEO_KEY_COLUMNS`);
+    missing size/mtime hash as -1."""
+    keys = {
+        "path": df["path"].astype(str).to_numpy(),
+        "size": pd.to_numeric(df["size"]).fillna(-1).astype(np.int64).to_numpy(),
+        "mtime": pd.to_numeric(df["mtime"]).astype(np.float64).fillna(-1.0).to_numpy(),
+    }
+    h = _hash(keys).copy()
+    video = df["segment"].notna().to_numpy() if "segment" in df else np.zeros(len(df), dtype=bool)
+    if video.any():
+        extra = {c: df[c].to_numpy(dtype=np.float64, na_value=np.nan)[video] for c in VIDEO_KEY_COLUMNS}
+        h[video] = _hash({**{k: v[video] for k, v in keys.items()}, **extra})
+    return h
+
+
+def expected_rows(df: pd.DataFrame) -> np.ndarray:
+    """Rows each row's input has in all: one per face or one (image), or the segment's ``segment_rows`` (video)."""
+    faces = np.maximum(pd.to_numeric(df["faces"]).fillna(0).astype(np.int64).to_numpy(), 1)
+    if "segment_rows" not in df:
+        return faces
+    segment_rows = df["segment_rows"].to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(np.isnan(segment_rows), faces, segment_rows).astype(np.int64)
 
 
 def path_hash(paths: pd.Series) -> np.ndarray:
@@ -125,7 +142,8 @@ class OutputStore:
 
     def write_inputs(self, listing: pd.DataFrame) -> None:
         buf = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pandas(listing[["path", "size", "mtime", "error"]], preserve_index=False), buf)
+        columns = ["path", "size", "mtime", "error", *(c for c in (*VIDEO_KEY_COLUMNS, "end_s") if c in listing)]
+        pq.write_table(pa.Table.from_pandas(listing[columns], preserve_index=False), buf)
         self.write_bytes(INPUTS_FILE, buf.getvalue().to_pybytes())
 
     def read_inputs(self) -> pd.DataFrame | None:
@@ -148,6 +166,16 @@ class OutputStore:
     def part_files(self) -> list[str]:
         """Paths (inside :attr:`fs`) of this job's Parquet part files, sorted."""
         return self._files(ROWS_DIR, PART_PREFIX, ".parquet")
+
+    def read_schema(self, path: str) -> pa.Schema:
+        return pq.read_schema(path, filesystem=self.fs)
+
+    def video_config(self) -> VideoConfig:
+        """The last run's video settings (config.json), so a report rebuilt later joins tracks the same way."""
+        if not self.exists(CONFIG_FILE):
+            return VideoConfig()
+        saved = json.loads(self.read_bytes(CONFIG_FILE)).get("score", {}).get("video") or {}
+        return VideoConfig(**{k: v for k, v in saved.items() if k in VideoConfig.__dataclass_fields__})
 
     def read_part(self, path: str, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(path, filesystem=self.fs, columns=columns)
@@ -196,7 +224,7 @@ class OutputStore:
             parts[p] = pd.DataFrame(
                 {
                     "key": key_hash(df),
-                    "expected": np.maximum(pd.to_numeric(df["faces"]).fillna(0).astype(np.int64).to_numpy(), 1),
+                    "expected": expected_rows(df),
                     "path": path_hash(df["path"]),
                     "transient": error & df["error"].map(is_transient_error).to_numpy(dtype=bool),
                     "model_id": df["model_id"].to_numpy(dtype=object),
@@ -235,7 +263,8 @@ class OutputStore:
         dropped = 0
         for p in self.part_files():
             table = self.read_part(p)
-            hit = np.isin(key_hash(table.select(list(KEY_COLUMNS)).to_pandas()), keys)
+            columns = [c for c in (*KEY_COLUMNS, *VIDEO_KEY_COLUMNS) if c in table.column_names]
+            hit = np.isin(key_hash(table.select(columns).to_pandas()), keys)
             if not hit.any():
                 continue
             kept = table.filter(pa.array(~hit))

@@ -45,9 +45,9 @@ class VideoConfig:
     )
     skip_gops: bool = setting(
         True,
-        "decode only the keyframe groups that hold a sampled frame (same frames, less decoding at low --fps)",
+        "decode every keyframe group, not only those that hold a sampled frame (the same frames, more decoding)",
         flag="--decode-all",
-        default_text="on",
+        default_text="off",
         group="video",
     )
     track_iou: float = setting(
