@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from fer_ray.config import RAY_FLAGS, setting
+from fer_ray.config import RAY_FLAGS, check_at_least, setting
 from fer_ray.data.s3 import S3Settings
 from fer_ray.inference.engine import ENGINES, check_engine
 from fer_ray.inference.shipped import MODEL_HELP
@@ -55,7 +55,7 @@ class DetectConfig:
             raise ValueError(f"scale_factor must be > 1 (e.g. 1.1), got {self.scale_factor}")
         if not 0 < self.score_threshold < 1 or not 0 < self.nms_threshold < 1:
             raise ValueError("score_threshold and nms_threshold must be between 0 and 1 (e.g. 0.7 and 0.3)")
-        _check_at_least(
+        check_at_least(
             self,
             min_neighbors=(0, ""),
             min_face=(1, " pixel"),
@@ -65,14 +65,6 @@ class DetectConfig:
             crop_max_side=(0, " (0 disables)"),
             max_faces=(1, ""),
         )
-
-
-def _check_at_least(cfg: object, **bounds: tuple[float, str]) -> None:
-    """``name=(lowest, note)``: raise when a field that is set lies below its lowest value."""
-    for name, (lowest, note) in bounds.items():
-        value = getattr(cfg, name)
-        if value is not None and value < lowest:
-            raise ValueError(f"{name} must be >= {lowest}{note}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -195,7 +187,7 @@ class ScoreConfig:
         check_engine(self.engine)
         if self.cpus_per_task <= 0 or self.cpus_per_actor < 0:
             raise ValueError("cpus_per_task must be > 0 and cpus_per_actor >= 0")
-        _check_at_least(
+        check_at_least(
             self,
             images_per_task=(1, ""),
             actors=(1, ""),
