@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -96,7 +97,9 @@ def test_videos_and_photos_in_one_run(ray_local, tmp_path, clips, model_dir):
     assert (s["video_segments_in"], s["video_segments_out"]) == (3 + 2 + 1 + 1, 3 + 2 + 1 + 1)
     assert s["frames_sampled"] == 10 + 6 and s["tracks"] == 3
     assert json.loads((out / "summary.json").read_text())["videos_in"] == 4
-    assert "moving.mp4" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    timelines = re.findall(r"<img alt='Timeline of ([^']+)'", page)
+    assert sorted(timelines) == ["clips/moving.mp4", "clips/two.mp4"]  # per video, under the input root
 
 
 def test_video_resume_per_segment_and_rescore_on_change(ray_local, tmp_path, clips, model_dir):

@@ -25,7 +25,7 @@ from fer_ray.score.config import REPORT_ROWS
 from fer_ray.score.schema import STATUSES
 from fer_ray.score.store import OutputStore, key_hash
 from fer_ray.video.config import VideoConfig
-from fer_ray.video.report import TRACK_COLUMNS, VideoCounts, is_video_row
+from fer_ray.video.report import TIMELINE_VIDEOS, TRACK_COLUMNS, VideoCounts, is_video_row, timeline_rows
 
 logger = logging.getLogger(__name__)
 
@@ -323,6 +323,9 @@ def summarize(
         "input_root": "/".join(common),
         **(video_summary if has_videos else {}),
         "person_tracks": tracks,
+        "timeline_rows": timeline_rows(
+            store, parts, [v["path"] for v in video_summary["videos"] if v["tracks"]][:TIMELINE_VIDEOS]
+        ),
     }
     if not summary["complete"]:
         logger.warning(
@@ -335,4 +338,4 @@ def summarize(
 
 
 # Entries of the summary that report.html and the terminal use but summary.json leaves out.
-NOT_IN_SUMMARY_JSON = ("least_confident", "input_root", "person_tracks")
+NOT_IN_SUMMARY_JSON = ("least_confident", "input_root", "person_tracks", "timeline_rows")

@@ -21,7 +21,7 @@ from fer_ray.score.aggregate import NOT_IN_SUMMARY_JSON, summarize
 from fer_ray.score.schema import STATUSES
 from fer_ray.score.store import REPORT_FILE, SUMMARY_FILE, OutputStore
 from fer_ray.video.config import VideoConfig
-from fer_ray.video.report import videos_html, write_tracks
+from fer_ray.video.report import timeline_figures, videos_html, write_tracks
 
 logger = logging.getLogger(__name__)
 
@@ -308,6 +308,8 @@ def render_html(summary: dict[str, Any]) -> str:
         parts.append(_table(rows, ("model", "images", "faces", "mean confidence", *EMOTIONS)))
     if s.get("videos_in"):
         parts += ["<h2>Videos</h2>", videos_html(s, lambda p: relative(p, root))]
+        for title, fig in timeline_figures(s, lambda p: relative(p, root)):
+            parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{png(fig)}'>")
     if (s.get("least_confident") or {}).get("max_rows"):
         parts += ["<h2>Images, least confident first</h2>", _image_table(s["least_confident"], root)]
     parts.append("<h2>Errors</h2>")

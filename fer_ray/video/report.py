@@ -27,6 +27,10 @@ TRACKS_FILE = "tracks/tracks.parquet"
 VIDEO_COLUMNS = ["segment", "segment_s", "sample_fps", "segment_rows", "frame_index", "timestamp_s", "track_id"]
 TRACK_COLUMNS = [*VIDEO_COLUMNS, "x", "y", "w", "h", *PROB_COLUMNS]
 _MAX_VIDEOS = 200  # videos listed one by one in report.html (most tracks first); the rest are counted
+# Videos drawn in full (a timeline per person track) in report.html: the busiest; a few PNGs keep the page small.
+TIMELINE_VIDEOS = 12
+_TIMELINE_TRACKS = 4  # the longest person tracks of a video get a timeline each
+_SMOOTH = 5  # sampled frames in a timeline's centred moving average
 
 
 def is_video_row(df: pd.DataFrame) -> np.ndarray:
@@ -115,6 +119,76 @@ def _per_video(tracks: list[dict[str, Any]], listing: pd.DataFrame | None) -> li
     return sorted(entries, key=lambda e: (-e["tracks"], e["path"]))[:_MAX_VIDEOS]
 
 
+def timeline_rows(store, parts: list[str], paths: list[str]) -> pd.DataFrame:
+    """The rows of a few videos (``paths``), read back from the part files: what their timelines are drawn from.
+
+    A second pass over the part files, reading only these videos' rows: memory follows the videos drawn, not
+    the collection.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = ["path", "segment", "segment_s", "frame_index", "timestamp_s", "track_id", "status", "emotion", "faces"]
+    columns += list(PROB_COLUMNS)
+    frames = []
+    for part in parts if paths else []:
+        names = set(store.read_schema(part).names)
+        if "segment" not in names:
+            continue
+        table = store.read_part(part, [c for c in columns if c in names])
+        table = table.filter(pc.is_in(table["path"], value_set=pa.array(paths, pa.string())))
+        if table.num_rows:
+            frames.append(table.to_pandas())
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def timeline_figures(summary: dict[str, Any], relative) -> list[tuple[str, Any]]:
+    """(title, figure) per drawn video: the smoothed probabilities of each of its longest person tracks over
+    time, and below them the faces per sampled frame, shaded by each segment's dominant emotion."""
+    from fer_ray.score.report import EMOTION_COLORS
+
+    rows: pd.DataFrame = summary.get("timeline_rows")
+    if rows is None or rows.empty:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    by_path: dict[str, list[dict[str, Any]]] = {}
+    for t in summary["person_tracks"]:
+        by_path.setdefault(t["path"], []).append(t)
+    figs = []
+    for path, video in rows.groupby("path", sort=False):
+        people = sorted(by_path.get(path, []), key=lambda t: -t["frames"])[:_TIMELINE_TRACKS]
+        person = {(s, k): t["track_id"] for t in people for s, k in t["segment_tracks"]}
+        ok = video[video["status"] == "ok"].sort_values("timestamp_s")
+        owner = [person.get((int(s), int(k))) for s, k in zip(ok["segment"], ok["track_id"], strict=True)]
+        fig, axes = plt.subplots(len(people) + 1, 1, figsize=(7, 1.4 * len(people) + 1.4), sharex=True, squeeze=False)
+        for ax, t in zip(axes[:-1, 0], people, strict=False):
+            mine = ok[[o == t["track_id"] for o in owner]]
+            for e in EMOTIONS:
+                smooth = mine[f"p_{e}"].astype(float).rolling(_SMOOTH, center=True, min_periods=1).mean()
+                ax.plot(mine["timestamp_s"], smooth, color=EMOTION_COLORS[e], lw=1.2, label=e)
+            ax.set(ylim=(0, 1), ylabel=f"track {t['track_id']}")
+        frames = video.dropna(subset=["frame_index"]).groupby("frame_index")
+        per_frame = frames.agg(t=("timestamp_s", "first"), faces=("faces", "max")).sort_values("t")
+        ax = axes[-1, 0]
+        faces = per_frame["faces"].fillna(0)
+        ax.step(per_frame["t"], faces, where="post", color="#555555")
+        end = float(per_frame["t"].max()) if len(per_frame) else 0.0
+        for segment, seg in ok.groupby("segment"):
+            start = float(segment) * float(seg["segment_s"].iloc[0])
+            span = (start, min(end, start + float(seg["segment_s"].iloc[0])))
+            ax.axvspan(*span, color=EMOTION_COLORS[seg["emotion"].mode().iloc[0]], alpha=0.2)
+        ax.set(ylim=(0, max(1, faces.max()) + 0.5), ylabel="faces")
+        ax.set_xlabel("time (s); shading: each segment's dominant emotion")
+        axes[0, 0].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        axes[0, 0].set_title(f"{relative(path)}: probabilities per person track (moving average of {_SMOOTH} samples)")
+        figs.append((f"Timeline of {relative(path)}", fig))
+    return figs
+
+
 def write_tracks(store, tracks: list[dict[str, Any]]) -> None:
     """``OUT/tracks/tracks.parquet``: one row per person track (rebuilt every run, like the report)."""
     import pyarrow as pa
@@ -146,4 +220,14 @@ def videos_html(s: dict[str, Any], relative) -> str:
     return head + table
 
 
-__all__ = ["TRACKS_FILE", "VIDEO_COLUMNS", "VideoCounts", "is_video_row", "videos_html", "write_tracks"]
+__all__ = [
+    "TIMELINE_VIDEOS",
+    "TRACKS_FILE",
+    "VIDEO_COLUMNS",
+    "VideoCounts",
+    "is_video_row",
+    "timeline_figures",
+    "timeline_rows",
+    "videos_html",
+    "write_tracks",
+]
