@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from fer_ray.config import RAY_FLAGS, check_choices, setting
+from fer_ray.config import RAY_FLAGS, check_at_least, check_choices, setting
 from fer_ray.models.config import ModelConfig
 from fer_ray.preprocess import PreprocessConfig
 from fer_ray.runtime import RayConfig
@@ -202,8 +202,7 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.epochs < 0 or self.pretrain_epochs < 0:
             raise ValueError("epochs and pretrain_epochs must be >= 0")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        check_at_least(self, workers=1)
         if self.batch_size < self.workers:
             raise ValueError(f"batch_size ({self.batch_size}) must be >= workers ({self.workers})")
         if not 0 < self.val_fraction < 1:

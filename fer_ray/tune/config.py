@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fer_ray.config import fields_where, read_config_file, replace, setting
+from fer_ray.config import check_at_least, fields_where, read_config_file, replace, setting
 from fer_ray.train.config import TrainConfig
 from fer_ray.tune.spaces import apply_params, resolve_space
 
@@ -64,8 +64,7 @@ class SweepConfig:
             raise ValueError(
                 f"grace_period must be 1..--epochs ({self.base.epochs}) joint epochs, got {self.grace_period}"
             )
-        if self.reduction_factor < 2:
-            raise ValueError(f"reduction_factor must be >= 2, got {self.reduction_factor}")
+        check_at_least(self, reduction_factor=2)
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
         if not self.name or "/" in self.name:
