@@ -73,7 +73,8 @@ def exit_code(summary: dict) -> int:
     if not summary["complete"]:
         return 1
     images = summary.get("images_by_status") or {}
-    if summary.get("images_in", 0) and images.get("error", 0) == summary["images_in"]:
+    inputs = summary.get("images_in", 0) + summary.get("video_segments_in", 0)
+    if inputs and images.get("error", 0) + summary.get("video_segments_failed", 0) == inputs:
         return 3
     return 0
 

@@ -356,6 +356,9 @@ def test_score_exit_codes_and_nothing_written_for_no_images(tmp_path, capsys):
     assert exit_code({"complete": True, "images_in": 2, "images_by_status": {"no_face": 2}}) == 0
     assert exit_code({"complete": True, "images_in": 2, "images_by_status": {"error": 2}}) == 3
     assert exit_code({"complete": False, "images_in": 2, "images_by_status": {"error": 1}}) == 1
+    videos = {"complete": True, "images_in": 0, "images_by_status": {}, "video_segments_in": 3}
+    assert exit_code({**videos, "video_segments_failed": 3}) == 3  # only videos, none could be read
+    assert exit_code({**videos, "video_segments_failed": 1}) == 0
     (tmp_path / "empty").mkdir()
     out = tmp_path / "out"
     assert main([str(tmp_path / "empty"), "--out", str(out)]) == 2

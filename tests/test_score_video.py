@@ -95,7 +95,7 @@ def test_videos_and_photos_in_one_run(ray_local, tmp_path, clips, model_dir):
     s = res.summary
     assert s["complete"] and s["images_in"] == 2 and s["videos_in"] == 4
     assert (s["video_segments_in"], s["video_segments_out"]) == (3 + 2 + 1 + 1, 3 + 2 + 1 + 1)
-    assert s["frames_sampled"] == 10 + 6 and s["tracks"] == 3
+    assert s["frames_sampled"] == 10 + 6 and s["tracks"] == 3 and s["video_segments_failed"] == 2
     assert json.loads((out / "summary.json").read_text())["videos_in"] == 4
     page = (out / "report.html").read_text()
     timelines = re.findall(r"<img alt='Timeline of ([^']+)'", page)

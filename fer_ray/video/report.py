@@ -45,6 +45,7 @@ class VideoCounts:
     def __init__(self) -> None:
         self.segments: list[pd.DataFrame] = []  # per part: key, rows, expected rows
         self.frames: list[np.ndarray] = []  # per part: a hash per sampled frame with rows
+        self.failed: list[np.ndarray] = []  # per part: keys with an error row of no frame (unopenable, damaged)
         self.rows = 0
         self.emotions: Counter = Counter()
         self.faces = 0
@@ -60,6 +61,7 @@ class VideoCounts:
         self.segments.append(per_key["expected"].agg(["size", "max"]).reset_index())
         frame = df["frame_index"].to_numpy(dtype=np.float64, na_value=np.nan)
         sampled = pd.DataFrame({"k": keys, "f": frame})[~np.isnan(frame)]  # error rows of a segment have no frame
+        self.failed.append(np.unique(keys[np.isnan(frame) & (df["status"].astype(str) == "error").to_numpy()]))
         self.frames.append(np.unique(pd.util.hash_pandas_object(sampled, index=False)))
         ok = df[df["status"].astype(str) == "ok"]
         self.faces += len(ok)
@@ -84,6 +86,8 @@ class VideoCounts:
             "video_segments_in": int(len(listed)),
             "video_segments_out": int(np.isin(listed, complete).sum()),
             "duplicate_segments": int((seg["rows"] > seg["expected"]).sum()),
+            # videos that could not be opened, and segments that broke off with an error
+            "video_segments_failed": int(np.isin(listed, np.concatenate(self.failed)).sum()) if self.failed else 0,
             "frames_sampled": int(len(frames)),
             "video_rows": self.rows,
             "video_faces": self.faces,
