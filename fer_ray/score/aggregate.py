@@ -251,7 +251,7 @@ def summarize(
     has_videos = bool(video_summary["video_segments_in"] or video_summary["video_rows"])
     videos_complete = (
         video_summary["video_segments_out"] == video_summary["video_segments_in"]
-        and not (video_summary["duplicate_segments"])
+        and not video_summary["duplicate_segments"]
     )
     dirs = list(c.per_dir_images) or [v["path"].rpartition("/")[0] for v in video_summary["videos"]]
     common = os.path.commonprefix([d.split("/") for d in dirs]) or []  # the input root's parts
@@ -273,12 +273,7 @@ def summarize(
     summary: dict[str, Any] = {
         "out": store.uri,
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "complete": bool(
-            image_rows_out == images_in
-            and duplicates == 0
-            and videos_complete
-            and not video_summary["duplicate_segments"]
-        ),
+        "complete": bool(image_rows_out == images_in and duplicates == 0 and videos_complete),
         "images_in": images_in,
         "image_rows_out": image_rows_out,
         "duplicate_images": duplicates,

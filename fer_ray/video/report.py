@@ -17,7 +17,7 @@ import pandas as pd
 
 from fer_ray.labels import EMOTIONS
 from fer_ray.score.schema import PROB_COLUMNS
-from fer_ray.score.store import expected_rows
+from fer_ray.score.store import expected_rows, key_hash
 from fer_ray.video.config import VideoConfig
 from fer_ray.video.stage import is_video
 from fer_ray.video.track import join_tracks, merge_stats, segment_track_stats
@@ -72,8 +72,6 @@ class VideoCounts:
 
     def summary(self, listing: pd.DataFrame | None, cfg: VideoConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """(the summary's video entries, one dict per person track) for the videos of ``listing`` (None: as found)."""
-        from fer_ray.score.store import key_hash
-
         seg = pd.concat(self.segments) if self.segments else pd.DataFrame({"key": [], "size": [], "max": []})
         seg = seg.groupby("key").agg(rows=("size", "sum"), expected=("max", "max"))
         complete = seg.index[seg["rows"] == seg["expected"]].to_numpy()
