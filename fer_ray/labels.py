@@ -36,10 +36,3 @@ def label_of(name: str) -> int:
             f"(aliases: {sorted(set(_ALIASES) - set(EMOTIONS))})"
         )
     return LABEL_OF[canonical]
-
-
-def emotion_of(label: int) -> str:
-    """Inverse of :func:`label_of` for labels 0..6."""
-    if not 0 <= int(label) < NUM_CLASSES:
-        raise ValueError(f"label {label} out of range 0..{NUM_CLASSES - 1}")
-    return EMOTIONS[int(label)]

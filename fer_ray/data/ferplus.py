@@ -84,22 +84,6 @@ def relabel(batch: pd.DataFrame, labels: np.ndarray, reasons: list[str | None]) 
     return out
 
 
-def join_counts(meta: pd.DataFrame, labels: np.ndarray, reasons: list[str | None]) -> dict[str, Any]:
-    """Per split of ``meta``: FER+ class counts of the joined rows and the count of rows left out by reason."""
-    new, why = _join_rows(meta, labels, reasons)
-    why = np.asarray(why, dtype=object)
-    result: dict[str, Any] = {}
-    for split in sorted(meta["split"].unique()):
-        m = (meta["split"] == split).to_numpy()
-        kept = m & (new != NO_LABEL)
-        result[split] = {
-            "rows": int(m.sum()),
-            "labelled": np.bincount(new[kept], minlength=len(EMOTIONS)).tolist(),
-            "left_out": dict(collections.Counter(why[m & ~kept])),
-        }
-    return result
-
-
 def default_csv(parquet: str) -> str:
     """FER+ votes are looked for beside the Parquet (as in ``../shared/data/fer2013/``)."""
     return parquet.rsplit("/", 1)[0] + "/" + CSV_NAME if "/" in parquet else CSV_NAME
