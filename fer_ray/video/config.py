@@ -6,6 +6,7 @@ track a video the same way; ``fer_ray.cli`` turns the fields into flags once vid
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 
 from fer_ray.config import setting
@@ -13,6 +14,11 @@ from fer_ray.config import setting
 # Containers routed to the video path. FFmpeg (inside the PyAV wheel) opens all of them; the
 # list only decides which files are treated as video rather than as images.
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+
+
+def is_video(path: str) -> bool:
+    """By extension, as listings and uploads name files; here so Serve can ask without importing scoring."""
+    return posixpath.splitext(str(path).lower())[1] in VIDEO_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -79,4 +85,4 @@ class VideoConfig:
             raise ValueError(f"track_landmark_weight must be >= 0, got {self.track_landmark_weight}")
 
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoConfig"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoConfig", "is_video"]

@@ -18,8 +18,7 @@ import pandas as pd
 from fer_ray.labels import EMOTIONS
 from fer_ray.score.schema import PROB_COLUMNS
 from fer_ray.score.store import expected_rows, key_hash
-from fer_ray.video.config import VideoConfig
-from fer_ray.video.stage import is_video
+from fer_ray.video.config import VideoConfig, is_video
 from fer_ray.video.track import join_tracks, merge_stats, segment_track_stats
 
 TRACKS_FILE = "tracks/tracks.parquet"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import posixpath
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,7 +24,7 @@ from fer_ray.preprocess import PreprocessConfig
 from fer_ray.score.config import DetectConfig
 from fer_ray.score.faces import faces_in_frame
 from fer_ray.storage import is_remote
-from fer_ray.video.config import VIDEO_EXTENSIONS, VideoConfig
+from fer_ray.video.config import VideoConfig, is_video
 from fer_ray.video.decode import Segment, VideoError, probe, sample_frames, segments
 from fer_ray.video.track import Tracker
 
@@ -35,10 +34,6 @@ logger = logging.getLogger(__name__)
 SEGMENT_COLUMNS = ("segment", "start_s", "end_s", "last", "sample_fps", "segment_s")
 # Probing reads a container's header, a few round trips on S3: threads hide the latency.
 _PROBE_THREADS = 8
-
-
-def is_video(path: str) -> bool:
-    return posixpath.splitext(str(path).lower())[1] in VIDEO_EXTENSIONS
 
 
 def open_source(path: str, settings: S3Settings | None):
@@ -181,4 +176,4 @@ def prepare_segment(
             source.close()
 
 
-__all__ = ["SEGMENT_COLUMNS", "expand_segments", "is_video", "open_source", "prepare_segment", "segment_of"]
+__all__ = ["SEGMENT_COLUMNS", "expand_segments", "open_source", "prepare_segment", "segment_of"]
