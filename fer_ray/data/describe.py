@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from PIL import Image
 
 from fer_ray.config import RAY_FLAGS, setting
 from fer_ray.data.decode import decode_batch
 from fer_ray.data.fer2013 import FOLDER_SPLITS, open_text, read_fer_csv, read_fer_parquet, read_image_folders
-from fer_ray.data.s3 import S3Settings, client_for, is_s3_uri, resolve_filesystem, split_s3_uri
+from fer_ray.data.s3 import S3Settings, is_s3_uri, resolve_filesystem
 from fer_ray.data.sources import read_images
 from fer_ray.labels import EMOTIONS
 from fer_ray.preprocess import PreprocessConfig
@@ -49,21 +50,12 @@ class DescribeConfig:
 
 def looks_like_image_folders(root: str, settings: S3Settings | None = None) -> bool:
     """True when ``root`` holds ``train/``, ``test/``, ``val/`` or ``validation/`` sub-folders."""
-    if is_s3_uri(root):
-        bucket, key = split_s3_uri(root)
-        prefix = key.rstrip("/") + "/" if key else ""
-        client = client_for(settings or S3Settings.from_env())
-        try:
-            page = client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/")
-        except Exception:
-            return False  # read_images will raise the helpful error
-        names = [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", ())]
-    else:
-        path = os.path.expanduser(root)
-        if not os.path.isdir(path):
-            return False
-        names = [e.name for e in os.scandir(path) if e.is_dir()]
-    return any(n.lower() in FOLDER_SPLITS for n in names)
+    try:
+        fs, path = resolve_filesystem(root, settings)
+        entries = fs.get_file_info(pafs.FileSelector(path))
+    except Exception:  # not a folder, or unreadable: the reader of plain images raises the helpful error
+        return False
+    return any(e.type == pafs.FileType.Directory and e.base_name.lower() in FOLDER_SPLITS for e in entries)
 
 
 def open_source(source: str, settings: S3Settings | None = None) -> tuple[str, ray.data.Dataset]:

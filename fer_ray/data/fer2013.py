@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
@@ -15,7 +14,7 @@ import pyarrow.parquet as pq
 
 from fer_ray.data import ferplus
 from fer_ray.data.listing import list_images_and_settings
-from fer_ray.data.s3 import S3Settings, is_s3_uri, resolve_filesystem
+from fer_ray.data.s3 import S3Settings, is_s3_uri, local_path, resolve_filesystem
 from fer_ray.data.sources import dataset_from_listing
 from fer_ray.labels import EMOTIONS, USAGE_TO_SPLIT, label_of
 from fer_ray.preprocess import PreprocessConfig
@@ -158,10 +157,8 @@ def _csv_batch(batch: pd.DataFrame) -> pd.DataFrame:
 
 def open_text(path: str, settings: S3Settings | None = None) -> IO[str]:
     """Open a local or ``s3://`` text file for reading (the caller closes it)."""
-    if is_s3_uri(path):
-        fs, p = resolve_filesystem(path, settings)
-        return io.TextIOWrapper(fs.open_input_stream(p), encoding="utf-8")
-    return open(os.path.expanduser(path), encoding="utf-8")
+    fs, p = resolve_filesystem(path, settings)
+    return io.TextIOWrapper(fs.open_input_stream(p), encoding="utf-8")
 
 
 def read_fer_csv(
@@ -254,7 +251,7 @@ def read_image_folders(
     splits = _check_splits(splits)
     root = str(root).rstrip("/")
     listing, settings = list_images_and_settings([root], settings)
-    base = root if is_s3_uri(root) else os.path.abspath(os.path.expanduser(root))
+    base = root if is_s3_uri(root) else local_path(root)
     fields = [_folder_fields(p[len(base) :].lstrip("/") if p.startswith(base) else p, root) for p in listing["path"]]
     fields = pd.DataFrame(fields, columns=["split", "usage", "label", "emotion"], dtype=object)
     listing = pd.concat([listing, fields.astype({"label": np.int64})], axis=1)
