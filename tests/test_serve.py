@@ -1,5 +1,6 @@
 """Ray Serve online scoring: a real Serve app deployed from serve_config.yaml on the session's local Ray,
-real HTTP on 127.0.0.1: API key, routes, content types, limits, the page's HTML, concurrency and faults."""
+real HTTP on 127.0.0.1: API key, routes, content types, limits, the page's HTML, video clips, concurrency and
+faults."""
 
 from __future__ import annotations
 
@@ -27,8 +28,11 @@ from fer_ray.preprocess import PreprocessConfig
 from fer_ray.score.config import DetectConfig
 from fer_ray.score.faces import faces_from_bytes
 from fer_ray.serve import API_KEY_ENV, API_KEY_FILE_ENV, ServeConfig, build_app, is_loopback, resolve_api_key
+from fer_ray.video.clip import clip_faces, clip_response
+from fer_ray.video.config import VideoConfig
 from tests.fer_fixtures import absolute_paths
 from tests.helpers_score import samples
+from tests.video_clips import RATE, make_clips
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +44,8 @@ PREFIX = "/fer-test"
 BODY_LIMIT = 1_000_000  # small, so the 413 test needs little data
 MAX_FILES = 3
 BODY_TIMEOUT_S = 3.0  # short, so the slow-drip test is quick
+CLIP_LIMIT = 200_000  # bytes: under BODY_LIMIT, so a clip's own limit is what a multipart upload meets
+MAX_CLIP_S = 4.0  # seconds: tests/video_clips.py's 3 s clip passes, its 5 s one does not
 TIMEOUT = 60  # seconds per request: the 2-core CI machine may be busy with other Ray work
 KEY = secrets.token_urlsafe(32)
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -110,6 +116,8 @@ def url(ray_local, artifact_dir, key_file) -> str:
         "max_body_bytes": BODY_LIMIT,
         "max_files": MAX_FILES,
         "body_timeout_s": BODY_TIMEOUT_S,
+        "max_clip_bytes": CLIP_LIMIT,
+        "max_clip_s": MAX_CLIP_S,
         "api_key_file": str(key_file),
     }
     # Replicas log every request at INFO (access logs, useful in production); here they would interleave
@@ -171,6 +179,12 @@ def test_config_from_serve_run_args(artifact_dir):
         ServeConfig.from_args({"engine": "tensorrt"})
     with pytest.raises(ValueError, match="max_files"):
         ServeConfig(max_files=0)
+    clip = ServeConfig.from_args({"max_clip_s": "10", "max_clip_bytes": "5000000", "clip_fps": "0"})
+    assert (clip.max_clip_s, clip.max_clip_bytes, clip.clip_fps) == (10.0, 5_000_000, 0.0)
+    assert (ServeConfig().max_clip_s, ServeConfig().clip_fps) == (30.0, VideoConfig().fps)
+    for bad in ({"clip_fps": -1}, {"max_clip_s": 0}, {"max_clip_bytes": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ServeConfig(**bad)
     with pytest.raises(FileNotFoundError, match="not a fer_ray model artifact"):
         build_app({"model": str(artifact_dir / "missing")})
 
@@ -369,10 +383,10 @@ def _upload(url: str, data: bytes, field: str = "file") -> requests.Response:
     return requests.post(f"{url}/v1/predict", files=files, headers=AUTH, timeout=TIMEOUT)
 
 
-def _chunked(url: str, data: bytes) -> requests.Response:
+def _chunked(url: str, data: bytes, content_type: str = "image/jpeg") -> requests.Response:
     """A body with no Content-Length (chunked transfer): the limit must hold while streaming."""
     chunks = [data[i : i + 300_000] for i in range(0, len(data), 300_000)]
-    headers = {**AUTH, "Content-Type": "image/jpeg"}
+    headers = {**AUTH, "Content-Type": content_type}
     return requests.post(f"{url}/v1/predict", data=iter(chunks), headers=headers, timeout=TIMEOUT)
 
 
@@ -416,6 +430,81 @@ def test_png_with_alpha_upload(url, artifact):
     r = requests.post(f"{url}/v1/predict", files={"file": ("x.png", data, "image/png")}, headers=AUTH, timeout=TIMEOUT)
     assert r.status_code == 200, r.text
     _check_ok(r.json(), artifact, data, 1)
+
+
+# -- video clips --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, bytes]:
+    import cv2
+
+    pytest.importorskip("av")
+    d = tmp_path_factory.mktemp("clips")
+    cv2.VideoWriter(str(d / "no_frames.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), RATE, (320, 240)).release()
+    return {p.stem: p.read_bytes() for p in [*make_clips(d).values(), d / "no_frames.mp4"]}
+
+
+def _check_clip(body: dict, artifact, data: bytes) -> None:
+    """What the library computes for the clip, with the artifact's probabilities: same frames, tracks, boxes."""
+    faces = clip_faces(data, VideoConfig(max_duration_s=MAX_CLIP_S), DetectConfig(), artifact.preprocess)
+    want = clip_response(faces, artifact.predict_proba(faces.crops), artifact.labels, artifact.uncertain_below)
+    assert body["model_id"] == artifact.model_id and body["status"] == want["status"] == "ok"
+    assert body["video"] == want["video"] and body["frames"] == want["frames"]
+    assert [t["track_id"] for t in body["tracks"]] == [t["track_id"] for t in want["tracks"]]
+    for got, exp in zip(body["tracks"], want["tracks"], strict=True):
+        where = [[(p["frame_index"], p["timestamp_s"], p["box"]) for p in t["timeline"]] for t in (got, exp)]
+        assert where[0] == where[1] and (got["start_s"], got["end_s"]) == (exp["start_s"], exp["end_s"])
+        probs = [[[p["probabilities"][e] for e in EMOTIONS] for p in t["timeline"]] for t in (got, exp)]
+        np.testing.assert_allclose(probs[0], probs[1], atol=1e-5)
+
+
+def test_clip_gets_per_track_timelines(url, artifact, clips):
+    r = _post(url, clips["two"], "video/mp4")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["tracks"]) == 2 and body["video"]["frames_sampled"] == 6  # 3 s at the default 2 fps
+    assert all(t["frames"] == len(t["timeline"]) == 6 for t in body["tracks"])
+    _check_clip(body, artifact, clips["two"])
+    assert "model;dur=" in r.headers["Server-Timing"]
+    # a multipart upload, typed by its name under a generic type, gets the same answer
+    files = {"file": ("two.mov", clips["two"], "application/octet-stream")}
+    multipart = requests.post(f"{url}/v1/predict", files=files, headers=AUTH, timeout=TIMEOUT)
+    assert multipart.status_code == 200, multipart.text
+    _check_clip(multipart.json(), artifact, clips["two"])
+    spec = requests.get(f"{url}/openapi.json", headers=AUTH, timeout=TIMEOUT).json()
+    body_spec = spec["paths"]["/v1/predict"]["post"]["requestBody"]
+    assert "video/*" in body_spec["content"] and "clip" in body_spec["description"]
+
+
+def _upload_clip(url: str, *files: tuple[str, bytes, str]) -> requests.Response:
+    parts = [("file", f) for f in files]
+    return requests.post(f"{url}/v1/predict", files=parts, headers=AUTH, timeout=TIMEOUT)
+
+
+BATCH_HINT = "jobs/score.py"
+OVER = b"\x00" * (CLIP_LIMIT + 1)  # under the image limit, over the clip's
+CLIP_ERRORS = {
+    "long clip": (lambda u, c: _post(u, c["moving"], "video/mp4"), 413, f"over the limit of {MAX_CLIP_S:g} s"),
+    "long clip upload": (lambda u, c: _upload_clip(u, ("m.mp4", c["moving"], "video/mp4")), 413, "5.0 s long"),
+    "oversized clip": (lambda u, c: _post(u, OVER, "video/mp4"), 413, f"over the limit of {CLIP_LIMIT:,} bytes"),
+    "oversized chunked clip": (lambda u, c: _chunked(u, OVER, "video/webm"), 413, f"{CLIP_LIMIT:,} bytes"),
+    "oversized clip upload": (lambda u, c: _upload_clip(u, ("m.mkv", OVER, "video/x-matroska")), 413, "the clip is"),
+    "corrupt clip": (lambda u, c: _post(u, RANDOM_BYTES, "video/mp4"), 422, "cannot open the video"),
+    "truncated clip": (lambda u, c: _post(u, c["cut"][: len(c["cut"]) // 3], "video/quicktime"), 422, "cannot open"),
+    "clip without frames": (lambda u, c: _post(u, c["no_frames"], "video/mp4"), 422, "no video stream"),
+    "empty clip": (lambda u, c: _post(u, b"", "video/mp4"), 400, "empty"),
+    "clip and a photo": (lambda u, c: _upload_clip(u, ("t.mp4", c["two"], "video/mp4"), ("a.jpg", CROP, "image/jpeg")),
+                         400, "alone"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CLIP_ERRORS))
+def test_clip_errors_are_4xx_with_a_reason(url, clips, case):
+    send, status, reason = CLIP_ERRORS[case]
+    r = send(url, clips)
+    assert r.status_code == status, (case, r.status_code, r.text)
+    error = r.json()["error"]
+    assert reason.lower() in error.lower(), error
+    assert (BATCH_HINT in error) == (status == 413), error  # too long or too big: batch scoring takes it
 
 
 # -- concurrency and faults ---------------------------------------------------------------------

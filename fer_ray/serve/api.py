@@ -1,8 +1,8 @@
 """The FastAPI app of one ingress replica, independent of Ray: routes, the key check, the upload page, offline
 ``/docs``, and reading uploads within limits. Every client mistake becomes ``{"error": reason}`` with a 4xx
-status before any image work starts: 401 without the key, 415 for a body that is not an image, 413 over the
-byte or file-count limit, 408 for a body that does not arrive in time (a slow-drip client cannot hold a
-request open forever)."""
+status before any image work starts: 401 without the key, 415 for a body that is not an image or a video clip,
+413 over the byte (a clip has its own) or file-count limit, 408 for a body that does not arrive in time (a
+slow-drip client cannot hold a request open forever)."""
 
 import hmac
 import html
@@ -19,6 +19,8 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fer_ray.video.clip import CLIP_HINT, is_clip
 
 if TYPE_CHECKING:
     from fer_ray.serve.ingress import FERServer
@@ -43,10 +45,12 @@ _FILES = {"type": "object", "properties": {"file": {"type": "array", "items": _B
 _PREDICT_BODY = {
     "requestBody": {
         "required": True,
-        "description": "One image as the raw body, or up to `max_files` images as multipart fields named `file`.",
+        "description": "One image or one short video clip (`max_clip_s`, `max_clip_bytes`) as the raw body, or up "
+        "to `max_files` images or one clip as multipart fields named `file`.",
         "content": {
             "multipart/form-data": {"schema": _FILES},
             "image/*": {"schema": _BINARY},
+            "video/*": {"schema": _BINARY},
             "application/octet-stream": {"schema": _BINARY},
         },
     }
@@ -114,7 +118,8 @@ def create_api(server: "FERServer") -> FastAPI:
     api = FastAPI(
         title="fer_ray",
         version="1",
-        description="Facial emotion recognition: POST an image to /v1/predict, get emotion probabilities per face.",
+        description="Facial emotion recognition: POST an image or a short video clip to /v1/predict, get emotion "
+        "probabilities per face, or per person track over time.",
         docs_url=None,  # FastAPI's own /docs loads Swagger UI from a CDN; ours serves it from the package
         redoc_url=None,
         openapi_url="/openapi.json" if swagger else None,
@@ -167,6 +172,8 @@ def create_api(server: "FERServer") -> FastAPI:
 
         One image: ``{model_id, image_width, image_height, faces: [{box, probabilities, emotion, confidence}],
         status}``. Several files: ``{model_id, results: [...]}``, one entry per file, a bad one with ``error``.
+        A video clip (``video/*`` or a video file name): ``{model_id, status, video, tracks: [{track_id, ...,
+        timeline}], frames}``; longer or larger ones get 413 (score them with ``jobs/score.py``).
         """
         return await server.predict(request, whole_image)
 
@@ -184,28 +191,37 @@ class Upload:
 
     data: bytes
     filename: str | None = None
+    clip: bool = False  # a video clip (it comes alone)
 
 
-async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+def _too_big(limit: int, clip: bool, size: int | None = None) -> RequestError:
+    what, fix = ("the clip", CLIP_HINT) if clip else ("request body", "send a smaller image")
+    return RequestError(413, f"{what} is {f'{size:,} bytes, ' if size else ''}over the limit of {limit:,} bytes; {fix}")
+
+
+async def _limited(stream: AsyncIterator[bytes], limit: int, clip: bool = False) -> AsyncIterator[bytes]:
     n = 0
     async for chunk in stream:
         n += len(chunk)
         if n > limit:
-            raise RequestError(413, f"request body is over the limit of {limit:,} bytes; send a smaller image")
+            raise _too_big(limit, clip)
         yield chunk
 
 
-async def read_uploads(request: Request, limit: int, max_files: int) -> list[Upload]:
-    """The images of a request: every multipart field ``file`` (at most ``max_files``), or the raw body; ``limit``
-    bounds the whole body, counted while it streams in (a missing or lying Content-Length does not get around it).
+async def read_uploads(request: Request, limit: int, max_files: int, clip_limit: int) -> list[Upload]:
+    """The images or the one video clip of a request: every multipart field ``file`` (at most ``max_files``), or
+    the raw body. ``limit`` bounds images, ``clip_limit`` a clip, counted while the body streams in (a missing or
+    lying Content-Length does not get around it); a multipart body's parts are typed only once it is parsed.
     """
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise RequestError(413, f"request body is {int(length):,} bytes, over the limit of {limit:,}")
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media == "multipart/form-data":
+    clip, multipart = is_clip(media), media == "multipart/form-data"
+    cap = max(limit, clip_limit) if multipart else clip_limit if clip else limit
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > cap:
+        raise _too_big(cap, clip, int(length))
+    if multipart:
         parser = MultiPartParser(
-            request.headers, _limited(request.stream(), limit), max_files=max_files, max_fields=16, max_part_size=64_000
+            request.headers, _limited(request.stream(), cap), max_files=max_files, max_fields=16, max_part_size=64_000
         )
         try:
             form = await parser.parse()
@@ -217,24 +233,29 @@ async def read_uploads(request: Request, limit: int, max_files: int) -> list[Upl
             files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
             if not files:
                 raise RequestError(400, "multipart body has no file field 'file'; upload it as -F file=@photo.jpg")
-            uploads = [Upload(await f.read(), f.filename) for f in files]
+            uploads = [Upload(await f.read(), f.filename, is_clip(f.content_type, f.filename)) for f in files]
         finally:
             await form.close()
+        clips = any(u.clip for u in uploads)
+        if clips and len(uploads) > 1:
+            raise RequestError(400, "send a video clip alone: one clip per request, without other files")
+        if (size := sum(len(u.data) for u in uploads)) > (cap := clip_limit if clips else limit):
+            raise _too_big(cap, clips, size)
         if len(uploads) == 1 and not uploads[0].data:
             raise RequestError(400, f"uploaded file {uploads[0].filename!r} is empty (0 bytes)")
         return uploads
-    if not (media.startswith("image/") or media == "application/octet-stream"):
+    if not (clip or media.startswith("image/") or media == "application/octet-stream"):
         got = f"Content-Type {media!r}" if media else "no Content-Type"
         raise RequestError(
             415,
-            f"{got} is not accepted; send image/*, application/octet-stream or multipart/form-data: "
+            f"{got} is not accepted; send image/*, video/*, application/octet-stream or multipart/form-data: "
             "curl -F file=@photo.jpg URL, or curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' URL",
         )
-    data = b"".join([chunk async for chunk in _limited(request.stream(), limit)])
+    data = b"".join([chunk async for chunk in _limited(request.stream(), cap, clip)])
     if not data:
         raise RequestError(
             400,
             "empty request body: send the image as the body (curl --data-binary @photo.jpg "
             "-H 'Content-Type: image/jpeg') or as multipart field 'file' (curl -F file=@photo.jpg)",
         )
-    return [Upload(data)]
+    return [Upload(data, clip=clip)]

@@ -19,6 +19,7 @@ from fer_ray.config import RAY_FLAGS, build, check_at_least, flat_keys, set_path
 from fer_ray.inference.engine import ENGINES
 from fer_ray.inference.shipped import MODEL_HELP
 from fer_ray.score.config import DetectConfig
+from fer_ray.video.config import VideoConfig
 
 API_KEY_ENV = "FER_RAY_API_KEY"
 API_KEY_FILE_ENV = "FER_RAY_API_KEY_FILE"
@@ -59,6 +60,9 @@ class ServeConfig:
     max_files: int = setting(8, "multipart file parts per request; more get HTTP 413")
     body_timeout_s: float = setting(60.0, "the whole body must arrive within this many seconds, else HTTP 408")
     max_pixels: int | None = setting(None, "larger images are refused", default_text="the model's limit")
+    max_clip_s: float = setting(30.0, "longer video clips get HTTP 413 (batch scoring takes any length)")
+    max_clip_bytes: int = setting(20_000_000, "larger video clips get HTTP 413")
+    clip_fps: float = setting(VideoConfig.fps, "frames per second of a video clip to score (0: every frame)")
     api_key_file: str | None = setting(
         None, f"file holding the API key (else ${API_KEY_FILE_ENV} or ${API_KEY_ENV}); no key: an open service"
     )
@@ -85,9 +89,12 @@ class ServeConfig:
                 f"got {type(self.autoscaling_config).__name__}"
             )
         ones = "ingress_replicas torch_threads prep_threads max_batch_size max_body_bytes ingress_max_ongoing_requests"
+        ones += " max_clip_bytes"
         check_at_least(self, **dict.fromkeys(ones.split(), 1))
         if not 1 <= self.max_files <= 1000:
             raise ValueError(f"max_files must be in [1, 1000], got {self.max_files}")
+        if self.clip_fps < 0 or not self.max_clip_s > 0:
+            raise ValueError(f"clip_fps must be >= 0 and max_clip_s > 0, got {self.clip_fps} and {self.max_clip_s}")
         if self.body_timeout_s <= 0:
             raise ValueError(f"body_timeout_s must be > 0 seconds, got {self.body_timeout_s}")
         if self.cpus_per_replica < 0 or self.ingress_cpus < 0 or self.gpus_per_replica < 0:

@@ -1,7 +1,9 @@
 """The HTTP ingress deployment: reads uploads within limits, decodes, detects and crops faces on a thread pool
-as batch scoring does (:func:`fer_ray.score.faces.faces_from_bytes`), and sends the crops to ``FERModel``."""
+as batch scoring does (:func:`fer_ray.score.faces.faces_from_bytes`, a video clip's through
+:mod:`fer_ray.video.clip`), and sends the crops to ``FERModel``."""
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -22,6 +24,8 @@ from fer_ray.score.config import DetectConfig
 from fer_ray.score.faces import Box, faces_from_bytes
 from fer_ray.serve.api import RequestError, create_api, error_response, read_uploads
 from fer_ray.serve.config import ServeConfig, is_loopback, resolve_api_key
+from fer_ray.video.clip import ClipFaces, ClipTooLong, VideoError, clip_faces, clip_response
+from fer_ray.video.config import VideoConfig
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +33,26 @@ Prepared = tuple[tuple[int, int], list[Box | None], np.ndarray]  # (width, heigh
 
 
 def _prepare(
-    data: bytes, whole_image: bool, preprocess: PreprocessConfig, detect: DetectConfig, lock: threading.Lock
-) -> Prepared | RequestError:
-    """One encoded image's faces; ``box=None`` means the whole image is the face (``whole_image`` or a
-    crop-sized image). A bad image is returned as a 422, not raised: it may be one bad file of several."""
+    data: bytes,
+    whole_image: bool,
+    preprocess: PreprocessConfig,
+    detect: DetectConfig,
+    lock: threading.Lock,
+    video: VideoConfig | None = None,
+) -> Prepared | ClipFaces | RequestError:
+    """One encoded image's faces, or with ``video`` a clip's; ``box=None`` means the whole image is the face
+    (``whole_image`` or a crop-sized image). A bad file is returned as a 4xx, not raised: it may be one of several."""
     try:
+        if video is not None:  # a clip holds the Haar cascade's lock throughout: one call per frame would cost more
+            with lock if detect.detector == "haar" else contextlib.nullcontext():
+                return clip_faces(data, video, detect, preprocess, whole_image)
         boxes, crops, size = faces_from_bytes(data, detect, preprocess, whole_image, lock)  # lock: Haar's cascade
-    except ImageDecodeError as e:
-        return RequestError(422, str(e))
+    except (ImageDecodeError, VideoError) as e:
+        return RequestError(413 if isinstance(e, ClipTooLong) else 422, str(e))
     except Exception as e:  # one strange file must never become a 500
-        logger.warning("cannot process an uploaded image: %s", e, exc_info=True)
-        return RequestError(422, f"cannot process image: {type(e).__name__}: {e}")
+        what = "image" if video is None else "video"
+        logger.warning("cannot process an uploaded %s: %s", what, e, exc_info=True)
+        return RequestError(422, f"cannot process {what}: {type(e).__name__}: {e}")
     s = preprocess.image_size
     return size, boxes, np.stack(crops) if crops else np.zeros((0, s, s), dtype=np.uint8)
 
@@ -103,7 +116,9 @@ class FERServer:
             preprocess = dataclasses.replace(preprocess, max_pixels=self.cfg.max_pixels)
         limit, timeout_s = min(self.cfg.max_body_bytes, preprocess.max_bytes), self.cfg.body_timeout_s
         try:
-            uploads = await asyncio.wait_for(read_uploads(request, limit, self.cfg.max_files), timeout_s)
+            uploads = await asyncio.wait_for(
+                read_uploads(request, limit, self.cfg.max_files, self.cfg.max_clip_bytes), timeout_s
+            )
         except RequestError as e:
             return error_response(e.status, e.reason)
         except ClientDisconnect:
@@ -111,12 +126,13 @@ class FERServer:
         except asyncio.TimeoutError:  # TimeoutError from 3.11 on
             return error_response(408, f"request body did not arrive within {timeout_s:g} s; send it at once")
         t_read = time.perf_counter()
-        loop, args = asyncio.get_running_loop(), (whole_image, preprocess, self.cfg.detect, self._detect_lock)
+        video = VideoConfig(fps=self.cfg.clip_fps, max_duration_s=self.cfg.max_clip_s) if uploads[0].clip else None
+        loop, args = asyncio.get_running_loop(), (whole_image, preprocess, self.cfg.detect, self._detect_lock, video)
         prepared = await asyncio.gather(*(loop.run_in_executor(self._pool, _prepare, u.data, *args) for u in uploads))
         t_prep = time.perf_counter()
         if len(uploads) == 1 and isinstance(prepared[0], RequestError):
             return error_response(prepared[0].status, prepared[0].reason)
-        faces = [p[2] for p in prepared if not isinstance(p, RequestError)]
+        faces = [p.crops if video else p[2] for p in prepared if not isinstance(p, RequestError)]
         all_faces = np.concatenate(faces) if faces else np.zeros((0, 1, 1), np.uint8)  # (N, S, S)
         n = self.cfg.max_batch_size  # many faces go as several calls, each fits one batch
         try:
@@ -132,6 +148,9 @@ class FERServer:
         for upload, p in zip(uploads, prepared, strict=True):
             if isinstance(p, RequestError):
                 results.append({"filename": upload.filename, "status": "error", "error": p.reason})
+                continue
+            if isinstance(p, ClipFaces):  # alone in its request: every face is the clip's
+                results.append(clip_response(p, probs, info["labels"], info.get("uncertain_below")))
                 continue
             results.append(_image_result(upload.filename, p, probs[start : start + len(p[1])], info))
             start += len(p[1])

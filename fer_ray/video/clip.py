@@ -136,4 +136,4 @@ def clip_response(
     }
 
 
-__all__ = ["CLIP_HINT", "ClipFaces", "ClipTooLong", "clip_faces", "clip_response", "is_clip"]
+__all__ = ["CLIP_HINT", "ClipFaces", "ClipTooLong", "VideoError", "clip_faces", "clip_response", "is_clip"]
