@@ -65,7 +65,7 @@ def open_source(source: str, settings: S3Settings | None = None) -> tuple[str, r
     if lower.endswith(".parquet"):
         fs, path = resolve_filesystem(s, settings)
         if "image" in pq.read_schema(path, filesystem=fs).names:  # else a list of paths, read below
-            return "fer_parquet", read_fer_parquet(path, filesystem=fs)
+            return "fer_parquet", read_fer_parquet(s, settings=settings)
     if lower.endswith(".csv"):
         with open_text(s, settings) as f:  # Kaggle's CSV has a pixels column; one with a path column lists images
             header = f.readline()

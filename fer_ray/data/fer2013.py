@@ -78,25 +78,20 @@ def parquet_columns(path: str, filesystem=None, labels: str = "fer2013") -> list
 def read_fer_parquet(
     path: str,
     splits: Iterable[str] | None = None,
-    filesystem=None,
     settings: S3Settings | None = None,
     labels: str = "fer2013",
     ferplus_csv: str | None = None,
-    **read_kwargs,
 ) -> ray.data.Dataset:
     """Our FER2013 Parquet (``../shared/data/fer2013/README.md``), local or ``s3://`` (through ``settings``:
     pyarrow alone ignores ``AWS_ENDPOINT_URL``). ``usage`` keeps the original split name beside ``split``,
     so the paper's "test" (PublicTest + PrivateTest) can be rebuilt."""
     splits = _check_splits(splits)
     votes = ferplus.load(str(path), ferplus_csv) if labels == "ferplus" else None
-    if filesystem is None and is_s3_uri(str(path)):
-        filesystem, path = resolve_filesystem(str(path), settings)
+    filesystem, path = resolve_filesystem(str(path), settings)
     import ray.data
 
     # select_columns is pushed down into the read (Ray >= 2.51 deprecates read_parquet(columns=...))
-    ds = ray.data.read_parquet(path, filesystem=filesystem, **read_kwargs).select_columns(
-        parquet_columns(path, filesystem, labels)
-    )
+    ds = ray.data.read_parquet(path, filesystem=filesystem).select_columns(parquet_columns(path, filesystem, labels))
     return ds.map_batches(parquet_rows, fn_kwargs={"splits": splits, "votes": votes}, batch_format="pandas")
 
 
