@@ -325,6 +325,4 @@ def read_config_file(path: str | os.PathLike, what: str = "--config") -> dict[st
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> None:
-    if dataclasses.is_dataclass(obj):
-        obj = dataclasses.asdict(obj)
     Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

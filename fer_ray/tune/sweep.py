@@ -252,11 +252,9 @@ def sweep(cfg: SweepConfig, progress: bool | None = None) -> SweepResult:
 @contextlib.contextmanager
 def _tune_output(verbose: bool):
     """Tune's new console output prints a banner and a TensorBoard hint even at ``verbose=0``; the legacy one not."""
-    if verbose:
-        yield
-        return
     saved = os.environ.get("RAY_AIR_NEW_OUTPUT")
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    if not verbose:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     try:
         yield
     finally:
