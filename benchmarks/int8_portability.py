@@ -134,7 +134,7 @@ def main() -> None:
                             "accuracy": round(float((logits[:n].argmax(1) == labels).mean()), 4),
                             "fp32_accuracy": round(float((ref[:n].argmax(1) == labels).mean()), 4),
                             "bit_identical_to_this_host": bool(np.array_equal(logits, native[label])),
-                            "host_check": {k: chk.to_dict()[k] for k in ("agreement", "mean_abs_diff", "passed")},
+                            "host_check": {k: getattr(chk, k) for k in ("agreement", "mean_abs_diff", "passed")},
                             "faces_per_s_this_host": _rate(f, x, a.threads) if cpu == "this host" else None,
                         }
                     )

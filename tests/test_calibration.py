@@ -109,3 +109,26 @@ def test_shipped_models_keep_a_temperature_only_where_validation_says_it_helps(n
     z, zm = art.predict_logits(faces), art.predict_logits(np.ascontiguousarray(faces[..., ::-1]))
     expected = (softmax(z, art.temperature) + softmax(zm, art.temperature)) / 2
     np.testing.assert_allclose(art.predict_proba(faces), expected, atol=1e-5)  # the artifact reports these
+
+
+def test_calibrate_artifact_upgrades_a_shipped_name_where_it_ships(tmp_path, monkeypatch):
+    """A library call given a shipped name records the calibration in that artifact, not in a new directory of
+    that name under the working directory."""
+    import json
+
+    import torch
+
+    from fer_ray.inference import artifact
+    from fer_ray.inference.calibration import calibrate_artifact
+    from fer_ray.models.config import ModelConfig
+    from fer_ray.models.registry import create_model
+    from tests.fer_fixtures import write_tiny_fer_parquet
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(widths=(8, 16), latent_channels=8)
+    shipped = artifact.save_artifact(create_model(cfg), cfg, tmp_path / "assets" / "cnn_attn")
+    monkeypatch.setitem(artifact.SHIPPED_MODELS, "cnn_attn", shipped)
+    monkeypatch.chdir(tmp_path)
+    record = calibrate_artifact("cnn_attn", write_tiny_fer_parquet(tmp_path / "fer.parquet", n_per_class=4))
+    assert not (tmp_path / "cnn_attn").exists()
+    assert json.loads((shipped / artifact.META).read_text())["metrics"]["calibration"] == record

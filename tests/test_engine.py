@@ -34,6 +34,7 @@ from fer_ray.inference.host_check import (
     quantize_int8,
 )
 from fer_ray.inference.host_check import check_engine as check_on_host
+from fer_ray.inference.outputs import softmax
 from fer_ray.models.config import ModelConfig
 from fer_ray.models.registry import create_model
 from fer_ray.preprocess import PreprocessConfig, normalize, preprocess_bytes
@@ -350,4 +351,4 @@ def test_onnx_engines_load_and_score_without_importing_torch():
     art = load_artifact("default", engine="onnx")
     faces = _bundled_faces()
     logits = TorchEngine(art.model, art.preprocess, None, None).logits(faces)  # the model built late
-    assert np.abs(art.probabilities(logits) - art.predict_proba(faces, flip_tta=False)).max() <= 1e-4
+    assert np.abs(softmax(logits, art.temperature) - art.predict_proba(faces, flip_tta=False)).max() <= 1e-4

@@ -39,12 +39,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=34, width=120)
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "%(default)" in text or action.default is argparse.SUPPRESS:
-            return text  # generated flags carry their default in the text already
-        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
-            text = _with_default(text, _esc(show_default(action.default)))
-        return text
+        if action.default is argparse.SUPPRESS:  # generated flags (and -h) carry their default in the text already
+            return action.help or ""
+        return _with_default(action.help or "", _esc(show_default(action.default)))
 
 
 class Parser(argparse.ArgumentParser):

@@ -53,13 +53,11 @@ def tune_parser(description: str | None = None) -> Parser:
     )
 
 
-def load_config_file(path: str | os.PathLike, cls: type | None = None) -> Any:
-    """A config (default TrainConfig) from a user's YAML/JSON file; unknown keys are an error naming them."""
-    if cls is None:
-        from fer_ray.train.config import TrainConfig
+def load_config_file(path: str | os.PathLike) -> Any:
+    """A TrainConfig from a user's YAML/JSON file; unknown keys are an error naming them."""
+    from fer_ray.train.config import TrainConfig
 
-        cls = TrainConfig
-    return from_user_dict(cls, read_config_file(path), f"--config {path}")
+    return from_user_dict(TrainConfig, read_config_file(path), f"--config {path}")
 
 
 def check_train(cfg: Any, export_only: bool = False) -> None:

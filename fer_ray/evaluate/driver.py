@@ -200,9 +200,7 @@ def evaluate_artifact(
     return result
 
 
-def engine_results(
-    artifact: Artifact, source: str, split: str = "test", threads: int | None = None, progress: bool | None = None
-) -> list[dict]:
+def engine_results(artifact: Artifact, source: str, split: str = "test", progress: bool | None = None) -> list[dict]:
     """Accuracy of every engine ``artifact`` holds on one split, single pass and TTA; the faces are decoded
     once, so the rows differ only in the engine."""
     from fer_ray.inference.engine import ENGINES, ONNX_FILES
@@ -213,7 +211,7 @@ def engine_results(
         return []
     rows = []
     names = [n for n in ENGINES if n not in ONNX_FILES or (artifact.path / ONNX_FILES[n]).is_file()]
-    measured = engine_accuracies(artifact.path, names, faces, labels, threads or os.cpu_count())
+    measured = engine_accuracies(artifact.path, names, faces, labels, os.cpu_count())
     for art, acc, agree in iterate(
         measured, f"engines of {artifact.model_config.name}", len(names), "engines", progress
     ):

@@ -28,7 +28,7 @@ from fer_ray.labels import EMOTIONS
 from fer_ray.models.config import ModelConfig
 from fer_ray.preprocess import PreprocessConfig
 
-# torch (~2 s to import, ~300 MB) is imported only to build or save the PyTorch model: ONNX engines never need it
+# torch is imported only to build or save the PyTorch model: ONNX engines never need it (the lean install has none)
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -152,10 +152,6 @@ class Artifact:
         torch = sys.modules.get("torch")  # a tensor (the teachers' input) can only exist once torch is imported
         return self.engine.logits(faces.cpu().numpy() if torch and isinstance(faces, torch.Tensor) else faces)
 
-    def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """(B, K) logits -> probabilities at the artifact's temperature, for every engine and TTA mode."""
-        return softmax(logits, self.temperature)
-
     def predict_proba(
         self, faces: np.ndarray, device: str | torch.device | None = None, flip_tta: bool | None = None
     ) -> np.ndarray:
@@ -164,7 +160,7 @@ class Artifact:
         if len(faces) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         if not (self.flip_tta if flip_tta is None else flip_tta):
-            return self.probabilities(self.predict_logits(faces, device))
+            return softmax(self.predict_logits(faces, device), self.temperature)
         return self.predict_proba_both(faces, device)[1]
 
     def predict_proba_both(
@@ -175,7 +171,8 @@ class Artifact:
             empty = np.zeros((0, len(self.labels)), dtype=np.float32)
             return empty, empty
         faces = np.asarray(faces)
-        probs = self.probabilities(self.predict_logits(np.concatenate([faces, faces[..., ::-1]]), device))  # (2B, K)
+        both = np.concatenate([faces, faces[..., ::-1]])  # (2B, S, S): the faces, then their mirror images
+        probs = softmax(self.predict_logits(both, device), self.temperature)  # (2B, K)
         single, mirror = probs[: len(faces)], probs[len(faces) :]
         return single, (single + mirror) / 2
 

@@ -114,10 +114,10 @@ def uncertain_threshold(probs: np.ndarray, labels: np.ndarray, min_accuracy: flo
 def calibrate_artifact(artifact_dir: str | Path, source: str | Path, batch_size: int = 512) -> dict[str, Any]:
     """Fit the temperature and the ``uncertain`` cut-off on ``source``'s validation split, for the
     probabilities the artifact reports (its flip-TTA setting), and record them in its ``artifact.json``."""
-    from fer_ray.inference.artifact import load_artifact, write_meta
+    from fer_ray.inference.artifact import load_artifact, resolve_model, write_meta
     from fer_ray.inference.export import validation_faces
 
-    path = Path(artifact_dir)
+    path = resolve_model(artifact_dir)  # a shipped name is upgraded where it ships
     art = load_artifact(path, engine="torch")
     faces, labels, split = validation_faces(source, art.preprocess, art.label_set)
     if len(labels) == 0:

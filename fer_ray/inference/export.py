@@ -11,13 +11,14 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fer_ray.inference import host_check
-from fer_ray.inference.artifact import WEIGHTS, Artifact, load_artifact, sha256_file, write_meta
+from fer_ray.inference.artifact import WEIGHTS, Artifact, load_artifact, resolve_model, sha256_file, write_meta
 from fer_ray.inference.engine import ENGINES, INPUT_NAME, ONNX_FILES, OUTPUT_NAME
 from fer_ray.labels import USAGE_TO_SPLIT
 from fer_ray.preprocess import PreprocessConfig
@@ -125,7 +126,7 @@ def export_engines(
     import onnxruntime
     import torch
 
-    path = Path(artifact_dir)
+    path = resolve_model(artifact_dir)  # a shipped name is upgraded where it ships
     art = load_artifact(path, engine="torch")
     calib_faces = np.asarray(calib_faces)
     if calib_faces.ndim != 3 or len(calib_faces) == 0 or calib_faces.dtype != np.uint8:
@@ -169,7 +170,7 @@ def export_engines(
     }
     write_meta(path, meta)  # hashes first: load_artifact verifies them below
     logits = {name: load_artifact(path, engine=name, verify=False).predict_logits(check_faces) for name in ONNX_FILES}
-    checked = {name: host_check.compare(name, z, reference).to_dict() for name, z in logits.items()}
+    checked = {name: asdict(host_check.compare(name, z, reference)) for name, z in logits.items()}
     meta["host_check"]["export_host"] = {**checked, "cpu": host_check.cpu_description()}
 
     if val_faces is not None and val_labels is not None and len(val_faces):

@@ -22,7 +22,7 @@ import logging
 import platform
 import re
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -194,17 +194,14 @@ def _variant(gray: np.ndarray, box, roll: float, rng: np.random.Generator, pp: P
     return face[:, ::-1].copy() if rng.random() < 0.5 else face
 
 
-def make_check_faces(
-    preprocess: PreprocessConfig | None = None, per_photo: int = VARIANTS_PER_PHOTO, seed: int = 0
-) -> np.ndarray:
-    """``uint8`` (len(PHOTOS) x per_photo, S, S): each photo's face, found by YuNet and cut by the scoring path, in
-    seeded variants; stored with the artifact, so the check does not depend on the host's library versions."""
+def make_check_faces(pp: PreprocessConfig) -> np.ndarray:
+    """``uint8`` (len(PHOTOS) x VARIANTS_PER_PHOTO, S, S): each photo's face, found by YuNet and cut by the scoring
+    path, in seeded variants; stored with the artifact, so the check does not depend on the host's library versions."""
     from fer_ray.preprocess import decode_image
     from fer_ray.score.config import DetectConfig
     from fer_ray.score.faces import _detect
 
-    pp = preprocess or PreprocessConfig()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     faces = []
     for name in PHOTOS:
         gray = decode_image((PHOTOS_DIR / name).read_bytes(), pp.max_pixels)
@@ -212,7 +209,7 @@ def make_check_faces(
         if len(found) != 1:
             raise RuntimeError(f"{PHOTOS_DIR / name}: expected one face, YuNet found {len(found)}")
         (box, roll) = found[0]
-        faces += [_variant(gray, box, roll or 0.0, rng, pp) for _ in range(per_photo)]
+        faces += [_variant(gray, box, roll or 0.0, rng, pp) for _ in range(VARIANTS_PER_PHOTO)]
     return np.stack(faces)
 
 
@@ -227,9 +224,6 @@ class HostCheck:
     max_abs_diff: float
     passed: bool
     cpu: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def line(self) -> str:
         b = BOUNDS[self.engine]
