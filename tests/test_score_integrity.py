@@ -340,7 +340,7 @@ def test_lock_on_s3_is_exclusive_beats_and_expires(s3_server):
     dead = RunLock(store, "run-dead")
     record = dead._record()
     record["heartbeat"] -= 3600
-    assert dead._create(record) and not dead._create(record)  # exclusive: If-None-Match
+    assert dead._put(record, exclusive=True) and not dead._put(record, exclusive=True)  # exclusive: If-None-Match
     taker = RunLock(store, "run-c", stale_s=60).acquire()
     assert taker.taken_over["owner"] == "run-dead" and taker.read()["owner"] == "run-c"
     taker.release()

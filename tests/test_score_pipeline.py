@@ -379,7 +379,8 @@ def test_s3_in_and_out(ray_local, s3_server, tmp_path, model_dir):
 
     again = score(cfg)
     assert again.run["images_scored"] == 0 and again.summary["rows"] == len(df)
-    assert OutputStore(cfg.out, settings).scan().files == len(OutputStore(cfg.out, settings).part_files())
+    store = OutputStore(cfg.out, settings)
+    assert store.scan(store.read_inputs()).files == len(store.part_files())
 
 
 def _html_table_rows(html: str) -> list[list[str]]:

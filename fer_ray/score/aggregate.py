@@ -7,7 +7,6 @@ confident images seen so far.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import heapq
 import logging
@@ -71,7 +70,7 @@ def _dirnames(paths: pd.Series) -> pd.Series:
 
 @dataclass
 class Counts:
-    """What the summary counts, for one part file or (added up with :meth:`add`) for all of them."""
+    """What the summary counts, added up part file by part file (:func:`count_part`)."""
 
     rows: int = 0
     faces: int = 0
@@ -92,23 +91,10 @@ class Counts:
     examples: list[dict[str, str]] = field(default_factory=list)  # the first error rows
     image_hashes: list[np.ndarray] = field(default_factory=list)  # one key hash per image row
 
-    def add(self, other: Counts) -> None:
-        """Add ``other`` field by field, so that the order of part files does not matter."""
-        for f in dataclasses.fields(self):
-            mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(mine, Counter):
-                mine.update(theirs)
-            elif f.name == "examples":
-                mine.extend(theirs[: _MAX_ERROR_EXAMPLES - len(mine)])
-            elif isinstance(mine, list):
-                mine.extend(theirs)
-            else:
-                setattr(self, f.name, mine + theirs)
 
-
-def count_part(df: pd.DataFrame, h: np.ndarray) -> Counts:
-    """The :class:`Counts` of one part file's rows ``df`` (their key hashes ``h``)."""
-    c = Counts(rows=len(df))
+def count_part(c: Counts, df: pd.DataFrame, h: np.ndarray) -> None:
+    """Add one part file's rows ``df`` (their key hashes ``h``) to ``c``."""
+    c.rows += len(df)
     face_index = pd.to_numeric(df["face_index"])
     is_image = (face_index.isna() | (face_index == 0)).to_numpy()  # an image's first (or only) row
     c.image_hashes.append(h[is_image])
@@ -119,14 +105,14 @@ def count_part(df: pd.DataFrame, h: np.ndarray) -> Counts:
     c.faces_per_image.update(pd.to_numeric(images["faces"]).fillna(0).astype(int).value_counts().to_dict())
     c.per_dir_images.update(_dirnames(images["path"]).value_counts().to_dict())
     ok = df[status == "ok"]
-    c.faces = len(ok)
+    c.faces += len(ok)
     if "uncertain" in ok:
-        c.uncertain = int(ok["uncertain"].fillna(False).astype(bool).sum())
+        c.uncertain += int(ok["uncertain"].fillna(False).astype(bool).sum())
     c.emotions.update(ok["emotion"].value_counts().to_dict())
     c.per_dir_emotions.update(Counter(zip(_dirnames(ok["path"]), ok["emotion"], strict=True)))
     conf = pd.to_numeric(ok["confidence"]).dropna().to_numpy(dtype=np.float64)
     c.hist += np.histogram(conf, bins=_HIST_BINS, range=(0.0, 1.0))[0]
-    c.conf_sum = float(conf.sum())
+    c.conf_sum += float(conf.sum())
     c.models.update(df["model_id"].value_counts().to_dict())
     model = df["model_id"].fillna("(none)").astype(str)
     ok_model = model[status == "ok"]
@@ -138,9 +124,8 @@ def count_part(df: pd.DataFrame, h: np.ndarray) -> Counts:
     c.per_model.update(Counter(zip(ok_model, ok["emotion"], strict=True)))
     errs = df[status == "error"]
     c.reasons.update(errs["error"].map(error_reason).value_counts().to_dict())
-    for path, err in list(zip(errs["path"], errs["error"], strict=True))[:_MAX_ERROR_EXAMPLES]:
+    for path, err in list(zip(errs["path"], errs["error"], strict=True))[: _MAX_ERROR_EXAMPLES - len(c.examples)]:
         c.examples.append({"path": str(path), "error": str(err), "reason": error_reason(err)})
-    return c
 
 
 class LeastConfident:
@@ -211,12 +196,10 @@ def summarize(
     if run is None:
         run = store.latest_run() or {}
     video_cfg = video or store.video_config()
-    video_listing = None
+    listed = video_listing = None
     if listing is not None:
-        in_video = is_video_row(listing)
-        listing, video_listing = listing[~in_video], listing[in_video]
-    listed = np.unique(key_hash(listing)) if listing is not None else None
-    listed_videos = np.unique(key_hash(video_listing)) if video_listing is not None else None
+        listed, in_video = key_hash(listing), is_video_row(listing)
+        video_listing = listing[in_video]
 
     c = Counts()
     videos = VideoCounts()
@@ -224,27 +207,23 @@ def summarize(
     parts = store.part_files()
     for part in parts:
         df = _read_part(store, part)
-        in_video = is_video_row(df)
-        if in_video.any():
-            vdf, df = df[in_video], df[~in_video]
-            vh = key_hash(vdf)
-            keep = np.isin(vh, listed_videos) if listed_videos is not None else np.ones(len(vdf), dtype=bool)
-            c.other_rows += int((~keep).sum())
-            videos.add(vdf[keep], vh[keep])
         h = key_hash(df)
         if listed is not None:
             keep = np.isin(h, listed)
             c.other_rows += int((~keep).sum())
             df, h = df[keep], h[keep]
+        video_rows = is_video_row(df)
+        videos.add(df[video_rows], h[video_rows])
+        df, h = df[~video_rows], h[~video_rows]
         if len(df):
-            c.add(count_part(df, h))
+            count_part(c, df, h)
         ok = (df["status"].astype(str) == "ok").to_numpy()
         table.add(df[ok], h[ok])
 
     hashes = np.concatenate(c.image_hashes) if c.image_hashes else np.zeros(0, dtype=np.uint64)
     uniq, counts = np.unique(hashes, return_counts=True)
     duplicates = int((counts > 1).sum())
-    images_in = int(len(listed)) if listed is not None else int(len(uniq))
+    images_in = int(len(np.unique(listed[~in_video]))) if listed is not None else int(len(uniq))
     image_rows_out = int(len(uniq))
 
     video_summary, tracks = videos.summary(video_listing, video_cfg)

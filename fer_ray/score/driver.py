@@ -66,13 +66,9 @@ class ScoreResult:
 @dataclass(frozen=True)
 class StagePlan:
     block_rows: int  # listing rows per block (bounded, so the driver never puts millions of tiny objects)
-    fused: bool  # decode/detect inside the inference actors
+    stages: str  # fused (decode/detect inside the inference actors) or split
     actors: int  # inference actors
     cpu_tasks: int | None  # concurrent decode/detect tasks of split stages; None: Ray Data decides
-
-    @property
-    def stages(self) -> str:
-        return "fused" if self.fused else "split"
 
 
 def plan_stages(n: int, cfg: ScoreConfig, gpus: float, cpus: int | None = None) -> StagePlan:
@@ -106,7 +102,7 @@ def plan_stages(n: int, cfg: ScoreConfig, gpus: float, cpus: int | None = None) 
     cpu_tasks = cfg.max_cpu_tasks or ((os.cpu_count() or 1) if local else None)
     if cpu_tasks is not None and blocks is not None:
         cpu_tasks = max(1, min(cpu_tasks, blocks))
-    return StagePlan(block_rows=block_rows, fused=fused, actors=actors, cpu_tasks=cpu_tasks)
+    return StagePlan(block_rows, "fused" if fused else "split", actors, cpu_tasks)
 
 
 class _PartFilenames:
@@ -143,7 +139,7 @@ def build_dataset(
     step = plan.block_rows
     segments = todo["segment"].notna().to_numpy() if "segment" in todo else np.zeros(len(todo), dtype=bool)
     if segments.any():  # a video segment is a task of its own; blocks stay whole (no batch_size bundles them)
-        step = min(step, cfg.batch_size if plan.fused else cfg.images_per_task)
+        step = min(step, cfg.batch_size if plan.stages == "fused" else cfg.images_per_task)
     images, videos = todo[~segments], todo[segments]
     cuts = [(images, i, i + step) for i in range(0, len(images), step)]
     cuts += [(videos, i, i + 1) for i in range(len(videos))]
@@ -159,7 +155,7 @@ def build_dataset(
         "num_gpus": gpus,
         **({"max_restarts": 0} if resolve_address(cfg.ray) == LOCAL else {}),
     }
-    if plan.fused:
+    if plan.stages == "fused":
         return ds.map_batches(
             FusedScorer,
             batch_format="pandas",
@@ -224,9 +220,7 @@ def _all_scored(scan: ScanResult, listing: pd.DataFrame, model_id: str) -> bool:
     """Every listed input has current rows of ``model_id`` alone in the scanned store: nothing to score or retry."""
     if not scan.rows or set(scan.models) - {model_id}:
         return False
-    listed = key_hash(listing)
-    retry = np.isin(scan.transient, listed).any()
-    return bool(np.isin(listed, scan.done).all()) and not len(scan.stale(listing)) and not retry
+    return bool(np.isin(key_hash(listing), scan.done).all()) and not len(scan.stale) and not len(scan.retry)
 
 
 def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | None = None) -> ScoreResult:
@@ -264,7 +258,7 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
         n_list_errors = int(listing["error"].notna().sum())
         logger.info("listed %d inputs (%d could not be listed and become error rows)", len(listing), n_list_errors)
         # One scan of OUT per run (it also deletes part files a killed run left half-written, and records them).
-        scan = None if cfg.overwrite else store.scan()
+        scan = None if cfg.overwrite else store.scan(listing)
         if scan is not None and _all_scored(scan, listing, artifact.model_id):
             # A rerun with nothing new needs no Ray (its start-up is most of a small job): the report is rewritten.
             logger.info("every input is already scored by %s; Ray is not started", artifact.model_id)
@@ -286,7 +280,7 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
 
         if cfg.overwrite:
             store.clear()
-            scan = store.scan()
+            scan = store.scan(listing)
         others = sorted(m for m in scan.models if m != artifact.model_id)
         if others and not cfg.allow_mixed_models:
             raise MixedModelsError(
@@ -301,14 +295,11 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
             )
         # Rows of inputs that changed since they were scored, and transient errors retried now, go
         # before this run writes theirs: rows/ never holds two versions of an input.
-        listed = key_hash(listing)
-        stale = scan.stale(listing)
-        retry = scan.transient[np.isin(scan.transient, listed)]
         lock.check()
         dropped = store.drop_rows(
-            np.union1d(stale, retry), run_id, "superseded: input changed or transient error retried"
+            np.union1d(scan.stale, scan.retry), run_id, "superseded: input changed or transient error retried"
         )
-        todo = listing[~np.isin(listed, scan.done)].reset_index(drop=True)
+        todo = listing[~np.isin(key_hash(listing), scan.done)].reset_index(drop=True)
         skipped = len(listing) - len(todo)
         logger.info(
             "%s: %d rows in %d part files; %d of %d inputs already scored, %d to score with %s "
@@ -320,8 +311,8 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
             len(listing),
             len(todo),
             artifact.model_id,
-            len(stale),
-            len(retry),
+            len(scan.stale),
+            len(scan.retry),
         )
 
         pipeline_s = 0.0
@@ -368,8 +359,8 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
             "images_listed": len(listing),
             "images_skipped": skipped,
             "images_scored": len(todo),
-            "images_changed": len(stale),
-            "transient_retried": len(retry),
+            "images_changed": len(scan.stale),
+            "transient_retried": len(scan.retry),
             "rows_superseded": dropped,
             "images_per_s": round(len(todo) / elapsed, 3) if len(todo) else 0.0,  # whole job (elapsed_s)
             "pipeline_images_per_s": round(len(todo) / pipeline_s, 3) if len(todo) and pipeline_s > 0 else 0.0,

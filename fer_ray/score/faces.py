@@ -233,8 +233,6 @@ def crop_scale(face_side: int, preprocess: PreprocessConfig) -> float:
 
 
 def _scale_box(box: Box, sx: float, sy: float) -> Box:
-    if sx == 1.0 and sy == 1.0:
-        return box
     x, y, w, h = box
     return int(round(x * sx)), int(round(y * sy)), max(1, int(round(w * sx))), max(1, int(round(h * sy)))
 

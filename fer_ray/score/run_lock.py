@@ -83,11 +83,21 @@ class RunLock:
             "heartbeat_iso": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
         }
 
-    def _create(self, record: dict[str, Any]) -> bool:
-        """Create the lock object if there is none; False when one exists."""
+    def _put(self, record: dict[str, Any], exclusive: bool = False) -> bool:
+        """Write the lock object; ``exclusive``: only where there is none (False when one exists)."""
         data = json.dumps(record, indent=2).encode()
-        if not self.store.is_s3:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        if self.store.is_s3:  # one PUT replaces the object atomically
+            bucket, _, key = self.path.partition("/")
+            only_new = {"IfNoneMatch": "*"} if exclusive else {}
+            try:
+                client_for(self.store.settings).put_object(Bucket=bucket, Key=key, Body=data, **only_new)
+            except Exception as e:
+                if exclusive and error_code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                    return False
+                raise
+            return True
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        if exclusive:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
@@ -95,24 +105,11 @@ class RunLock:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             return True
-        bucket, _, key = self.path.partition("/")
-        try:
-            client_for(self.store.settings).put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
-        except Exception as e:
-            if error_code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                return False
-            raise
-        return True
-
-    def _write(self, data: bytes) -> None:
-        if self.store.is_s3:  # one PUT replaces the object atomically
-            bucket, _, key = self.path.partition("/")
-            client_for(self.store.settings).put_object(Bucket=bucket, Key=key, Body=data)
-            return
         tmp = f"{self.path}.{uuid.uuid4().hex[:8]}.tmp"  # readers never see a half-written heartbeat
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, self.path)
+        return True
 
     def read(self) -> dict[str, Any] | None:
         """The current lock record, or None when OUT is not locked."""
@@ -136,7 +133,7 @@ class RunLock:
         deadline = time.monotonic() + max(0.0, wait_s)
         announced = False
         while True:
-            if self._create(self._record()):
+            if self._put(self._record(), exclusive=True):
                 # Stores that ignore If-None-Match (some S3 look-alikes) let two PUTs "win": the later
                 # one is what stays, so only the run that reads its own record back holds the lock.
                 mine = self.read()
@@ -181,13 +178,13 @@ class RunLock:
                 held = self.read()
                 if held is None:  # deleted under us (by hand?): hold it again unless another run did
                     logger.warning("the lock of %s disappeared; taking it again", self.store.uri)
-                    self._create(self._record())
+                    self._put(self._record(), exclusive=True)
                     continue
                 if held.get("owner") != self.owner:
                     self._lost = f"the lock of {self.store.uri} now belongs to run {held.get('owner')}"
                     logger.error("%s; this run stops writing there", self._lost)
                     return
-                self._write(json.dumps(self._record(), indent=2).encode())
+                self._put(self._record())
             except Exception as e:  # a missed beat is not fatal; stale_s allows several
                 logger.warning("lock heartbeat for %s failed: %s", self.store.uri, e)
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fer_ray.data.fetch import fetch_bytes
 from fer_ray.data.s3 import S3Settings, resolve_filesystem
@@ -69,12 +70,10 @@ def prepare_images(
     Rows with a ``segment`` are video segments (:func:`fer_ray.video.stage.expand_segments`), streamed from the file."""
     pp = preprocess or PreprocessConfig()
     detect = detect or DetectConfig()
-    cols: dict[str, list[Any]] = {name: [] for name in PREPARED_SCHEMA.names}
+    rows: list[dict[str, Any]] = []
 
     def emit(base: dict[str, Any], **values: Any) -> None:
-        row = {**base, **values}
-        for name in cols:
-            cols[name].append(row.get(name))
+        rows.append({**base, **values})
 
     crops_to = None
     if save_crops:
@@ -82,10 +81,11 @@ def prepare_images(
         crops_to[0].create_dir(crops_to[1], recursive=True)
     segments = batch["segment"].notna().to_numpy() if "segment" in batch else np.zeros(len(batch), dtype=bool)
     for row in batch[segments].to_dict("records"):
-        first = len(cols["path"])
+        first = len(rows)
         on_crop = functools.partial(_save_crop, *crops_to, str(row["path"])) if crops_to else None
         prepare_segment(row, emit, settings, pp, detect, video or VideoConfig(), whole_image, on_crop)
-        cols["segment_rows"][first:] = [len(cols["path"]) - first] * (len(cols["path"]) - first)
+        for r in rows[first:]:
+            r["segment_rows"] = len(rows) - first
     listing = batch.loc[~segments, ["path", "size", "mtime", "error"]].reset_index(drop=True)
     for chunk in _fetch_chunks(listing["size"].tolist(), FETCH_BUDGET_BYTES):
         fetched = fetch_bytes(listing.iloc[chunk], settings, pp.max_bytes)
@@ -95,7 +95,7 @@ def prepare_images(
             base = {"path": str(path), "size": int(size), "mtime": None if pd.isna(mtime) else float(mtime), "faces": 0}
             on_crop = functools.partial(_save_crop, *crops_to, base["path"]) if crops_to else None
             image_rows(base, image, error, emit, pp, detect, whole_image, on_crop)
-    return pa.table({f.name: pa.array(cols[f.name], f.type) for f in PREPARED_SCHEMA}, schema=PREPARED_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=PREPARED_SCHEMA)
 
 
 def image_rows(
@@ -192,7 +192,7 @@ class FacePredictor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
-        ok = np.asarray(batch.column("status").to_pylist(), dtype=object) == "ok"
+        ok = pc.equal(batch.column("status"), "ok").fill_null(False).to_numpy(zero_copy_only=False)
         s = self.artifact.preprocess.image_size
         probs = np.zeros((n, len(EMOTIONS)), dtype=np.float32)
         if ok.any():
@@ -204,7 +204,7 @@ class FacePredictor:
         out = {name: batch.column(name) for name in PREPARED_SCHEMA.names if name != "face"}
         for k, name in enumerate(PROB_COLUMNS):
             out[name] = pa.array(probs[:, k], pa.float32(), mask=~ok)
-        out["emotion"] = pa.array([EMOTIONS[j] if o else None for j, o in zip(res.top, ok, strict=True)], pa.string())
+        out["emotion"] = pa.array(np.asarray(EMOTIONS, dtype=object)[res.top], pa.string(), mask=~ok)
         out["confidence"] = pa.array(res.confidence, pa.float32(), mask=~ok)
         out["uncertain"] = pa.array(res.uncertain, pa.bool_(), mask=~ok)
         constant = {

@@ -86,25 +86,23 @@ def path_hash(paths: pd.Series) -> np.ndarray:
     return _hash({"path": paths.astype(str).to_numpy()})
 
 
+def _no_keys() -> np.ndarray:
+    return np.zeros(0, dtype=np.uint64)
+
+
 @dataclass
 class ScanResult:
     """What :meth:`OutputStore.scan` found: keys with a complete set of rows, and what it repaired."""
 
-    done: np.ndarray  # sorted unique key hashes (uint64) with a complete set of rows, transient errors excluded
+    done: np.ndarray = field(default_factory=_no_keys)  # key hashes with a complete set of rows, bar transient errors
     files: int = 0
     rows: int = 0
     removed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    transient: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))  # keys to retry
     models: dict[str, int] = field(default_factory=dict)  # model_id -> rows
-    keys: pd.DataFrame | None = None  # one row per key found: key, path (hashes)
-
-    def stale(self, listing: pd.DataFrame) -> np.ndarray:
-        """Keys in OUT of inputs listed now under another key (same path, new size or mtime)."""
-        if self.keys is None or not len(self.keys):
-            return np.zeros(0, dtype=np.uint64)
-        same_path = np.isin(self.keys["path"].to_numpy(), path_hash(listing["path"]))
-        other_key = ~np.isin(self.keys["key"].to_numpy(), key_hash(listing))
-        return np.unique(self.keys["key"].to_numpy()[same_path & other_key])
+    # Keys of rows to drop before their inputs are scored again: transient errors of listed inputs, and
+    # inputs listed now under another key (same path, new size or mtime).
+    retry: np.ndarray = field(default_factory=_no_keys)
+    stale: np.ndarray = field(default_factory=_no_keys)
 
 
 class OutputStore:
@@ -206,8 +204,8 @@ class OutputStore:
         except pa.ArrowInvalid:  # footer present but a column chunk is damaged
             return None
 
-    def scan(self) -> ScanResult:
-        """Find the inputs already scored; delete part files a killed run left unreadable or incomplete.
+    def scan(self, listing: pd.DataFrame) -> ScanResult:
+        """Find the inputs of ``listing`` already scored; delete part files a killed run left unreadable or incomplete.
 
         A file is dropped (its inputs rescored) when it has no Parquet footer, or an image's row count there does not
         match its ``faces`` (all rows of an image go to one file). I/O errors propagate: a flaky connection must
@@ -242,17 +240,19 @@ class OutputStore:
                 n = int(np.isin(parts.pop(p)["key"].unique(), bad).sum())
                 self._delete(p, f"holds an incomplete or duplicated set of rows for {n} image(s)", removed)
         if not parts:
-            return ScanResult(done=np.zeros(0, dtype=np.uint64), removed=removed)
-        transient = np.unique(rows.loc[rows["transient"], "key"].to_numpy())
+            return ScanResult(removed=removed)
+        listed, keys = key_hash(listing), rows["key"].to_numpy()
+        transient = np.unique(keys[rows["transient"].to_numpy()])
+        stale = np.isin(rows["path"].to_numpy(), path_hash(listing["path"])) & ~np.isin(keys, listed)
         models = rows["model_id"].dropna().astype(str).value_counts()
         return ScanResult(
             done=np.setdiff1d(done, transient),
             files=len(parts),
             rows=len(rows),
             removed=removed,
-            transient=transient,
             models={str(k): int(v) for k, v in models.items()},
-            keys=rows[["key", "path"]].drop_duplicates("key"),
+            retry=transient[np.isin(transient, listed)],
+            stale=np.unique(keys[stale]),
         )
 
     def drop_rows(self, keys: np.ndarray, run_id: str, reason: str) -> int:
