@@ -92,6 +92,17 @@ def test_prepare_images_one_row_per_face_and_predictor_schema(tmp_path, model_di
     assert scored["uncertain"][:4].tolist() == (scored["confidence"][:4] < cut).tolist()
     assert scored["uncertain"][4:].isna().all()
 
+    # batch_size bounds the faces of one forward pass (a fused actor's batch is a whole video segment): same rows
+    small = FacePredictor(artifact_files(model_dir), run_id="r1", batch_size=3)
+    passes = []
+    forward = small.artifact.predict_logits
+    small.artifact.predict_logits = lambda faces, device=None: passes.append(len(faces)) or forward(faces, device)
+    chunked = small(table).to_pandas()
+    views = 2 if small.artifact.flip_tta else 1  # flip TTA passes each face with its mirror image
+    assert passes == [3 * views, 1 * views]  # the 4 faces as 3 + 1
+    cols = [f"p_{e}" for e in EMOTIONS]
+    np.testing.assert_allclose(chunked[cols].to_numpy(float), scored[cols].to_numpy(float), atol=1e-6)
+
 
 def test_score_config_validation():
     with pytest.raises(ValueError, match="no inputs"):

@@ -335,6 +335,7 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
                     "threads": cfg.actor_threads,
                     "engine": artifact.engine_name,
                     "flip_tta": cfg.flip_tta,
+                    "batch_size": cfg.batch_size,
                     "progress": counter,
                 }
                 ds = build_dataset(todo, cfg, plan, gpus, prepare_kwargs, predictor_kwargs)

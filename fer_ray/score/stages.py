@@ -171,6 +171,7 @@ class FacePredictor:
         engine: str = "torch",
         flip_tta: bool | None = None,
         progress=None,
+        batch_size: int = 256,
     ):
         from fer_ray.inference.artifact import load_artifact
 
@@ -187,6 +188,9 @@ class FacePredictor:
                 Path(tmp, name).write_bytes(data)
             self.artifact: Artifact = load_artifact(tmp, self.device, engine=engine, threads=threads)
         self.flip_tta = flip_tta
+        # Faces per forward pass: a fused actor's batch is a whole video segment (thousands of faces at every
+        # frame), and the engine's activations grow with the pass, so memory would grow with the segment.
+        self.batch_size = batch_size
         self.run_id = run_id
         self.progress = progress  # a ProgressCounter actor handle, or None
 
@@ -199,7 +203,9 @@ class FacePredictor:
             crops = batch.column("face").filter(pa.array(ok)).to_pylist()
             # A writable copy: torch warns on (and must not alias) read-only buffers.
             faces = np.frombuffer(b"".join(crops), dtype=np.uint8).reshape(-1, s, s).copy()  # (B, S, S)
-            probs[ok] = self.artifact.predict_proba(faces, self.device, flip_tta=self.flip_tta)
+            bs = self.batch_size
+            parts = [faces[i : i + bs] for i in range(0, len(faces), bs)]
+            probs[ok] = np.concatenate([self.artifact.predict_proba(f, self.device, self.flip_tta) for f in parts])
         res = outputs(probs, self.artifact.uncertain_below)
         out = {name: batch.column(name) for name in PREPARED_SCHEMA.names if name != "face"}
         for k, name in enumerate(PROB_COLUMNS):
