@@ -70,8 +70,7 @@ def _yunet(cfg: DetectConfig):
 
 def is_face_crop(gray: np.ndarray, cfg: DetectConfig) -> bool:
     """Tiny images (FER2013's 48x48) are face crops already: too small to detect in, nothing to crop."""
-    h, w = gray.shape[:2]
-    return max(h, w) <= cfg.crop_max_side
+    return max(gray.shape[:2]) <= cfg.crop_max_side
 
 
 def detection_scale(width: int, height: int, cfg: DetectConfig) -> float:

@@ -45,14 +45,14 @@ EMOTION_COLORS = {
 _OTHER = "#555555"  # charts of something other than emotions (confidence, faces per image)
 
 
-def png(fig) -> str:
-    """``fig`` as base64 PNG text; the figure is closed (a report draws many)."""
+def _img(title: str, fig) -> str:
+    """``fig`` as an ``<img>`` holding its PNG (base64); the figure is closed (a report draws many)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return f"<img alt='{html.escape(title)}' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
 
 
 def figures(summary: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -258,10 +258,7 @@ def _details(s: dict[str, Any]) -> list[tuple[str, Any]]:
         ("output", s["out"]),
         ("input root", s.get("input_root") or "-"),
         ("model", s["model_id"]),
-        (
-            "engine / flip TTA / detector",
-            f"{run.get('engine', '-')} / {run.get('flip_tta', '-')} / {run.get('detector', '-')}",
-        ),  # fmt: skip
+        ("engine / flip TTA / detector", " / ".join(str(run.get(k, "-")) for k in ("engine", "flip_tta", "detector"))),
         ("images in / image rows out", f"{s['images_in']:,} / {s['image_rows_out']:,}"),
         ("complete (every input exactly once)", "yes" if s["complete"] else "NO"),
         ("images: ok / no face / error", " / ".join(f"{s['images_by_status'][k]:,}" for k in STATUSES)),
@@ -292,9 +289,7 @@ def render_html(summary: dict[str, Any]) -> str:
         "<h2>Emotions, and how accurate the model is for each</h2>",
         _emotions_html(s),
     ]
-    for title, fig in figures(s):
-        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,"
-                     f"{png(fig)}'>")  # fmt: skip
+    parts += [f"<h2>{html.escape(title)}</h2>{_img(title, fig)}" for title, fig in figures(s)]
     if s.get("by_model"):
         parts.append(
             "<h2>By model</h2><p>This output mixes models (scored with --allow-mixed-models); "
@@ -308,8 +303,7 @@ def render_html(summary: dict[str, Any]) -> str:
         parts.append(_table(rows, ("model", "images", "faces", "mean confidence", *EMOTIONS)))
     if s.get("videos_in"):
         parts += ["<h2>Videos</h2>", videos_html(s, lambda p: relative(p, root))]
-        for title, fig in timeline_figures(s, lambda p: relative(p, root)):
-            parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{png(fig)}'>")
+        parts += [_img(title, fig) for title, fig in timeline_figures(s, lambda p: relative(p, root))]
     if (s.get("least_confident") or {}).get("max_rows"):
         parts += ["<h2>Images, least confident first</h2>", _image_table(s["least_confident"], root)]
     parts.append("<h2>Errors</h2>")
@@ -334,14 +328,13 @@ def render_html(summary: dict[str, Any]) -> str:
 def format_table(summary: dict[str, Any]) -> str:
     """A short plain-text summary for the terminal: the analyst's lines first, the run's details last."""
     s = summary
-    faces = max(1, s["faces"])
-    emo = "  ".join(f"{e} {n} ({100 * n / faces:.0f}%)" for e, n in s["emotions"].items() if n)
+    emo = "  ".join(f"{e} {n} ({_pct(n, s['faces'])})" for e, n in s["emotions"].items() if n)
     st = s["images_by_status"]
     lines = [f"{'scored':<10} {headline(s)[0].removeprefix('Scored ')}", f"{'emotions':<10} {emo or '-'}"]
     if s.get("uncertain_faces"):
         lines.append(
             f"{'uncertain':<10} {s['uncertain_faces']:,} of {s['faces']:,} faces "
-            f"({100 * s['uncertain_faces'] / faces:.0f}%) are {_UNCERTAIN}: read their emotion as a guess"
+            f"({_pct(s['uncertain_faces'], s['faces'])}) are {_UNCERTAIN}: read their emotion as a guess"
         )
     acc = _accuracy(s)
     if acc:

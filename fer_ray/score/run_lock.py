@@ -47,7 +47,7 @@ def _died_on_this_host(held: dict[str, Any]) -> bool:
     return held.get("pid_start") is not None and start is not None and start != held["pid_start"]
 
 
-class RunLock:
+class RunLock(contextlib.AbstractContextManager):
     """``OUT/lock.json``: names its owner (run id, host, pid, start); a daemon thread refreshes its heartbeat.
 
     Created exclusively (``O_EXCL`` locally, a conditional ``If-None-Match: *`` PUT on S3), so of two runs
@@ -201,9 +201,6 @@ class RunLock:
         if held is not None and held.get("owner") == self.owner:
             self._delete()
             logger.info("released the lock of %s", self.store.uri)
-
-    def __enter__(self) -> RunLock:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
