@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fer_ray.data.decode import SOURCE_COLUMNS, decode
-from fer_ray.data.s3 import S3Settings
-from fer_ray.data.sources import read_images
 
 if TYPE_CHECKING:  # importing fer_ray.data must not need Ray (plain-PyTorch training runs without it)
     import ray.data
@@ -36,4 +34,4 @@ def read_labeled(
     )
 
 
-__all__ = ["SOURCE_COLUMNS", "S3Settings", "decode", "read_images", "read_labeled"]
+__all__ = ["SOURCE_COLUMNS", "decode", "read_labeled"]

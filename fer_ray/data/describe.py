@@ -18,8 +18,8 @@ from PIL import Image
 
 from fer_ray.config import RAY_FLAGS, setting
 from fer_ray.data.decode import decode_batch
-from fer_ray.data.fer2013 import FOLDER_SPLITS, open_text, read_fer_csv, read_fer_parquet, read_image_folders
-from fer_ray.data.s3 import S3Settings, is_s3_uri, resolve_filesystem
+from fer_ray.data.fer2013 import FOLDER_SPLITS, read_fer_csv, read_fer_parquet, read_image_folders
+from fer_ray.data.s3 import S3Settings, is_s3_uri, open_text, resolve_filesystem
 from fer_ray.data.sources import read_images
 from fer_ray.labels import EMOTIONS
 from fer_ray.preprocess import PreprocessConfig

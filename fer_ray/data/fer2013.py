@@ -3,10 +3,9 @@ each yields :data:`~fer_ray.data.decode.SOURCE_COLUMNS`."""
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -14,7 +13,7 @@ import pyarrow.parquet as pq
 
 from fer_ray.data import ferplus
 from fer_ray.data.listing import list_images_and_settings
-from fer_ray.data.s3 import S3Settings, is_s3_uri, local_path, resolve_filesystem
+from fer_ray.data.s3 import S3Settings, is_s3_uri, local_path, open_text, resolve_filesystem
 from fer_ray.data.sources import dataset_from_listing
 from fer_ray.labels import EMOTIONS, USAGE_TO_SPLIT, label_of
 from fer_ray.preprocess import PreprocessConfig
@@ -148,12 +147,6 @@ def _csv_batch(batch: pd.DataFrame) -> pd.DataFrame:
             "error": pd.Series(errors, dtype=object),
         }
     )
-
-
-def open_text(path: str, settings: S3Settings | None = None) -> IO[str]:
-    """Open a local or ``s3://`` text file for reading (the caller closes it)."""
-    fs, p = resolve_filesystem(path, settings)
-    return io.TextIOWrapper(fs.open_input_stream(p), encoding="utf-8")
 
 
 def read_fer_csv(

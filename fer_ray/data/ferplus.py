@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fer_ray.data.s3 import open_text
 from fer_ray.labels import EMOTIONS, label_of
 
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
@@ -91,8 +92,6 @@ def default_csv(parquet: str) -> str:
 
 def load(parquet: str, csv: str | None = None) -> tuple[np.ndarray, list[str | None]]:
     """Majority labels and reasons of the FER+ CSV for a FER2013 Parquet (local or ``s3://``)."""
-    from fer_ray.data.fer2013 import open_text
-
     path = csv or default_csv(parquet)
     try:
         with open_text(path) as f:

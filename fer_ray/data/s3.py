@@ -10,9 +10,10 @@ credentials, signs nothing and gets "access denied") and which needs one GET per
 from __future__ import annotations
 
 import functools
+import io
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -148,3 +149,9 @@ def resolve_filesystem(uri: str, settings: S3Settings | None = None) -> tuple[pa
         bucket, key = split_s3_uri(uri)
         return (settings or S3Settings.from_env()).filesystem(), f"{bucket}/{key}".rstrip("/")
     return pafs.LocalFileSystem(), local_path(uri)
+
+
+def open_text(path: str, settings: S3Settings | None = None) -> IO[str]:
+    """Open a local or ``s3://`` text file for reading (the caller closes it)."""
+    fs, p = resolve_filesystem(path, settings)
+    return io.TextIOWrapper(fs.open_input_stream(p), encoding="utf-8")
