@@ -322,7 +322,3 @@ def read_config_file(path: str | os.PathLike, what: str = "--config") -> dict[st
             f"{what} {path} holds a {type(data).__name__}", "write a mapping of setting names to values (key: value)"
         )
     return data
-
-
-def save_json(obj: Any, path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow.fs as pafs
 
 from fer_ray import storage as run_storage
@@ -144,49 +145,44 @@ def export_state(
     return TrainResult(run_dir, artifact, state["history"][-1], history, counts)
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
 def resume_record(
-    saved: dict[str, Any] | None, cfg: TrainConfig, counts: dict[str, Any], next_epoch: int
+    saved: dict[str, Any] | None, cfg: TrainConfig, counts: dict[str, Any], next_epoch: int, run_dir: Path | str
 ) -> dict[str, Any]:
-    """The run's ``train_config.json`` content: a resume may change only fields marked ``resumable`` (a segment
-    from the epoch it takes effect); any other change raises :class:`RunRefused` naming the fields."""
+    """Write the run's ``train_config.json`` and return its content: a resume may change only fields marked
+    ``resumable`` (a segment from the epoch it takes effect); any other change raises :class:`RunRefused`
+    naming the fields."""
     current = cfg.to_dict()
-    if not saved:
-        return {"train_config": current, "counts": counts, "segments": [{"start_epoch": 0, "train_config": current}]}
-    # Read back through TrainConfig: a setting added since the run started counts as its default, so
-    # a new version of fer_ray resumes runs started by an older one.
-    before, after = _flat(TrainConfig.from_dict(saved["train_config"]).to_dict()), _flat(current)
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    resumable = fields_where(TrainConfig, "resumable")
-    unsafe = [k for k in changed if k.split(".")[0] not in resumable]
-    old_fp, new_fp = saved.get("counts", {}).get("fingerprint"), counts.get("fingerprint")
-    if old_fp and new_fp and old_fp != new_fp:
-        unsafe.append("data (its fingerprint changed)")
-    if saved.get("counts", {}).get("teachers", []) != counts.get("teachers", []):
-        unsafe.append("teachers (other weights)")
-    if saved.get("counts", {}).get("init_from") != counts.get("init_from"):
-        unsafe.append("init_from (other starting weights)")
-    if after.get("epochs", 0) < before.get("epochs", 0):
-        unsafe.append(f"epochs (shorter: {before['epochs']} -> {after['epochs']})")
-    if unsafe:
-        raise RunRefused(
-            f"run {cfg.run_name!r} was trained with a different {', '.join(unsafe)}; a resume may change only "
-            f"{', '.join(sorted(resumable))}",
-            "use a new --run-name to train with these settings",
-        )
-    segments = saved.get("segments") or [{"start_epoch": 0, "train_config": saved["train_config"]}]
-    if changed:
-        segments = [*segments, {"start_epoch": next_epoch, "changed": changed, "train_config": current}]
-    return {"train_config": current, "counts": counts, "segments": segments}
+    segments = [{"start_epoch": 0, "train_config": current}]
+    if saved:
+        # Read back through TrainConfig: a setting added since the run started counts as its default, so
+        # a new version of fer_ray resumes runs started by an older one.
+        flat = (TrainConfig.from_dict(saved["train_config"]).to_dict(), current)
+        before, after = (pd.json_normalize(d).to_dict("records")[0] for d in flat)  # keys like "model.widths"
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        resumable = fields_where(TrainConfig, "resumable")
+        unsafe = [k for k in changed if k.split(".")[0] not in resumable]
+        old_fp, new_fp = saved.get("counts", {}).get("fingerprint"), counts.get("fingerprint")
+        if old_fp and new_fp and old_fp != new_fp:
+            unsafe.append("data (its fingerprint changed)")
+        if saved.get("counts", {}).get("teachers", []) != counts.get("teachers", []):
+            unsafe.append("teachers (other weights)")
+        if saved.get("counts", {}).get("init_from") != counts.get("init_from"):
+            unsafe.append("init_from (other starting weights)")
+        if after.get("epochs", 0) < before.get("epochs", 0):
+            unsafe.append(f"epochs (shorter: {before['epochs']} -> {after['epochs']})")
+        if unsafe:
+            raise RunRefused(
+                f"run {cfg.run_name!r} was trained with a different {', '.join(unsafe)}; a resume may change only "
+                f"{', '.join(sorted(resumable))}",
+                "use a new --run-name to train with these settings",
+            )
+        segments = saved.get("segments") or [{"start_epoch": 0, "train_config": saved["train_config"]}]
+        if changed:
+            segments = [*segments, {"start_epoch": next_epoch, "changed": changed, "train_config": current}]
+    record = {"train_config": current, "counts": counts, "segments": segments}
+    text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+    run_storage.write_text(run_storage.join(run_dir, TRAIN_CONFIG), text)
+    return record
 
 
 def run_dirs(cfg: TrainConfig) -> tuple[str, Path | str]:

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from fer_ray.config import UserError, save_json
+from fer_ray.config import UserError
 from fer_ray.data.decode import decode_batch
 from fer_ray.data.fer2013 import parquet_columns, parquet_rows
 from fer_ray.data.ferplus import load as ferplus_load
@@ -122,12 +122,11 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> checkpoints.T
     saved = json.loads(saved_path.read_text()) if saved_path.exists() and latest.exists() else None
     state = torch.load(latest, map_location=device, weights_only=True) if latest.exists() else None
     # check the resume before touching the model: a changed config is one clear error, not a shape mismatch
-    record = checkpoints.resume_record(saved, cfg, counts, state["epoch"] + 1 if state else 0)
+    checkpoints.resume_record(saved, cfg, counts, state["epoch"] + 1 if state else 0, run_dir)
     if state is not None:
         start_epoch, history = learner.restore(state)
         best = state.get("best")
         logger.info("resumed after epoch %d from %s", start_epoch, latest)
-    save_json(record, saved_path)
 
     on_tty = progress_mode(progress) == "bar"
     bar = Progress("training", total=cfg.total_epochs, unit="epochs", initial=start_epoch, progress=on_tty)

@@ -207,11 +207,7 @@ def train(cfg: TrainConfig, progress: bool | None = None) -> checkpoints.TrainRe
     storage, run_dir = checkpoints.run_dirs(cfg)
     data = training_data(cfg)
     saved, done = checkpoints.saved_run(run_dir)
-    record = checkpoints.resume_record(saved if done else None, cfg, data.counts, done)
-    run_storage.write_text(
-        run_storage.join(run_dir, checkpoints.TRAIN_CONFIG),
-        json.dumps(record, indent=2, sort_keys=True, default=str) + "\n",
-    )
+    record = checkpoints.resume_record(saved if done else None, cfg, data.counts, done, run_dir)
     logger.info("train/val class counts: %s", {k: data.counts[k] for k in ("train", "val")})
     trainer = build_trainer(cfg, data, storage)
     with _epoch_progress(run_dir, cfg.total_epochs, done, progress):
