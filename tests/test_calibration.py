@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fer_ray.config import fer2013_parquet
-from fer_ray.inference.calibration import ece, ece_gain, fit_temperature, reliability, softmax, uncertain_threshold
+from fer_ray.inference.calibration import ece, ece_gain, fit_temperature, softmax, uncertain_threshold
 from fer_ray.inference.shipped import SHIPPED_NAMES
 
 
@@ -39,12 +39,11 @@ def test_a_temperature_is_kept_only_for_a_gain_beyond_the_bootstrap_noise():
     assert abs(gain) < 2 * noise  # a 2% nudge of a calibrated model is noise
 
 
-def test_reliability_bins_add_up():
-    logits, labels = _overconfident(n=1000)
-    r = reliability(softmax(logits), labels, bins=10)
-    assert r.count.sum() == 1000
-    assert sum(row["count"] for row in r.rows()) == 1000
-    assert all(0 <= row["accuracy"] <= 1 for row in r.rows())
+def test_ece_is_the_gap_between_confidence_and_accuracy():
+    probs = np.full((100, 7), 0.05)
+    probs[:, 0] = 0.7  # every face 70% sure of class 0
+    assert ece(probs, np.where(np.arange(100) < 70, 0, 1)) == pytest.approx(0.0)  # right 70% of the time
+    assert ece(probs, np.ones(100, dtype=int)) == pytest.approx(0.7)  # never right
 
 
 def test_uncertain_threshold_flags_bands_that_are_wrong_more_often_than_right():

@@ -8,7 +8,6 @@ is right less often than not. PrivateTest only *measures* calibration (ECE befor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,47 +43,17 @@ def fit_temperature(
     return float(log_t.detach().exp())
 
 
-@dataclass(frozen=True)
-class Reliability:
-    """Confidence bins: edges (n+1), count, mean confidence and accuracy per bin (NaN where empty)."""
-
-    edges: np.ndarray
-    count: np.ndarray
-    confidence: np.ndarray
-    accuracy: np.ndarray
-
-    @property
-    def ece(self) -> float:
-        """Expected calibration error: the count-weighted gap between confidence and accuracy."""
-        n = self.count.sum()
-        filled = self.count > 0
-        gap = np.abs(self.confidence[filled] - self.accuracy[filled])
-        return float((gap * self.count[filled]).sum() / max(n, 1))
-
-    def rows(self) -> list[dict[str, float]]:
-        return [
-            {"from": float(a), "to": float(b), "count": int(c), "confidence": float(m), "accuracy": float(acc)}
-            for a, b, c, m, acc in zip(
-                self.edges[:-1], self.edges[1:], self.count, self.confidence, self.accuracy, strict=True
-            )
-            if c
-        ]
-
-
-def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> Reliability:
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: over ``bins`` equal-width confidence bins, the count-weighted gap between
+    mean confidence and accuracy."""
     conf = probs.max(1)
     correct = probs.argmax(1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    idx = np.clip(np.digitize(conf, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
     count = np.bincount(idx, minlength=bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(idx, weights=conf, minlength=bins) / count
-        acc = np.bincount(idx, weights=correct.astype(np.float64), minlength=bins) / count
-    return Reliability(edges, count, mean_conf, acc)
-
-
-def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    return reliability(probs, labels, bins).ece
+    filled = count > 0
+    mean_conf = np.bincount(idx, weights=conf, minlength=bins)[filled] / count[filled]
+    acc = np.bincount(idx, weights=correct.astype(np.float64), minlength=bins)[filled] / count[filled]
+    return float((np.abs(mean_conf - acc) * count[filled]).sum() / max(count.sum(), 1))
 
 
 def ece_gain(
