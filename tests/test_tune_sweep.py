@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_ray.cli import default_run_name, load_config_file, parse_config, train_parser
+from fer_ray.cli import default_run_name, parse_config, train_parser
 from fer_ray.models.config import ModelConfig
 from fer_ray.models.registry import create_model
 from fer_ray.train.config import TrainConfig
@@ -107,10 +107,10 @@ def test_config_file_with_cli_overrides(tmp_path):
     assert (cfg.model.name, cfg.model.widths, cfg.augment, cfg.lr) == ("cnn_attn", (16, 32), None, 0.005)
     y.write_text(yaml.safe_dump({"lr": 0.01, "modle": {}, "model": {"widht": 3}}))
     with pytest.raises(ValueError, match=r"unknown key\(s\) model\.widht, modle"):
-        load_config_file(y)
+        parse("--config", str(y))
     y.write_text(yaml.safe_dump({"optimizer": "adam"}))
     with pytest.raises(ValueError, match="optimizer must be adamw or sgd"):
-        load_config_file(y)
+        parse("--config", str(y))
 
 
 def test_sweep_settings_are_checked_before_ray():

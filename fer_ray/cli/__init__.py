@@ -18,7 +18,7 @@ from fer_ray.cli.checks import (
 )
 from fer_ray.cli.parser import Parser, add_ray_args, config_parser, parse_config, show_default
 from fer_ray.cli.runner import before_ray, run_cli, setup
-from fer_ray.cli.training import check_train, default_run_name, load_config_file, train_parser, tune_parser
+from fer_ray.cli.training import check_train, default_run_name, train_parser, tune_parser
 from fer_ray.config import UserError
 from fer_ray.storage import is_remote
 
@@ -37,7 +37,6 @@ __all__ = [
     "config_parser",
     "default_run_name",
     "is_remote",
-    "load_config_file",
     "local_artifact_dir",
     "parse_config",
     "run_cli",

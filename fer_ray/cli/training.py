@@ -3,13 +3,12 @@ told otherwise, and what training refuses before Ray starts."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from fer_ray.cli.checks import check_data, check_input_path, check_model, check_output_dir
 from fer_ray.cli.parser import Parser, config_parser
-from fer_ray.config import UserError, from_user_dict, read_config_file
+from fer_ray.config import UserError
 from fer_ray.storage import is_remote
 
 
@@ -51,13 +50,6 @@ def tune_parser(description: str | None = None) -> Parser:
         "--print-config); flags given override it",
         actions=SweepActions,
     )
-
-
-def load_config_file(path: str | os.PathLike) -> Any:
-    """A TrainConfig from a user's YAML/JSON file; unknown keys are an error naming them."""
-    from fer_ray.train.config import TrainConfig
-
-    return from_user_dict(TrainConfig, read_config_file(path), f"--config {path}")
 
 
 def check_train(cfg: Any, export_only: bool = False) -> None:
