@@ -33,9 +33,10 @@ def exists(location: Location) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
-def write_bytes(location: Location, data: bytes) -> None:
-    """Write a whole file (parent directories created as needed; S3 has none)."""
-    fs, path = resolve_filesystem(str(location))
+def write_bytes(location: Location, data: bytes, filesystem: pafs.FileSystem | None = None) -> None:
+    """Write a whole file (parent directories created as needed; S3 has none); with ``filesystem``,
+    ``location`` is a path inside it (a run's storage as Ray Train resolved it)."""
+    fs, path = (filesystem, str(location)) if filesystem else resolve_filesystem(str(location))
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as f:
         f.write(data)

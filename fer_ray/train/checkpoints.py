@@ -206,9 +206,7 @@ def ray_storage(storage: str) -> tuple[str, pafs.FileSystem | None]:
 
 def write_run_file(fs: pafs.FileSystem, path: str, text: str) -> None:
     """Write through the filesystem Ray Train uses: a worker on any node reaches the bucket without AWS settings."""
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(text.encode())
+    run_storage.write_bytes(path, text.encode(), fs)
 
 
 def saved_run(run_dir: Path | str) -> tuple[dict[str, Any] | None, int]:
