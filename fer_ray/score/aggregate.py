@@ -23,7 +23,6 @@ from fer_ray.labels import EMOTIONS
 from fer_ray.score.config import REPORT_ROWS
 from fer_ray.score.schema import STATUSES
 from fer_ray.score.store import OutputStore, key_hash
-from fer_ray.video.config import VideoConfig
 from fer_ray.video.report import TIMELINE_VIDEOS, TRACK_COLUMNS, VideoCounts, is_video_row, timeline_rows
 
 logger = logging.getLogger(__name__)
@@ -183,10 +182,10 @@ def summarize(
     listing: pd.DataFrame | None = None,
     run: dict[str, Any] | None = None,
     max_rows: int | None = None,
-    video: VideoConfig | None = None,
 ) -> dict[str, Any]:
     """Aggregate every part file of ``store``; counts cover the inputs of ``listing`` (default: the last run's).
-    Video rows are counted apart (:class:`~fer_ray.video.report.VideoCounts`); ``video`` joins their tracks.
+    Video rows are counted apart (:class:`~fer_ray.video.report.VideoCounts`), their tracks joined as the run
+    that scored them says (``config.json``).
 
     :data:`NOT_IN_SUMMARY_JSON`: ``least_confident`` (report.html's per-image table, ``max_rows`` images)
     and ``input_root`` (the deepest directory holding every image, which the report shows paths under).
@@ -195,7 +194,6 @@ def summarize(
         listing = store.read_inputs()
     if run is None:
         run = store.latest_run() or {}
-    video_cfg = video or store.video_config()
     listed = video_listing = None
     if listing is not None:
         listed, in_video = key_hash(listing), is_video_row(listing)
@@ -226,7 +224,7 @@ def summarize(
     images_in = int(len(np.unique(listed[~in_video]))) if listed is not None else int(len(uniq))
     image_rows_out = int(len(uniq))
 
-    video_summary, tracks = videos.summary(video_listing, video_cfg)
+    video_summary, tracks = videos.summary(video_listing, store.video_config())
     has_videos = bool(video_summary["video_segments_in"] or video_summary["video_rows"])
     videos_complete = (
         video_summary["video_segments_out"] == video_summary["video_segments_in"]

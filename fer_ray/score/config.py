@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -210,15 +209,9 @@ class ScoreConfig:
         if self.save_crops and self.save_crops.rstrip("/") == self.out.rstrip("/"):
             raise ValueError("save_crops must not be the output directory; pick a separate directory")
 
-    @property
-    def actor_threads(self) -> int:
-        """Engine threads per inference actor: ``threads``, else the CPUs the actor reserves (at least 1)."""
-        return self.threads or max(1, math.ceil(self.cpus_per_actor))
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with S3 credentials left out (the report directory may be shared)."""
         d = asdict(self)
-        d["inputs"] = list(self.inputs)
         if self.s3 is not None:
             d["s3"] = {"endpoint_url": self.s3.endpoint_url, "region": self.s3.region}
         return d

@@ -332,7 +332,7 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
                     "files": artifact_files(artifact.path, artifact.engine_name),
                     "run_id": run_id,
                     "device": "cuda" if gpus > 0 else "cpu",
-                    "threads": cfg.actor_threads,
+                    "threads": cfg.threads or max(1, math.ceil(cfg.cpus_per_actor)),  # else the CPUs it holds
                     "engine": artifact.engine_name,
                     "flip_tta": cfg.flip_tta,
                     "batch_size": cfg.batch_size,
@@ -380,5 +380,5 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
         store.write_json(posixpath.join(RUNS_DIR, f"{run_id}.json"), run)
         store.write_json(CONFIG_FILE, {"run_id": run_id, "score": cfg.to_dict(), "preprocess": preprocess.to_dict()})
         store.write_inputs(listing)
-        summary = write_report(store, listing=listing, run=run, max_rows=report_rows, video=cfg.video)
+        summary = write_report(store, listing=listing, run=run, max_rows=report_rows)
         return ScoreResult(out=store.uri, run=run, summary=summary)

@@ -193,10 +193,8 @@ def faces_from_bytes(
     is too small in it for a crop at full detail (``CROP_OVERSAMPLE``). ``lock`` guards the Haar cascade where
     threads share it (YuNet detectors are per thread). Raises :class:`~fer_ray.preprocess.ImageDecodeError`.
     """
-    if whole_image:
-        gray, size = decode_image_scaled(data, preprocess.max_pixels)
-    else:
-        gray, size = _decode_for_detection(data, detect, preprocess)
+    scale = 1.0 if whole_image else _jpeg_detection_scale(data, detect)
+    gray, size = decode_image_scaled(data, preprocess.max_pixels, scale)
     if whole_image or (is_face_crop(gray, detect) and gray.shape[::-1] == size):
         return [None], [face_input(gray, None, preprocess)], size
     guard = lock if lock is not None and detect.detector == "haar" else contextlib.nullcontext()
@@ -236,18 +234,16 @@ def _scale_box(box: Box, sx: float, sy: float) -> Box:
     return int(round(x * sx)), int(round(y * sy)), max(1, int(round(w * sx))), max(1, int(round(h * sy)))
 
 
-def _decode_for_detection(data, detect: DetectConfig, preprocess: PreprocessConfig):
-    """(gray, full size), decoded at the detection scale when it is a JPEG (Pillow ``draft``)."""
+def _jpeg_detection_scale(data: bytes | None, detect: DetectConfig) -> float:
+    """The scale a JPEG may be decoded at for detection (Pillow ``draft``); 1 for other formats."""
     from PIL import Image
 
-    scale = 1.0
     # The header only: the full size decides how much the JPEG decoder may reduce. decode_image_scaled
     # reports undecodable input with a proper reason.
     with contextlib.suppress(Exception), Image.open(io.BytesIO(data)) as im:
-        if im.format == "JPEG":
-            w, h = im.size
-            scale = detection_scale(w, h, detect) if max(w, h) > detect.crop_max_side else 1.0
-    return decode_image_scaled(data, preprocess.max_pixels, scale)
+        if im.format == "JPEG" and max(im.size) > detect.crop_max_side:
+            return detection_scale(*im.size, detect)
+    return 1.0
 
 
 __all__ = ["Box", "Face", "detect_faces", "face_crop", "faces_from_bytes", "faces_in_frame", "is_face_crop"]

@@ -15,12 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_ray.data.s3 import S3Settings
 from fer_ray.labels import EMOTIONS
 from fer_ray.score.aggregate import NOT_IN_SUMMARY_JSON, summarize
 from fer_ray.score.schema import STATUSES
 from fer_ray.score.store import REPORT_FILE, SUMMARY_FILE, OutputStore
-from fer_ray.video.config import VideoConfig
 from fer_ray.video.report import timeline_figures, videos_html, write_tracks
 
 logger = logging.getLogger(__name__)
@@ -366,21 +364,19 @@ def format_table(summary: dict[str, Any]) -> str:
 
 def write_report(
     out: str | OutputStore,
-    settings: S3Settings | None = None,
     listing: pd.DataFrame | None = None,
     run: dict[str, Any] | None = None,
     max_rows: int | None = None,
-    video: VideoConfig | None = None,
 ) -> dict[str, Any]:
     """(Re)build ``summary.json``, ``report.html`` (``max_rows`` images in its table) and, with videos,
     ``tracks/tracks.parquet`` in ``out``; returns the summary."""
-    store = out if isinstance(out, OutputStore) else OutputStore(out, settings)
+    store = out if isinstance(out, OutputStore) else OutputStore(out)
     if not store.part_files() and store.read_inputs() is None:
         raise FileNotFoundError(
             f"{store.uri} holds no fer_ray scoring output (no rows/part-*.parquet); "
             "run `python jobs/score.py INPUT... --out OUT` first"
         )
-    summary = summarize(store, listing, run, max_rows, video)
+    summary = summarize(store, listing, run, max_rows)
     write_tracks(store, summary["person_tracks"])
     store.write_json(SUMMARY_FILE, {k: v for k, v in summary.items() if k not in NOT_IN_SUMMARY_JSON})
     store.write_bytes(REPORT_FILE, render_html(summary).encode())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import io
 import logging
 import os
 import posixpath
@@ -50,10 +49,8 @@ def _save_crop(fs, root: str, path: str, crop: np.ndarray, name: str) -> None:
 
     stem = os.path.splitext(path.rstrip("/").rpartition("/")[2])[0][:60] or "image"
     file = f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}-{name}.png"
-    buf = io.BytesIO()
-    Image.fromarray(crop).save(buf, format="PNG")
     with fs.open_output_stream(posixpath.join(root, file)) as f:
-        f.write(buf.getvalue())
+        Image.fromarray(crop).save(f, format="PNG")
 
 
 def prepare_images(
