@@ -297,8 +297,8 @@ def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, An
 
 
 def add_ray_args(p: argparse.ArgumentParser) -> None:
-    """``--address`` and ``--ray-cpus`` for a parser written by hand (jobs/serve.py, benchmarks); the
-    config-driven jobs get the same flags from their ``ray`` field."""
+    """``--address`` and ``--ray-cpus`` for a parser written by hand (the benchmarks); the config-driven jobs
+    get the same flags from their ``ray`` field (jobs/serve.py from ServeRun)."""
     g = p.add_argument_group("ray")
     g.add_argument("--address", default=None, help=_esc(RAY_FLAGS["address"]["help"]))
     g.add_argument("--ray-cpus", type=int, default=None, help=_esc(RAY_FLAGS["num_cpus"]["help"]))

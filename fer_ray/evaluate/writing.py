@@ -32,16 +32,10 @@ def _pct(v: float | None, fmt: str = ".2%") -> str:
     return "-" if v is None else format(v, fmt)
 
 
-def _split_of(results: list[dict[str, Any]]) -> str:
-    return results[0]["split"] if results else "PrivateTest"
-
-
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    """Table 2/6 side by side, plus Table 4 mean and model size, on the split the results name."""
-    split = _split_of(results)
-    n = results[0]["test"]["n"] if results else 0
+    """Table 2/6 side by side, plus Table 4 mean and model size, on the split the results (one or more) name."""
+    split, n, t4 = results[0]["split"], results[0]["test"]["n"], results[0]["table4"]
     paper = any("paper_test_7178" in r for r in results)
-    t4 = results[0]["table4"] if results else {"per_iteration": []}
     size = f"{len(t4['per_iteration'])}x{t4.get('sample_size', '?')}"
     head = ["model", "params", "multiply-adds", "weights", f"{split} acc ({n:,})", f"{split} loss"]
     head += ["paper test acc (7,178)*"] * paper
@@ -54,7 +48,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         cells += [_pct(r.get("paper_test_7178", {}).get("accuracy"))] * paper
         cells += [f"{p['macro_f1']:.3f}", f"{r['table4']['mean']:.2%}", "yes" if r.get("flip_tta") else "no"]
         rows.append([*cells, _pct(r.get("test_accuracy_no_tta"))])
-    lines = [f"Evaluated on {split}: {results[0]['split_note'] if results else '-'}.\n", *_table(head, rows)]
+    lines = [f"Evaluated on {split}: {results[0]['split_note']}.\n", *_table(head, rows)]
     if paper:
         lines.append("\n*PublicTest (half of the 7,178) served for model selection; PrivateTest is the headline.")
     lines.append(
@@ -122,7 +116,7 @@ def engines_markdown(results: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     head = ["model", "engine", "file", "MB", "single pass", "flip TTA", "same top-1 as torch"]
-    title = f"\nInference engines on {_split_of(results)} (the same decoded faces through each engine):\n"
+    title = f"\nInference engines on {results[0]['split']} (the same decoded faces through each engine):\n"
     return "\n".join([title, *_table(head, rows)]) + "\n"
 
 
