@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from fer_ray.config import UserError
+from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, UserError, fer2013_parquet
 from fer_ray.storage import is_remote
 
 
@@ -114,8 +114,6 @@ def local_artifact_dir(spec: str | None, verb: str) -> str:
 
 def check_data(data: str | None, flag: str = "--data", need: str = "labelled FER2013 data") -> str:
     """The labelled data source: ``data`` when it exists, else the data root's Parquet; else a UserError."""
-    from fer_ray.config import DATA_ROOT_ENV, DEFAULT_PARQUET, fer2013_parquet
-
     fix = f"pass {flag} (FER2013 .parquet, fer2013.csv or train/<emotion>/ folders) or set {DATA_ROOT_ENV}"
     if data:
         check_input_path(data, flag, fix)

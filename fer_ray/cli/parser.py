@@ -264,10 +264,8 @@ def parse_config(
             set_path(given, key[1:].split("."), tuple(value) if isinstance(value, list) else value)
         elif key.startswith(ACTION_PREFIX):
             chosen[key[1:]] = value
-    if p.actions_cls is not None:
-        actions = p.actions_cls(**chosen)
-        for f in dataclasses.fields(actions):
-            setattr(ns, f.name, getattr(actions, f.name))
+    if p.actions_cls is not None:  # every action on the namespace, with its default unless given
+        vars(ns).update(dataclasses.asdict(p.actions_cls(**chosen)))
     merged = _deep_merge({}, p.config_defaults)
     where = "settings"
     if ns.config:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_ray.preprocess import PreprocessConfig
+from fer_ray.preprocess import PreprocessConfig, normalize
 
 ENGINES = ("torch", "onnx", "onnx-int8")
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}  # engine -> file in the artifact directory
@@ -51,8 +51,6 @@ class TorchEngine:
 
     def logits(self, faces: Any, device=None) -> np.ndarray:
         import torch
-
-        from fer_ray.preprocess import normalize
 
         device = torch.device(device) if device else self.device
         t = torch.as_tensor(np.asarray(faces) if not isinstance(faces, torch.Tensor) else faces).to(device)

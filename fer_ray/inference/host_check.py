@@ -30,7 +30,7 @@ import numpy as np
 
 from fer_ray.inference.engine import INPUT_NAME, Engine, model_input
 from fer_ray.inference.outputs import softmax
-from fer_ray.preprocess import PreprocessConfig
+from fer_ray.preprocess import PreprocessConfig, decode_image
 
 CHECK_FILE = "host_check.npz"  # in the artifact directory: faces (N, S, S) uint8, logits (N, K) float32
 PHOTOS_DIR = Path(__file__).resolve().parents[1] / "assets" / "check"
@@ -197,7 +197,6 @@ def _variant(gray: np.ndarray, box, roll: float, rng: np.random.Generator, pp: P
 def make_check_faces(pp: PreprocessConfig) -> np.ndarray:
     """``uint8`` (len(PHOTOS) x VARIANTS_PER_PHOTO, S, S): each photo's face, found by YuNet and cut by the scoring
     path, in seeded variants; stored with the artifact, so the check does not depend on the host's library versions."""
-    from fer_ray.preprocess import decode_image
     from fer_ray.score.config import DetectConfig
     from fer_ray.score.faces import _detect
 
