@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_ray.config import RAY_FLAGS, build, check_at_least, flat_keys, set_path, setting, text_parser
-from fer_ray.inference.engine import ENGINES
+from fer_ray.inference.engine import ENGINES, check_engine
 from fer_ray.inference.shipped import MODEL_HELP
 from fer_ray.score.config import DetectConfig
 from fer_ray.video.config import VideoConfig
@@ -73,8 +73,6 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         if self.engine is not None:
-            from fer_ray.inference.engine import check_engine
-
             check_engine(self.engine)
         if isinstance(self.num_replicas, str):
             if self.num_replicas.isdigit():
