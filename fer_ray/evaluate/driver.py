@@ -22,9 +22,12 @@ from fer_ray.evaluate.metrics import accuracy, calibration, random_draws, split_
 from fer_ray.evaluate.writing import write_evaluation, write_plots
 from fer_ray.inference.artifact import WEIGHTS, Artifact
 from fer_ray.inference.calibration import ece
+from fer_ray.inference.engine import ENGINES, ONNX_FILES
+from fer_ray.inference.export import engine_accuracies, labeled_faces, proba_both
 from fer_ray.inference.outputs import outputs
 from fer_ray.labels import EMOTIONS
 from fer_ray.models.registry import count_parameters, multiply_adds
+from fer_ray.preprocess import ImageDecodeError, preprocess_bytes
 from fer_ray.progress import Progress, iterate, without_ray_data_bars
 from fer_ray.storage import is_remote
 
@@ -77,8 +80,6 @@ def labels_of(artifacts: list[Artifact]) -> list[str]:
 def photo_tables(artifacts: list[Artifact], folder: str | Path, out_dir: str | Path) -> list[tuple[str, list[dict]]]:
     """(model name, Table 5) of each artifact: per-class percentages for each image of a folder of external
     (whole-face) photos, written as ``<model>_photos.json``."""
-    from fer_ray.preprocess import ImageDecodeError, preprocess_bytes
-
     tables = []
     for art in artifacts:
         rows = []
@@ -203,9 +204,6 @@ def evaluate_artifact(
 def engine_results(artifact: Artifact, source: str, split: str = "test", progress: bool | None = None) -> list[dict]:
     """Accuracy of every engine ``artifact`` holds on one split, single pass and TTA; the faces are decoded
     once, so the rows differ only in the engine."""
-    from fer_ray.inference.engine import ENGINES, ONNX_FILES
-    from fer_ray.inference.export import engine_accuracies, labeled_faces
-
     faces, labels = labeled_faces(source, split, artifact.preprocess)
     if len(labels) == 0:
         return []
@@ -238,7 +236,6 @@ def ferplus_metrics(artifact: Artifact, source: str, batch_size: int = 512) -> d
     third of these faces), so this says how much of a model's "error" is label noise. ``None`` unless
     ``source`` is our FER2013 Parquet with ``fer2013new.csv`` beside it."""
     from fer_ray.data import ferplus
-    from fer_ray.inference.export import proba_both
 
     csv = ferplus.default_csv(str(source))
     if not str(source).endswith(".parquet") or is_remote(source) or not Path(csv).is_file():
