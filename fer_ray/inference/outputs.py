@@ -27,9 +27,7 @@ class Outputs:
 def outputs(probs: np.ndarray, uncertain_below: float | None) -> Outputs:
     """``uncertain``: the top probability is under the artifact's calibrated cut-off, where the top
     class is right less often than not (never set for an artifact without a cut-off)."""
-    probs = np.asarray(probs, dtype=np.float32)
-    if len(probs) == 0:
-        return Outputs(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool))
+    probs = np.asarray(probs, dtype=np.float32)  # (B, K); B may be 0
     confidence, top = probs.max(1), probs.argmax(1)
     uncertain = confidence < uncertain_below if uncertain_below is not None else np.zeros(len(probs), bool)
     return Outputs(top, confidence, uncertain)
