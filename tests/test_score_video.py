@@ -4,6 +4,7 @@ resume per segment, S3 input, videos and photos in one run."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -54,11 +55,18 @@ def _videos(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {Path(p).name: g.sort_values(["frame_index", "face_index"]) for p, g in v.groupby("path")}
 
 
-def test_videos_and_photos_in_one_run(ray_local, tmp_path, clips, model_dir):
+def _closing_progress_line(caplog) -> str:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("scoring: ")][-1]
+
+
+def test_videos_and_photos_in_one_run(ray_local, tmp_path, clips, model_dir, caplog):
     src = _folder(tmp_path, clips)
     out = tmp_path / "out"
     cfg = ScoreConfig(inputs=(str(src),), out=str(out), model=str(model_dir), video=VideoConfig(fps=2, segment_s=2))
-    res = score(cfg)
+    with caplog.at_level(logging.INFO, logger="fer_ray.progress"):
+        res = score(cfg)
+    n = res.run["images_scored"]
+    assert _closing_progress_line(caplog).startswith(f"scoring: {n}/{n} inputs (100%)")  # photos and segments
     table = pq.read_table(out / "rows")
     assert table.schema.equals(OUTPUT_SCHEMA)
     df = table.to_pandas()
@@ -102,7 +110,7 @@ def test_videos_and_photos_in_one_run(ray_local, tmp_path, clips, model_dir):
     assert sorted(timelines) == ["clips/moving.mp4", "clips/two.mp4"]  # per video, under the input root
 
 
-def test_video_resume_per_segment_and_rescore_on_change(ray_local, tmp_path, clips, model_dir):
+def test_video_resume_per_segment_and_rescore_on_change(ray_local, tmp_path, clips, model_dir, caplog):
     src = tmp_path / "in"
     src.mkdir()
     video = src / "moving.mp4"
@@ -111,8 +119,10 @@ def test_video_resume_per_segment_and_rescore_on_change(ray_local, tmp_path, cli
     # one segment per task and per part file, so a lost file loses exactly its segment
     cfg = ScoreConfig(inputs=(str(src),), out=str(out), model=str(model_dir), video=VideoConfig(fps=2, segment_s=1),
                       images_per_task=1, rows_per_file=1)  # fmt: skip
-    first = score(cfg)
+    with caplog.at_level(logging.INFO, logger="fer_ray.progress"):
+        first = score(cfg)
     assert first.run["images_scored"] == 5  # five segments
+    assert _closing_progress_line(caplog).startswith("scoring: 5/5 video segments (100%)")
     rows = pd.read_parquet(out / "rows")
     assert len(rows) == 10
 

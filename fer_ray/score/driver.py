@@ -186,7 +186,7 @@ def build_dataset(
 
 
 @contextlib.contextmanager
-def _scoring_progress(total: int, progress: bool | None):
+def _scoring_progress(total: int, progress: bool | None, unit: str = "images"):
     """Yields the :class:`~fer_ray.progress.ProgressCounter` actor (or None) the actors count on; shows its counts."""
     if progress_mode(progress) == "off":
         yield None
@@ -194,7 +194,7 @@ def _scoring_progress(total: int, progress: bool | None):
     import ray
 
     counter = ray.remote(num_cpus=0)(ProgressCounter).remote()
-    bar = Progress("scoring", total=total, unit="images", progress=progress)
+    bar = Progress("scoring", total=total, unit=unit, progress=progress)
 
     def poll() -> None:
         c = ray.get(counter.get.remote(), timeout=10)
@@ -327,7 +327,9 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
                 "save_crops": cfg.save_crops,
                 "video": cfg.video,
             }
-            with _scoring_progress(len(todo), progress) as counter:
+            segments = int(todo["segment"].notna().sum()) if "segment" in todo else 0
+            unit = "images" if not segments else "video segments" if segments == len(todo) else "inputs"
+            with _scoring_progress(len(todo), progress, unit) as counter:
                 predictor_kwargs = {
                     "files": artifact_files(artifact.path, artifact.engine_name),
                     "run_id": run_id,
