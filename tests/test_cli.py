@@ -176,6 +176,8 @@ def test_bad_config_values_and_flags_are_one_line(tmp_path):
     y.write_text("lr: [unclosed")
     user_error(run_job("train", "--config", y), "not valid YAML")
     user_error(run_job("train", "--config", tmp_path / "missing.yaml"), "no such file")
+    # a flag that reads a file keeps the file's own message (argparse would say "invalid _space_file value")
+    user_error(run_job("tune", "--space", tmp_path / "missing.json"), "--space", "no such file", "check the path")
 
 
 def test_stored_metadata_keeps_ignoring_unknown_keys():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import typing
@@ -180,6 +181,20 @@ def _default(f: dataclasses.Field) -> Any:
     return None if f.default_factory is dataclasses.MISSING else f.default_factory()
 
 
+def _own_message(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """argparse reports any ValueError as "invalid <type> value"; a :class:`UserError` (a missing --space file, say)
+    already says what to fix, so it reaches the user as it is."""
+
+    @functools.wraps(parse)
+    def checked(text: str) -> Any:
+        try:
+            return parse(text)
+        except UserError as e:
+            raise argparse.ArgumentTypeError(str(e)) from e
+
+    return checked
+
+
 def _add_flag(g, f: dataclasses.Field, tp: Any, meta: Mapping[str, Any], dest: str, default: Any) -> None:
     help_text = meta.get("help") or ""
     if not help_text:
@@ -211,7 +226,7 @@ def _add_flag(g, f: dataclasses.Field, tp: Any, meta: Mapping[str, Any], dest: s
             shown = meta.get("default_text", "off" if default in (None, False) else "on")
     else:
         flag = flag or "--" + _dash(f.name)
-        kw.update(type=meta.get("parse") or text_parser(tp), metavar=meta.get("metavar"))
+        kw.update(type=_own_message(meta.get("parse") or text_parser(tp)), metavar=meta.get("metavar"))
         choices = field_choices(f, tp) if "choices" not in meta else tuple(meta["choices"])
         if choices:
             kw["choices"] = choices
