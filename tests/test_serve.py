@@ -470,6 +470,10 @@ def test_clip_gets_per_track_timelines(url, artifact, clips):
     multipart = requests.post(f"{url}/v1/predict", files=files, headers=AUTH, timeout=TIMEOUT)
     assert multipart.status_code == 200, multipart.text
     _check_clip(multipart.json(), artifact, clips["two"])
+    # a raw body without a type (curl --data-binary's usual -H) is a clip by its first bytes
+    untyped = _post(url, clips["two"], "application/octet-stream")
+    assert untyped.status_code == 200, untyped.text
+    _check_clip(untyped.json(), artifact, clips["two"])
     spec = requests.get(f"{url}/openapi.json", headers=AUTH, timeout=TIMEOUT).json()
     body_spec = spec["paths"]["/v1/predict"]["post"]["requestBody"]
     assert "video/*" in body_spec["content"] and "clip" in body_spec["description"]

@@ -132,3 +132,33 @@ def test_over_the_duration_limit_says_use_batch_scoring(clips):
 )
 def test_is_clip(content_type, filename, clip):
     assert is_clip(content_type, filename) is clip
+
+
+MP4_HEAD = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "head", "clip"),
+    [
+        ("application/octet-stream", MP4_HEAD, True),
+        ("application/octet-stream", b"\x00\x00\x00\x14ftypqt  ", True),  # QuickTime
+        (None, b"\x00\x00\x00\x08wide\x00\x00", True),  # an older QuickTime file
+        ("application/octet-stream", b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81", True),  # Matroska / WebM
+        ("application/octet-stream", b"RIFF\x00\x10\x00\x00AVI LIST", True),
+        ("application/octet-stream", b"RIFF\x00\x10\x00\x00WEBPVP8 ", False),  # a WebP photo
+        ("application/octet-stream", b"\x00\x00\x00\x18ftypheic\x00\x00", False),  # a HEIC photo
+        ("application/octet-stream", b"\x00\x00\x00\x1cftypavif\x00\x00", False),  # an AVIF photo
+        ("application/octet-stream", b"\xff\xd8\xff\xe0\x00\x10JFIF", False),
+        ("image/jpeg", MP4_HEAD, False),  # the client's type wins over the bytes
+    ],
+)
+def test_is_clip_by_first_bytes(content_type, head, clip):
+    assert is_clip(content_type, None, head) is clip
+
+
+def test_first_bytes_of_the_generated_clips_and_photos(clips):
+    from tests.helpers_score import EXAMPLES
+
+    assert all(is_clip("application/octet-stream", None, data[:16]) for data in clips.values())
+    photos = [p for p in EXAMPLES.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".heic", ".webp")]
+    assert photos and not any(is_clip("application/octet-stream", None, p.read_bytes()[:16]) for p in photos)

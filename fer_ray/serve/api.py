@@ -214,8 +214,8 @@ async def read_uploads(request: Request, limit: int, max_files: int, clip_limit:
     lying Content-Length does not get around it); a multipart body's parts are typed only once it is parsed.
     """
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    clip, multipart = is_clip(media), media == "multipart/form-data"
-    cap = max(limit, clip_limit) if multipart else clip_limit if clip else limit
+    clip, multipart, untyped = is_clip(media), media == "multipart/form-data", media == "application/octet-stream"
+    cap = max(limit, clip_limit) if multipart or untyped else clip_limit if clip else limit
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > cap:
         raise _too_big(cap, clip, int(length))
@@ -233,7 +233,10 @@ async def read_uploads(request: Request, limit: int, max_files: int, clip_limit:
             files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
             if not files:
                 raise RequestError(400, "multipart body has no file field 'file'; upload it as -F file=@photo.jpg")
-            uploads = [Upload(await f.read(), f.filename, is_clip(f.content_type, f.filename)) for f in files]
+            uploads = []
+            for f in files:
+                data = await f.read()
+                uploads.append(Upload(data, f.filename, is_clip(f.content_type, f.filename, data[:16])))
         finally:
             await form.close()
         clips = any(u.clip for u in uploads)
@@ -258,4 +261,8 @@ async def read_uploads(request: Request, limit: int, max_files: int, clip_limit:
             "empty request body: send the image as the body (curl --data-binary @photo.jpg "
             "-H 'Content-Type: image/jpeg') or as multipart field 'file' (curl -F file=@photo.jpg)",
         )
+    if untyped:  # a raw body without a type: a clip by its first bytes, held to the limit of what it is
+        clip = is_clip(media, None, data[:16])
+        if len(data) > (cap := clip_limit if clip else limit):
+            raise _too_big(cap, clip, len(data))
     return [Upload(data, clip=clip)]

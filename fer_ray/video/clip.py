@@ -38,11 +38,28 @@ class ClipTooLong(VideoError):
     """A readable clip over a limit: HTTP 413 rather than 422, since the file is fine but belongs in batch scoring."""
 
 
-def is_clip(content_type: str | None, filename: str | None = None) -> bool:
-    """``video/*``, or a video file name under a type that is not an image's (curl and some browsers label
-    ``.mkv`` or ``.m4v`` as ``application/octet-stream``)."""
+# ISO BMFF brands of still images (HEIC, AVIF): an ``ftyp`` box alone does not make a video.
+_IMAGE_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+
+
+def looks_like_video(head: bytes) -> bool:
+    """The first bytes of an MP4/MOV/M4V (an ISO BMFF or QuickTime box), Matroska/WebM (EBML) or AVI (RIFF) file."""
+    if head[4:8] == b"ftyp":
+        return head[8:12] not in _IMAGE_BRANDS
+    return (
+        head[4:8] in (b"moov", b"mdat", b"wide", b"free")
+        or head[:4] == b"\x1a\x45\xdf\xa3"
+        or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+    )
+
+
+def is_clip(content_type: str | None, filename: str | None = None, head: bytes = b"") -> bool:
+    """``video/*``; under a type that is not an image's (curl and some browsers label ``.mkv`` or ``.m4v`` as
+    ``application/octet-stream``, and raw bodies are often sent so), a video file name or a video's first bytes."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
-    return media.startswith("video/") or (not media.startswith("image/") and bool(filename) and is_video(filename))
+    if media.startswith(("video/", "image/")):
+        return media.startswith("video/")
+    return bool(filename) and is_video(filename) or looks_like_video(head)
 
 
 @dataclass(frozen=True)
@@ -136,4 +153,13 @@ def clip_response(
     }
 
 
-__all__ = ["CLIP_HINT", "ClipFaces", "ClipTooLong", "VideoError", "clip_faces", "clip_response", "is_clip"]
+__all__ = [
+    "CLIP_HINT",
+    "ClipFaces",
+    "ClipTooLong",
+    "VideoError",
+    "clip_faces",
+    "clip_response",
+    "is_clip",
+    "looks_like_video",
+]
