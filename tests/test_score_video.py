@@ -130,15 +130,21 @@ def test_video_resume_per_segment_and_rescore_on_change(ray_local, tmp_path, cli
     victim = next(p for p in sorted((out / "rows").glob("part-*.parquet")) if pq.read_metadata(p).num_rows)
     lost = set(pq.read_table(victim, columns=["segment"]).column("segment").to_pylist())
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-    again = score(cfg)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fer_ray.video.stage"):
+        again = score(cfg)
     assert again.run["images_scored"] == len(lost) == 1
+    assert "1 videos: 0 probed, 1 cut as OUT's inputs record" in caplog.text  # the rerun did not probe it again
     rows = pd.read_parquet(out / "rows")
     assert len(rows) == 10 and rows["frame_index"].is_unique
     assert score(cfg).run["images_scored"] == 0
 
     # a changed video (new mtime) is scored again, its old rows dropped; so is one sampled at another rate
     os.utime(video, (video.stat().st_atime, video.stat().st_mtime + 10))
-    assert score(cfg).run["images_scored"] == 5
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fer_ray.video.stage"):
+        assert score(cfg).run["images_scored"] == 5
+    assert "1 videos: 1 probed, 0 cut" in caplog.text
     assert len(pd.read_parquet(out / "rows")) == 10
     faster = score(ScoreConfig(**{**cfg.__dict__, "video": VideoConfig(fps=4, segment_s=1)}))
     assert faster.run["images_scored"] == 5

@@ -245,3 +245,30 @@ def test_tracks_join_across_segments_as_one_pass_would():
     joined = track_summaries(rows, VideoConfig(fps=2, segment_s=1, track_max_gap=1))
     assert [s["segment_tracks"] for s in joined] == [[[0, 0], [1, 0], [2, 0]], [[0, 1], [1, 1]]]
     assert track_summaries([{**r, "x": r["x"] + 150 * r["segment"]} for r in rows], cfg)[0]["frames"] == 2  # moved
+
+
+def test_a_rerun_cuts_unchanged_videos_as_recorded_without_probing(clips, tmp_path):
+    """OUT's recorded inputs stand in for probing when the video and the cut are the same; anything else is probed."""
+    import pandas as pd
+
+    from fer_ray.video.stage import expand_segments
+
+    video = tmp_path / "moving.mp4"
+    video.write_bytes(clips["moving"].read_bytes())
+    st = video.stat()
+    listing = pd.DataFrame({"path": [str(video)], "size": [st.st_size], "mtime": [st.st_mtime], "error": [None]})
+    cfg = VideoConfig(fps=2, segment_s=2)
+    first = expand_segments(listing, cfg, None)
+    assert first["segment"].tolist() == [0, 1, 2] and first["last"].tolist() == [False, False, True]  # 5 s
+    video.unlink()  # a probe would now fail: a reused cut proves that nothing was probed
+    again = expand_segments(listing, cfg, None, known=first)
+    pd.testing.assert_frame_equal(again, first)
+    for other in (VideoConfig(fps=4, segment_s=2), VideoConfig(fps=2, segment_s=1), VideoConfig(fps=2, max_frames=99)):
+        assert expand_segments(listing, other, None, known=first)["error"].str.contains("no such video file").all()
+    changed = listing.assign(size=st.st_size + 1)
+    assert expand_segments(changed, cfg, None, known=first)["error"].notna().all()
+    assert (
+        expand_segments(listing, VideoConfig(fps=2, segment_s=2, max_duration_s=4), None, known=first)["error"]
+        .notna()
+        .all()
+    )  # 5 s: over the limit, so probed (and here: gone)

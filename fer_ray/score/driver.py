@@ -40,7 +40,7 @@ from fer_ray.score.run_lock import RunLock
 from fer_ray.score.stages import FacePredictor, FusedScorer, artifact_files, prepare_images
 from fer_ray.score.store import CONFIG_FILE, PART_PREFIX, ROWS_DIR, RUNS_DIR, OutputStore, ScanResult, key_hash
 from fer_ray.storage import is_remote
-from fer_ray.video.config import VIDEO_EXTENSIONS
+from fer_ray.video.config import VIDEO_EXTENSIONS, is_video
 from fer_ray.video.stage import expand_segments
 
 logger = logging.getLogger(__name__)
@@ -246,9 +246,16 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
             f"no image or video files in {', '.join(map(str, cfg.inputs))} (nothing was written to {cfg.out}); "
             "name folders or files that hold photos"
         )
-    # Each video is probed (its header read) and becomes one listing row per segment: the unit of work and resume.
-    listing = expand_segments(listing, cfg.video, settings)
+    # Each video is probed (its header read) and becomes one listing row per segment: the unit of work and resume;
+    # a rerun takes the segments of unchanged videos from OUT's inputs instead.
     store = OutputStore(cfg.out, settings)
+    known = None
+    if not cfg.overwrite and listing["path"].map(is_video).any():
+        try:
+            known = store.read_inputs()
+        except Exception as e:  # unreadable OUT: the lock below says why; a damaged record only costs probing
+            logger.info("videos are probed again: %s's inputs cannot be read (%s)", store.uri, e)
+    listing = expand_segments(listing, cfg.video, settings, known)
     with RunLock(store, run_id, stale_s=cfg.lock_stale_s).acquire(cfg.lock_wait_s) as lock:
         preprocess = dataclasses.replace(
             artifact.preprocess,

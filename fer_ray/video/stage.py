@@ -44,11 +44,16 @@ def open_source(path: str, settings: S3Settings | None):
     return fs.open_input_file(inner)
 
 
-def expand_segments(listing: pd.DataFrame, cfg: VideoConfig, settings: S3Settings | None) -> pd.DataFrame:
+def expand_segments(
+    listing: pd.DataFrame, cfg: VideoConfig, settings: S3Settings | None, known: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The listing with each video's row replaced by one row per segment (columns :data:`SEGMENT_COLUMNS`).
 
     Each video is probed once, here: its duration decides its segments. A video that cannot be
     probed, or breaks ``max_duration_s`` / ``max_frames``, keeps one row with the reason in ``error``.
+    ``known``: the segments a run over the same OUT listed (its stored inputs); a video listed there under the same
+    path, size and mtime and cut at the same rate and length is not probed again, so a rerun over thousands of
+    videos (on S3, a few round trips each) starts at once.
     Image rows pass through with null segment columns, in their order; without videos the listing is returned as is.
     """
     videos = listing["path"].map(is_video).to_numpy(dtype=bool) & listing["error"].isna().to_numpy()
@@ -58,13 +63,43 @@ def expand_segments(listing: pd.DataFrame, cfg: VideoConfig, settings: S3Setting
     out["last"] = pd.array([None] * len(listing), dtype="boolean")
     out["sample_fps"], out["segment_s"] = np.nan, np.nan
     rows = out[videos].to_dict("records")
+    reuse = _known_segments(known, cfg)
+
+    def expand(row: dict[str, Any]) -> list[dict[str, Any]]:
+        same = reuse.get((row["path"], row["size"], row["mtime"]))
+        return [{**row, **s} for s in same] if same else _segment_rows(row, cfg, settings)
+
     with ThreadPoolExecutor(min(_PROBE_THREADS, len(rows))) as pool:
-        expanded = list(pool.map(lambda row: _segment_rows(row, cfg, settings), rows))
+        expanded = list(pool.map(expand, rows))
+    reused = sum((r["path"], r["size"], r["mtime"]) in reuse for r in rows)
+    logger.info("%d videos: %d probed, %d cut as OUT's inputs record", len(rows), len(rows) - reused, reused)
     parts = [out[~videos], pd.DataFrame([r for rs in expanded for r in rs], columns=out.columns)]
     result = pd.concat(parts, ignore_index=True)
     result["segment"] = result["segment"].astype("Int32")
     result["last"] = result["last"].astype("boolean")
     return result
+
+
+def _known_segments(known: pd.DataFrame | None, cfg: VideoConfig) -> dict[tuple, list[dict[str, Any]]]:
+    """(path, size, mtime) -> its segments' columns, for the videos ``known`` cut at ``cfg``'s rate and length
+    without error. With ``max_frames`` set every video is probed: the check needs its frame rate, not recorded."""
+    if known is None or cfg.max_frames is not None or "segment" not in known:
+        return {}
+    rows = known[known["segment"].notna() & known["error"].isna()]
+    rows = rows[(rows["sample_fps"] == float(cfg.fps)) & (rows["segment_s"] == float(cfg.segment_s))]
+    if cfg.max_duration_s is not None:
+        rows = rows[rows.groupby("path")["end_s"].transform("max") <= cfg.max_duration_s]
+    found = {}
+    for (path, size, mtime), g in rows.groupby(["path", "size", "mtime"]):
+        n = int(g["segment"].max()) + 1
+        if len(g) != n or set(g["segment"].astype(int)) != set(range(n)):
+            continue  # not a whole video: probe it
+        found[(path, size, mtime)] = [
+            {"segment": i, "start_s": i * cfg.segment_s, "end_s": float(e), "last": i == n - 1}
+            | {"sample_fps": float(cfg.fps), "segment_s": float(cfg.segment_s)}
+            for i, e in sorted(zip(g["segment"].astype(int), g["end_s"], strict=True))
+        ]
+    return found
 
 
 def _segment_rows(row: dict[str, Any], cfg: VideoConfig, settings: S3Settings | None) -> list[dict[str, Any]]:
