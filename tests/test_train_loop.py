@@ -1,13 +1,22 @@
 """The plain-PyTorch core, without Ray: augmentation, losses, one epoch, evaluation."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from fer_ray.models.config import ModelConfig
 from fer_ray.models.registry import create_model
-from fer_ray.train.config import AugmentConfig
-from fer_ray.train.loop import LossConfig, augment, class_weights, compute_loss, evaluate, train_one_epoch
+from fer_ray.train.config import AugmentConfig, TrainConfig
+from fer_ray.train.loop import (
+    LossConfig,
+    augment,
+    class_weights,
+    compute_loss,
+    degrade,
+    evaluate,
+    train_one_epoch,
+)
 from tests.fer_fixtures import synthetic_face
 
 
@@ -30,6 +39,66 @@ def test_augment_keeps_shape_and_changes_pixels():
     assert torch.equal(augment(x, AugmentConfig(), torch.Generator().manual_seed(0)), y)
 
 
+def _faces(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(np.stack([synthetic_face(i % 7, rng) for i in range(n)]))
+
+
+def test_degrade_off_by_default_draws_nothing():
+    # Runs recorded before degradation existed resume with the same random stream.
+    faces, g = _faces(), torch.Generator().manual_seed(3)
+    state = g.get_state()
+    assert degrade(faces, AugmentConfig(), g) is faces
+    assert torch.equal(g.get_state(), state)
+
+
+def _sharpness(faces: torch.Tensor) -> float:
+    x = faces.float()
+    return float((x[:, 1:, :] - x[:, :-1, :]).abs().mean() + (x[:, :, 1:] - x[:, :, :-1]).abs().mean())
+
+
+def test_degrade_low_resolution_blurs_every_face():
+    faces = _faces()
+    out = degrade(faces, AugmentConfig(low_res_p=1.0, low_res_min=12), torch.Generator().manual_seed(0))
+    assert out.shape == faces.shape and out.dtype == torch.uint8
+    assert _sharpness(out) < 0.9 * _sharpness(faces)
+    # Scaled back up, each face still looks like itself.
+    assert float((out.float() - faces.float()).abs().mean()) < 20
+
+
+def test_degrade_jpeg_is_opencv_jpeg_at_the_drawn_quality():
+    faces = _faces(4)
+    out = degrade(faces, AugmentConfig(jpeg_p=1.0, jpeg_quality=(10, 10)), torch.Generator().manual_seed(0))
+    for f, o in zip(faces.numpy(), out.numpy(), strict=True):
+        _, buf = cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 10])
+        assert np.array_equal(o, cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE))
+        assert not np.array_equal(o, f)
+
+
+def test_degrade_exposure_and_contrast_vary_per_face():
+    faces = _faces(32)[:, None]  # (B, 1, S, S) as well as (B, S, S)
+    out = degrade(faces, AugmentConfig(contrast=0.5), torch.Generator().manual_seed(0))
+    assert out.shape == faces.shape
+    ratio = out.float().std((1, 2, 3)) / faces.float().std((1, 2, 3))
+    assert 0.45 < ratio.min() < 0.9 and 1.1 < ratio.max() < 1.55  # drawn in [0.5, 1.5], some clipped at 0/255
+    assert torch.allclose(out.float().mean((1, 2, 3)), faces.float().mean((1, 2, 3)), atol=12)
+    darker = degrade(faces, AugmentConfig(gamma=0.5), torch.Generator().manual_seed(0))
+    shift = darker.float().mean((1, 2, 3)) - faces.float().mean((1, 2, 3))
+    assert shift.min() < -5 and shift.max() > 5  # gamma > 1 darkens, < 1 brightens
+
+
+def test_degrade_is_seeded_and_configurable_from_json():
+    cfg = TrainConfig.from_dict({"augment": {"gamma": 0.3, "low_res_p": 0.5, "jpeg_p": 0.5, "jpeg_quality": [20, 80]}})
+    assert cfg.augment.jpeg_quality == (20, 80) and cfg.augment.degrades
+    faces = _faces()
+    a = degrade(faces, cfg.augment, torch.Generator().manual_seed(1))
+    assert torch.equal(a, degrade(faces, cfg.augment, torch.Generator().manual_seed(1)))
+    with pytest.raises(ValueError, match="jpeg_p"):
+        AugmentConfig(jpeg_p=1.5)
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        AugmentConfig(jpeg_quality=(90, 30))
+
+
 def test_pretrain_phase_ignores_classification():
     x, y = torch.randn(4, 1, 48, 48), torch.randint(0, 7, (4,))
     out = {"logits": torch.randn(4, 7), "recon": torch.zeros_like(x)}
@@ -44,15 +113,21 @@ def test_class_weights_favour_rare_classes():
     assert np.isclose(np.mean(w), 1) and np.argmax(w) == 1
 
 
-@pytest.mark.parametrize("cpu_bf16", [False, True], ids=["fp32", "cpu_bf16"])
-def test_loss_falls_and_accuracy_rises(cpu_bf16):
+# Degraded faces only (no geometry): the epoch takes the path through degrade() and still learns.
+DEGRADE_ONLY = AugmentConfig(0, 0, 0, False, 0, gamma=0.3, contrast=0.3, low_res_p=0.5, jpeg_p=0.5)
+
+
+@pytest.mark.parametrize(
+    ("cpu_bf16", "aug"), [(False, None), (True, None), (False, DEGRADE_ONLY)], ids=["fp32", "cpu_bf16", "degraded"]
+)
+def test_loss_falls_and_accuracy_rises(cpu_bf16, aug):
     torch.manual_seed(0)
     batches = _batches()
     model = create_model(ModelConfig(widths=(16, 32), latent_channels=16))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     dev = torch.device("cpu")
     before = evaluate(model, batches, dev)
-    stats = [train_one_epoch(model, batches, opt, dev, aug_cfg=None, cpu_bf16=cpu_bf16) for _ in range(10)]
+    stats = [train_one_epoch(model, batches, opt, dev, aug_cfg=aug, cpu_bf16=cpu_bf16) for _ in range(10)]
     after = evaluate(model, batches, dev)
     assert stats[-1].loss / stats[-1].n < stats[0].loss / stats[0].n
     assert after.correct / after.n > max(0.5, before.correct / before.n)

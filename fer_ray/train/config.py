@@ -24,9 +24,27 @@ class AugmentConfig:
     flip: bool = True
     erase_p: float = 0.5
     erase_area: tuple[float, float] = (0.02, 0.2)
+    # Faces as a detector crops them from photos (:func:`fer_ray.train.loop.degrade`); off in the shipped recipes.
+    gamma: float = 0.0  # exposure: pixels ** g, log g uniform in [-gamma, gamma]
+    contrast: float = 0.0  # contrast around each face's mean, times [1 - contrast, 1 + contrast]
+    low_res_p: float = 0.0  # share of faces shrunk to a side in [low_res_min, S) and scaled back up
+    low_res_min: int = 16
+    jpeg_p: float = 0.0  # share of faces JPEG-compressed (at their shrunk size) at a quality in jpeg_quality
+    jpeg_quality: tuple[int, int] = (30, 90)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "erase_area", tuple(self.erase_area))  # JSON gives lists
+        for name in ("erase_area", "jpeg_quality"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # JSON gives lists
+        if not (0 <= self.low_res_p <= 1 and 0 <= self.jpeg_p <= 1 and 0 <= self.contrast < 1 and self.gamma >= 0):
+            raise ValueError(
+                f"augment: low_res_p and jpeg_p must be in [0, 1], contrast in [0, 1), gamma >= 0; got {self}"
+            )
+        if not (2 <= self.low_res_min and 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100):
+            raise ValueError(f"augment: low_res_min must be >= 2 and jpeg_quality a range in [1, 100]; got {self}")
+
+    @property
+    def degrades(self) -> bool:
+        return bool(self.gamma or self.contrast or self.low_res_p or self.jpeg_p)
 
 
 # The --help section of each TrainConfig field, named once per section.
@@ -54,7 +72,8 @@ class TrainConfig:
         help="preprocessing recorded in the artifact (config file only)", default_factory=PreprocessConfig, flag=None
     )
     augment: AugmentConfig | None = recipe_setting(
-        help="batch augmentation (config file: shift, rotate_deg, scale, flip, erase_p, erase_area; null: none)",
+        help="batch augmentation (config file: shift, rotate_deg, scale, flip, erase_p, erase_area, gamma, contrast, "
+        "low_res_p, low_res_min, jpeg_p, jpeg_quality; null: none)",
         default_factory=AugmentConfig,
         flag="--no-augment",
     )

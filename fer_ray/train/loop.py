@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -71,6 +72,39 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
         noise = torch.randn(x.shape, generator=generator).to(dev, x.dtype)
         x = torch.where(mask[:, None], noise, x)
     return x
+
+
+def degrade(faces: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 faces (B, S, S) -> the same faces as YuNet's crops of photos tend to look, not only as FER2013's
+    crops do: other exposure and contrast, small faces scaled up to S (blurred), JPEG blocks at the face's own
+    size. The pixel work runs on the CPU (JPEG is OpenCV's); with every option off nothing, not even a random
+    draw, happens, so runs recorded without it resume and replay unchanged."""
+    if not cfg.degrades:
+        return faces
+    b, s = faces.shape[0], faces.shape[-1]
+
+    def rand(n: int) -> np.ndarray:
+        return torch.rand(n, generator=generator).numpy()
+
+    x = faces.detach().cpu().float().reshape(b, s, s) / 255.0
+    if cfg.gamma or cfg.contrast:
+        g = torch.from_numpy(np.exp((rand(b) * 2 - 1) * cfg.gamma))[:, None, None]
+        c = torch.from_numpy(1 + (rand(b) * 2 - 1) * cfg.contrast)[:, None, None]
+        x = x.clamp(0, 1) ** g
+        mean = x.mean((1, 2), keepdim=True)
+        x = (x - mean) * c + mean
+    out = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    small = rand(b) < cfg.low_res_p
+    sides = (cfg.low_res_min + rand(b) * (s - cfg.low_res_min)).astype(int)
+    jpeg = rand(b) < cfg.jpeg_p
+    qualities = (cfg.jpeg_quality[0] + rand(b) * (cfg.jpeg_quality[1] + 1 - cfg.jpeg_quality[0])).astype(int)
+    for i in np.flatnonzero(small | jpeg):
+        img = cv2.resize(out[i], (sides[i], sides[i]), interpolation=cv2.INTER_AREA) if small[i] else out[i]
+        if jpeg[i]:
+            _, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(qualities[i])])
+            img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+        out[i] = cv2.resize(img, (s, s), interpolation=cv2.INTER_LINEAR) if small[i] else img
+    return torch.from_numpy(out).reshape(faces.shape).to(faces.device)
 
 
 def compute_loss(
@@ -203,6 +237,8 @@ def train_one_epoch(
     stats, scaler = EpochStats(), scaler or torch.amp.GradScaler(enabled=False)  # disabled: plain steps
     t0 = time.perf_counter()
     for faces, y in batches:
+        if aug_cfg is not None:
+            faces = degrade(faces, aug_cfg, generator)
         x = normalize(faces.to(device, non_blocking=True), pre_cfg)  # (B, 1, S, S)
         y = y.to(device, non_blocking=True).long()
         if aug_cfg is not None:
