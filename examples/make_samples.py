@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from fer_ray.preprocess import PreprocessConfig, decode_image  # noqa: E402
 from fer_ray.score.config import DETECTORS, DetectConfig  # noqa: E402
-from fer_ray.score.faces import _detect, detect_faces, face_crop  # noqa: E402
+from fer_ray.score.faces import detect_faces, face_crop, find_faces  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "images"
 ORIGINALS = ROOT / "fer_ray" / "assets" / "check"  # the engine check's photos (fer_ray.inference.host_check)
@@ -136,11 +136,10 @@ class Source:
         self.data = path.read_bytes()
         self.rgb = Image.open(io.BytesIO(self.data)).convert("RGB")
         self.gray = decode_image(self.data)
-        found = _detect(self.gray, DetectConfig(), None)
+        found = find_faces(self.gray, DetectConfig(), None)
         if len(found) != 1:
             raise SystemExit(f"{path}: expected one face, YuNet found {len(found)}")
-        self.box, roll = found[0]
-        self.roll = roll or 0.0
+        self.box, self.roll = found[0].box, found[0].roll or 0.0
 
     def head(self, side: int, mirror: bool = False) -> tuple[Image.Image, Image.Image, tuple[float, float]]:
         """The head region scaled so that the face box is ``side`` px: (RGB, feathered oval mask, face box

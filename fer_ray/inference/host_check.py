@@ -198,17 +198,16 @@ def make_check_faces(pp: PreprocessConfig) -> np.ndarray:
     """``uint8`` (len(PHOTOS) x VARIANTS_PER_PHOTO, S, S): each photo's face, found by YuNet and cut by the scoring
     path, in seeded variants; stored with the artifact, so the check does not depend on the host's library versions."""
     from fer_ray.score.config import DetectConfig
-    from fer_ray.score.faces import _detect
+    from fer_ray.score.faces import find_faces
 
     rng = np.random.default_rng(0)
     faces = []
     for name in PHOTOS:
         gray = decode_image((PHOTOS_DIR / name).read_bytes(), pp.max_pixels)
-        found = _detect(gray, DetectConfig(), None)
+        found = find_faces(gray, DetectConfig(), None)
         if len(found) != 1:
             raise RuntimeError(f"{PHOTOS_DIR / name}: expected one face, YuNet found {len(found)}")
-        (box, roll) = found[0]
-        faces += [_variant(gray, box, roll or 0.0, rng, pp) for _ in range(VARIANTS_PER_PHOTO)]
+        faces += [_variant(gray, found[0].box, found[0].roll or 0.0, rng, pp) for _ in range(VARIANTS_PER_PHOTO)]
     return np.stack(faces)
 
 

@@ -87,7 +87,7 @@ def detect_faces(
 ) -> list[Box]:
     """Face boxes ``(x, y, w, h)`` in original-image coordinates, left to right, at most ``cfg.max_faces``
     (the largest). ``gray``: a ``uint8`` (H, W) decode, possibly reduced from ``full_size`` (W, H)."""
-    return [box for box, _ in _detect(gray, cfg or DetectConfig(), full_size)]
+    return [f.box for f in find_faces(gray, cfg or DetectConfig(), full_size)]
 
 
 class Face(NamedTuple):
@@ -96,12 +96,8 @@ class Face(NamedTuple):
     landmarks: np.ndarray | None  # (5, 2) eyes, nose tip, mouth corners in original pixels (YuNet); else None
 
 
-def _detect(gray: np.ndarray, cfg: DetectConfig, full_size: tuple[int, int] | None) -> list[tuple[Box, float | None]]:
-    """:func:`detect_faces` with each face's roll in degrees, or None (Haar, or ``cfg.align`` off)."""
-    return [(f.box, f.roll) for f in _faces(gray, cfg, full_size)]
-
-
-def _faces(gray: np.ndarray, cfg: DetectConfig, full_size: tuple[int, int] | None) -> list[Face]:
+def find_faces(gray: np.ndarray, cfg: DetectConfig, full_size: tuple[int, int] | None) -> list[Face]:
+    """:func:`detect_faces` with each face's roll and landmarks."""
     import cv2
 
     h, w = gray.shape[:2]
@@ -199,16 +195,16 @@ def faces_from_bytes(
         return [None], [face_input(gray, None, preprocess)], size
     guard = lock if lock is not None and detect.detector == "haar" else contextlib.nullcontext()
     with guard:
-        faces = _detect(gray, detect, size)
+        faces = find_faces(gray, detect, size)
     if not faces:
         return [], [], size
-    boxes = [box for box, _ in faces]
+    boxes = [f.box for f in faces]
     have = gray.shape[1] / size[0]  # the decode's scale
     need = min(1.0, crop_scale(min(max(b[2], b[3]) for b in boxes), preprocess))
     if need > have * 1.001:
         gray, _ = decode_image_scaled(data, preprocess.max_pixels, need)
     sx, sy = gray.shape[1] / size[0], gray.shape[0] / size[1]
-    crops = [face_crop(gray, _scale_box(b, sx, sy), roll, preprocess) for b, roll in faces]
+    crops = [face_crop(gray, _scale_box(f.box, sx, sy), f.roll, preprocess) for f in faces]
     return boxes, crops, size
 
 
@@ -219,7 +215,7 @@ def faces_in_frame(
     answer plus YuNet's landmarks, which the video tracker uses to tell apart faces whose boxes overlap."""
     if whole_image:
         return [None], [face_input(gray, None, preprocess)], [None]
-    faces = _faces(gray, detect, None)
+    faces = find_faces(gray, detect, None)
     crops = [face_crop(gray, f.box, f.roll, preprocess) for f in faces]
     return [f.box for f in faces], crops, [f.landmarks for f in faces]
 
@@ -246,4 +242,13 @@ def _jpeg_detection_scale(data: bytes | None, detect: DetectConfig) -> float:
     return 1.0
 
 
-__all__ = ["Box", "Face", "detect_faces", "face_crop", "faces_from_bytes", "faces_in_frame", "is_face_crop"]
+__all__ = [
+    "Box",
+    "Face",
+    "detect_faces",
+    "face_crop",
+    "faces_from_bytes",
+    "faces_in_frame",
+    "find_faces",
+    "is_face_crop",
+]
