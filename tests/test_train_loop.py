@@ -7,6 +7,7 @@ import torch
 
 from fer_ray.models.config import ModelConfig
 from fer_ray.models.registry import create_model
+from fer_ray.preprocess import PreprocessConfig, normalize
 from fer_ray.train.config import AugmentConfig, TrainConfig
 from fer_ray.train.loop import (
     LossConfig,
@@ -44,11 +45,19 @@ def _faces(n=16, seed=0):
     return torch.from_numpy(np.stack([synthetic_face(i % 7, rng) for i in range(n)]))
 
 
+def _degrade(faces: torch.Tensor, cfg: AugmentConfig, seed: int = 0) -> torch.Tensor:
+    """degrade() on uint8 faces: normalized in, uint8 (B, S, S) back out."""
+    pp = PreprocessConfig()
+    out = degrade(normalize(faces, pp), cfg, pp, torch.Generator().manual_seed(seed))
+    assert out.shape == (len(faces), 1, *faces.shape[-2:]) and out.dtype == torch.float32
+    return ((out[:, 0] * pp.std + pp.mean) * 255).round().clamp(0, 255).to(torch.uint8)
+
+
 def test_degrade_off_by_default_draws_nothing():
     # Runs recorded before degradation existed resume with the same random stream.
-    faces, g = _faces(), torch.Generator().manual_seed(3)
+    x, g = normalize(_faces()), torch.Generator().manual_seed(3)
     state = g.get_state()
-    assert degrade(faces, AugmentConfig(), g) is faces
+    assert degrade(x, AugmentConfig(), PreprocessConfig(), g) is x
     assert torch.equal(g.get_state(), state)
 
 
@@ -59,8 +68,7 @@ def _sharpness(faces: torch.Tensor) -> float:
 
 def test_degrade_low_resolution_blurs_every_face():
     faces = _faces()
-    out = degrade(faces, AugmentConfig(low_res_p=1.0, low_res_min=12), torch.Generator().manual_seed(0))
-    assert out.shape == faces.shape and out.dtype == torch.uint8
+    out = _degrade(faces, AugmentConfig(low_res_p=1.0, low_res_min=12))
     assert _sharpness(out) < 0.9 * _sharpness(faces)
     # Scaled back up, each face still looks like itself.
     assert float((out.float() - faces.float()).abs().mean()) < 20
@@ -68,7 +76,7 @@ def test_degrade_low_resolution_blurs_every_face():
 
 def test_degrade_jpeg_is_opencv_jpeg_at_the_drawn_quality():
     faces = _faces(4)
-    out = degrade(faces, AugmentConfig(jpeg_p=1.0, jpeg_quality=(10, 10)), torch.Generator().manual_seed(0))
+    out = _degrade(faces, AugmentConfig(jpeg_p=1.0, jpeg_quality=(10, 10)))
     for f, o in zip(faces.numpy(), out.numpy(), strict=True):
         _, buf = cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 10])
         assert np.array_equal(o, cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE))
@@ -76,14 +84,12 @@ def test_degrade_jpeg_is_opencv_jpeg_at_the_drawn_quality():
 
 
 def test_degrade_exposure_and_contrast_vary_per_face():
-    faces = _faces(32)[:, None]  # (B, 1, S, S) as well as (B, S, S)
-    out = degrade(faces, AugmentConfig(contrast=0.5), torch.Generator().manual_seed(0))
-    assert out.shape == faces.shape
-    ratio = out.float().std((1, 2, 3)) / faces.float().std((1, 2, 3))
+    faces = _faces(32)
+    out = _degrade(faces, AugmentConfig(contrast=0.5))
+    ratio = out.float().std((1, 2)) / faces.float().std((1, 2))
     assert 0.45 < ratio.min() < 0.9 and 1.1 < ratio.max() < 1.55  # drawn in [0.5, 1.5], some clipped at 0/255
-    assert torch.allclose(out.float().mean((1, 2, 3)), faces.float().mean((1, 2, 3)), atol=12)
-    darker = degrade(faces, AugmentConfig(gamma=0.5), torch.Generator().manual_seed(0))
-    shift = darker.float().mean((1, 2, 3)) - faces.float().mean((1, 2, 3))
+    assert torch.allclose(out.float().mean((1, 2)), faces.float().mean((1, 2)), atol=12)
+    shift = _degrade(faces, AugmentConfig(gamma=0.5)).float().mean((1, 2)) - faces.float().mean((1, 2))
     assert shift.min() < -5 and shift.max() > 5  # gamma > 1 darkens, < 1 brightens
 
 
@@ -91,12 +97,44 @@ def test_degrade_is_seeded_and_configurable_from_json():
     cfg = TrainConfig.from_dict({"augment": {"gamma": 0.3, "low_res_p": 0.5, "jpeg_p": 0.5, "jpeg_quality": [20, 80]}})
     assert cfg.augment.jpeg_quality == (20, 80) and cfg.augment.degrades
     faces = _faces()
-    a = degrade(faces, cfg.augment, torch.Generator().manual_seed(1))
-    assert torch.equal(a, degrade(faces, cfg.augment, torch.Generator().manual_seed(1)))
+    assert torch.equal(_degrade(faces, cfg.augment, seed=1), _degrade(faces, cfg.augment, seed=1))
+    assert not torch.equal(_degrade(faces, cfg.augment, seed=1), _degrade(faces, cfg.augment, seed=2))
     with pytest.raises(ValueError, match="jpeg_p"):
         AugmentConfig(jpeg_p=1.5)
     with pytest.raises(ValueError, match="jpeg_quality"):
         AugmentConfig(jpeg_quality=(90, 30))
+
+
+def test_student_reads_degraded_faces_teacher_and_reconstruction_the_clean_ones():
+    """The point of degrading after augmenting: soft targets and the reconstruction come from the face itself."""
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            seen["student"] = x.detach().clone()
+            return {"logits": self.w * x.flatten(1)[:, :7], "recon": x + self.w}
+
+    class Teacher:
+        def probabilities(self, x, temperature):
+            seen["teacher"] = x.detach().clone()
+            return torch.full((len(x), 7), 1 / 7)
+
+    model = Spy()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = [(_faces(8), torch.zeros(8, dtype=torch.long))]
+    aug = AugmentConfig(0, 0, 0, False, 0, low_res_p=1.0, low_res_min=12)
+    loss_cfg = LossConfig(distill_weight=0.5)
+    stats = train_one_epoch(model, batches, opt, torch.device("cpu"), aug_cfg=aug, teacher=Teacher(), loss_cfg=loss_cfg)
+    clean = normalize(batches[0][0])
+    assert torch.allclose(seen["teacher"], clean, atol=1e-5)  # no geometry drawn: the face itself
+    assert _sharpness(seen["student"][:, 0]) < 0.9 * _sharpness(clean[:, 0])
+    # The spy "reconstructs" what it read: the loss is its distance to the clean face, not zero.
+    expected = float(torch.nn.functional.mse_loss(seen["student"], clean))
+    assert stats.recon / stats.n == pytest.approx(expected, rel=1e-4) and expected > 0
 
 
 def test_pretrain_phase_ignores_classification():

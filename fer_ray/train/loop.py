@@ -74,26 +74,30 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
     return x
 
 
-def degrade(faces: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 faces (B, S, S) -> the same faces as YuNet's crops of photos tend to look, not only as FER2013's
-    crops do: other exposure and contrast, small faces scaled up to S (blurred), JPEG blocks at the face's own
-    size. The pixel work runs on the CPU (JPEG is OpenCV's); with every option off nothing, not even a random
-    draw, happens, so runs recorded without it resume and replay unchanged."""
+def degrade(
+    x: torch.Tensor, cfg: AugmentConfig, pre_cfg: PreprocessConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Normalized faces (B, 1, S, S) -> the same faces as YuNet's crops of photos tend to look, not only as
+    FER2013's crops do: other exposure and contrast, small faces scaled up to S (blurred), JPEG blocks at the face's
+    own size; normalized, on x's device. The student reads these; the teachers and the reconstruction target keep
+    the face before it (``train_one_epoch``), so the model learns to read a poor photo as the clean face. The pixel
+    work is uint8 on the CPU (JPEG is OpenCV's). With every option off nothing happens, not even a random draw, so
+    runs recorded without it resume and replay unchanged."""
     if not cfg.degrades:
-        return faces
-    b, s = faces.shape[0], faces.shape[-1]
+        return x
+    b, s = x.shape[0], x.shape[-1]
 
     def rand(n: int) -> np.ndarray:
         return torch.rand(n, generator=generator).numpy()
 
-    x = faces.detach().cpu().float().reshape(b, s, s) / 255.0
+    u = (x.detach().float().cpu().reshape(b, s, s) * pre_cfg.std + pre_cfg.mean).clamp(0, 1)
     if cfg.gamma or cfg.contrast:
         g = torch.from_numpy(np.exp((rand(b) * 2 - 1) * cfg.gamma))[:, None, None]
         c = torch.from_numpy(1 + (rand(b) * 2 - 1) * cfg.contrast)[:, None, None]
-        x = x.clamp(0, 1) ** g
-        mean = x.mean((1, 2), keepdim=True)
-        x = (x - mean) * c + mean
-    out = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        u = u**g
+        mean = u.mean((1, 2), keepdim=True)
+        u = (u - mean) * c + mean
+    out = (u.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     small = rand(b) < cfg.low_res_p
     sides = (cfg.low_res_min + rand(b) * (s - cfg.low_res_min)).astype(int)
     jpeg = rand(b) < cfg.jpeg_p
@@ -104,7 +108,7 @@ def degrade(faces: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator 
             _, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(qualities[i])])
             img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
         out[i] = cv2.resize(img, (s, s), interpolation=cv2.INTER_LINEAR) if small[i] else img
-    return torch.from_numpy(out).reshape(faces.shape).to(faces.device)
+    return normalize(out, pre_cfg).to(x.device, x.dtype).reshape(x.shape)
 
 
 def compute_loss(
@@ -237,15 +241,14 @@ def train_one_epoch(
     stats, scaler = EpochStats(), scaler or torch.amp.GradScaler(enabled=False)  # disabled: plain steps
     t0 = time.perf_counter()
     for faces, y in batches:
-        if aug_cfg is not None:
-            faces = degrade(faces, aug_cfg, generator)
         x = normalize(faces.to(device, non_blocking=True), pre_cfg)  # (B, 1, S, S)
         y = y.to(device, non_blocking=True).long()
         if aug_cfg is not None:
             x = augment(x, aug_cfg, generator)
+        seen = degrade(x, aug_cfg, pre_cfg, generator) if aug_cfg is not None else x  # what the student reads
         with autocast(device, amp, cpu_bf16):
             soft = teacher.probabilities(x, loss_cfg.distill_temperature) if teacher and phase != "pretrain" else None
-            out = model(x)
+            out = model(seen)
             loss, parts = compute_loss(out, x, y, loss_cfg, phase, soft)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
