@@ -135,6 +135,19 @@ def fer2013_or_exit(path: str | None = None) -> Path:
     return Path(data)
 
 
+def model_args(doc: str, default_out: Path, argv: list[str] | None = None, data_help: str = "FER2013 Parquet"):
+    """The command line of the benchmarks that score models on FER2013: models, engine (fp32 ONNX unless told:
+    int8 answers differ between CPUs), data and the JSON to write."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="*", default=["ae_cnn_attn", "cnn_attn"], help="shipped names or artifact paths")
+    p.add_argument("--engine", default="onnx", help="engine of every model (default: fp32 ONNX)")
+    p.add_argument("--data", default=None, help=data_help)
+    p.add_argument("--out", type=Path, default=default_out)
+    return p.parse_args(argv)
+
+
 def repo_relative(path: str | os.PathLike) -> str:
     """A path as results record it: relative to the repository root, so no machine path is committed."""
     return os.path.relpath(Path(path).resolve(), Path(__file__).resolve().parent.parent)

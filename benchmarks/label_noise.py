@@ -14,7 +14,6 @@ python benchmarks/label_noise.py ae_cnn_attn cnn_attn    # -> benchmarks/results
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without install
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from common import fer2013_or_exit, machine_info, write_result  # noqa: E402
+from common import fer2013_or_exit, machine_info, model_args, write_result  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "label_noise.json"
 # Votes for the FER2013 label, of the votes for the seven FER2013 emotions (contempt, unknown, not-a-face aside).
@@ -78,12 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from fer_ray.inference.artifact import load_artifact
     from fer_ray.preprocess import preprocess_bytes
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="*", default=["ae_cnn_attn", "cnn_attn"], help="shipped names or artifact paths")
-    p.add_argument("--engine", default="onnx", help="engine of every model (default: fp32 ONNX)")
-    p.add_argument("--data", default=None, help="FER2013 Parquet (fer2013new.csv beside it)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    a = p.parse_args(argv)
+    a = model_args(__doc__, DEFAULT_OUT, argv, data_help="FER2013 Parquet (fer2013new.csv beside it)")
     parquet = str(fer2013_or_exit(a.data))
     images, labels, share, crowd = votes_for_label(parquet, "PrivateTest")
     known = ~np.isnan(share)

@@ -11,7 +11,6 @@ python benchmarks/robustness.py ae_cnn_attn cnn_attn    # -> benchmarks/results/
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from common import fer2013_or_exit, machine_info, write_result  # noqa: E402
+from common import fer2013_or_exit, machine_info, model_args, write_result  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "robustness.json"
 
@@ -72,12 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from fer_ray.inference.artifact import load_artifact
     from fer_ray.inference.export import labeled_faces
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("models", nargs="*", default=["ae_cnn_attn", "cnn_attn"], help="shipped names or artifact paths")
-    p.add_argument("--engine", default="onnx", help="engine of every model (default: fp32 ONNX)")
-    p.add_argument("--data", default=None, help="FER2013 Parquet")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    a = p.parse_args(argv)
+    a = model_args(__doc__, DEFAULT_OUT, argv)
     parquet = str(fer2013_or_exit(a.data))
     arts = {m: load_artifact(m, engine=a.engine) for m in a.models}
     faces, labels = labeled_faces(parquet, "test", next(iter(arts.values())).preprocess)
