@@ -1,6 +1,6 @@
 """Drive the upload page of a running fer_ray service in headless Chromium (Debian's ``chromium``), over the
 DevTools protocol: load ``/``, type the API key if there is one, upload a photo, wait for the result,
-save a screenshot, then open ``/docs`` and wait for Swagger UI to list the routes.
+save a screenshot, upload a video clip if given, then open ``/docs`` and wait for Swagger UI to list the routes.
 
 The browser may resolve no host name but 127.0.0.1 (``--host-resolver-rules``), so a page that needed a CDN
 would fail here; every request it makes is recorded and returned.
@@ -133,6 +133,7 @@ def check_page(
     timeout: float = 90,
     width: int = 1100,
     height: int = 800,
+    clip: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Run the page check; returns what happened (status text, faces shown, requests made, errors, docs routes).
 
@@ -150,7 +151,7 @@ def check_page(
                 page = DevTools(ws)
                 metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
                 page.call("Emulation.setDeviceMetricsOverride", **metrics)
-                return _session(page, url.rstrip("/"), photo, screenshot, key, timeout)
+                return _session(page, url.rstrip("/"), photo, screenshot, key, timeout, clip)
         finally:
             proc.terminate()
             try:
@@ -167,6 +168,7 @@ def _session(
     screenshot: str | os.PathLike | None,
     key: str | None,
     timeout: float,
+    clip: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     for domain in ("Network", "Page", "Runtime"):
         page.call(f"{domain}.enable")
@@ -188,6 +190,8 @@ def _session(
         Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
         Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
         out["screenshot"] = str(screenshot)
+    if clip is not None:
+        out["clip"] = _upload(page, clip, timeout)
     page.navigate(url + "/docs", timeout)
     routes = page.wait_for(
         "Array.from(document.querySelectorAll('.opblock-summary-path')).map(e => e.textContent.trim()).join(' ')",
@@ -222,6 +226,7 @@ def _upload(page: DevTools, photo: str | os.PathLike, timeout: float) -> dict[st
         "status": page.eval("document.getElementById('status').textContent"),
         "faces_shown": page.eval("document.querySelectorAll('#faces .face').length"),
         "face_titles": page.eval("Array.from(document.querySelectorAll('#faces .face h3')).map(e => e.textContent)"),
+        "face_notes": page.eval("Array.from(document.querySelectorAll('#faces .face .note')).map(e => e.textContent)"),
         "canvas": page.eval("[document.getElementById('canvas').width, document.getElementById('canvas').height]"),
     }
 

@@ -13,6 +13,7 @@ import requests
 import yaml
 
 from tests.browser_check import check_page, find_chromium
+from tests.video_clips import make_clips
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,7 +48,8 @@ def url(ray_local, tmp_path_factory) -> str:
 
 def test_upload_page_in_chromium(url, tmp_path):
     shot = tmp_path / "page.png"
-    result = check_page(url, PHOTO, shot, key=KEY, timeout=120)
+    clip = make_clips(tmp_path)["two"]  # two people side by side
+    result = check_page(url, PHOTO, shot, key=KEY, timeout=120, clip=clip)
     # without the key the page says what is missing; with it, the key is kept in the tab's sessionStorage
     assert result["without_key"]["state"] == "error" and "401" in result["without_key"]["status"]
     assert "API key" in result["without_key"]["status"]
@@ -65,6 +67,21 @@ def test_upload_page_in_chromium(url, tmp_path):
         assert f"{face['emotion']} {round(100 * face['confidence'])}%" in title
     assert result["canvas"][0] == 640  # the 1200x700 photo drawn at the preview width
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a clip: one card per person the API follows through it, with that person's dominant emotion and time span
+    api = requests.post(
+        f"{url}/v1/predict",
+        files={"file": (clip.name, clip.read_bytes(), "video/mp4")},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=60,
+    ).json()
+    shown = result["clip"]
+    assert shown["state"] == "done" and f"{clip.name}: 2 people in" in shown["status"], shown["status"]
+    assert shown["faces_shown"] == len(api["tracks"]) == 2
+    for title, note, track in zip(shown["face_titles"], shown["face_notes"], api["tracks"], strict=True):
+        emotion = track["dominant_emotion"]
+        assert f"{emotion} {round(100 * track['mean_probabilities'][emotion])}%" in title
+        assert note.startswith(f"mostly {emotion}, {track['start_s']:.1f}-{track['end_s']:.1f} s"), note
+    assert shown["canvas"] == [320, 240]  # the clip's frame size, under the preview width
     # Swagger UI rendered from local files and read the spec with the key
     assert {"/v1/predict", "/v1/model", "/healthz"} <= set(result["docs_routes"])
     # everything came from the app itself; the browser could not have reached anything else

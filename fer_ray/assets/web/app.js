@@ -1,4 +1,5 @@
-// The upload page: one photo -> POST v1/predict (multipart) -> the photo with boxed faces and emotion bars.
+// The upload page: one photo -> POST v1/predict (multipart) -> the photo with boxed faces and emotion bars;
+// one clip -> the same endpoint -> a card per person followed through it, and a frame with its boxes.
 // Plain JS, no third-party code. The API key stays in this tab's sessionStorage and goes out only as a
 // bearer token to this origin.
 "use strict";
@@ -51,6 +52,28 @@ function loadImage(file) {
   });
 }
 
+function loadFrame(file, t) {
+  // The clip's frame at t seconds, or null where this browser cannot decode the clip (its codec, say).
+  return new Promise((resolve) => {
+    const video = document.createElement("video");
+    const url = URL.createObjectURL(file);
+    const done = (v) => { URL.revokeObjectURL(url); resolve(v); };
+    video.muted = true;
+    video.preload = "auto";
+    video.onloadeddata = () => { video.currentTime = t; };
+    video.onseeked = () => {
+      const c = document.createElement("canvas");
+      c.width = video.videoWidth;
+      c.height = video.videoHeight;
+      c.getContext("2d").drawImage(video, 0, 0);
+      done(c);
+    };
+    video.onerror = () => done(null);
+    setTimeout(() => done(null), 5000);
+    video.src = url;
+  });
+}
+
 function draw(img, result) {
   const canvas = $("canvas");
   const w = result.image_width, h = result.image_height;
@@ -69,7 +92,7 @@ function draw(img, result) {
     const color = COLORS[face.emotion] || "#2563eb";
     ctx.strokeStyle = color;
     ctx.strokeRect(x, y, bw, bh);
-    const label = `${i + 1} ${face.emotion}`;
+    const label = `${(face.n ?? i) + 1} ${face.emotion}`;
     const tw = ctx.measureText(label).width + 8;
     ctx.fillStyle = color;
     ctx.fillRect(x - 1.5, Math.max(0, y - 20), tw, 20);
@@ -78,7 +101,7 @@ function draw(img, result) {
   });
 }
 
-function faceCard(face, i) {
+function faceCard(face, i, note) {
   const li = document.createElement("li");
   li.className = "face";
   const h3 = document.createElement("h3");
@@ -88,6 +111,12 @@ function faceCard(face, i) {
   n.style.background = COLORS[face.emotion] || "";
   h3.append(n, `${face.emotion} ${(100 * face.confidence).toFixed(0)}%`);
   li.append(h3);
+  if (note) {
+    const p = document.createElement("p");
+    p.className = "note";
+    p.textContent = note;
+    li.append(p);
+  }
   for (const [emotion, p] of Object.entries(face.probabilities)) {
     const row = document.createElement("div");
     row.className = "bar" + (emotion === face.emotion ? " top" : "");
@@ -130,12 +159,41 @@ async function score(file) {
     return;
   }
   const result = await resp.json();
+  if (result.video) {
+    await showClip(file, result);
+    return;
+  }
   const img = await loadImage(file);
   draw(img, result);
   $("faces").replaceChildren(...result.faces.map(faceCard));
   const n = result.faces.length;
   const what = n === 0 ? "no face found" : n === 1 ? "1 face" : `${n} faces`;
   setStatus(`${file.name}: ${what} (${result.image_width}x${result.image_height}).`, "done");
+  $("model").textContent = "model " + result.model_id;
+}
+
+async function showClip(file, result) {
+  // One card per person: the emotion that person shows most, with the mean of each emotion over the clip; the
+  // frame where the first person is first seen, with everyone's box in it.
+  const v = result.video, tracks = result.tracks;
+  const first = tracks.length ? tracks[0].timeline[0] : null;
+  const boxes = [];
+  tracks.forEach((track, i) => {
+    const point = first && track.timeline.find((x) => x.frame_index === first.frame_index);
+    if (point) boxes.push({ box: point.box, emotion: point.emotion, n: i });
+  });
+  const frame = first ? await loadFrame(file, first.timestamp_s) : null;
+  draw(frame, { image_width: v.width, image_height: v.height, faces: boxes });
+  const cards = tracks.map((track, i) => {
+    const span = `${track.start_s.toFixed(1)}-${track.end_s.toFixed(1)} s, ${track.frames} frames`;
+    const mean = track.mean_probabilities;
+    const face = { emotion: track.dominant_emotion, confidence: mean[track.dominant_emotion], probabilities: mean };
+    return faceCard(face, i, `mostly ${track.dominant_emotion}, ${span}; bars: the mean over the clip`);
+  });
+  $("faces").replaceChildren(...cards);
+  const n = tracks.length;
+  const who = n === 0 ? "no face found" : n === 1 ? "1 person" : `${n} people`;
+  setStatus(`${file.name}: ${who} in ${v.duration_s.toFixed(1)} s (${v.frames_sampled} frames sampled).`, "done");
   $("model").textContent = "model " + result.model_id;
 }
 
