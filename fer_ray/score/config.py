@@ -114,8 +114,8 @@ class ScoreConfig:
     )
     write_cpus: float = setting(
         0.0,
-        "CPUs reserved per Parquet write task: writes are light, and a reserved CPU held back a "
-        "decode/detect task (on 2 cores: 31 -> 46 photos/s without it)",
+        "CPUs reserved per Parquet write task: writes are light, and on a small machine a reserved CPU "
+        "holds back a decode/detect task",
         group="scale",
     )
     task_retries: int = setting(3, "retries of a CPU task whose worker died (e.g. out of memory)", group="scale")
