@@ -140,7 +140,7 @@ class TrainConfig:
     teacher_engine: Literal["torch", "onnx", "onnx-int8"] = recipe_setting(
         "torch",
         "what runs the teachers: torch (on the training device, under its autocast) or ONNX Runtime on the CPU "
-        "(onnx-int8: ~2x faster than torch bf16 on 2 cores)",
+        "(onnx-int8: the fastest on a CPU; benchmarks/teacher_cost.py)",
     )
     teacher_tta: bool = recipe_setting(
         False, "teachers also score the mirrored batch (flip TTA, as the shipped models are scored)"
@@ -184,7 +184,8 @@ class TrainConfig:
     amp: bool = scale_setting(True, "autocast (mixed precision) on GPU", flag="--no-amp", resumable=True)
     cpu_bf16: bool = scale_setting(
         False,
-        "bf16 autocast on CPU (about 2x faster steps on AVX512-BF16/AMX cores, slower elsewhere)",
+        "bf16 autocast on CPU (faster steps on AVX512-BF16/AMX cores, slower elsewhere: "
+        "benchmarks/train_throughput.py)",
         resumable=True,
     )
     shuffle_buffer: int = setting(8192, "rows in Ray Data's local shuffle buffer", flag=None, resumable=True)
