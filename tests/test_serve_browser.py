@@ -46,6 +46,12 @@ def url(ray_local, tmp_path_factory) -> str:
     serve.shutdown()
 
 
+def _api(url: str, path: Path, content_type: str) -> dict:
+    """What the API itself answers for the file the page was given."""
+    files, auth = {"file": (path.name, path.read_bytes(), content_type)}, {"Authorization": f"Bearer {KEY}"}
+    return requests.post(f"{url}/v1/predict", files=files, headers=auth, timeout=60).json()
+
+
 def test_upload_page_in_chromium(url, tmp_path):
     shot = tmp_path / "page.png"
     clip = make_clips(tmp_path)["two"]  # two people side by side
@@ -56,24 +62,14 @@ def test_upload_page_in_chromium(url, tmp_path):
     assert result["key_in_session_storage"]
     assert result["state"] == "done", result["status"]
     # the page shows what the API returns for the same photo: one card per face, same emotions, in order
-    api = requests.post(
-        f"{url}/v1/predict",
-        files={"file": (PHOTO.name, PHOTO.read_bytes(), "image/jpeg")},
-        headers={"Authorization": f"Bearer {KEY}"},
-        timeout=60,
-    ).json()
+    api = _api(url, PHOTO, "image/jpeg")
     assert result["faces_shown"] == len(api["faces"]) == 3
     for title, face in zip(result["face_titles"], api["faces"], strict=True):
         assert f"{face['emotion']} {round(100 * face['confidence'])}%" in title
     assert result["canvas"][0] == 640  # the 1200x700 photo drawn at the preview width
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a clip: one card per person the API follows through it, with that person's dominant emotion and time span
-    api = requests.post(
-        f"{url}/v1/predict",
-        files={"file": (clip.name, clip.read_bytes(), "video/mp4")},
-        headers={"Authorization": f"Bearer {KEY}"},
-        timeout=60,
-    ).json()
+    api = _api(url, clip, "video/mp4")
     shown = result["clip"]
     assert shown["state"] == "done" and f"{clip.name}: 2 people in" in shown["status"], shown["status"]
     assert shown["faces_shown"] == len(api["tracks"]) == 2
