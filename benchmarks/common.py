@@ -148,6 +148,13 @@ def model_args(doc: str, default_out: Path, argv: list[str] | None = None, data_
     return p.parse_args(argv)
 
 
+def model_label(model: str) -> str:
+    """How results name a model argument: a shipped name as it is, a path with the home directory as ``~``, so no
+    machine path is committed."""
+    home = str(Path.home())
+    return "~" + model[len(home) :] if model.startswith(home + os.sep) else model
+
+
 def repo_relative(path: str | os.PathLike) -> str:
     """A path as results record it: relative to the repository root, so no machine path is committed."""
     return os.path.relpath(Path(path).resolve(), Path(__file__).resolve().parent.parent)

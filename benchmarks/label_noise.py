@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without install
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from common import fer2013_or_exit, machine_info, model_args, write_result  # noqa: E402
+from common import fer2013_or_exit, machine_info, model_args, model_label, write_result  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "label_noise.json"
 # Votes for the FER2013 label, of the votes for the seven FER2013 emotions (contempt, unknown, not-a-face aside).
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             r["buckets"][name] = b
             print(f"  label chosen by {name:<10} {b['faces']:>5} faces ({b['share_of_faces']:.1%}): accuracy "
                   f"{b['accuracy']:.1%}, names the crowd's majority {b['predicts_crowd_majority']:.1%}")  # fmt: skip
-        res["models"][m] = r
+        res["models"][model_label(m)] = r
     res["machine"] = machine_info()
     write_result(res, a.out)
     return 0

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from common import fer2013_or_exit, machine_info, model_args, write_result  # noqa: E402
+from common import fer2013_or_exit, machine_info, model_args, model_label, write_result  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "robustness.json"
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     a = model_args(__doc__, DEFAULT_OUT, argv)
     parquet = str(fer2013_or_exit(a.data))
-    arts = {m: load_artifact(m, engine=a.engine) for m in a.models}
+    arts = {model_label(m): load_artifact(m, engine=a.engine) for m in a.models}
     faces, labels = labeled_faces(parquet, "test", next(iter(arts.values())).preprocess)
     res: dict = {"split": "PrivateTest", "faces": len(labels), "engine": a.engine, "single_pass": True, "accuracy": {}}
     print(f"{'PrivateTest, single pass':<24}" + "".join(f"{m:>14}" for m in arts))
