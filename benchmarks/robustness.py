@@ -19,27 +19,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without install
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from common import fer2013_or_exit, machine_info, model_args, model_label, write_result  # noqa: E402
+
+from fer_ray.train.loop import degrade_face  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "robustness.json"
 
 
 def low_res(side: int) -> Callable[[np.ndarray], np.ndarray]:
-    def f(face: np.ndarray) -> np.ndarray:
-        small = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
-        return cv2.resize(small, face.shape[::-1], interpolation=cv2.INTER_LINEAR)
-
-    return f
+    return lambda face: degrade_face(face, side=side)
 
 
 def jpeg(quality: int) -> Callable[[np.ndarray], np.ndarray]:
-    def f(face: np.ndarray) -> np.ndarray:
-        _, buf = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
-
-    return f
+    return lambda face: degrade_face(face, quality=quality)
 
 
 def gamma(g: float) -> Callable[[np.ndarray], np.ndarray]:

@@ -103,12 +103,19 @@ def degrade(
     jpeg = rand(b) < cfg.jpeg_p
     qualities = (cfg.jpeg_quality[0] + rand(b) * (cfg.jpeg_quality[1] + 1 - cfg.jpeg_quality[0])).astype(int)
     for i in np.flatnonzero(small | jpeg):
-        img = cv2.resize(out[i], (sides[i], sides[i]), interpolation=cv2.INTER_AREA) if small[i] else out[i]
-        if jpeg[i]:
-            _, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(qualities[i])])
-            img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
-        out[i] = cv2.resize(img, (s, s), interpolation=cv2.INTER_LINEAR) if small[i] else img
+        out[i] = degrade_face(out[i], sides[i] if small[i] else None, qualities[i] if jpeg[i] else None)
     return normalize(out, pre_cfg).to(x.device, x.dtype).reshape(x.shape)
+
+
+def degrade_face(face: np.ndarray, side: int | None = None, quality: int | None = None) -> np.ndarray:
+    """One uint8 face (S, S) shrunk to ``side`` and JPEG-compressed at ``quality`` at that size, then scaled back
+    to S (each step skipped when None): :func:`degrade`'s pixel work, also what ``benchmarks/robustness.py`` tests."""
+    s = face.shape[-1]
+    img = cv2.resize(face, (int(side), int(side)), interpolation=cv2.INTER_AREA) if side else face
+    if quality:
+        _, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return cv2.resize(img, (s, s), interpolation=cv2.INTER_LINEAR) if side else img
 
 
 def compute_loss(
