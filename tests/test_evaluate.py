@@ -63,6 +63,34 @@ def test_evaluate_all_writes_tables(ray_local, tmp_path):
     assert by["onnx"]["top1_agreement_with_first"] == 1.0 and by["onnx"]["n"] == 21
     assert "Inference engines on PrivateTest" in md and "| onnx-int8 | model.int8.onnx |" in md
     assert r["ferplus_private_test"] is None and "FER+ labels" not in md  # no fer2013new.csv beside this Parquet
+    assert r["repeats"]["repeats"] == 0 and r["repeats"]["accuracy_rest"] == acc  # random faces: no repeats
+    assert "Faces seen in training: 0 of the 21 PrivateTest faces" in md
+
+
+def test_repeats_of_training_faces_are_counted_apart(tmp_path):
+    """PrivateTest rows whose image is a Training image's are counted as repeats, the rest apart; each figure is
+    the accuracy of the model's own predictions on those rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fer_ray.evaluate.driver import repeat_metrics
+    from fer_ray.evaluate.writing import repeats_markdown
+    from fer_ray.inference.export import labeled_faces
+
+    data = write_tiny_fer_parquet(tmp_path / "d.parquet", n_per_class=2, splits=("Training", "PrivateTest"))
+    t = pq.read_table(data)
+    copies = t.filter(pa.compute.equal(t["usage"], "Training")).slice(0, 3)
+    copies = copies.set_column(3, "split", pa.array(["test"] * 3)).set_column(4, "usage", pa.array(["PrivateTest"] * 3))
+    pq.write_table(pa.concat_tables([t, copies]), data)
+    cfg = ModelConfig(widths=(16, 32), latent_channels=16)
+    art = load_artifact(save_artifact(create_model(cfg), cfg, tmp_path / "m"), engine="torch")
+    r = repeat_metrics(art, str(data), "test")
+    assert r["faces"] == 17 and r["repeats"] == 3
+    faces, labels = labeled_faces(str(data), "test", art.preprocess)
+    right = art.predict_proba(faces).argmax(1) == labels  # the artifact's flip TTA, as the figure uses
+    assert r["accuracy_repeats"] == float(right[-3:].mean()) and r["accuracy_rest"] == float(right[:-3].mean())
+    row = {"label": "ae", "repeats": r}
+    assert "3 of the 17 PrivateTest faces" in repeats_markdown([{**row, "split": "PrivateTest"}])
 
 
 def test_same_architecture_twice_is_told_apart(ray_local, tmp_path):
@@ -155,3 +183,14 @@ def test_shipped_model_on_ferplus_labels():
     assert f["ferplus_ece"] == ece(art.predict_proba(faces), plus)
     row = {"label": "cnn_attn", "trained_on": "fer2013", "ferplus_private_test": f}
     assert f"| cnn_attn | fer2013 | {f['ferplus']['accuracy']:.2%} |" in ferplus_markdown([row])
+
+
+@pytest.mark.skipif(fer2013_parquet() is None, reason="full FER2013 (../shared/data/fer2013) not present")
+def test_shipped_model_on_private_test_faces_not_in_training():
+    """FER2013 repeats 288 PrivateTest faces in Training (``benchmarks/label_noise.py`` finds the same 288 from the
+    JPEG pixels); a model reads the faces it may have remembered better than the rest."""
+    from fer_ray.evaluate.driver import repeat_metrics
+
+    r = repeat_metrics(load_artifact("cnn_attn", engine="onnx"), str(fer2013_parquet()), "test")
+    assert r["faces"] == 3589 and r["repeats"] == 288
+    assert r["accuracy_repeats"] > r["accuracy_rest"] + 0.1

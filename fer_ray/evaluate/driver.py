@@ -63,6 +63,8 @@ def evaluate_all(
             r["engines"] = engine_results(art, source, split, progress=progress)
         if r["split"] == "PrivateTest":
             r["ferplus_private_test"] = ferplus_metrics(art, source, cfg.batch_size)
+        if r["split"] != "train":
+            r["repeats"] = repeat_metrics(art, source, "test" if r["split"] == "PrivateTest" else r["split"])
         histories.append(art.meta.get("metrics", {}).get("history", []))
         write_plots(r, histories[-1], out, label)
         results.append(r)
@@ -228,6 +230,31 @@ def engine_results(artifact: Artifact, source: str, split: str = "test", progres
             }
         )
     return rows
+
+
+def repeat_metrics(artifact: Artifact, source: str, split: str, batch_size: int = 512) -> dict[str, Any] | None:
+    """Accuracy on the faces of ``split`` whose pixels (as the model reads them) also occur in the training split,
+    and on the rest. FER2013 repeats about 8% of PrivateTest in Training and every published figure includes
+    them; a model can remember those, so the rest is the figure for faces it never saw. ``None`` without
+    training rows or test faces."""
+    import hashlib
+
+    faces, labels = labeled_faces(source, split, artifact.preprocess)
+    train, _ = labeled_faces(source, "train", artifact.preprocess)
+    if not len(labels) or not len(train):
+        return None
+    seen = {hashlib.blake2b(f.tobytes(), digest_size=16).digest() for f in train}
+    repeat = np.array([hashlib.blake2b(f.tobytes(), digest_size=16).digest() in seen for f in faces], dtype=bool)
+    single, tta = proba_both(artifact, faces, batch_size)
+    probs = tta if artifact.flip_tta else single  # as scoring and Serve report them
+    return {
+        "split": split,
+        "faces": int(len(labels)),
+        "repeats": int(repeat.sum()),
+        "accuracy_repeats": accuracy(probs[repeat], labels[repeat]),
+        "accuracy_rest": accuracy(probs[~repeat], labels[~repeat]),
+        "accuracy_rest_no_tta": accuracy(single[~repeat], labels[~repeat]),
+    }
 
 
 def ferplus_metrics(artifact: Artifact, source: str, batch_size: int = 512) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from fer_ray.labels import EMOTIONS, NUM_CLASSES
 def write_evaluation(results: list[dict[str, Any]], histories: list[list[dict[str, Any]]], out: Path) -> None:
     """``evaluation.json`` and ``evaluation.md`` of ``results``; ``histories``: each model's per-epoch log."""
     (out / "evaluation.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = markdown_table(results) + engines_markdown(results) + ferplus_markdown(results)
+    md = markdown_table(results) + engines_markdown(results) + ferplus_markdown(results) + repeats_markdown(results)
     for r, history in zip(results, histories, strict=True):
         md += history_table(r["label"], history)
     (out / "evaluation.md").write_text(md)
@@ -151,5 +151,22 @@ def ferplus_markdown(results: list[dict[str, Any]]) -> str:
     title = (
         f"\nFER+ labels: the {first['ferplus']['n']:,} PrivateTest faces with a FER+ majority label (FER2013's own "
         f"label agrees on {first['labels_agree']:.1%} of them), scored against each label set:\n"
+    )
+    return "\n".join([title, *_table(head, cells)]) + "\n"
+
+
+def repeats_markdown(results: list[dict[str, Any]]) -> str:
+    rows = [r for r in results if r.get("repeats")]
+    if not rows:
+        return ""
+    first = rows[0]["repeats"]
+    head = ["model", "repeated faces", "the rest", "the rest, single pass"]
+    cells = [
+        [r["label"], *(_pct(r["repeats"][k]) for k in ("accuracy_repeats", "accuracy_rest", "accuracy_rest_no_tta"))]
+        for r in rows
+    ]
+    title = (
+        f"\nFaces seen in training: {first['repeats']:,} of the {first['faces']:,} {results[0]['split']} faces are "
+        "pixel-identical to a training face, which a model can remember; the rest is the figure for unseen faces:\n"
     )
     return "\n".join([title, *_table(head, cells)]) + "\n"
