@@ -106,7 +106,7 @@ def test_same_architecture_twice_is_told_apart(ray_local, tmp_path):
     labels = [r["label"] for r in results]
     assert labels == [a.model_id for a in arts] and labels[0] != labels[1] and labels[0].startswith("cnn_attn@")
     md = (tmp_path / "eval" / "evaluation.md").read_text()
-    assert all(md.count(f"| {label} |") == 3 for label in labels)  # accuracy, per-class F1, calibration rows
+    assert all(md.count(f"| {label} |") == 4 for label in labels)  # accuracy, per-class F1, calibration, repeats
     assert all((tmp_path / "eval" / f"{label}_confusion_private.csv").is_file() for label in labels)
     (alone,) = evaluate_all(arts[:1], str(data), tmp_path / "one", small, engines=False)
     assert alone["label"] == "cnn_attn"
