@@ -59,18 +59,13 @@ def votes_for_label(parquet: str, usage: str) -> tuple[np.ndarray, np.ndarray, n
 
 def twins_in_training(parquet: str, images: np.ndarray) -> np.ndarray:
     """Whether each of ``images`` decodes to the very pixels of a Training image."""
-    import hashlib
-
     import pyarrow.parquet as pq
 
+    from fer_ray.evaluate.metrics import repeated_in
     from fer_ray.preprocess import decode_image
 
-    def digest(data: bytes) -> str:
-        return hashlib.sha1(np.ascontiguousarray(decode_image(data)).tobytes()).hexdigest()
-
     train = pq.read_table(parquet, columns=["image"], filters=[("usage", "=", "Training")]).column("image")
-    seen = {digest(b) for b in train.to_pylist()}
-    return np.array([digest(b) in seen for b in images], dtype=bool)
+    return repeated_in([decode_image(b) for b in images], [decode_image(b) for b in train.to_pylist()])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from fer_ray.data import decode, read_labeled
 from fer_ray.evaluate.config import EvalConfig
-from fer_ray.evaluate.metrics import accuracy, calibration, random_draws, split_metrics
+from fer_ray.evaluate.metrics import accuracy, calibration, random_draws, repeated_in, split_metrics
 from fer_ray.evaluate.writing import write_evaluation, write_plots
 from fer_ray.inference.artifact import WEIGHTS, Artifact
 from fer_ray.inference.calibration import ece
@@ -237,14 +237,11 @@ def repeat_metrics(artifact: Artifact, source: str, split: str, batch_size: int 
     and on the rest. FER2013 repeats about 8% of PrivateTest in Training and every published figure includes
     them; a model can remember those, so the rest is the figure for faces it never saw. ``None`` without
     training rows or test faces."""
-    import hashlib
-
     faces, labels = labeled_faces(source, split, artifact.preprocess)
     train, _ = labeled_faces(source, "train", artifact.preprocess)
     if not len(labels) or not len(train):
         return None
-    seen = {hashlib.blake2b(f.tobytes(), digest_size=16).digest() for f in train}
-    repeat = np.array([hashlib.blake2b(f.tobytes(), digest_size=16).digest() in seen for f in faces], dtype=bool)
+    repeat = repeated_in(faces, train)
     single, tta = proba_both(artifact, faces, batch_size)
     probs = tta if artifact.flip_tta else single  # as scoring and Serve report them
     return {

@@ -5,6 +5,8 @@ Table 4's seeded draws and calibration. The top class and the ``uncertain`` flag
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -57,6 +59,16 @@ def split_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float | None:
     return float((top_class(probs) == labels).mean()) if len(labels) else None
+
+
+def repeated_in(faces: Iterable[np.ndarray], train: Iterable[np.ndarray]) -> np.ndarray:
+    """(N,) whether each of N ``faces`` (H, W) has a pixel-identical twin in ``train``: a model can remember it."""
+
+    def digest(face: np.ndarray) -> bytes:
+        return hashlib.blake2b(np.ascontiguousarray(face).tobytes(), digest_size=16).digest()
+
+    seen = {digest(f) for f in train}
+    return np.array([digest(f) in seen for f in faces], dtype=bool)
 
 
 def random_draws(probs: np.ndarray, labels: np.ndarray, cfg: EvalConfig) -> dict[str, Any]:
