@@ -5,9 +5,10 @@ FER2013 epochs at batch 128), so what is left to gain is the averaging over tens
 an average are not the average of the statistics, so each average is also read after one pass over the training
 faces (with the run's augmentation) recomputes them. Selection on PublicTest only: PrivateTest is read by
 ``jobs/evaluate.py`` once, for the variant chosen here. Snapshots are copies of the run's
-``checkpoint_latest/state.pt`` taken after each epoch (``epoch_NNN.pt``, NNN the 1-based epoch), e.g. by a loop
-beside the training that copies the file when ``history.json`` grows.
+``checkpoint_latest/state.pt`` taken after each epoch (``epoch_NNN.pt``, NNN the 1-based epoch), as
+``benchmarks/snapshot_epochs.sh`` takes them beside the training.
 
+bash benchmarks/snapshot_epochs.sh ~/.cache/fer_ray/runs/ae_v2_e300 170 &    # while the run trains
 python benchmarks/weight_averaging.py ~/.cache/fer_ray/runs/ae_v2_e300 --k 1,5,10,20,40
 python benchmarks/weight_averaging.py RUN_DIR --k 10 --bn --save RUN_DIR_AVG    # a run dir to export: jobs/train.py
 """
