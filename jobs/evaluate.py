@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
     before_ray(ns)
     init_ray(cfg.ray)
     arts = [load_artifact(local_artifact(x), engine=cfg.engine) for x in (cfg.model or [None])]  # s3://: downloaded
-    results = evaluate_all(arts, source, cfg.out, EvalConfig(seed=cfg.seed), engines=cfg.engines)
+    results = evaluate_all(arts, source, cfg.out, EvalConfig(seed=cfg.seed), engines=cfg.engines, repeats=cfg.repeats)
     print(markdown_table(results) + engines_markdown(results))
     if cfg.photos:
         for name, rows in photo_tables(arts, cfg.photos, cfg.out):

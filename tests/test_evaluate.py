@@ -102,11 +102,12 @@ def test_same_architecture_twice_is_told_apart(ray_local, tmp_path):
         torch.manual_seed(seed)
         arts.append(load_artifact(save_artifact(create_model(cfg), cfg, tmp_path / f"m{seed}"), engine="torch"))
     small = EvalConfig(iterations=2, sample_size=5)
-    results = evaluate_all(arts, str(data), tmp_path / "eval", small, engines=False)
+    results = evaluate_all(arts, str(data), tmp_path / "eval", small, engines=False, repeats=False)
     labels = [r["label"] for r in results]
     assert labels == [a.model_id for a in arts] and labels[0] != labels[1] and labels[0].startswith("cnn_attn@")
     md = (tmp_path / "eval" / "evaluation.md").read_text()
-    assert all(md.count(f"| {label} |") == 4 for label in labels)  # accuracy, per-class F1, calibration, repeats
+    assert all(md.count(f"| {label} |") == 3 for label in labels)  # accuracy, per-class F1, calibration rows
+    assert "repeats" not in results[0] and "Faces seen in training" not in md  # repeats=False (--no-repeats)
     assert all((tmp_path / "eval" / f"{label}_confusion_private.csv").is_file() for label in labels)
     (alone,) = evaluate_all(arts[:1], str(data), tmp_path / "one", small, engines=False)
     assert alone["label"] == "cnn_attn"

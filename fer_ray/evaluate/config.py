@@ -43,6 +43,7 @@ class EvaluateJobConfig:
         None, "engine of the main tables", choices=ENGINES, default_text="the artifact's, as scoring and Serve use it"
     )
     engines: bool = setting(True, "the table of every engine on PrivateTest")
+    repeats: bool = setting(True, "accuracy apart on test faces repeated from training (decodes the training split)")
     ray: RayConfig = setting(
         help="how the job reaches Ray", default_factory=RayConfig, flatten=True, fields=RAY_FLAGS, group="ray"
     )

@@ -50,6 +50,7 @@ def evaluate_all(
     cfg: EvalConfig = EvalConfig(),
     engines: bool = True,
     progress: bool | None = None,
+    repeats: bool = True,
 ) -> list[dict]:
     """Evaluate each artifact on ``source`` (see :func:`evaluate_artifact`); write evaluation.json/.md and
     plots. ``progress``: as :class:`fer_ray.progress.Progress` takes it."""
@@ -63,7 +64,7 @@ def evaluate_all(
             r["engines"] = engine_results(art, source, split, progress=progress)
         if r["split"] == "PrivateTest":
             r["ferplus_private_test"] = ferplus_metrics(art, source, cfg.batch_size)
-        if r["split"] != "train":
+        if repeats and r["split"] != "train":
             r["repeats"] = repeat_metrics(art, source, "test" if r["split"] == "PrivateTest" else r["split"])
         histories.append(art.meta.get("metrics", {}).get("history", []))
         write_plots(r, histories[-1], out, label)
