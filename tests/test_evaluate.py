@@ -67,13 +67,13 @@ def test_evaluate_all_writes_tables(ray_local, tmp_path):
     assert "Faces seen in training: 0 of the 21 PrivateTest faces" in md
 
 
-def test_repeats_of_training_faces_are_counted_apart(tmp_path):
+def test_repeats_of_training_faces_are_counted_apart(ray_local, tmp_path):
     """PrivateTest rows whose image is a Training image's are counted as repeats, the rest apart; each figure is
     the accuracy of the model's own predictions on those rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from fer_ray.evaluate.driver import repeat_metrics
+    from fer_ray.evaluate.driver import evaluate_artifact
     from fer_ray.evaluate.writing import repeats_markdown
     from fer_ray.inference.export import labeled_faces
 
@@ -84,7 +84,7 @@ def test_repeats_of_training_faces_are_counted_apart(tmp_path):
     pq.write_table(pa.concat_tables([t, copies]), data)
     cfg = ModelConfig(widths=(16, 32), latent_channels=16)
     art = load_artifact(save_artifact(create_model(cfg), cfg, tmp_path / "m"), engine="torch")
-    r = repeat_metrics(art, str(data), "test")
+    r = evaluate_artifact(art, str(data), EvalConfig(iterations=2, sample_size=5))["repeats"]
     assert r["faces"] == 17 and r["repeats"] == 3
     faces, labels = labeled_faces(str(data), "test", art.preprocess)
     right = art.predict_proba(faces).argmax(1) == labels  # the artifact's flip TTA, as the figure uses
@@ -187,11 +187,12 @@ def test_shipped_model_on_ferplus_labels():
 
 
 @pytest.mark.skipif(fer2013_parquet() is None, reason="full FER2013 (../shared/data/fer2013) not present")
-def test_shipped_model_on_private_test_faces_not_in_training():
+def test_shipped_model_on_private_test_faces_not_in_training(ray_local):
     """FER2013 repeats 288 PrivateTest faces in Training (``benchmarks/label_noise.py`` finds the same 288 from the
     JPEG pixels); a model reads the faces it may have remembered better than the rest."""
-    from fer_ray.evaluate.driver import repeat_metrics
+    from fer_ray.evaluate.driver import evaluate_artifact
 
-    r = repeat_metrics(load_artifact("cnn_attn", engine="onnx"), str(fer2013_parquet()), "test")
+    small = EvalConfig(iterations=2, sample_size=5)
+    r = evaluate_artifact(load_artifact("cnn_attn", engine="onnx"), str(fer2013_parquet()), small)["repeats"]
     assert r["faces"] == 3589 and r["repeats"] == 288
     assert r["accuracy_repeats"] > r["accuracy_rest"] + 0.1

@@ -18,7 +18,7 @@ import pandas as pd
 
 from fer_ray.data import decode, read_labeled
 from fer_ray.evaluate.config import EvalConfig
-from fer_ray.evaluate.metrics import accuracy, calibration, random_draws, repeated_in, split_metrics
+from fer_ray.evaluate.metrics import accuracy, calibration, digests, random_draws, split_metrics
 from fer_ray.evaluate.writing import write_evaluation, write_plots
 from fer_ray.inference.artifact import WEIGHTS, Artifact
 from fer_ray.inference.calibration import ece
@@ -58,14 +58,12 @@ def evaluate_all(
     out.mkdir(parents=True, exist_ok=True)
     results, histories = [], []
     for art, label in zip(artifacts, labels_of(artifacts), strict=True):
-        r = {"label": label, **evaluate_artifact(art, source, cfg, progress)}
+        r = {"label": label, **evaluate_artifact(art, source, cfg, progress, repeats)}
         if engines:
             split = "test" if r["split"] == "PrivateTest" else r["split"]  # labeled_faces' name for it
             r["engines"] = engine_results(art, source, split, progress=progress)
         if r["split"] == "PrivateTest":
             r["ferplus_private_test"] = ferplus_metrics(art, source, cfg.batch_size)
-        if repeats and r["split"] != "train":
-            r["repeats"] = repeat_metrics(art, source, "test" if r["split"] == "PrivateTest" else r["split"])
         histories.append(art.meta.get("metrics", {}).get("history", []))
         write_plots(r, histories[-1], out, label)
         results.append(r)
@@ -112,7 +110,7 @@ def test_predictions(
 ) -> dict[str, np.ndarray]:
     """Probabilities, labels, split and usage for every row of ``splits`` of ``source`` (decoded with Ray Data)."""
     ds = without_ray_data_bars(decode(read_labeled(source, splits=splits), artifact.preprocess))
-    probs, plain, raw, labels, usage, split, errors = [], [], [], [], [], [], 0
+    probs, plain, raw, labels, usage, split, digest, errors = [], [], [], [], [], [], [], 0
     # the same model without its temperature: calibration is measured as ECE before/after
     uncalibrated = dataclasses.replace(artifact, temperature=1.0)
     with Progress(
@@ -131,15 +129,17 @@ def test_predictions(
             labels.append(b["label"][ok].astype(np.int64))
             usage.append(np.asarray(b["usage"][ok], dtype=object))
             split.append(np.asarray(b["split"][ok], dtype=object))
+            digest.append(np.array(digests(faces), dtype=object))
             bar.update(int(ok.sum()), errors=errors)
     if errors:
         logger.warning("%d evaluation images failed to decode and are left out", errors)
     # "probs": as scoring and Serve compute them (the artifact's flip_tta)
-    keys = ("probs", "probs_no_tta", "probs_uncalibrated", "labels", "usage", "split")
+    keys = ("probs", "probs_no_tta", "probs_uncalibrated", "labels", "usage", "split", "digest")
     if not labels:
-        empty = [np.zeros((0, len(EMOTIONS)), np.float32)] * 3 + [np.zeros(0, t) for t in (np.int64, object, object)]
-        return dict(zip(keys, empty, strict=True))
-    return {k: np.concatenate(v) for k, v in zip(keys, (probs, plain, raw, labels, usage, split), strict=True)}
+        empty = [np.zeros((0, len(EMOTIONS)), np.float32)] * 3
+        return dict(zip(keys, empty + [np.zeros(0, t) for t in (np.int64, object, object, object)], strict=True))
+    parts = (probs, plain, raw, labels, usage, split, digest)
+    return {k: np.concatenate(v) for k, v in zip(keys, parts, strict=True)}
 
 
 def choose_split(pred: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
@@ -153,7 +153,11 @@ def choose_split(pred: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
 
 
 def evaluate_artifact(
-    artifact: Artifact, source: str, cfg: EvalConfig = EvalConfig(), progress: bool | None = None
+    artifact: Artifact,
+    source: str,
+    cfg: EvalConfig = EvalConfig(),
+    progress: bool | None = None,
+    repeats: bool = True,
 ) -> dict[str, Any]:
     """The tables' numbers for one artifact on the split :func:`choose_split` picks (``split`` says which);
     ``public_test`` and ``paper_test_7178`` (the paper's test set: PublicTest + PrivateTest) only for FER2013."""
@@ -198,6 +202,8 @@ def evaluate_artifact(
         paper = public | (pred["usage"] == "PrivateTest")
         result["public_test"] = split_metrics(pred["probs"][public], pred["labels"][public])
         result["paper_test_7178"] = split_metrics(pred["probs"][paper], pred["labels"][paper])
+    if repeats and name != "train":
+        result["repeats"] = repeat_metrics(artifact, source, pred, mask)
     logger.info(
         "%s: %s accuracy %.2f%% on %d images", result["model"], name, 100 * result["test"]["accuracy"], len(labels)
     )
@@ -233,20 +239,20 @@ def engine_results(artifact: Artifact, source: str, split: str = "test", progres
     return rows
 
 
-def repeat_metrics(artifact: Artifact, source: str, split: str, batch_size: int = 512) -> dict[str, Any] | None:
-    """Accuracy on the faces of ``split`` whose pixels (as the model reads them) also occur in the training split,
-    and on the rest. FER2013 repeats about 8% of PrivateTest in Training and every published figure includes
-    them; a model can remember those, so the rest is the figure for faces it never saw. ``None`` without
-    training rows or test faces."""
-    faces, labels = labeled_faces(source, split, artifact.preprocess)
+def repeat_metrics(
+    artifact: Artifact, source: str, pred: dict[str, np.ndarray], mask: np.ndarray
+) -> dict[str, Any] | None:
+    """Accuracy on the rows ``mask`` of :func:`test_predictions` whose pixels (as the model reads them) also occur in
+    the training split, and on the rest. FER2013 repeats about 8% of PrivateTest in Training and every published
+    figure includes them; a model can remember those, so the rest is the figure for faces it never saw. ``None``
+    without training rows."""
     train, _ = labeled_faces(source, "train", artifact.preprocess)
-    if not len(labels) or not len(train):
+    if not len(train):
         return None
-    repeat = repeated_in(faces, train)
-    single, tta = proba_both(artifact, faces, batch_size)
-    probs = tta if artifact.flip_tta else single  # as scoring and Serve report them
+    seen = set(digests(train))
+    repeat = np.array([d in seen for d in pred["digest"][mask]], dtype=bool)
+    probs, single, labels = pred["probs"][mask], pred["probs_no_tta"][mask], pred["labels"][mask]
     return {
-        "split": split,
         "faces": int(len(labels)),
         "repeats": int(repeat.sum()),
         "accuracy_repeats": accuracy(probs[repeat], labels[repeat]),

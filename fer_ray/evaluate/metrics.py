@@ -61,14 +61,15 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float | None:
     return float((top_class(probs) == labels).mean()) if len(labels) else None
 
 
+def digests(faces: Iterable[np.ndarray]) -> list[bytes]:
+    """A 16-byte hash of each face's pixels: faces with equal pixels, and only those in practice, share one."""
+    return [hashlib.blake2b(np.ascontiguousarray(f).tobytes(), digest_size=16).digest() for f in faces]
+
+
 def repeated_in(faces: Iterable[np.ndarray], train: Iterable[np.ndarray]) -> np.ndarray:
     """(N,) whether each of N ``faces`` (H, W) has a pixel-identical twin in ``train``: a model can remember it."""
-
-    def digest(face: np.ndarray) -> bytes:
-        return hashlib.blake2b(np.ascontiguousarray(face).tobytes(), digest_size=16).digest()
-
-    seen = {digest(f) for f in train}
-    return np.array([digest(f) in seen for f in faces], dtype=bool)
+    seen = set(digests(train))
+    return np.array([d in seen for d in digests(faces)], dtype=bool)
 
 
 def random_draws(probs: np.ndarray, labels: np.ndarray, cfg: EvalConfig) -> dict[str, Any]:
