@@ -182,7 +182,10 @@ def test_config_from_serve_run_args(artifact_dir):
     clip = ServeConfig.from_args({"max_clip_s": "10", "max_clip_bytes": "5000000", "clip_fps": "0"})
     assert (clip.max_clip_s, clip.max_clip_bytes, clip.clip_fps) == (10.0, 5_000_000, 0.0)
     assert (ServeConfig().max_clip_s, ServeConfig().clip_fps) == (30.0, VideoConfig().fps)
-    for bad in ({"clip_fps": -1}, {"max_clip_s": 0}, {"max_clip_bytes": 0}):
+    tracked = ServeConfig.from_args({"track_max_gap": "0", "track_iou": "0.5"}).clip_video()
+    assert (tracked.track_max_gap, tracked.track_iou, tracked.fps, tracked.max_duration_s) == (0, 0.5, 2.0, 30.0)
+    assert ServeConfig().clip_video() == VideoConfig(max_duration_s=30.0)  # scoring's defaults, the clip limit
+    for bad in ({"clip_fps": -1}, {"max_clip_s": 0}, {"max_clip_bytes": 0}, {"track_iou": 0}, {"track_max_gap": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ServeConfig(**bad)
     with pytest.raises(FileNotFoundError, match="not a fer_ray model artifact"):

@@ -27,6 +27,13 @@ MIN_KEY_LENGTH = 16  # a short key is guessable; `python -c "import secrets; pri
 _SECRET_NAMES = ("api_key", "key", "token", "secret", "password")
 
 
+def _as_in_scoring(name: str) -> Any:
+    """A clip's tracking setting is batch scoring's of the same name (default, help, flag): a clip posted to the
+    service and the same video scored by ``jobs/score.py`` are tracked alike unless someone changes one of them."""
+    f = next(f for f in dataclasses.fields(VideoConfig) if f.name == name)
+    return setting(f.default, f.metadata["help"])
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """Everything the Serve application needs: ``build_app`` args, ``serve_config.yaml`` and ``jobs/serve.py``
@@ -63,6 +70,9 @@ class ServeConfig:
     max_clip_s: float = setting(30.0, "longer video clips get HTTP 413 (batch scoring takes any length)")
     max_clip_bytes: int = setting(20_000_000, "larger video clips get HTTP 413")
     clip_fps: float = setting(VideoConfig.fps, "frames per second of a video clip to score (0: every frame)")
+    track_iou: float = _as_in_scoring("track_iou")
+    track_max_gap: int = _as_in_scoring("track_max_gap")
+    track_landmark_weight: float = _as_in_scoring("track_landmark_weight")
     api_key_file: str | None = setting(
         None, f"file holding the API key (else ${API_KEY_FILE_ENV} or ${API_KEY_ENV}); no key: an open service"
     )
@@ -93,6 +103,7 @@ class ServeConfig:
             raise ValueError(f"max_files must be in [1, 1000], got {self.max_files}")
         if self.clip_fps < 0 or not self.max_clip_s > 0:
             raise ValueError(f"clip_fps must be >= 0 and max_clip_s > 0, got {self.clip_fps} and {self.max_clip_s}")
+        self.clip_video()  # the tracking settings are checked where they are defined
         if self.body_timeout_s <= 0:
             raise ValueError(f"body_timeout_s must be > 0 seconds, got {self.body_timeout_s}")
         if self.cpus_per_replica < 0 or self.ingress_cpus < 0 or self.gpus_per_replica < 0:
@@ -106,6 +117,11 @@ class ServeConfig:
             )
         if self.max_pixels is not None and self.max_pixels < 1:
             raise ValueError(f"max_pixels must be positive or None (the model's limit), got {self.max_pixels}")
+
+    def clip_video(self) -> VideoConfig:
+        """How a posted clip is sampled and tracked: batch scoring's video settings with the service's limits."""
+        track = {k: getattr(self, k) for k in ("track_iou", "track_max_gap", "track_landmark_weight")}
+        return VideoConfig(fps=self.clip_fps, max_duration_s=self.max_clip_s, **track)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

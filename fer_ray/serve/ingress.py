@@ -126,7 +126,7 @@ class FERServer:
         except asyncio.TimeoutError:  # TimeoutError from 3.11 on
             return error_response(408, f"request body did not arrive within {timeout_s:g} s; send it at once")
         t_read = time.perf_counter()
-        video = VideoConfig(fps=self.cfg.clip_fps, max_duration_s=self.cfg.max_clip_s) if uploads[0].clip else None
+        video = self.cfg.clip_video() if uploads[0].clip else None
         loop, args = asyncio.get_running_loop(), (whole_image, preprocess, self.cfg.detect, self._detect_lock, video)
         prepared = await asyncio.gather(*(loop.run_in_executor(self._pool, _prepare, u.data, *args) for u in uploads))
         t_prep = time.perf_counter()
