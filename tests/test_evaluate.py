@@ -102,6 +102,8 @@ def test_same_architecture_twice_is_told_apart(ray_local, tmp_path):
         torch.manual_seed(seed)
         arts.append(load_artifact(save_artifact(create_model(cfg), cfg, tmp_path / f"m{seed}"), engine="torch"))
     small = EvalConfig(iterations=2, sample_size=5)
+    from fer_ray.evaluate.driver import _training_digests
+
     results = evaluate_all(arts, str(data), tmp_path / "eval", small, engines=False, repeats=False)
     labels = [r["label"] for r in results]
     assert labels == [a.model_id for a in arts] and labels[0] != labels[1] and labels[0].startswith("cnn_attn@")
@@ -111,6 +113,9 @@ def test_same_architecture_twice_is_told_apart(ray_local, tmp_path):
     assert all((tmp_path / "eval" / f"{label}_confusion_private.csv").is_file() for label in labels)
     (alone,) = evaluate_all(arts[:1], str(data), tmp_path / "one", small, engines=False)
     assert alone["label"] == "cnn_attn"
+    both = evaluate_all(arts, str(data), tmp_path / "both", small, engines=False)
+    assert [r["repeats"]["faces"] for r in both] == [14, 14]
+    assert _training_digests.cache_info()[:2] == (1, 1)  # hits, misses: models that read faces alike decode it once
 
 
 def test_choose_split_prefers_private_test_then_test_then_val():

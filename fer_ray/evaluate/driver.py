@@ -7,6 +7,7 @@ labelled split there is (:func:`choose_split`), and every table heading says whi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from fer_ray.inference.export import engine_accuracies, labeled_faces, proba_bot
 from fer_ray.inference.outputs import outputs
 from fer_ray.labels import EMOTIONS
 from fer_ray.models.registry import count_parameters, multiply_adds
-from fer_ray.preprocess import ImageDecodeError, preprocess_bytes
+from fer_ray.preprocess import ImageDecodeError, PreprocessConfig, preprocess_bytes
 from fer_ray.progress import Progress, iterate, without_ray_data_bars
 from fer_ray.storage import is_remote
 
@@ -57,6 +58,7 @@ def evaluate_all(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results, histories = [], []
+    _training_digests.cache_clear()  # a cache for this call's models, never a stale one from an earlier call
     for art, label in zip(artifacts, labels_of(artifacts), strict=True):
         r = {"label": label, **evaluate_artifact(art, source, cfg, progress, repeats)}
         if engines:
@@ -246,10 +248,9 @@ def repeat_metrics(
     the training split, and on the rest. FER2013 repeats about 8% of PrivateTest in Training and every published
     figure includes them; a model can remember those, so the rest is the figure for faces it never saw. ``None``
     without training rows."""
-    train, _ = labeled_faces(source, "train", artifact.preprocess)
-    if not len(train):
+    seen = _training_digests(source, artifact.preprocess)
+    if not seen:
         return None
-    seen = set(digests(train))
     repeat = np.array([d in seen for d in pred["digest"][mask]], dtype=bool)
     probs, single, labels = pred["probs"][mask], pred["probs_no_tta"][mask], pred["labels"][mask]
     return {
@@ -259,6 +260,14 @@ def repeat_metrics(
         "accuracy_rest": accuracy(probs[~repeat], labels[~repeat]),
         "accuracy_rest_no_tta": accuracy(single[~repeat], labels[~repeat]),
     }
+
+
+@functools.lru_cache(maxsize=2)
+def _training_digests(source: str, preprocess: PreprocessConfig) -> frozenset[bytes]:
+    """The training split's face digests, decoded once per preprocessing: models that read faces alike (the usual
+    comparison) share them, and decoding the training split is most of the table's cost."""
+    train, _ = labeled_faces(source, "train", preprocess)
+    return frozenset(digests(train))
 
 
 def ferplus_metrics(artifact: Artifact, source: str, batch_size: int = 512) -> dict[str, Any] | None:
