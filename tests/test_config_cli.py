@@ -57,6 +57,13 @@ def test_other_uri_schemes_are_refused_with_the_fix(check):
         check(*args)
 
 
+def test_an_output_dir_that_cannot_be_made_is_one_line_and_a_check_leaves_nothing(tmp_path):
+    check_output_dir(str(tmp_path / "a" / "b"), "--out")
+    assert list(tmp_path.iterdir()) == []  # created to see that it can be, then removed
+    with pytest.raises(UserError, match=r"--out /proc/fer_ray/out: (cannot create it|/proc is not writable)"):
+        check_output_dir("/proc/fer_ray/out", "--out")  # root may "write" to /proc by the permission bits
+
+
 def test_file_uris_are_checked_as_local_paths(tmp_path):
     check_input_path(f"file://{tmp_path}", "--data", "fix")
     check_output_dir(f"file://{tmp_path}/out", "--out")

@@ -72,7 +72,20 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> None:
                 raise UserError(what, f"pass a directory ({flag} is created if missing), or move {q} away")
             if not os.access(q, os.W_OK):
                 raise UserError(f"{flag} {s}: {q} is not writable", "pick a directory you can write to")
+            _try_to_create(p, q, f"{flag} {s}")
             return
+
+
+def _try_to_create(path: Path, existing: Path, what: str) -> None:
+    """Create the missing directories down to ``path`` and remove them again: some places a permission check calls
+    writable refuse new directories (``/proc`` as root, read-only mounts), and the job would fail only at its end."""
+    missing = [d for d in (path, *path.parents) if d != existing and existing in d.parents]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{what}: cannot create it ({e.strerror})", "pick a directory you can write to") from None
+    for d in missing:  # deepest first; only what this check made
+        d.rmdir()
 
 
 def check_model(spec: str | None, flag: str = "--model", engine: str | None = None) -> None:
