@@ -46,6 +46,7 @@ MAX_FILES = 3
 BODY_TIMEOUT_S = 3.0  # short, so the slow-drip test is quick
 CLIP_LIMIT = 200_000  # bytes: under BODY_LIMIT, so a clip's own limit is what a multipart upload meets
 MAX_CLIP_S = 4.0  # seconds: tests/video_clips.py's 3 s clip passes, its 5 s one does not
+MAX_CLIP_FRAMES = 7  # at 2 fps: the 3 s clip's 6 frames pass, the 4 s one's 8 do not (though within MAX_CLIP_S)
 TIMEOUT = 60  # seconds per request: the 2-core CI machine may be busy with other Ray work
 KEY = secrets.token_urlsafe(32)
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -118,6 +119,7 @@ def url(ray_local, artifact_dir, key_file) -> str:
         "body_timeout_s": BODY_TIMEOUT_S,
         "max_clip_bytes": CLIP_LIMIT,
         "max_clip_s": MAX_CLIP_S,
+        "max_clip_frames": MAX_CLIP_FRAMES,
         "api_key_file": str(key_file),
     }
     # Replicas log every request at INFO (access logs, useful in production); here they would interleave
@@ -184,8 +186,9 @@ def test_config_from_serve_run_args(artifact_dir):
     assert (ServeConfig().max_clip_s, ServeConfig().clip_fps) == (30.0, VideoConfig().fps)
     tracked = ServeConfig.from_args({"track_max_gap": "0", "track_iou": "0.5"}).clip_video()
     assert (tracked.track_max_gap, tracked.track_iou, tracked.fps, tracked.max_duration_s) == (0, 0.5, 2.0, 30.0)
-    assert ServeConfig().clip_video() == VideoConfig(max_duration_s=30.0)  # scoring's defaults, the clip limit
-    for bad in ({"clip_fps": -1}, {"max_clip_s": 0}, {"max_clip_bytes": 0}, {"track_iou": 0}, {"track_max_gap": -1}):
+    assert ServeConfig().clip_video() == VideoConfig(max_duration_s=30.0, max_frames=300)  # scoring's, the limits
+    bads = ({"clip_fps": -1}, {"max_clip_s": 0}, {"max_clip_bytes": 0}, {"max_clip_frames": 0}, {"track_iou": 0})
+    for bad in (*bads, {"track_max_gap": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ServeConfig(**bad)
     with pytest.raises(FileNotFoundError, match="not a fer_ray model artifact"):
@@ -492,6 +495,7 @@ OVER = b"\x00" * (CLIP_LIMIT + 1)  # under the image limit, over the clip's
 CLIP_ERRORS = {
     "long clip": (lambda u, c: _post(u, c["moving"], "video/mp4"), 413, f"over the limit of {MAX_CLIP_S:g} s"),
     "long clip upload": (lambda u, c: _upload_clip(u, ("m.mp4", c["moving"], "video/mp4")), 413, "5.0 s long"),
+    "many-frame clip": (lambda u, c: _post(u, c["cut"], "video/mp4"), 413, f"8 frames to score, over the limit of {MAX_CLIP_FRAMES}"),
     "oversized clip": (lambda u, c: _post(u, OVER, "video/mp4"), 413, f"over the limit of {CLIP_LIMIT:,} bytes"),
     "oversized chunked clip": (lambda u, c: _chunked(u, OVER, "video/webm"), 413, f"{CLIP_LIMIT:,} bytes"),
     "oversized clip upload": (lambda u, c: _upload_clip(u, ("m.mkv", OVER, "video/x-matroska")), 413, "the clip is"),

@@ -14,7 +14,7 @@ from fer_ray.preprocess import PreprocessConfig
 from fer_ray.score.config import DetectConfig
 from fer_ray.video.clip import CLIP_HINT, ClipTooLong, clip_faces, clip_response, is_clip
 from fer_ray.video.config import VideoConfig
-from fer_ray.video.decode import VideoError
+from fer_ray.video.decode import VideoError, probe
 from tests.video_clips import RATE, make_clips
 
 pytest.importorskip("av")
@@ -114,6 +114,20 @@ def test_over_the_duration_limit_says_use_batch_scoring(clips):
     assert (Path(__file__).resolve().parents[1] / "jobs" / "score.py").is_file()  # the hint names a real job
     # at the limit is within it
     assert len(clip_faces(clips["moving"], VideoConfig(max_duration_s=5), DetectConfig(), PreprocessConfig()).frames)
+
+
+def test_over_the_frame_limit_says_sample_fewer(clips):
+    """Every frame of a short clip can be more work than a request should hold: the limit is on frames to score."""
+    every = VideoConfig(fps=0, max_duration_s=30, max_frames=20)
+    info = probe(clips["moving"])
+    assert every.samples_in(info.duration_s, info.fps) > 20  # the clip: 5 s at its own frame rate
+    with pytest.raises(ClipTooLong, match=r"frames to score, over the limit of 20; sample fewer .*clip_fps") as e:
+        clip_faces(clips["moving"], every, DetectConfig(), PreprocessConfig())
+    assert CLIP_HINT in str(e.value)
+    few = clip_faces(
+        clips["moving"], VideoConfig(fps=2, max_duration_s=30, max_frames=10), DetectConfig(), PreprocessConfig()
+    )
+    assert len(few.frames) == 10  # 5 s at 2 fps: at the limit is within it
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,9 @@ class ServeConfig:
     max_clip_s: float = setting(30.0, "longer video clips get HTTP 413 (batch scoring takes any length)")
     max_clip_bytes: int = setting(20_000_000, "larger video clips get HTTP 413")
     clip_fps: float = setting(VideoConfig.fps, "frames per second of a video clip to score (0: every frame)")
+    max_clip_frames: int = setting(
+        300, "clips with more frames to score (at --clip-fps) get HTTP 413: bounds a request's work at every frame"
+    )
     track_iou: float = _as_in_scoring("track_iou")
     track_max_gap: int = _as_in_scoring("track_max_gap")
     track_landmark_weight: float = _as_in_scoring("track_landmark_weight")
@@ -97,7 +100,7 @@ class ServeConfig:
                 f"got {type(self.autoscaling_config).__name__}"
             )
         ones = "ingress_replicas torch_threads prep_threads max_batch_size max_body_bytes ingress_max_ongoing_requests"
-        ones += " max_clip_bytes"
+        ones += " max_clip_bytes max_clip_frames"
         check_at_least(self, **dict.fromkeys(ones.split(), 1))
         if not 1 <= self.max_files <= 1000:
             raise ValueError(f"max_files must be in [1, 1000], got {self.max_files}")
@@ -121,7 +124,8 @@ class ServeConfig:
     def clip_video(self) -> VideoConfig:
         """How a posted clip is sampled and tracked: batch scoring's video settings with the service's limits."""
         track = {k: getattr(self, k) for k in ("track_iou", "track_max_gap", "track_landmark_weight")}
-        return VideoConfig(fps=self.clip_fps, max_duration_s=self.max_clip_s, **track)
+        limits = {"max_duration_s": self.max_clip_s, "max_frames": self.max_clip_frames}
+        return VideoConfig(fps=self.clip_fps, **limits, **track)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

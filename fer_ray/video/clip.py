@@ -30,6 +30,7 @@ from fer_ray.video.track import Tracker, track_summaries
 
 # Said with every "too long / too large" answer: the limits protect one request, not what fer_ray can do.
 CLIP_HINT = "score longer or larger videos with batch scoring: python jobs/score.py VIDEO... --out DIR"
+_FEWER = f"sample fewer frames per second (clip_fps) or {CLIP_HINT}"
 # What a person track's summary keeps of batch scoring's (tracks.parquet), under the same names.
 _SUMMARY = ("track_id", "dominant_emotion", "start_s", "end_s", "duration_s", "frames", "uncertain_share")
 
@@ -82,19 +83,25 @@ def clip_faces(
 ) -> ClipFaces:
     """The faces of ``video.fps`` sampled frames, tracked; ``whole_image``: each frame is one face (box None).
 
-    The length is checked against ``video.max_duration_s`` from the header, before a frame is decoded, and again
-    as frames arrive (a header can understate it). Raises :class:`ClipTooLong` over it and
+    The length (``video.max_duration_s``) and the number of frames to score (``video.max_frames``, which bounds
+    the work of a clip sampled at every frame) are checked from the header, before a frame is decoded, and again
+    as frames arrive (a header can understate them). Raises :class:`ClipTooLong` over either and
     :class:`~fer_ray.video.decode.VideoError` for bytes that are not a decodable video.
     """
     info = probe(data)
-    limit = video.max_duration_s
+    limit, most = video.max_duration_s, video.max_frames
     if limit is not None and info.duration_s > limit:
         raise ClipTooLong(f"the clip is {info.duration_s:.1f} s long, over the limit of {limit:g} s; {CLIP_HINT}")
+    if most is not None and video.samples_in(info.duration_s, info.fps) > most:
+        many = video.samples_in(info.duration_s, info.fps)
+        raise ClipTooLong(f"the clip has about {many} frames to score, over the limit of {most}; {_FEWER}")
     tracker = Tracker(video)
     frames, faces, crops = [], [], []
     for frame in sample_frames(data, Segment(0, 0.0, info.duration_s, last=True), video, pixel_format="gray"):
         if limit is not None and frame.timestamp_s > limit:
             raise ClipTooLong(f"the clip runs past {limit:g} s, its header said {info.duration_s:.1f} s; {CLIP_HINT}")
+        if most is not None and len(frames) >= most:
+            raise ClipTooLong(f"the clip has more than {most} frames to score, its header said fewer; {_FEWER}")
         h, w = frame.image.shape  # (H, W) gray
         boxes, found, marks = faces_in_frame(frame.image, detect, preprocess, whole_image)
         ids = tracker.update([b or (0, 0, w, h) for b in boxes], marks)

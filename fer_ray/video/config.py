@@ -6,6 +6,7 @@ track a video the same way; ``fer_ray.cli`` turns the fields into flags once vid
 
 from __future__ import annotations
 
+import math
 import posixpath
 from dataclasses import dataclass
 
@@ -65,6 +66,11 @@ class VideoConfig:
     track_landmark_weight: float = setting(
         0.5, "weight of landmark agreement next to IoU when faces compete for a track (0: IoU only)", group="video"
     )
+
+    def samples_in(self, duration_s: float, source_fps: float) -> int:
+        """About how many frames a video of this length and frame rate gives at ``fps``: what ``max_frames`` limits,
+        known from the header before anything is decoded."""
+        return math.ceil(duration_s * (min(self.fps, source_fps) if self.fps else source_fps))
 
     def __post_init__(self) -> None:
         if self.fps < 0:

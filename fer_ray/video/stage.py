@@ -11,7 +11,6 @@ ends with one error row, so every sampled frame that was decoded is accounted fo
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -129,7 +128,7 @@ def _check_limits(duration_s: float, fps: float, cfg: VideoConfig) -> None:
             f"the video lasts {duration_s:.1f} s, over --max-duration-s {cfg.max_duration_s:g}; "
             "raise the limit or cut the video"
         )
-    samples = math.ceil(duration_s * (min(cfg.fps, fps) if cfg.fps else fps))
+    samples = cfg.samples_in(duration_s, fps)
     if cfg.max_frames is not None and samples > cfg.max_frames:
         raise VideoError(
             f"the video has about {samples} frames to sample, over --max-frames {cfg.max_frames}; "
