@@ -495,7 +495,7 @@ OVER = b"\x00" * (CLIP_LIMIT + 1)  # under the image limit, over the clip's
 CLIP_ERRORS = {
     "long clip": (lambda u, c: _post(u, c["moving"], "video/mp4"), 413, f"over the limit of {MAX_CLIP_S:g} s"),
     "long clip upload": (lambda u, c: _upload_clip(u, ("m.mp4", c["moving"], "video/mp4")), 413, "5.0 s long"),
-    "many-frame clip": (lambda u, c: _post(u, c["cut"], "video/mp4"), 413, f"8 frames to score, over the limit of {MAX_CLIP_FRAMES}"),
+    "many frames": (lambda u, c: _post(u, c["cut"], "video/mp4"), 413, f"score, over the limit of {MAX_CLIP_FRAMES};"),
     "oversized clip": (lambda u, c: _post(u, OVER, "video/mp4"), 413, f"over the limit of {CLIP_LIMIT:,} bytes"),
     "oversized chunked clip": (lambda u, c: _chunked(u, OVER, "video/webm"), 413, f"{CLIP_LIMIT:,} bytes"),
     "oversized clip upload": (lambda u, c: _upload_clip(u, ("m.mkv", OVER, "video/x-matroska")), 413, "the clip is"),
