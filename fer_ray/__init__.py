@@ -19,7 +19,10 @@ def _job_without_install() -> None:
     script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
     if script is None or script.parent.name != "jobs" or not (script.parent.parent / "fer_ray").is_dir():
         return  # imported as a library: its user's own import errors are theirs to see
-    missing = [m for m in ("numpy", "pyarrow", "ray", "onnxruntime") if importlib.util.find_spec(m) is None]
+    needs = ["numpy", "pyarrow", "onnxruntime"]
+    if not _plain_training(script.name, sys.argv[1:]):  # a GPU box with PyTorch alone trains on the plain back end
+        needs.append("ray")
+    missing = [m for m in needs if importlib.util.find_spec(m) is None]
     if missing:
         venv = script.parent.parent / ".venv" / "bin" / "python"
         how = f"`{venv} {' '.join(sys.argv)}`" if venv.exists() else "`make demo` (or `make test`) first"
@@ -28,6 +31,18 @@ def _job_without_install() -> None:
             f"virtualenv: `source .venv/bin/activate`, or {how}\n"
         )
         raise SystemExit(2)
+
+
+def _plain_training(job: str, args: list[str]) -> bool:
+    """``jobs/train.py --backend plain``: the one job that runs without Ray (the last ``--backend`` wins, as in
+    argparse)."""
+    backend = None
+    for flag, value in zip(args, [*args[1:], None], strict=True):
+        if flag == "--backend":
+            backend = value
+        elif flag.startswith("--backend="):
+            backend = flag.split("=", 1)[1]
+    return job == "train.py" and backend == "plain"
 
 
 _job_without_install()

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,6 +69,27 @@ def test_trains_and_exports_without_ray(tmp_path, tiny_parquet):
     assert art.model_config == SMALL
     assert art.meta["train_config"]["backend"] == "plain"
     assert art.meta["metrics"]["counts"]["train"] == [6] * 7
+
+
+def test_the_train_job_runs_without_ray_on_the_plain_back_end(tmp_path, tiny_parquet):
+    """``python jobs/train.py --backend plain`` on a machine without Ray (a GPU box with PyTorch only): the job's
+    install check asks for Ray only where the job needs it, and says so in one line where it does."""
+    job = str(Path(__file__).resolve().parents[1] / "jobs" / "train.py")
+    flags = ["--arch", "cnn_attn", "--widths", "8,16", "--data", str(tiny_parquet), "--epochs", "1"]
+    flags += ["--batch-size", "16", "--run-name", "j", "--storage-path", str(tmp_path / "runs"), "--torch-threads", "1"]
+    code = "import runpy, sys; sys.modules['ray'] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], "
+    code += "run_name='__main__')"  # any import of ray raises ImportError, and find_spec finds none
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code, job, *flags, *extra], capture_output=True, text=True, timeout=300
+        )
+
+    plain = run("--backend", "plain")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert load_artifact(tmp_path / "runs" / "j" / "artifact").meta["train_config"]["backend"] == "plain"
+    with_ray = run("--backend", "ray", "--run-name", "k")
+    assert with_ray.returncode == 2 and "has no ray" in with_ray.stderr and "Traceback" not in with_ray.stderr
 
 
 def test_resume_with_longer_horizon_records_a_segment(tmp_path, tiny_parquet):
