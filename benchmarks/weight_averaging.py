@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         last = epochs[-k:]
         mean = average([ema[e] for e in last])
         row = {"k": k, "epochs": [last[0], last[-1]], "val_acc": val_acc(mean), "val_acc_bn": val_acc(mean, bn=True)}
+        if k == ks[-1]:  # what --save writes: kept, so batch norm is not recomputed a second time
+            saved_bn = {name: t.clone() for name, t in model.state_dict().items()}
         if k == 1:  # the same weights the training validated: the recorded figure, as a check of this script
             row["val_acc_recorded"] = history[last[0] - 1]["val_acc"]
         rows.append(row)
@@ -134,9 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         k = ks[-1]
         shutil.copytree(args.run_dir, args.save, ignore=shutil.ignore_patterns("snapshots", "artifact"))
         state = torch.load(found[epochs[-1]], map_location="cpu", weights_only=True)
-        mean = average([ema[e] for e in epochs[-k:]])
-        acc = val_acc(mean, bn=args.bn)  # leaves the model holding what is saved
-        state["ema"]["weights"] = {name: t.clone() for name, t in model.state_dict().items()}
+        weights = saved_bn if args.bn else average([ema[e] for e in epochs[-k:]])
+        acc = rows[-1]["val_acc_bn" if args.bn else "val_acc"]
+        state["ema"]["weights"] = weights
         # the artifact records what it holds: the average and its PublicTest figure, not the last epoch's
         state["history"][-1] = {
             **state["history"][-1],
