@@ -37,9 +37,9 @@ def _plain_training(job: str, args: list[str]) -> bool:
     """``jobs/train.py --backend plain``: the one job that runs without Ray (the last ``--backend`` wins, as in
     argparse)."""
     backend = None
-    for flag, value in zip(args, [*args[1:], None], strict=True):
+    for i, flag in enumerate(args):
         if flag == "--backend":
-            backend = value
+            backend = args[i + 1] if i + 1 < len(args) else None
         elif flag.startswith("--backend="):
             backend = flag.split("=", 1)[1]
     return job == "train.py" and backend == "plain"

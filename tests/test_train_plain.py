@@ -92,6 +92,20 @@ def test_the_train_job_runs_without_ray_on_the_plain_back_end(tmp_path, tiny_par
     assert with_ray.returncode == 2 and "has no ray" in with_ray.stderr and "Traceback" not in with_ray.stderr
 
 
+def test_only_train_with_the_plain_back_end_goes_without_ray():
+    from fer_ray import _plain_training
+
+    assert _plain_training("train.py", ["--backend", "plain"]) and _plain_training("train.py", ["--backend=plain"])
+    for job, args in [
+        ("train.py", []),
+        ("train.py", ["--backend"]),
+        ("train.py", ["--run-name", "plain"]),
+        ("score.py", ["--backend", "plain"]),
+        ("train.py", ["--backend", "plain", "--backend", "ray"]),
+    ]:
+        assert not _plain_training(job, args), (job, args)
+
+
 def test_resume_with_longer_horizon_records_a_segment(tmp_path, tiny_parquet):
     train_plain(_cfg(tmp_path, tiny_parquet, epochs=1))
     first = torch.load(tmp_path / "runs" / "p" / LATEST / STATE, weights_only=False)
