@@ -92,8 +92,8 @@ def clip_faces(
     limit, most = video.max_duration_s, video.max_frames
     if limit is not None and info.duration_s > limit:
         raise ClipTooLong(f"the clip is {info.duration_s:.1f} s long, over the limit of {limit:g} s; {CLIP_HINT}")
-    if most is not None and video.samples_in(info.duration_s, info.fps) > most:
-        many = video.samples_in(info.duration_s, info.fps)
+    many = video.samples_in(info.duration_s, info.fps)
+    if most is not None and many > most:
         raise ClipTooLong(f"the clip has about {many} frames to score, over the limit of {most}; {_FEWER}")
     tracker = Tracker(video)
     frames, faces, crops = [], [], []
