@@ -33,7 +33,7 @@ test: install-all
 	$(BIN)/python -m pytest -q -ra
 
 lint: install-all
-	$(BIN)/ruff check fer_ray jobs tests benchmarks
-	$(BIN)/ruff format --check fer_ray jobs tests benchmarks
+	$(BIN)/ruff check fer_ray jobs tests benchmarks tools
+	$(BIN)/ruff format --check fer_ray jobs tests benchmarks tools
 	@# no copy-pasted block of six or more lines inside the library
 	$(BIN)/pylint --disable=all --enable=duplicate-code --min-similarity-lines=6 --ignore-imports=y --ignore-docstrings=y --ignore-comments=y --score=n fer_ray

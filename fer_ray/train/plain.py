@@ -84,7 +84,7 @@ def _batches(split: Split, batch_size: int, order: torch.Tensor | None = None):
         yield split.faces[part], split.labels[part]
 
 
-def _save_atomic(state: dict[str, Any], path: Path) -> None:
+def save_atomic(state: dict[str, Any], path: Path) -> None:
     """A kill mid-write must not destroy the checkpoint a resume needs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -144,9 +144,9 @@ def train_plain(cfg: TrainConfig, progress: bool | None = None) -> checkpoints.T
             state = learner.state(epoch, history)
             if best is None or checkpoints.rank_key(metrics) > checkpoints.rank_key(best):
                 best = metrics
-                _save_atomic(state, run_dir / BEST / checkpoints.STATE)
+                save_atomic(state, run_dir / BEST / checkpoints.STATE)
             state["best"] = best
-            _save_atomic(state, latest)
+            save_atomic(state, latest)
             (run_dir / checkpoints.HISTORY).write_text(json.dumps(history, indent=2) + "\n")
             # one line per epoch: the progress where there is no bar, above the bar where there is one
             logger.info("%s", epoch_line(metrics, cfg.total_epochs, best, time.perf_counter() - t0))
