@@ -20,7 +20,7 @@ def _job_without_install() -> None:
     if script is None or script.parent.name != "jobs" or not (script.parent.parent / "fer_ray").is_dir():
         return  # imported as a library: its user's own import errors are theirs to see
     needs = ["numpy", "pyarrow", "onnxruntime"]
-    if not _plain_training(script.name, sys.argv[1:]):  # a GPU box with PyTorch alone trains on the plain back end
+    if script.name != "train.py":  # train needs Ray for --backend ray only, known once its flags and --config are read
         needs.append("ray")
     missing = [m for m in needs if importlib.util.find_spec(m) is None]
     if missing:
@@ -31,18 +31,6 @@ def _job_without_install() -> None:
             f"virtualenv: `source .venv/bin/activate`, or {how}\n"
         )
         raise SystemExit(2)
-
-
-def _plain_training(job: str, args: list[str]) -> bool:
-    """``jobs/train.py --backend plain``: the one job that runs without Ray (the last ``--backend`` wins, as in
-    argparse)."""
-    backend = None
-    for i, flag in enumerate(args):
-        if flag == "--backend":
-            backend = args[i + 1] if i + 1 < len(args) else None
-        elif flag.startswith("--backend="):
-            backend = flag.split("=", 1)[1]
-    return job == "train.py" and backend == "plain"
 
 
 _job_without_install()

@@ -386,6 +386,15 @@ def test_job_without_the_virtualenv_says_how_to_run_it():
     assert res.returncode == 2 and len(err) == 1, res.stderr[-2000:]
     assert err[0].startswith("fer_ray: error: ") and "virtualenv" in err[0] and "Traceback" not in res.stderr
 
+    # a Python with the lean packages but no Ray (a GPU box's): every job but train asks for Ray at start
+    code = "import runpy, sys; sys.modules['ray'] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], "
+    code += "run_name='__main__')"
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(repo / "jobs" / "serve.py")], capture_output=True, text=True, timeout=60
+    )
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(err) == 1 and "has no ray" in err[0], res.stderr[-2000:]
+
 
 @pytest.mark.parametrize("job", ["score", "train", "tune", "evaluate", "serve", "export_onnx", "calibrate"])
 def test_help_shows_no_empty_default(job, capsys):

@@ -54,17 +54,23 @@ def run_cli(main: Callable[[list[str]], int]) -> Callable[[list[str] | None], in
         except Exit as e:
             return e.code
         except (UserError, ModuleNotFoundError) as e:
-            missing = isinstance(e, ModuleNotFoundError)
-            if missing and e.name not in TRAIN_EXTRA:
+            missing = e.name.split(".")[0] if isinstance(e, ModuleNotFoundError) and e.name else None
+            if isinstance(e, ModuleNotFoundError) and missing not in (*TRAIN_EXTRA, "ray"):
                 raise
             if "--debug" in args:
                 traceback.print_exc()
-            message = (
-                f"this job needs {e.name}, which the lean install (scoring, reports, Serve) leaves out — "
-                "pip install -e '.[train]' (or `make test`) adds training, export and evaluation"
-                if missing
-                else " ".join(str(e).split())
-            )
+            if missing == "ray":  # only train gets here (fer_ray's import check asks every other job for Ray)
+                message = (
+                    f"{sys.executable} has no ray, which --backend ray needs — train with --backend plain "
+                    "(one process, no Ray), or use the project's virtualenv (`make install`)"
+                )
+            elif missing:
+                message = (
+                    f"this job needs {e.name}, which the lean install (scoring, reports, Serve) leaves out — "
+                    "pip install -e '.[train]' (or `make test`) adds training, export and evaluation"
+                )
+            else:
+                message = " ".join(str(e).split())
             print(f"{PROG}: error: {message}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
