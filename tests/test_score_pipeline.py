@@ -118,7 +118,7 @@ def test_score_config_validation():
 
 def test_plan_fuses_cpu_inference_on_the_jobs_own_ray(monkeypatch):
     from fer_ray.runtime import RayConfig
-    from fer_ray.score.driver import MAX_BLOCK_ROWS, plan_stages
+    from fer_ray.score.plan import MAX_BLOCK_ROWS, plan_stages
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cores = os.cpu_count() or 1

@@ -7,8 +7,8 @@ The dataset streams end to end; nothing but counts comes back to the driver::
       -> map_batches(FacePredictor)    actor pool: the model on the run's engine
       -> write_parquet(OUT/rows)       part files named after the run (fer_ray.score.store)
 
-Fused stages (:func:`plan_stages`) make the middle two one :class:`FusedScorer` actor per core. All rows
-of an image come out of one ``prepare_images`` call and Ray Data hands whole blocks on, so they land in one
+Fused stages (:func:`fer_ray.score.plan.plan_stages`) make the middle two one ``FusedScorer`` actor per core.
+All rows of an image come out of one ``prepare_images`` call and Ray Data hands whole blocks on, so they land in one
 part file: that is what makes a killed run safe to resume.
 """
 
@@ -19,33 +19,34 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-import os
 import posixpath
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from fer_ray.data.listing import IMAGE_EXTENSIONS, list_images_and_settings
 from fer_ray.data.s3 import S3Settings
 from fer_ray.progress import Poller, Progress, ProgressCounter, progress_mode, without_ray_data_bars
-from fer_ray.runtime import LOCAL, init_ray, resolve_address
+from fer_ray.runtime import init_ray
 from fer_ray.score.config import ScoreConfig
+from fer_ray.score.plan import StagePlan, build_dataset, plan_stages
 from fer_ray.score.report import write_report
 from fer_ray.score.run_lock import RunLock
-from fer_ray.score.stages import FacePredictor, FusedScorer, artifact_files, prepare_images
+from fer_ray.score.stages import artifact_files
 from fer_ray.score.store import CONFIG_FILE, PART_PREFIX, ROWS_DIR, RUNS_DIR, OutputStore, ScanResult, key_hash
 from fer_ray.storage import is_remote
 from fer_ray.video.config import VIDEO_EXTENSIONS, is_video
 from fer_ray.video.stage import expand_segments
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from fer_ray.inference.artifact import Artifact
+    from fer_ray.preprocess import PreprocessConfig
 
-MAX_BLOCK_ROWS = 1024  # listing rows per block: bounds the blocks a huge collection makes
+logger = logging.getLogger(__name__)
 
 
 class MixedModelsError(ValueError):
@@ -61,48 +62,6 @@ class ScoreResult:
     out: str
     run: dict[str, Any]  # this run's record (also at OUT/runs/<run_id>.json)
     summary: dict[str, Any]  # OUT/summary.json
-
-
-@dataclass(frozen=True)
-class StagePlan:
-    block_rows: int  # listing rows per block (bounded, so the driver never puts millions of tiny objects)
-    stages: str  # fused (decode/detect inside the inference actors) or split
-    actors: int  # inference actors
-    cpu_tasks: int | None  # concurrent decode/detect tasks of split stages; None: Ray Data decides
-
-
-def plan_stages(n: int, cfg: ScoreConfig, gpus: float, cpus: int | None = None) -> StagePlan:
-    """The :class:`StagePlan` for ``n`` inputs with ``gpus`` per actor on ``cpus`` cluster CPUs (default: Ray's,
-    asked only when there is something to score, so a run with nothing new needs no Ray).
-
-    - Blocks: a small collection spread over every CPU, a large one about four blocks per CPU (so that work
-      evens out) of at most :data:`MAX_BLOCK_ROWS` rows.
-    - Stages: ``auto`` fuses for CPU inference on the job's own Ray, where the two would take turns on the cores.
-    - Actors: ``cfg.actors``, else one single-threaded actor per core when fused on the job's own Ray, else
-      one; fused, no more than the blocks (an actor without a block only costs its start-up).
-    - CPU tasks: ``cfg.max_cpu_tasks``, else the machine's cores on the job's own Ray (which advertises twice
-      the cores, :func:`fer_ray.runtime.default_logical_cpus`, so that tasks do not take turns with the
-      actors); on a cluster Ray Data decides. Never more than the blocks (Ray Data warns of a cap it cannot reach).
-    """
-    local = resolve_address(cfg.ray) == LOCAL
-    block_rows, blocks = 1, None
-    if n:
-        if cpus is None:
-            import ray
-
-            cpus = int(ray.cluster_resources().get("CPU", 1))
-        cpus = max(1, cpus)
-        spread = min(cfg.images_per_task, math.ceil(n / cpus))
-        block_rows = max(1, min(MAX_BLOCK_ROWS, max(spread, math.ceil(n / (4 * cpus)))))
-        blocks = math.ceil(n / block_rows)
-    fused = cfg.stages == "fused" or (cfg.stages == "auto" and gpus == 0 and local)
-    actors = cfg.actors or ((os.cpu_count() or 1) if fused and local else 1)
-    if fused and blocks is not None:
-        actors = max(1, min(actors, blocks))
-    cpu_tasks = cfg.max_cpu_tasks or ((os.cpu_count() or 1) if local else None)
-    if cpu_tasks is not None and blocks is not None:
-        cpu_tasks = max(1, min(cpu_tasks, blocks))
-    return StagePlan(block_rows, "fused" if fused else "split", actors, cpu_tasks)
 
 
 class _PartFilenames:
@@ -127,62 +86,6 @@ def model_accuracy(meta: dict[str, Any]) -> dict[str, Any] | None:
         "recall": {e: round(float(v["recall"]), 4) for e, v in per_class.items()},
         "precision": {e: round(float(v["precision"]), 4) for e, v in per_class.items()},
     }
-
-
-def build_dataset(
-    todo: pd.DataFrame, cfg: ScoreConfig, plan: StagePlan, gpus: float, prepare_kwargs: dict, predictor_kwargs: dict
-):
-    """The lazy Ray Dataset of output rows for the listing rows in ``todo`` (nothing runs until written);
-    ``prepare_kwargs`` go to :func:`prepare_images`, ``predictor_kwargs`` to :class:`FacePredictor`."""
-    import ray.data
-
-    step = plan.block_rows
-    segments = todo["segment"].notna().to_numpy() if "segment" in todo else np.zeros(len(todo), dtype=bool)
-    if segments.any():  # a video segment is a task of its own; blocks stay whole (no batch_size bundles them)
-        step = min(step, cfg.batch_size if plan.stages == "fused" else cfg.images_per_task)
-    images, videos = todo[~segments], todo[segments]
-    cuts = [(images, i, i + step) for i in range(0, len(images), step)]
-    cuts += [(videos, i, i + 1) for i in range(len(videos))]
-    blocks = [pa.Table.from_pandas(df.iloc[a:b], preserve_index=False) for df, a, b in cuts]
-    ds = ray.data.from_arrow(blocks)
-    # On the job's own local Ray no node is lost, and an actor that dies (out of memory, say) would die again:
-    # the run fails instead and a rerun resumes where it stopped. Restartable actors would also make Ray
-    # log an error-level line in every run (ray#53727: Ray Data keeps its map transformer in the object
-    # store). On a cluster, Ray Data's default stays: actors on a lost node are restarted elsewhere.
-    actors = {
-        "compute": ray.data.ActorPoolStrategy(size=plan.actors),
-        "num_cpus": cfg.cpus_per_actor,
-        "num_gpus": gpus,
-        **({"max_restarts": 0} if resolve_address(cfg.ray) == LOCAL else {}),
-    }
-    if plan.stages == "fused":
-        return ds.map_batches(
-            FusedScorer,
-            batch_format="pandas",
-            # batch_size images per call, so the model sees batches as large as in split stages.
-            batch_size=cfg.batch_size if step > cfg.batch_size else None,
-            fn_constructor_kwargs={"prepare_kwargs": prepare_kwargs, **predictor_kwargs},
-            **actors,
-        )
-    ds = ds.map_batches(
-        prepare_images,
-        batch_format="pandas",
-        # An int batch size also bundles blocks up to it: use it only when blocks are larger.
-        batch_size=cfg.images_per_task if step > cfg.images_per_task else None,
-        fn_kwargs=prepare_kwargs,
-        compute=ray.data.TaskPoolStrategy(size=plan.cpu_tasks),
-        num_cpus=cfg.cpus_per_task,
-        # Retrying a task whose worker died also makes these remote args differ from the
-        # actors', which keeps Ray Data from fusing this stage into the (small) actor pool.
-        max_retries=cfg.task_retries,
-    )
-    return ds.map_batches(
-        FacePredictor,
-        batch_format="pyarrow",
-        batch_size=cfg.batch_size,
-        fn_constructor_kwargs=predictor_kwargs,
-        **actors,
-    )
 
 
 @contextlib.contextmanager
@@ -223,6 +126,109 @@ def _all_scored(scan: ScanResult, listing: pd.DataFrame, model_id: str) -> bool:
     return bool(np.isin(key_hash(listing), scan.done).all()) and not len(scan.stale) and not len(scan.retry)
 
 
+def _inputs(cfg: ScoreConfig, settings: S3Settings | None, store: OutputStore) -> pd.DataFrame:
+    """The listing to score: images, and each video as one row per segment (the unit of work and resume).
+    Listing reads metadata only and needs no Ray, nor OUT: inputs that hold no image leave nothing behind."""
+    kept = IMAGE_EXTENSIONS | set(VIDEO_EXTENSIONS)
+    listing, _ = list_images_and_settings(cfg.inputs, settings, cfg.allow_local, kept)
+    if listing.empty:
+        raise NoInputsError(
+            f"no image or video files in {', '.join(map(str, cfg.inputs))} (nothing was written to {cfg.out}); "
+            "name folders or files that hold photos"
+        )
+    # a rerun takes the segments of unchanged videos from OUT's inputs instead of probing them again
+    known = None
+    if not cfg.overwrite and listing["path"].map(is_video).any():
+        try:
+            known = store.read_inputs()
+        except Exception as e:  # unreadable OUT: the lock says why; a damaged record only costs probing
+            logger.info("videos are probed again: %s's inputs cannot be read (%s)", store.uri, e)
+    return expand_segments(listing, cfg.video, settings, known)
+
+
+def _place_model(cfg: ScoreConfig, artifact: Artifact, nothing_to_do: bool) -> tuple[Artifact, float]:
+    """(the artifact as the actors run it, GPUs per actor); starts Ray unless ``nothing_to_do`` (a rerun with
+    nothing new needs no Ray: its start-up is most of a small job)."""
+    from fer_ray.inference.artifact import load_artifact
+
+    if nothing_to_do:
+        logger.info("every input is already scored by %s; Ray is not started", artifact.model_id)
+        return artifact, 0.0
+    init_ray(cfg.ray)
+    gpus = cfg.gpus_per_actor
+    if gpus is None:
+        import ray
+
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    if gpus > 0 and cfg.engine is None and artifact.engine_name != "torch":
+        return load_artifact(cfg.model, "cpu", engine="torch"), gpus  # GPU actors run the PyTorch model
+    if gpus > 0 and artifact.engine_name != "torch":
+        logger.warning("engine %s runs on CPU: the inference actors get no GPU", artifact.engine_name)
+        return artifact, 0.0
+    return artifact, gpus
+
+
+def _check_models(scan: ScanResult, model_id: str, cfg: ScoreConfig, uri: str) -> None:
+    """OUT's rows must be of this run's model unless mixing was asked for: a report must not average models."""
+    others = sorted(m for m in scan.models if m != model_id)
+    if others and not cfg.allow_mixed_models:
+        raise MixedModelsError(
+            f"{uri} holds rows scored by {', '.join(others)}, this run would add rows of {model_id}; "
+            "rerun with --overwrite to rescore everything with this model, pick another --out, "
+            "or pass --allow-mixed-models (the report then groups rows by model)"
+        )
+    if others:
+        logger.warning("%s mixes models (%s and %s): --allow-mixed-models", uri, ", ".join(others), model_id)
+
+
+def _run_pipeline(
+    todo: pd.DataFrame,
+    cfg: ScoreConfig,
+    plan: StagePlan,
+    gpus: float,
+    artifact: Artifact,
+    store: OutputStore,
+    preprocess: PreprocessConfig,
+    run_id: str,
+    progress: bool | None,
+) -> float:
+    """Score ``todo`` into ``OUT/rows`` through Ray Data; returns the pipeline's seconds."""
+    t0 = time.time()
+    prepare_kwargs = {
+        "settings": store.settings,
+        "preprocess": preprocess,
+        "detect": cfg.detect,
+        "whole_image": cfg.whole_image,
+        "save_crops": cfg.save_crops,
+        "video": cfg.video,
+    }
+    segments = int(todo["segment"].notna().sum()) if "segment" in todo else 0
+    unit = "images" if not segments else "video segments" if segments == len(todo) else "inputs"
+    with _scoring_progress(len(todo), progress, unit) as counter:
+        predictor_kwargs = {
+            "files": artifact_files(artifact.path, artifact.engine_name),
+            "run_id": run_id,
+            "device": "cuda" if gpus > 0 else "cpu",
+            "threads": cfg.threads or max(1, math.ceil(cfg.cpus_per_actor)),  # else the CPUs it holds
+            "engine": artifact.engine_name,
+            "flip_tta": cfg.flip_tta,
+            "batch_size": cfg.batch_size,
+            "progress": counter,
+        }
+        ds = build_dataset(todo, cfg, plan, gpus, prepare_kwargs, predictor_kwargs)
+        without_ray_data_bars(ds)
+        ds.write_parquet(
+            store.path(ROWS_DIR),
+            filesystem=store.fs,
+            filename_provider=_PartFilenames(run_id),
+            min_rows_per_file=cfg.rows_per_file,
+            ray_remote_args={"num_cpus": cfg.write_cpus},
+        )
+    pipeline_s = time.time() - t0
+    logger.info("scored %d images in %.1f s (%.2f images/s)", len(todo), pipeline_s, len(todo) / pipeline_s)
+    return pipeline_s
+
+
 def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | None = None) -> ScoreResult:
     """Score every input of ``cfg`` not yet in ``cfg.out``; write the Parquet rows, summary.json and report.html.
 
@@ -238,24 +244,8 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
     # Endpoint and region only: the driver and every worker take credentials from the AWS chain.
     uses_s3 = any(is_remote(p) for p in (*cfg.inputs, cfg.out, cfg.save_crops or ""))
     settings = cfg.s3 or (S3Settings.from_env(credentials=False) if uses_s3 else None)
-    # Listing reads metadata only and needs no Ray, nor OUT: inputs that hold no image leave nothing behind.
-    kept = IMAGE_EXTENSIONS | set(VIDEO_EXTENSIONS)
-    listing, _ = list_images_and_settings(cfg.inputs, settings, cfg.allow_local, kept)
-    if listing.empty:
-        raise NoInputsError(
-            f"no image or video files in {', '.join(map(str, cfg.inputs))} (nothing was written to {cfg.out}); "
-            "name folders or files that hold photos"
-        )
-    # Each video is probed (its header read) and becomes one listing row per segment: the unit of work and resume;
-    # a rerun takes the segments of unchanged videos from OUT's inputs instead.
     store = OutputStore(cfg.out, settings)
-    known = None
-    if not cfg.overwrite and listing["path"].map(is_video).any():
-        try:
-            known = store.read_inputs()
-        except Exception as e:  # unreadable OUT: the lock below says why; a damaged record only costs probing
-            logger.info("videos are probed again: %s's inputs cannot be read (%s)", store.uri, e)
-    listing = expand_segments(listing, cfg.video, settings, known)
+    listing = _inputs(cfg, settings, store)
     with RunLock(store, run_id, stale_s=cfg.lock_stale_s).acquire(cfg.lock_wait_s) as lock:
         preprocess = dataclasses.replace(
             artifact.preprocess,
@@ -266,40 +256,15 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
         logger.info("listed %d inputs (%d could not be listed and become error rows)", len(listing), n_list_errors)
         # One scan of OUT per run (it also deletes part files a killed run left half-written, and records them).
         scan = None if cfg.overwrite else store.scan(listing)
-        if scan is not None and _all_scored(scan, listing, artifact.model_id):
-            # A rerun with nothing new needs no Ray (its start-up is most of a small job): the report is rewritten.
-            logger.info("every input is already scored by %s; Ray is not started", artifact.model_id)
-            gpus = 0.0
-        else:
-            init_ray(cfg.ray)
-            gpus = cfg.gpus_per_actor
-            if gpus is None:
-                import ray
-
-                gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-        if gpus > 0 and cfg.engine is None and artifact.engine_name != "torch":
-            artifact = load_artifact(cfg.model, "cpu", engine="torch")  # GPU actors run the PyTorch model
-        elif gpus > 0 and artifact.engine_name != "torch":
-            logger.warning("engine %s runs on CPU: the inference actors get no GPU", artifact.engine_name)
-            gpus = 0.0
+        nothing_to_do = scan is not None and _all_scored(scan, listing, artifact.model_id)
+        artifact, gpus = _place_model(cfg, artifact, nothing_to_do)
         flip_tta = artifact.flip_tta if cfg.flip_tta is None else cfg.flip_tta
         logger.info("model %s, engine %s, flip TTA %s", artifact.model_id, artifact.engine_name, flip_tta)
 
         if cfg.overwrite:
             store.clear()
             scan = store.scan(listing)
-        others = sorted(m for m in scan.models if m != artifact.model_id)
-        if others and not cfg.allow_mixed_models:
-            raise MixedModelsError(
-                f"{store.uri} holds rows scored by {', '.join(others)}, "
-                f"this run would add rows of {artifact.model_id}; "
-                "rerun with --overwrite to rescore everything with this model, pick another --out, "
-                "or pass --allow-mixed-models (the report then groups rows by model)"
-            )
-        if others:
-            logger.warning(
-                "%s mixes models (%s and %s): --allow-mixed-models", store.uri, ", ".join(others), artifact.model_id
-            )
+        _check_models(scan, artifact.model_id, cfg, store.uri)
         # Rows of inputs that changed since they were scored, and transient errors retried now, go
         # before this run writes theirs: rows/ never holds two versions of an input.
         lock.check()
@@ -322,42 +287,10 @@ def score(cfg: ScoreConfig, progress: bool | None = None, report_rows: int | Non
             len(scan.retry),
         )
 
-        pipeline_s = 0.0
         plan = plan_stages(len(todo), cfg, gpus)
-        if len(todo):
-            t0 = time.time()
-            prepare_kwargs = {
-                "settings": store.settings,
-                "preprocess": preprocess,
-                "detect": cfg.detect,
-                "whole_image": cfg.whole_image,
-                "save_crops": cfg.save_crops,
-                "video": cfg.video,
-            }
-            segments = int(todo["segment"].notna().sum()) if "segment" in todo else 0
-            unit = "images" if not segments else "video segments" if segments == len(todo) else "inputs"
-            with _scoring_progress(len(todo), progress, unit) as counter:
-                predictor_kwargs = {
-                    "files": artifact_files(artifact.path, artifact.engine_name),
-                    "run_id": run_id,
-                    "device": "cuda" if gpus > 0 else "cpu",
-                    "threads": cfg.threads or max(1, math.ceil(cfg.cpus_per_actor)),  # else the CPUs it holds
-                    "engine": artifact.engine_name,
-                    "flip_tta": cfg.flip_tta,
-                    "batch_size": cfg.batch_size,
-                    "progress": counter,
-                }
-                ds = build_dataset(todo, cfg, plan, gpus, prepare_kwargs, predictor_kwargs)
-                without_ray_data_bars(ds)
-                ds.write_parquet(
-                    store.path(ROWS_DIR),
-                    filesystem=store.fs,
-                    filename_provider=_PartFilenames(run_id),
-                    min_rows_per_file=cfg.rows_per_file,
-                    ray_remote_args={"num_cpus": cfg.write_cpus},
-                )
-            pipeline_s = time.time() - t0
-            logger.info("scored %d images in %.1f s (%.2f images/s)", len(todo), pipeline_s, len(todo) / pipeline_s)
+        pipeline_s = (
+            _run_pipeline(todo, cfg, plan, gpus, artifact, store, preprocess, run_id, progress) if len(todo) else 0.0
+        )
 
         lock.check()
         elapsed = time.time() - started
