@@ -89,6 +89,24 @@ def test_a_run_resumed_from_its_parked_copy_matches_one_never_stopped(tmp_path, 
     assert _same(exported[0], exported[1])
 
 
+def test_a_best_epoch_that_is_the_latest_is_stored_once(tmp_path, tiny_parquet):
+    train_plain(_cfg(tmp_path / "runs", tiny_parquet, epochs=1))
+    run_dir = tmp_path / "runs" / "r"
+    best, latest = _state(run_dir, BEST), _state(run_dir)
+    best["epoch"] = latest["epoch"]  # as in a run whose accuracy still climbs
+    torch.save(best, run_dir / BEST / STATE)
+    once = park(run_dir, tmp_path / "once.pt")["bytes"]
+    best["epoch"] = latest["epoch"] - 1
+    torch.save(best, run_dir / BEST / STATE)
+    assert park(run_dir, tmp_path / "twice.pt")["bytes"] > once + _size(latest["ema"]["weights"]) * 0.9
+    laid_out = _state(unpark(tmp_path / "once.pt", tmp_path / "new"), BEST)
+    assert _same(laid_out["ema"]["weights"], latest["ema"]["weights"]) and laid_out["history"] == latest["history"][-1:]
+
+
+def _size(weights: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in weights.values())
+
+
 def test_unpark_keeps_a_run_that_is_further_and_refuses_other_files(tmp_path, tiny_parquet):
     train_plain(_cfg(tmp_path / "runs", tiny_parquet, epochs=1))
     parked = tmp_path / "parked.pt"

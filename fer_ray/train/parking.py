@@ -4,7 +4,7 @@ first 300-epoch run was lost that way at epoch 212 of 300 (#34).
 
 The parked file holds what a resume needs, unchanged: the latest checkpoint in full (weights, EMA, optimizer and
 scheduler state, random state, history) and the run's ``train_config.json`` record; of the best checkpoint only
-what its export reads (the validated weights and that epoch's metrics), which saves a third of the bytes.
+what its export reads (the validated weights and that epoch's metrics), and nothing where it is the latest.
 ``unpark`` lays them out as a run directory, so rerunning the run's own command resumes it."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from fer_ray.train import checkpoints
 from fer_ray.train.plain import BEST, LATEST, save_atomic
 
 FORMAT = "fer_ray.parked_run/1"
+SAME_AS_LATEST = "latest"
 
 
 def _best_for_export(best: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +43,12 @@ def park(run_dir: Path | str, dest: Path | str) -> dict[str, Any]:
         "run_name": run_dir.name,
         "record": json.loads(record_path.read_text()),
         "latest": latest,
-        "best": _best_for_export(best) if best is not None else None,
+        # while accuracy climbs the best epoch is the latest: its weights are stored once
+        "best": None
+        if best is None
+        else SAME_AS_LATEST
+        if best["epoch"] == latest["epoch"]
+        else _best_for_export(best),
     }
     save_atomic(parked, dest)
     return {"epochs_done": latest["epoch"] + 1, "best": latest.get("best"), "bytes": dest.stat().st_size}
@@ -64,8 +70,9 @@ def unpark(parked_file: Path | str, storage_path: Path | str) -> Path:
                 "keeping the run directory (remove it to go back to the parked copy)"
             )
     save_atomic(parked["latest"], latest_path)
-    if parked["best"] is not None:
-        save_atomic(parked["best"], run_dir / BEST / checkpoints.STATE)
+    best = _best_for_export(parked["latest"]) if parked["best"] == SAME_AS_LATEST else parked["best"]
+    if best is not None:
+        save_atomic(best, run_dir / BEST / checkpoints.STATE)
     (run_dir / checkpoints.TRAIN_CONFIG).write_text(json.dumps(parked["record"], indent=2, sort_keys=True) + "\n")
     (run_dir / checkpoints.HISTORY).write_text(json.dumps(parked["latest"]["history"], indent=2) + "\n")
     return run_dir
