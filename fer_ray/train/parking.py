@@ -29,6 +29,13 @@ def _best_for_export(best: dict[str, Any]) -> dict[str, Any]:
     return {**weights, "epoch": best["epoch"], "history": best["history"][-1:]}
 
 
+def _best_to_park(best: dict[str, Any] | None, latest: dict[str, Any]) -> dict[str, Any] | str | None:
+    """While accuracy climbs the best epoch is the latest: its weights are then stored once."""
+    if best is None:
+        return None
+    return SAME_AS_LATEST if best["epoch"] == latest["epoch"] else _best_for_export(best)
+
+
 def park(run_dir: Path | str, dest: Path | str) -> dict[str, Any]:
     """Write ``run_dir``'s resume state to the file ``dest``; returns a summary (epochs done, best, bytes)."""
     run_dir, dest = Path(run_dir).expanduser(), Path(dest).expanduser()
@@ -43,12 +50,7 @@ def park(run_dir: Path | str, dest: Path | str) -> dict[str, Any]:
         "run_name": run_dir.name,
         "record": json.loads(record_path.read_text()),
         "latest": latest,
-        # while accuracy climbs the best epoch is the latest: its weights are stored once
-        "best": None
-        if best is None
-        else SAME_AS_LATEST
-        if best["epoch"] == latest["epoch"]
-        else _best_for_export(best),
+        "best": _best_to_park(best, latest),
     }
     save_atomic(parked, dest)
     return {"epochs_done": latest["epoch"] + 1, "best": latest.get("best"), "bytes": dest.stat().st_size}
